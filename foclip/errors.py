@@ -1,0 +1,65 @@
+"""User-facing errors.
+
+A :class:`FoclipError` is something the user can fix (bad input, missing extra, wrong
+option); the CLI prints its one-line message and exits 1. Anything else is a bug and keeps its
+traceback. Messages follow the shape ``<subject> | <problem>. Expected <x>.``
+"""
+
+from __future__ import annotations
+
+
+class FoclipError(Exception):
+    """Base class of every error a user can act on."""
+
+    def __init__(self, subject: str, problem: str, expected: str | None = None) -> None:
+        self.subject = subject
+        self.problem = problem
+        self.expected = expected
+        msg = f"{subject} | {problem}."
+        if expected:
+            msg += f" Expected {expected}."
+        super().__init__(msg)
+
+
+class InputError(FoclipError):
+    """An input file, image, prompt file or option value is unusable."""
+
+
+class ModelError(FoclipError):
+    """A model name or its weights cannot be resolved."""
+
+
+class BundleError(FoclipError):
+    """A bundle is missing, incomplete, tampered with or incompatible."""
+
+
+class BackendError(FoclipError):
+    """An inference backend or provider is unavailable."""
+
+
+class MissingExtraError(FoclipError):
+    """An optional dependency is not installed."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(module, "is not installed", f"`pip install 'foclip[{extra}]'`")
+
+
+def require(module: str, extra: str):
+    """Import ``module`` or raise :class:`MissingExtraError` naming the pip extra.
+
+    Args:
+        module: dotted module name to import.
+        extra: the foclip extra that provides it.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        MissingExtraError: when the import fails.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise MissingExtraError(module, extra) from exc

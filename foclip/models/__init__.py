@@ -1,0 +1,13 @@
+"""torch + open_clip side: load a CLIP (name + pretrained tag | checkpoint file | random) and wrap it.
+
+Importing this package imports torch and open_clip; ``foclip.runtime`` never imports it.
+"""
+
+from foclip.models.loader import TINY_MODEL, LoadedClip, load_clip
+from foclip.models.preprocess import DifferentiablePreprocess, resize_crop
+from foclip.models.wrappers import ImageEncoder, TextEncoder
+
+__all__ = [
+    "TINY_MODEL", "LoadedClip", "load_clip", "DifferentiablePreprocess", "resize_crop",
+    "ImageEncoder", "TextEncoder",
+]

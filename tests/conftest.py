@@ -1,0 +1,49 @@
+"""Test-wide settings: offline hub, small thread counts, real sample photos."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    if _cuda_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def sample_photos() -> dict[str, np.ndarray]:
+    """Real photos that ship with scikit-image (uint8 RGB arrays), loaded offline."""
+    from skimage import data
+
+    return {name: getattr(data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket")}
+
+
+@pytest.fixture(scope="session")
+def sample_photo_dir(tmp_path_factory, sample_photos):
+    """The sample photos written as JPEG/PNG files into a folder."""
+    from PIL import Image
+
+    d = tmp_path_factory.mktemp("photos")
+    for i, (name, arr) in enumerate(sample_photos.items()):
+        ext = "jpg" if i % 2 else "png"
+        Image.fromarray(arr).save(d / f"{name}.{ext}", quality=95)
+    return d
