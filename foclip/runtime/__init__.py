@@ -1,0 +1,1 @@
+"""Torch-free runtime: numpy + PIL + onnxruntime (tensorrt only when that backend is chosen)."""
