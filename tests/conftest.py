@@ -47,3 +47,16 @@ def sample_photo_dir(tmp_path_factory, sample_photos):
         ext = "jpg" if i % 2 else "png"
         Image.fromarray(arr).save(d / f"{name}.{ext}", quality=95)
     return d
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A foclip-tiny (random weights) bundle: fp32/fp16/int8 image encoders, fp32/fp16 text encoders,
+    the `artistic` text bank, tokenizer, detect.fp32.onnx, parity.json. Exported once per session
+    (~5 s); treat it as read-only (copy it before changing files)."""
+    from foclip.exporter import ExportConfig, export_bundle
+
+    out = tmp_path_factory.mktemp("bundles") / "tiny"
+    export_bundle(ExportConfig(model_name="foclip-tiny", pretrained="random", prompts=("artistic",),
+                               precisions=("fp32", "fp16", "int8"), opset=18, seed=0), out)
+    return out

@@ -47,8 +47,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except FoclipError as exc:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        # escape(): messages contain brackets such as `pip install 'foclip[trt]'`.
+        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return 1
     except KeyboardInterrupt:
         return 130

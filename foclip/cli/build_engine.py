@@ -1,0 +1,31 @@
+"""`foclip build-engine DIR`: a TensorRT engine for one of a bundle's encoders."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("build-engine", help="build a TensorRT engine for a bundle encoder (needs foclip[trt] + GPU)",
+                       description="Build a TensorRT 10 engine from a bundle's fp32 ONNX encoder with one "
+                                   "optimisation profile; the engine, the timing cache and the manifest entry are "
+                                   "kept in the bundle.")
+    p.add_argument("bundle", help="bundle folder written by `foclip export`")
+    p.add_argument("--precision", default="fp16", help="fp16 (default), bf16 or fp32")
+    p.add_argument("--batch", default="1,16,64", metavar="MIN,OPT,MAX", help="batch profile (default 1,16,64)")
+    p.add_argument("--encoder", default="image", help="image (default) or text")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
+    from foclip.cli.common import console, err_console
+    from foclip.exporter.engine import EngineRequest, build_engine, check_request, parse_profile
+
+    req = check_request(EngineRequest(args.encoder, args.precision, parse_profile(args.batch)))
+    spec, built = build_engine(args.bundle, req, log=lambda s: err_console.print(f"[dim]{escape(s)}[/]", highlight=False))
+    verb = "built" if built else "reused cached"
+    console.print(f"{verb} {escape(spec.file)} (key {spec.key[:16]}…, TensorRT {spec.tensorrt_version}, "
+                  f"sm {spec.compute_capability}); manifest updated", highlight=False)
+    return 0

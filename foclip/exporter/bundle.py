@@ -1,0 +1,375 @@
+"""``export_bundle``: one CLIP -> a self-contained, self-verifying bundle folder.
+
+Everything is written into a hidden temp folder beside the target and renamed into place only
+after every parity gate has passed, so a failed gate or a crash never leaves a bundle that looks
+finished. See :mod:`foclip.manifest` for the layout the runtime reads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foclip.errors import InputError
+from foclip.exporter.config import ExportConfig
+from foclip.manifest import (
+    MANIFEST_NAME,
+    GraphSpec,
+    Manifest,
+    TensorSpec,
+    TextBankSpec,
+    atomic_write_bytes,
+    atomic_write_json,
+    sha256_file,
+)
+from foclip.scoring import CLAMP, LUMA
+
+PARITY_NAME = "parity.json"
+Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def bank_stem(name: str) -> str:
+    """File-name-safe form of a prompt-set name (``file:my set`` -> ``file-my_set``).
+
+    Args:
+        name: prompt-set name.
+
+    Returns:
+        The stem used for ``banks/<stem>.prompts.json`` and ``banks/<stem>.fp32.npy``.
+    """
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name.replace(":", "-", 1)).strip(".") or "prompts"
+
+
+def check_out_dir(out_dir: Path, force: bool) -> None:
+    """Refuse an output folder that cannot be (re)placed.
+
+    Args:
+        out_dir: target bundle folder.
+        force: allow replacing a non-empty folder.
+
+    Raises:
+        InputError: the target is a file, non-empty without ``force``, or its parent is not writable.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"output {str(out_dir)!r}", "is a file", "a new or empty folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise InputError(f"output {str(out_dir)!r}", "is not empty", "a new or empty folder, or --force to replace it")
+    parent = out_dir.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"output {str(out_dir)!r}", f"cannot be created ({exc.strerror})",
+                         "a folder whose parent is writable") from exc
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"output {str(out_dir)!r}", f"its parent {str(parent)!r} is not writable",
+                         "a folder whose parent is writable")
+
+
+def _publish(tmp: Path, out_dir: Path) -> None:
+    """Move the finished temp folder into place (replacing an old bundle as late as possible)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in [tmp, *tmp.rglob("*")]:  # temp files are created 0600/0700; give the bundle normal modes
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+    old = None
+    if out_dir.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+        os.replace(out_dir, old / "bundle")
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import open_clip
+    import tokenizers
+    import torch
+
+    import foclip
+
+    return {"foclip": foclip.__version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
+            "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
+
+
+def _graph_specs(size: int, ctx: int, dim: int, scale: float) -> dict[str, Callable[[str, str], GraphSpec]]:
+    pixels = (TensorSpec("pixels", "float32", ("batch", 3, size, size)),)
+    tokens = (TensorSpec("tokens", "int64", ("batch", ctx)),)
+    emb = (TensorSpec("embedding", "float32", ("batch", dim)),)
+    io_note = "fp32 inputs/outputs at every precision"
+    return {
+        "image": lambda f, p: GraphSpec(f, pixels, emb, f"{p}; RGB in [0,1] NCHW, resized+cropped, mean/std "
+                                        f"normalisation inside; output L2-normalised; {io_note}"),
+        "text": lambda f, p: GraphSpec(f, tokens, emb, f"{p}; open_clip token ids (SOT ... EOT, zero padded); "
+                                       f"EOT pooled by argmax; output L2-normalised; {io_note}"),
+        "detect": lambda f, p: GraphSpec(
+            f, (TensorSpec("pixels_u8", "uint8", ("batch", size, size, 3)),
+                TensorSpec("text_bank", "float32", ("prompts", dim))),
+            (TensorSpec("score_color", "float32", ("batch",)), TensorSpec("score_gray", "float32", ("batch",))),
+            f"{p}; RGB uint8 NHWC resized+cropped; inside: /255, luma gray copy, 2N stack, encoder, per-pair "
+            f"clamped cosine mean x {scale:g}; text_bank rows L2-normalised"),
+    }
+
+
+class _Exporter:
+    """One export run; holds the model, the temp folder and the parity report as it grows."""
+
+    def __init__(self, cfg: ExportConfig, tmp: Path, log: Log) -> None:
+        self.cfg, self.tmp, self.log = cfg, tmp, log
+        self.parity: dict[str, Any] = {}
+
+    def load(self) -> None:
+        from foclip.exporter.onnx_export import check_opset
+        from foclip.models import ImageEncoder, TextEncoder, load_clip
+        from foclip.prompts import load_prompt_set
+
+        cfg = self.cfg
+        self.precisions = cfg.resolved_precisions()
+        check_opset(cfg.opset)
+        if not cfg.prompts:
+            raise InputError("prompts", "no prompt set given", "at least one of artistic, imagenet-N or a file")
+        self.prompt_sets = [load_prompt_set(p, seed=cfg.seed) for p in cfg.prompts]
+        stems = [bank_stem(ps.name) for ps in self.prompt_sets]
+        if len(set(stems)) != len(stems):
+            raise InputError(f"prompts {', '.join(cfg.prompts)}", "name the same prompt set twice",
+                             "distinct prompt sets")
+        self.log(f"loading {cfg.model_name} ({cfg.pretrained})")
+        self.clip = load_clip(cfg.model_name, cfg.pretrained, device="cpu", seed=cfg.seed)
+        self.image_encoder = ImageEncoder(self.clip.model, self.clip.preprocess).eval()
+        self.text_encoder = TextEncoder(self.clip.model).eval()
+
+    def export_graphs(self) -> tuple[dict[str, GraphSpec], dict[str, GraphSpec], dict[str, GraphSpec]]:
+        from foclip.exporter import convert, onnx_export
+        from foclip.exporter.detect_graph import export_detect_graph
+
+        c, cfg, tmp = self.clip, self.cfg, self.tmp
+        specs = _graph_specs(c.preprocess.image_size, c.context_length, c.embed_dim, cfg.score_scale)
+        image, text, detect = {}, {}, {}
+        self.log("exporting image_encoder.fp32.onnx")
+        onnx_export.export_image_encoder(self.image_encoder, c.preprocess.image_size, tmp / "image_encoder.fp32.onnx",
+                                         cfg.opset)
+        image["fp32"] = specs["image"]("image_encoder.fp32.onnx", "fp32")
+        self.log("exporting text_encoder.fp32.onnx")
+        onnx_export.export_text_encoder(self.text_encoder, c.context_length, tmp / "text_encoder.fp32.onnx", cfg.opset)
+        text["fp32"] = specs["text"]("text_encoder.fp32.onnx", "fp32")
+        if "fp16" in self.precisions:
+            self.log("converting to fp16 (ONNX Runtime float16 converter, fp32 IO)")
+            for kind, store in (("image", image), ("text", text)):
+                convert.to_fp16(tmp / f"{kind}_encoder.fp32.onnx", tmp / f"{kind}_encoder.fp16.onnx")
+                store["fp16"] = specs[kind](f"{kind}_encoder.fp16.onnx",
+                                            "fp16 weights and compute (ONNX Runtime float16 converter)")
+        if "int8" in self.precisions:
+            self.log("quantising to int8 (ONNX Runtime dynamic quantisation)")
+            convert.to_int8(tmp / "image_encoder.fp32.onnx", tmp / "image_encoder.int8.onnx", optimize=cfg.int8_optimize)
+            image["int8"] = specs["image"]("image_encoder.int8.onnx", "int8 dynamic quantisation (QInt8 weights, "
+                                           "activations quantised at run time)")
+        if cfg.detect_graph:
+            self.log("exporting detect.fp32.onnx (fused detection graph)")
+            export_detect_graph(self.image_encoder, c.preprocess.image_size, c.embed_dim, cfg.score_scale,
+                                tmp / "detect.fp32.onnx", cfg.opset)
+            detect["fp32"] = specs["detect"]("detect.fp32.onnx", "fp32")
+        return image, text, detect
+
+    def write_banks(self) -> dict[str, TextBankSpec]:
+        import torch
+
+        banks: dict[str, TextBankSpec] = {}
+        self.bank_embeddings: dict[str, np.ndarray] = {}
+        for ps in self.prompt_sets:
+            self.log(f"embedding prompt set {ps.name} ({len(ps)} prompts)")
+            tokens = self.clip.tokenizer(list(ps.prompts))
+            emb = torch.cat([self.text_encoder(tokens[i:i + 64]) for i in range(0, len(tokens), 64)]).numpy()
+            stem = bank_stem(ps.name)
+            prompts_file, emb_file = f"banks/{stem}.prompts.json", f"banks/{stem}.fp32.npy"
+            atomic_write_json(self.tmp / prompts_file, list(ps.prompts))
+            _save_npy(self.tmp / emb_file, emb)
+            banks[ps.name] = TextBankSpec(ps.name, prompts_file, emb_file, len(ps), ps.sha256)
+            self.bank_embeddings[ps.name] = emb.astype(np.float32)
+        return banks
+
+    def run_parity(self, image: dict[str, GraphSpec], text: dict[str, GraphSpec],
+                   detect: dict[str, GraphSpec]) -> dict[str, Any]:
+        import torch
+
+        from foclip.exporter import parity
+        from foclip.exporter.photos import parity_photos
+        from foclip.prompts import imagenet_prompts
+        from foclip.runtime.preprocess import to_pixels, to_uint8
+        from foclip.runtime.tokenizer import load_tokenizer
+        from foclip.scoring import to_gray
+
+        c, cfg, tmp = self.clip, self.cfg, self.tmp
+        self.log("checking parity with PyTorch (ONNX Runtime CPU; batch sizes 1, 3, 16)")
+        photos = parity_photos(8)
+        color = np.stack([to_pixels(img, c.preprocess) for _, img in photos])
+        pixels = np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
+        while len(pixels) < 16:  # keep batch 16 meaningful when fewer photos are installed
+            pixels = np.concatenate([pixels, pixels])[:16]
+        img_ref = self.image_encoder(torch.from_numpy(pixels)).numpy().astype(np.float64)
+
+        bank_prompts = [p for ps in self.prompt_sets for p in ps.prompts][:16]
+        sot, eot = int(c.tokenizer.sot_token_id), int(c.tokenizer.eot_token_id)
+        tokens = np.concatenate([
+            parity.random_token_rows(max(16, 32 - len(bank_prompts)), c.context_length, sot, eot, cfg.seed),
+            c.tokenizer(bank_prompts).numpy() if bank_prompts else np.zeros((0, c.context_length), np.int64),
+        ])
+        txt_ref = self.text_encoder(torch.from_numpy(tokens)).numpy().astype(np.float64)
+
+        report: dict[str, Any] = {
+            "score_scale": cfg.score_scale, "clamp": CLAMP, "gates_min_cosine": dict(parity.GATES),
+            "reference": "PyTorch fp32 (open_clip) on CPU", "runtime": "ONNX Runtime CPUExecutionProvider",
+            "inputs": {"photos": [n for n, _ in photos], "image_rows": len(pixels),
+                       "image_rows_note": "colour photos then their luma-gray copies",
+                       "text_rows": len(tokens),
+                       "text_rows_note": "seeded random token sequences of every length, then bundled prompts"},
+            "image_encoder": {}, "text_encoder": {}, "detect_graph": {},
+        }
+        for prec, spec in image.items():
+            r = parity.encoder_parity(parity.ort_session(tmp / spec.file, prec), "pixels", pixels, img_ref)
+            got = r.pop("_embeddings")
+            r["banks"] = {name: parity.score_parity(img_ref, got, len(color), bank, cfg.score_scale)
+                          for name, bank in self.bank_embeddings.items()}
+            parity.check_gate(r, spec.file, prec)
+            report["image_encoder"][prec] = r
+            self.log(f"  {spec.file}: min cosine {r['min_cosine']:.7f}, max abs diff {r['max_abs_diff']:.2e}")
+        for prec, spec in text.items():
+            r = parity.encoder_parity(parity.ort_session(tmp / spec.file, prec), "tokens", tokens, txt_ref)
+            r.pop("_embeddings")
+            parity.check_gate(r, spec.file, prec)
+            report["text_encoder"][prec] = r
+            self.log(f"  {spec.file}: min cosine {r['min_cosine']:.7f}, max abs diff {r['max_abs_diff']:.2e}")
+        if detect:
+            u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
+            ref2 = img_ref[:2 * len(color)]  # colour rows, then their gray copies
+            for prec, spec in detect.items():
+                sess = parity.ort_session(tmp / spec.file, prec)
+                report["detect_graph"][prec] = {
+                    name: parity.detect_parity(sess, u8, bank, ref2, cfg.score_scale, prec, spec.file)
+                    for name, bank in self.bank_embeddings.items()}
+        probe = Manifest(  # just enough manifest for the runtime tokenizer loader
+            model_name=c.model_name, pretrained=c.pretrained, random_init=c.random_init, embed_dim=c.embed_dim,
+            context_length=c.context_length, preprocess=c.preprocess, image_encoders={}, text_encoders={},
+            text_banks={}, tokenizer_file="tokenizer.json", opset=cfg.opset, versions={}, files={}, created="")
+        texts = [p for ps in self.prompt_sets for p in ps.prompts] + imagenet_prompts(200, cfg.seed)
+        report["tokenizer"] = parity.tokenizer_parity(load_tokenizer(tmp, probe), c.tokenizer, texts)
+        report["passed"] = True
+        return report
+
+
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for enc in ("image_encoder", "text_encoder"):
+        for prec, r in report[enc].items():
+            out[f"{enc}.{prec}"] = {"min_cosine": r["min_cosine"], "max_abs_diff": r["max_abs_diff"]}
+    for prec, banks in report.get("detect_graph", {}).items():
+        out[f"detect.{prec}"] = {"max_abs_diff_score": max(b["max_abs_diff_score"] for b in banks.values())}
+    return out
+
+
+def export_bundle(cfg: ExportConfig, out_dir: str | os.PathLike[str], force: bool = False,
+                  log: Log | None = None) -> Manifest:
+    """Export a CLIP into a bundle folder, check it against PyTorch, and publish it atomically.
+
+    Args:
+        cfg: what to export.
+        out_dir: the bundle folder to create (must be new or empty unless ``force``).
+        force: replace a non-empty ``out_dir`` (only once the new bundle has passed its gates).
+        log: receives one line per step (the CLI prints them); silent when None.
+
+    Returns:
+        The written manifest.
+
+    Raises:
+        InputError: bad output folder, opset, precision or prompt set.
+        ModelError: unknown model name (close names listed), unreadable checkpoint, unsupported tokenizer.
+        ParityError: an exported graph misses its parity gate (no bundle is left behind).
+        MissingExtraError: an export dependency is missing.
+    """
+    from foclip.exporter.parity import ORT_CPU_DISABLED_OPTIMIZERS
+    from foclip.exporter.tokenizer_asset import TOKENIZER_NAME, write_tokenizer
+
+    sink = log or _quiet
+    t0 = time.perf_counter()
+
+    def log(line: str) -> None:
+        sink(f"[{time.perf_counter() - t0:6.1f} s] {line}")
+
+    out_dir = Path(out_dir).expanduser().absolute()
+    check_out_dir(out_dir, force)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    except OSError as exc:
+        raise InputError(f"output {str(out_dir)!r}", f"cannot be written ({exc.strerror})",
+                         "a writable location") from exc
+    import torch
+
+    grad = torch.is_grad_enabled()
+    torch.set_grad_enabled(False)  # restored below: callers (and tests in the same process) may train
+    try:
+        ex = _Exporter(cfg, tmp, log)
+        ex.load()
+        c = ex.clip
+        write_tokenizer(tmp, c.tokenizer, c.context_length)
+        image, text, detect = ex.export_graphs()
+        banks = ex.write_banks()
+        report = ex.run_parity(image, text, detect)
+        report["export_seconds"] = round(time.perf_counter() - t0, 2)
+        atomic_write_json(tmp / PARITY_NAME, report)
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p)
+                 for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
+        manifest = Manifest(
+            model_name=c.model_name, pretrained=c.pretrained, random_init=c.random_init, embed_dim=c.embed_dim,
+            context_length=c.context_length, preprocess=c.preprocess, image_encoders=image, text_encoders=text,
+            text_banks=banks, tokenizer_file=TOKENIZER_NAME, opset=cfg.opset, versions=_versions(), files=files,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            grayscale={"weights": list(LUMA), "space": "RGB in [0,1], float (not rounded to 8 bits)",
+                       "channels": "luma replicated to 3 channels"},
+            scoring={"scale": cfg.score_scale, "clamp": CLAMP, "reduce": "mean over the prompt set",
+                     "drop": "(score_color - score_gray) / score_color, a fraction; 0 when score_color is 0"},
+            detect_graphs=detect,
+            extra={
+                "parity_file": PARITY_NAME, "parity_summary": _summary(report),
+                "tokenizer_config_file": "tokenizer_config.json",
+                "onnxruntime_cpu": {"disabled_optimizers": ORT_CPU_DISABLED_OPTIMIZERS,
+                                    "note": "pass as InferenceSession(disabled_optimizers=...) on the CPU EP"},
+                "int8": {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
+                         "transformer_optimizer": cfg.int8_optimize} if "int8" in image else {},
+                "export_seconds": report["export_seconds"], "seed": cfg.seed,
+            },
+        )
+        atomic_write_json(tmp / MANIFEST_NAME, manifest.to_dict())
+        _publish(tmp, out_dir)
+        log(f"bundle written to {out_dir} in {time.perf_counter() - t0:.1f} s")
+        return manifest
+    finally:
+        torch.set_grad_enabled(grad)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def parity_report(bundle: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a bundle's ``parity.json`` (empty dict when absent)."""
+    path = Path(bundle) / PARITY_NAME
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -1,0 +1,55 @@
+"""ExportConfig: the knobs of one export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from foclip.errors import InputError
+from foclip.scoring import DEFAULT_SCALE
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export and how.
+
+    Attributes:
+        model_name: open_clip model name (``ViT-B-32``, ``foclip-tiny``...).
+        pretrained: open_clip tag, checkpoint file, or ``random`` (seeded init, offline).
+        prompts: prompt sets to embed as text banks (``artistic``, ``imagenet-N``, or files).
+        precisions: image-encoder precisions; fp32 is always written (it is the source and the
+            reference); text encoders are written in fp32 and, when asked, fp16 (no int8 text).
+        opset: ONNX opset (17 or more; at most what the installed exporter produces).
+        seed: seed of the random init, the imagenet-N draw and the random parity prompts.
+        detect_graph: also write the fused detection graph ``detect.fp32.onnx``.
+        int8_optimize: run ONNX Runtime's transformer optimizer before int8 quantisation.
+        score_scale: w of the CLIPscore used by parity and the detection graph.
+    """
+
+    model_name: str = "ViT-B-32"
+    pretrained: str = "random"
+    prompts: tuple[str, ...] = ("artistic",)
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+    opset: int = 18
+    seed: int = 0
+    detect_graph: bool = True
+    int8_optimize: bool = False
+    score_scale: float = DEFAULT_SCALE
+
+    def __post_init__(self) -> None:
+        # A lone string would otherwise be iterated character by character.
+        for name in ("prompts", "precisions"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+
+    def resolved_precisions(self) -> tuple[str, ...]:
+        """Requested precisions in canonical order, fp32 included.
+
+        Raises:
+            InputError: an unknown precision.
+        """
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise InputError(f"precision {bad[0]!r}", "is not an export precision", f"some of {', '.join(PRECISIONS)}")
+        return tuple(p for p in PRECISIONS if p == "fp32" or p in self.precisions)

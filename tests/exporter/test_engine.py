@@ -1,0 +1,194 @@
+"""TensorRT engine logic: key, profile, request checks on CPU; the build itself is a gpu test."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from foclip.errors import BundleError, InputError, MissingExtraError
+from foclip.exporter.engine import (
+    EngineRequest,
+    build_engine,
+    check_request,
+    engine_file,
+    engine_key,
+    input_shapes,
+    parse_profile,
+)
+from foclip.manifest import read_manifest
+
+BASE = ("a" * 64, "10.9.0", "9.0", "fp16", (1, 16, 64))
+
+
+def test_parse_profile():
+    assert parse_profile("1,16,64") == (1, 16, 64)
+    assert parse_profile(" 4 , 4 ,4") == (4, 4, 4)
+    for bad in ("1,16", "0,1,2", "8,4,16", "1,2,x", "", "1,2,3,4", "-1,2,3"):
+        with pytest.raises(InputError, match="--batch"):
+            parse_profile(bad)
+
+
+def test_engine_key_changes_with_every_component():
+    k = engine_key(*BASE)
+    assert len(k) == 64 and engine_key(*BASE) == k
+    for i, other in enumerate(("b" * 64, "10.10.0", "8.9", "bf16", (1, 16, 128))):
+        args = list(BASE)
+        args[i] = other
+        assert engine_key(*args) != k, f"component {i} does not change the key"
+
+
+def test_engine_file_and_shapes(tiny_bundle):
+    req = EngineRequest("text", "fp16", (1, 8, 32))
+    assert engine_file(req, "f" * 64) == "engines/text_encoder.fp16.b1-8-32.ffffffffffffffff.engine"
+    m = read_manifest(tiny_bundle)
+    assert input_shapes(m, "image", (1, 8, 32)) == ("pixels", [(1, 3, 64, 64), (8, 3, 64, 64), (32, 3, 64, 64)])
+    assert input_shapes(m, "text", (2, 2, 2)) == ("tokens", [(2, 77)] * 3)
+
+
+def test_check_request():
+    check_request(EngineRequest("image", "bf16", (1, 1, 1)))
+    with pytest.raises(InputError, match="--encoder"):
+        check_request(EngineRequest("audio", "fp16", (1, 1, 1)))
+    with pytest.raises(InputError, match="--precision"):
+        check_request(EngineRequest("image", "int4", (1, 1, 1)))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
+def test_without_tensorrt_one_line_names_the_extra(tiny_bundle):
+    with pytest.raises(MissingExtraError) as info:
+        build_engine(tiny_bundle, EngineRequest())
+    assert "pip install 'foclip[trt]'" in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.gpu
+def test_build_engine_records_and_reuses(tiny_bundle, tmp_path):
+    import shutil
+
+    pytest.importorskip("tensorrt")
+    from foclip.manifest import verify_files
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    req = EngineRequest("image", "fp16", (1, 4, 16))
+    spec, built = build_engine(b, req)
+    assert built and (b / spec.file).is_file() and (b / "engines/timing.cache").is_file()
+    m = read_manifest(b)
+    assert spec in m.engines and verify_files(b, m) == []
+    spec2, built2 = build_engine(b, req)
+    assert not built2 and spec2 == spec
+
+
+class _FakeTensorRT:
+    """Just the TensorRT 10 surface foclip uses (no removed v2 calls exist on it), recording calls."""
+
+    __version__ = "10.99.0-fake"
+
+    def __init__(self):
+        self.calls = []
+        fake = self
+
+        class Logger:
+            WARNING = 2
+
+            def __init__(self, level):
+                pass
+
+        class Profile:
+            def set_shape(self, name, lo, opt, hi):
+                fake.calls.append(("set_shape", name, tuple(lo), tuple(opt), tuple(hi)))
+
+        class Cache:
+            def __init__(self, data):
+                self.data = bytes(data)
+
+            def serialize(self):
+                return self.data + b"+"
+
+        class Config:
+            def set_memory_pool_limit(self, pool, size):
+                fake.calls.append(("pool", pool, size))
+
+            def set_flag(self, flag):
+                fake.calls.append(("flag", flag))
+
+            def add_optimization_profile(self, profile):
+                fake.calls.append(("profile",))
+
+            def create_timing_cache(self, data):
+                fake.calls.append(("timing_in", bytes(data)))
+                return Cache(data)
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                self.cache = cache
+
+            def get_timing_cache(self):
+                return self.cache
+
+        class Parser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                pass
+
+            def parse_from_file(self, path):
+                fake.calls.append(("parse", path.rsplit("/", 1)[-1]))
+                return True
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                return object()
+
+            def create_builder_config(self):
+                return Config()
+
+            def create_optimization_profile(self):
+                return Profile()
+
+            def build_serialized_network(self, network, config):
+                fake.calls.append(("build",))
+                return b"PLAN"
+
+        self.Logger, self.Builder, self.OnnxParser = Logger, Builder, Parser
+        self.MemoryPoolType = type("MemoryPoolType", (), {"WORKSPACE": "workspace"})
+        self.BuilderFlag = type("BuilderFlag", (), {"FP16": "fp16-flag", "BF16": "bf16-flag"})
+
+
+def test_build_flow_with_a_fake_tensorrt(tiny_bundle, tmp_path, monkeypatch):
+    """Manifest recording, timing cache, hash update and cache reuse, on CPU with a stand-in module."""
+    import shutil
+    import sys
+
+    from foclip.exporter import engine
+    from foclip.manifest import verify_files
+
+    fake = _FakeTensorRT()
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(engine, "gpu_compute_capability", lambda: "9.0")
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    req = EngineRequest("text", "bf16", (1, 4, 16))
+    spec, built = build_engine(b, req)
+    assert built and (b / spec.file).read_bytes() == b"PLAN"
+    assert ("set_shape", "tokens", (1, 77), (4, 77), (16, 77)) in fake.calls
+    assert ("flag", "bf16-flag") in fake.calls and ("parse", "text_encoder.fp32.onnx") in fake.calls
+    m = read_manifest(b)
+    assert m.engines == (spec,) and verify_files(b, m) == []
+    assert spec.key == engine_key(m.files["text_encoder.fp32.onnx"], fake.__version__, "9.0", "bf16", (1, 4, 16))
+    assert (b / "engines/timing.cache").read_bytes() == b"+"
+    # same key: reused, nothing built
+    fake.calls.clear()
+    assert build_engine(b, req) == (spec, False) and ("build",) not in fake.calls
+    # another precision: built, the timing cache is fed back in and grows, both engines recorded
+    spec2, built2 = build_engine(b, EngineRequest("text", "fp32", (1, 4, 16)))
+    assert built2 and ("timing_in", b"+") in fake.calls and not any(c[0] == "flag" for c in fake.calls)
+    m = read_manifest(b)
+    assert set(m.engines) == {spec, spec2} and verify_files(b, m) == []
+    # a tampered bundle is refused before anything is built
+    with open(b / "text_encoder.fp32.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(BundleError, match="text_encoder.fp32.onnx"):
+        build_engine(b, EngineRequest("text", "fp16", (1, 4, 16)))
