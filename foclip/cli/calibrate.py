@@ -1,0 +1,145 @@
+"""`foclip calibrate BUNDLE --originals DIR --manipulated DIR`: choose tau_score / tau_drop on labelled images."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    """Register the ``calibrate`` sub-command."""
+    p = sub.add_parser(
+        "calibrate", help="choose detection thresholds on originals and manipulated images",
+        description="Scores originals and manipulated images with the runtime, chooses tau_score and "
+                    "tau_drop (target FPR on originals, or maximum accuracy) and writes calibration.json. "
+                    "A `foclip generate` output folder (with original/ and manipulated/) works as input.")
+    p.add_argument("bundle", help="bundle folder written by `foclip export`")
+    p.add_argument("--originals", required=True,
+                   help="folder of original images, or a `foclip generate` output folder")
+    p.add_argument("--manipulated", default=None,
+                   help="folder of manipulated images (default: <originals>/manipulated of a generate folder)")
+    p.add_argument("--target-fpr", type=float, default=0.05, help="false-positive rate on originals (default 0.05)")
+    p.add_argument("--mode", choices=("fpr", "max-accuracy"), default="fpr",
+                   help="fpr: best TPR at the target FPR (default); max-accuracy: best accuracy")
+    p.add_argument("--out", default="calibration.json", help="output file (default calibration.json)")
+    p.add_argument("--plots", default=None, help="write roc.png and histograms here (needs foclip[plots])")
+    p.add_argument("--backend", default="ort-cpu", help="ort-cpu | ort-cuda | trt (default ort-cpu)")
+    p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (default fp32)")
+    p.add_argument("--prompts", default=None, help="text bank or prompt file (default: the bundle's first bank)")
+    p.add_argument("--batch", type=int, default=32, help="images per encoder call (default 32)")
+    p.set_defaults(func=run)
+
+
+def resolve_class_dirs(originals: str, manipulated: str | None) -> tuple[Path, Path]:
+    """Find the originals and manipulated folders, accepting `foclip generate` output folders.
+
+    Args:
+        originals: a folder of originals, or a generate folder holding ``original/``.
+        manipulated: a folder of manipulated images, a generate folder holding ``manipulated/``,
+            or ``None`` when ``originals`` is a generate folder.
+
+    Returns:
+        ``(originals_dir, manipulated_dir)``.
+
+    Raises:
+        InputError: a folder is missing, or ``manipulated`` is not given and cannot be inferred.
+    """
+    from foclip.errors import InputError
+
+    o = Path(originals).expanduser()
+    if not o.is_dir():
+        raise InputError(f"--originals {originals!r}", "is not a folder",
+                         "a folder of original images or a `foclip generate` output folder")
+    gen = o if (o / "original").is_dir() else None
+    if gen is not None:
+        o = gen / "original"
+    if manipulated is None:
+        if gen is None or not (gen / "manipulated").is_dir():
+            raise InputError("--manipulated", "is missing and --originals is not a generate folder",
+                             "--manipulated DIR, or --originals pointing at a folder with original/ and manipulated/")
+        return o, gen / "manipulated"
+    m = Path(manipulated).expanduser()
+    if not m.is_dir():
+        raise InputError(f"--manipulated {manipulated!r}", "is not a folder",
+                         "a folder of manipulated images or a `foclip generate` output folder")
+    if (m / "manipulated").is_dir():
+        m = m / "manipulated"
+    return o, m
+
+
+def _score_folder(det: Any, folder: Path, label: str, progress: Any) -> tuple[Any, Any, int]:
+    import numpy as np
+
+    from foclip.runtime.inputs import expand_inputs
+
+    total = sum(1 for _ in expand_inputs([str(folder)]))
+    task = progress.add_task(label, total=total)
+    scores, drops, errors = [], [], 0
+    for r in det.detect_iter(expand_inputs([str(folder)])):
+        if r.ok and r.drop is not None:
+            scores.append(r.score_color)
+            drops.append(r.drop)
+        else:
+            errors += 1
+        progress.advance(task)
+    return np.asarray(scores), np.asarray(drops), errors
+
+
+def run(args: argparse.Namespace) -> int:
+    """Score both classes, fit thresholds, print the report, write calibration.json (+ plots)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.table import Table
+
+    from foclip.cli.common import console, err_console, random_weights_notice
+    from foclip.runtime import Detector, fit_calibration
+    from foclip.runtime.calibration import save_plots
+
+    orig_dir, man_dir = resolve_class_dirs(args.originals, args.manipulated)
+    det = Detector.from_bundle(args.bundle, backend=args.backend, precision=args.precision,
+                               prompts=args.prompts, batch_size=args.batch, graph="encoder")
+    random_weights_notice(det.manifest.pretrained)
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with det, Progress(*columns, console=err_console) as progress:
+        so, do, eo = _score_folder(det, orig_dir, "originals", progress)
+        sm, dm, em = _score_folder(det, man_dir, "manipulated", progress)
+    bank = det.text_bank
+    cal = fit_calibration(
+        so, do, sm, dm, bundle_hash=det.bundle.bundle_hash, backend=det.config.backend,
+        precision=det.config.precision, score_scale=det.score_scale,
+        text_bank={"name": bank.name, "sha256": bank.sha256, "count": len(bank.prompts)},
+        target_fpr=args.target_fpr, mode=args.mode,
+        extra_metrics={"errors": {"original": eo, "manipulated": em},
+                       "random_init": det.manifest.random_init, "model_name": det.manifest.model_name,
+                       "originals_dir": str(orig_dir), "manipulated_dir": str(man_dir)})
+    cal.save(args.out)
+    m = cal.metrics
+    table = Table(title=f"foclip calibrate: {det.manifest.model_name} ({det.manifest.pretrained}), "
+                        f"{det.config.backend}/{det.config.precision}, mode {args.mode}")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    rows = [
+        ("originals / manipulated (scored)", f"{m['n_originals']} / {m['n_manipulated']}"),
+        ("unreadable originals / manipulated", f"{eo} / {em}"),
+        (f"tau_score (0..{cal.score_scale:g})", f"{cal.tau_score:.4f}"),
+        ("tau_drop (fraction)", f"{cal.tau_drop:.4f}"),
+        ("TPR / FPR at these thresholds", f"{m['tpr']:.1%} / {m['fpr']:.1%}"
+                                          + (f" (target FPR {args.target_fpr:.1%})" if args.mode == "fpr" else "")),
+        ("accuracy", f"{m['accuracy']:.1%}"),
+        ("ROC-AUC (drop gated at tau_score)", f"{m['roc_auc']:.4f}"),
+        ("ROC-AUC drop alone / score alone", f"{m['roc_auc_drop']:.4f} / {m['roc_auc_score']:.4f}"),
+        ("TPR at 1% / 5% FPR", f"{m['tpr_at_fpr']['0.01']:.1%} / {m['tpr_at_fpr']['0.05']:.1%}"),
+        (f"mean score_color orig / manip (0..{cal.score_scale:g})",
+         f"{m['mean_score_color']['original']:.3f} / {m['mean_score_color']['manipulated']:.3f}"),
+        ("mean drop orig / manip (ours)", f"{m['mean_drop']['original']:.1%} / {m['mean_drop']['manipulated']:.1%}"),
+        ("mean drop orig / manip (FoCLIP paper)", (f"{m['paper_mean_drop']['original']:.1%} / "
+                                                  f"{m['paper_mean_drop']['manipulated']:.1%}")),
+    ]
+    for k, v in rows:
+        table.add_row(k, v)
+    console.print(table)
+    console.print(f"wrote {args.out}", highlight=False)
+    if args.plots:
+        for path in save_plots(args.plots, so, do, sm, dm, cal):
+            console.print(f"wrote {path}", highlight=False)
+    return 0

@@ -1,0 +1,384 @@
+"""Choose ``tau_score`` and ``tau_drop`` from originals and manipulated images (numpy only).
+
+Decision rule: ``tampered = score_color >= tau_score and drop >= tau_drop``.
+
+**2-D threshold search.** Candidate ``tau_score`` values are 0 (no score gate) and the midpoints
+between consecutive distinct ``score_color`` values of all samples (thinned to at most
+``max_score_candidates`` by quantiles). For each candidate:
+
+* ``fpr`` mode: with ``k = floor(target_fpr * n_originals)`` false positives allowed, the
+  smallest ``tau_drop`` that flags at most ``k`` originals among those passing the score gate:
+  the midpoint between the (k+1)-th largest gated original drop and the next larger drop of any
+  gated sample. Among candidates, the highest TPR wins; ties go to the lower FPR, then to the
+  lower ``tau_score``. So the FPR on the calibration originals never exceeds the target.
+* ``max-accuracy`` mode: every midpoint between consecutive gated drops (plus "flag all" and
+  "flag none") is tried; the highest accuracy wins, ties to the lower FPR, then lower ``tau_score``.
+
+**ROC.** The detector's statistic at the chosen gate is ``drop`` where
+``score_color >= tau_score`` and ``-inf`` elsewhere; ``roc_auc`` is its ROC-AUC (Mann-Whitney,
+ties counted half). ``roc_auc_drop`` and ``roc_auc_score`` are the AUCs of ``drop`` and
+``score_color`` alone. ``tpr_at_fpr`` reports the TPR the same 2-D search reaches at 1 % and 5 %
+FPR on these data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foclip.errors import BundleError, InputError
+from foclip.manifest import atomic_write_json
+
+SCHEMA = 1
+MODES = ("fpr", "max-accuracy")
+# Grayscale drop reported by the FoCLIP paper (fraction): manipulated vs original images.
+PAPER_DROP = {"manipulated": 0.632, "original": 0.085}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Thresholds chosen on labelled data, and what they were made with.
+
+    Attributes:
+        tau_score: score gate on the 0..score_scale scale.
+        tau_drop: drop threshold, a fraction.
+        mode: ``fpr`` or ``max-accuracy``.
+        target_fpr: the FPR asked for (``fpr`` mode).
+        bundle_hash: :func:`foclip.runtime.bundle.bundle_hash` of the bundle used.
+        backend: backend used to score the calibration images.
+        precision: image-encoder precision used.
+        score_scale: w of the scores.
+        text_bank: ``{"name", "sha256", "count"}`` of the prompts used.
+        metrics: counts, rates, AUCs, class means (see :func:`evaluate`).
+        created: ISO timestamp.
+    """
+
+    tau_score: float
+    tau_drop: float
+    mode: str
+    target_fpr: float
+    bundle_hash: str
+    backend: str
+    precision: str
+    score_scale: float
+    text_bank: dict[str, Any]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    schema: int = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write ``calibration.json`` atomically."""
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Calibration:
+        """Read a calibration file.
+
+        Raises:
+            InputError: missing, unreadable or malformed file.
+        """
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+            d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+            cal = cls(**d)
+            float(cal.tau_score), float(cal.tau_drop)
+        except FileNotFoundError as exc:
+            raise InputError(f"calibration {str(path)!r}", "does not exist",
+                             "a calibration.json written by `foclip calibrate`") from exc
+        except (OSError, ValueError, TypeError) as exc:
+            raise InputError(f"calibration {str(path)!r}", f"cannot be read ({exc.__class__.__name__}: {exc})",
+                             "a calibration.json written by `foclip calibrate`") from exc
+        return cal
+
+    def check_compatible(self, bundle_hash: str, bank_sha256: str, bundle_name: str = "bundle") -> None:
+        """Refuse a calibration made with another bundle or prompt set.
+
+        Raises:
+            BundleError: bundle hash or text bank differs.
+        """
+        if self.bundle_hash != bundle_hash:
+            raise BundleError("calibration", f"was made with bundle {self.bundle_hash[:12]}, not "
+                              f"{bundle_name} ({bundle_hash[:12]})",
+                              "a calibration made with `foclip calibrate` on this bundle")
+        if self.text_bank.get("sha256") != bank_sha256:
+            raise BundleError("calibration", f"was made with prompts {self.text_bank.get('name')!r} "
+                              f"({str(self.text_bank.get('sha256'))[:12]}), not the detector's ({bank_sha256[:12]})",
+                              "the same prompts as at calibration time")
+
+    def summary(self) -> dict[str, Any]:
+        """The fields a service or a log line wants."""
+        m = self.metrics
+        return {"tau_score": self.tau_score, "tau_drop": self.tau_drop, "mode": self.mode,
+                "target_fpr": self.target_fpr, "backend": self.backend, "precision": self.precision,
+                "bundle_hash": self.bundle_hash, "text_bank": self.text_bank.get("name"),
+                "roc_auc": m.get("roc_auc"), "tpr": m.get("tpr"), "fpr": m.get("fpr"),
+                "accuracy": m.get("accuracy"), "created": self.created}
+
+
+# --------------------------------------------------------------------------- ROC helpers
+def _midranks(x: np.ndarray) -> np.ndarray:
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    _, start, counts = np.unique(xs, return_index=True, return_counts=True)
+    group_rank = start + (counts + 1) / 2.0  # 1-based mean rank of each tie group
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat(group_rank, counts)
+    return ranks
+
+
+def roc_auc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """ROC-AUC = P(positive > negative) + P(tie) / 2 (Mann-Whitney U), without sklearn.
+
+    Args:
+        positives: statistic of the positive class (manipulated); ``-inf`` allowed.
+        negatives: statistic of the negative class (originals).
+
+    Returns:
+        AUC in [0, 1]; NaN when a class is empty.
+    """
+    pos, neg = np.asarray(positives, np.float64), np.asarray(negatives, np.float64)
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    ranks = _midranks(np.concatenate([pos, neg]))
+    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2.0
+    return float(u / (len(pos) * len(neg)))
+
+
+def roc_curve(positives: np.ndarray, negatives: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC points, flagging ``statistic >= t`` for every distinct t (plus the (0, 0) corner).
+
+    Args:
+        positives: statistic of the positive class.
+        negatives: statistic of the negative class.
+
+    Returns:
+        ``(fpr, tpr)`` arrays from (0, 0) to (1, 1).
+    """
+    pos, neg = np.asarray(positives, np.float64), np.asarray(negatives, np.float64)
+    thresholds = np.unique(np.concatenate([pos, neg]))[::-1]
+    tpr = np.array([0.0] + [(pos >= t).mean() for t in thresholds])
+    fpr = np.array([0.0] + [(neg >= t).mean() for t in thresholds])
+    return fpr, tpr
+
+
+# --------------------------------------------------------------------------- threshold search
+def _midpoints(values: np.ndarray) -> np.ndarray:
+    u = np.unique(values)
+    return (u[:-1] + u[1:]) / 2.0
+
+
+def _score_candidates(scores: np.ndarray, limit: int) -> np.ndarray:
+    mids = _midpoints(scores)
+    if len(mids) > limit:
+        mids = np.unique(np.quantile(mids, np.linspace(0, 1, limit)))
+    return np.concatenate([[0.0], mids[mids > 0]])
+
+
+def _drop_for_fpr(gated_orig: np.ndarray, gated_all: np.ndarray, k: int) -> float:
+    if len(gated_orig) <= k:
+        return float(gated_all.min()) if len(gated_all) else 0.0
+    v = np.sort(gated_orig)[::-1][k]
+    above = gated_all[gated_all > v]
+    return float((v + above.min()) / 2.0) if len(above) else float(np.nextafter(v, np.inf))
+
+
+def search_thresholds(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np.ndarray,
+                      drop_man: np.ndarray, target_fpr: float = 0.05, mode: str = "fpr",
+                      max_score_candidates: int = 256) -> tuple[float, float]:
+    """The 2-D threshold search described in this module's docstring.
+
+    Args:
+        score_orig: score_color of originals.
+        drop_orig: drop of originals.
+        score_man: score_color of manipulated images.
+        drop_man: drop of manipulated images.
+        target_fpr: allowed FPR on originals (``fpr`` mode).
+        mode: ``fpr`` or ``max-accuracy``.
+        max_score_candidates: cap on tau_score candidates.
+
+    Returns:
+        ``(tau_score, tau_drop)``.
+
+    Raises:
+        InputError: empty classes, unknown mode, target_fpr outside [0, 1).
+    """
+    so, do, sm, dm = (np.asarray(a, np.float64) for a in (score_orig, drop_orig, score_man, drop_man))
+    if len(so) == 0 or len(sm) == 0:
+        raise InputError("calibration data", f"has {len(so)} originals and {len(sm)} manipulated images",
+                         "at least one readable image of each class")
+    if mode not in MODES:
+        raise InputError("mode", f"is {mode!r}", f"one of {', '.join(MODES)}")
+    if not 0.0 <= target_fpr < 1.0:
+        raise InputError("target_fpr", f"is {target_fpr}", "a fraction in [0, 1), e.g. 0.05")
+    s_all, d_all = np.concatenate([so, sm]), np.concatenate([do, dm])
+    k = int(np.floor(target_fpr * len(so) + 1e-9))
+    best: tuple[Any, ...] | None = None
+    for ts in _score_candidates(s_all, max_score_candidates):
+        g_o, g_all = do[so >= ts], d_all[s_all >= ts]
+        g_m = dm[sm >= ts]
+        if mode == "fpr":
+            td_list = [_drop_for_fpr(g_o, g_all, k)]
+        else:
+            mids = _midpoints(g_all)
+            lo = g_all.min() if len(g_all) else 0.0
+            hi = np.nextafter(g_all.max(), np.inf) if len(g_all) else 0.0
+            td_list = np.concatenate([[lo], mids, [hi]])
+        td_arr = np.asarray(td_list, np.float64)
+        g_m_sorted, g_o_sorted = np.sort(g_m), np.sort(g_o)
+        tp = len(g_m) - np.searchsorted(g_m_sorted, td_arr, side="left")
+        fp = len(g_o) - np.searchsorted(g_o_sorted, td_arr, side="left")
+        tpr, fpr = tp / len(sm), fp / len(so)
+        acc = (tp + len(so) - fp) / (len(so) + len(sm))
+        primary = tpr if mode == "fpr" else acc
+        i = int(np.lexsort((fpr, -primary))[0])  # best primary, then lowest fpr
+        key = (float(primary[i]), -float(fpr[i]), -float(ts))
+        if best is None or key > best[0]:
+            best = (key, float(ts), float(td_arr[i]))
+    assert best is not None
+    return best[1], best[2]
+
+
+def evaluate(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np.ndarray, drop_man: np.ndarray,
+             tau_score: float, tau_drop: float) -> dict[str, Any]:
+    """Metrics of the rule at ``(tau_score, tau_drop)`` on labelled scores.
+
+    Returns:
+        Dict with counts (tp, fp, tn, fn, n_originals, n_manipulated), tpr, fpr, accuracy, roc_auc
+        (gated statistic), roc_auc_drop, roc_auc_score, tpr_at_fpr {"0.01", "0.05"}, class means
+        of score_color and drop, and the paper's drop figures for comparison.
+    """
+    so, do, sm, dm = (np.asarray(a, np.float64) for a in (score_orig, drop_orig, score_man, drop_man))
+    flag_o = (so >= tau_score) & (do >= tau_drop)
+    flag_m = (sm >= tau_score) & (dm >= tau_drop)
+    tp, fp = int(flag_m.sum()), int(flag_o.sum())
+    stat = lambda s, d: np.where(s >= tau_score, d, -np.inf)
+    tpr_at = {}
+    for f in (0.01, 0.05):
+        ts, td = search_thresholds(so, do, sm, dm, f, "fpr")
+        tpr_at[f"{f:.2f}"] = float(((sm >= ts) & (dm >= td)).mean())
+    return {
+        "n_originals": len(so), "n_manipulated": len(sm),
+        "tp": tp, "fp": fp, "tn": len(so) - fp, "fn": len(sm) - tp,
+        "tpr": tp / len(sm), "fpr": fp / len(so), "accuracy": (tp + len(so) - fp) / (len(so) + len(sm)),
+        "roc_auc": roc_auc(stat(sm, dm), stat(so, do)),
+        "roc_auc_drop": roc_auc(dm, do), "roc_auc_score": roc_auc(sm, so),
+        "tpr_at_fpr": tpr_at,
+        "mean_score_color": {"original": float(so.mean()), "manipulated": float(sm.mean())},
+        "mean_drop": {"original": float(do.mean()), "manipulated": float(dm.mean())},
+        "paper_mean_drop": dict(PAPER_DROP),
+    }
+
+
+def fit_calibration(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np.ndarray,
+                    drop_man: np.ndarray, *, bundle_hash: str, backend: str, precision: str,
+                    score_scale: float, text_bank: dict[str, Any], target_fpr: float = 0.05,
+                    mode: str = "fpr", extra_metrics: dict[str, Any] | None = None) -> Calibration:
+    """Search thresholds, evaluate them and wrap the result.
+
+    Args:
+        score_orig: score_color of originals.
+        drop_orig: drop of originals.
+        score_man: score_color of manipulated images.
+        drop_man: drop of manipulated images.
+        bundle_hash: the bundle's hash.
+        backend: backend that produced the scores.
+        precision: precision that produced the scores.
+        score_scale: w.
+        text_bank: ``{"name", "sha256", "count"}``.
+        target_fpr: FPR target (``fpr`` mode).
+        mode: ``fpr`` or ``max-accuracy``.
+        extra_metrics: merged into ``metrics`` (e.g. error counts).
+
+    Returns:
+        The calibration.
+
+    Raises:
+        InputError: see :func:`search_thresholds`.
+    """
+    ts, td = search_thresholds(score_orig, drop_orig, score_man, drop_man, target_fpr, mode)
+    metrics = evaluate(score_orig, drop_orig, score_man, drop_man, ts, td)
+    metrics.update(extra_metrics or {})
+    return Calibration(tau_score=ts, tau_drop=td, mode=mode, target_fpr=target_fpr, bundle_hash=bundle_hash,
+                       backend=backend, precision=precision, score_scale=score_scale, text_bank=text_bank,
+                       metrics=metrics, created=datetime.datetime.now(datetime.timezone.utc).isoformat())
+
+
+def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_orig: np.ndarray,
+               score_man: np.ndarray, drop_man: np.ndarray, cal: Calibration) -> list[Path]:
+    """ROC curve and per-class histograms of score_color and drop, as PNG (matplotlib, lazy).
+
+    Args:
+        out_dir: folder for ``roc.png``, ``hist_score_color.png``, ``hist_drop.png``.
+        score_orig: score_color of originals.
+        drop_orig: drop of originals.
+        score_man: score_color of manipulated images.
+        drop_man: drop of manipulated images.
+        cal: the calibration (thresholds drawn on the plots).
+
+    Returns:
+        Paths written.
+
+    Raises:
+        MissingExtraError: matplotlib is not installed (``pip install 'foclip[plots]'``).
+    """
+    from foclip.errors import require
+
+    mpl = require("matplotlib", "plots")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from foclip.manifest import atomic_write_bytes
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+
+    def save(fig: Any, name: str) -> None:
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        atomic_write_bytes(out / name, buf.getvalue())
+        written.append(out / name)
+
+    stat = lambda s, d: np.where(np.asarray(s) >= cal.tau_score, d, -np.inf)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    fpr, tpr = roc_curve(stat(score_man, drop_man), stat(score_orig, drop_orig))
+    ax.plot(fpr, tpr, label=f"drop, gated at tau_score (AUC {cal.metrics['roc_auc']:.3f})")
+    fpr, tpr = roc_curve(drop_man, drop_orig)
+    ax.plot(fpr, tpr, "--", label=f"drop alone (AUC {cal.metrics['roc_auc_drop']:.3f})")
+    ax.plot([0, 1], [0, 1], ":", color="gray")
+    ax.scatter([cal.metrics["fpr"]], [cal.metrics["tpr"]], color="red", zorder=3, label="chosen thresholds")
+    ax.set_xlabel("false-positive rate (originals)")
+    ax.set_ylabel("true-positive rate (manipulated)")
+    ax.set_title("ROC of the grayscale-drop detector")
+    ax.legend(loc="lower right", fontsize=8)
+    save(fig, "roc.png")
+    panels = (
+        (score_orig, score_man, "hist_score_color.png", f"score_color (0..{cal.score_scale:g})", cal.tau_score),
+        (drop_orig, drop_man, "hist_drop.png", "drop (fraction)", cal.tau_drop),
+    )
+    for o, m, name, label, tau in panels:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        bins = np.histogram_bin_edges(np.concatenate([o, m]), bins=30)
+        ax.hist(o, bins=bins, alpha=0.6, label=f"original (n={len(o)})")
+        ax.hist(m, bins=bins, alpha=0.6, label=f"manipulated (n={len(m)})")
+        ax.axvline(tau, color="red", linestyle="--", label=f"threshold {tau:.4g}")
+        ax.set_xlabel(label)
+        ax.set_ylabel("images")
+        ax.legend(fontsize=8)
+        save(fig, name)
+    return written

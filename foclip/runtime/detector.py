@@ -1,0 +1,513 @@
+"""Grayscale-sensitivity detection of FoCLIP-manipulated images, in batches, without torch.
+
+For a batch of N decoded images (uint8, resized and centre-cropped as open_clip's eval
+transform) the detector builds the [0, 1] colour pixels and their luma copies
+(:func:`foclip.scoring.to_gray`), runs **one** image-encoder call on the 2N stacked inputs, and
+scores both against the text bank with :func:`foclip.scoring.clipscore`::
+
+    drop     = (score_color - score_gray) / score_color          (a fraction)
+    tampered = score_color >= tau_score and drop >= tau_drop
+
+Cascade mode runs the colour pass first and the gray pass only for images with
+``score_color >= tau_score``; the others cannot be tampered whatever their drop, so the
+decisions are the same as without cascade (their ``score_gray`` and ``drop`` are ``None``).
+
+Without a calibration the thresholds are :data:`DEFAULT_TAU_SCORE` (0: no score gate) and
+:data:`DEFAULT_TAU_DROP` (0.35, between the paper's 8.5 % drop on originals and 63.2 % on
+manipulated images) and every result says ``"calibrated": false``. Calibrate on your own model
+and data (``foclip calibrate``) before trusting a decision.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from foclip.errors import BundleError, InputError
+from foclip.runtime.backends import Backend, OrtBackend, canonical_backend, create_backend
+from foclip.runtime.bundle import Bundle, TextBank, open_bundle
+from foclip.runtime.calibration import Calibration
+from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode_item
+from foclip.scoring import clipscore, to_gray
+
+DEFAULT_TAU_SCORE = 0.0
+DEFAULT_TAU_DROP = 0.35
+GRAPH_MODES = ("auto", "encoder", "fused")
+
+
+@dataclass(frozen=True)
+class DetectConfig:
+    """Knobs of a :class:`Detector`.
+
+    Attributes:
+        backend: ``ort-cpu``, ``ort-cuda`` or ``trt``.
+        precision: image-encoder precision in the bundle (``fp32``, ``fp16``, ``int8``), or the
+            engine precision for ``trt``.
+        cascade: run the gray pass only where ``score_color >= tau_score``.
+        batch_size: images per encoder call (2x rows without cascade).
+        tau_score: score gate on the 0..score_scale scale (from the calibration when given).
+        tau_drop: drop threshold as a fraction (from the calibration when given).
+        graph: ``encoder`` (image encoder + numpy scoring), ``fused`` (the bundle's detection
+            graph: uint8 in, scores out), or ``auto`` (fused on GPU backends when the bundle has
+            one and cascade is off; encoder otherwise).
+        threads: ONNX Runtime intra-op threads; 0 = one per core.
+        decode_workers: threads decoding the next batch while the current one runs; 0 decodes
+            in the calling thread.
+        limits: header limits applied before decoding.
+    """
+
+    backend: str = "ort-cpu"
+    precision: str = "fp32"
+    cascade: bool = False
+    batch_size: int = 32
+    tau_score: float = DEFAULT_TAU_SCORE
+    tau_drop: float = DEFAULT_TAU_DROP
+    graph: str = "auto"
+    threads: int = 0
+    decode_workers: int = 2
+    limits: DecodeLimits = field(default_factory=DecodeLimits)
+
+
+@dataclass
+class DetectionResult:
+    """The verdict on one item.
+
+    Attributes:
+        id: the caller's id, or the path, or ``item-<index>``.
+        score_color: mean CLIPscore of the colour image (0..score_scale), ``None`` on error.
+        score_gray: the same for its grayscale copy; ``None`` on error or when cascade skipped it.
+        drop: ``(score_color - score_gray) / score_color`` as a fraction; ``None`` when no gray pass.
+        tampered: the decision; ``None`` on error.
+        error: ``None`` or ``{"code": ..., "message": ...}``.
+        calibrated: whether the thresholds came from a calibration.
+        score_scale: w of the scores.
+    """
+
+    id: str
+    score_color: float | None = None
+    score_gray: float | None = None
+    drop: float | None = None
+    tampered: bool | None = None
+    error: dict[str, str] | None = None
+    calibrated: bool = False
+    score_scale: float = 100.0
+
+    @property
+    def ok(self) -> bool:
+        """True when the item was decoded and scored."""
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the JSONL line of ``foclip detect`` and the service's item)."""
+        return {"id": self.id, "score_color": self.score_color, "score_gray": self.score_gray,
+                "drop": self.drop, "tampered": self.tampered, "error": self.error,
+                "calibrated": self.calibrated, "score_scale": self.score_scale}
+
+
+def _default_id(item: Any, index: int) -> str:
+    if isinstance(item, (str, os.PathLike)):
+        return str(item)
+    if isinstance(item, Image.Image) and getattr(item, "filename", ""):
+        return str(item.filename)
+    return f"item-{index}"
+
+
+def _read_prompt_file(path: Path) -> tuple[str, ...]:
+    from foclip.prompts import load_prompt_set
+
+    return load_prompt_set(str(path)).prompts
+
+
+class Detector:
+    """Loads a bundle once and decides, per image, whether it was FoCLIP-manipulated.
+
+    Thread-safe for concurrent :meth:`detect` calls (ONNX Runtime sessions are); timing
+    counters are approximate under concurrency.
+    """
+
+    def __init__(self, bundle: Bundle, config: DetectConfig, text_bank: TextBank,
+                 calibration: Calibration | None = None) -> None:
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.text_bank = text_bank
+        self.calibration = calibration
+        self.score_scale = bundle.score_scale
+        if calibration is not None:
+            config = _replace(config, tau_score=calibration.tau_score, tau_drop=calibration.tau_drop)
+        if config.batch_size < 1:
+            raise InputError("batch_size", f"is {config.batch_size}", "a positive integer")
+        if config.graph not in GRAPH_MODES:
+            raise InputError("graph", f"is {config.graph!r}", f"one of {', '.join(GRAPH_MODES)}")
+        config = _replace(config, backend=canonical_backend(config.backend))
+        self.config = config
+        self.spec = self.manifest.preprocess
+        self.fused = self._use_fused(config)
+        graphs = self.manifest.detect_graphs if self.fused else self.manifest.image_encoders
+        if config.backend == "trt":
+            graph = self.bundle.image_graph("fp32") if not self.fused else graphs["fp32"]
+        elif self.fused:
+            graph = graphs[config.precision]
+        else:
+            graph = bundle.image_graph(config.precision)
+        self.backend: Backend = create_backend(
+            config.backend, bundle.path, graph, self.manifest, encoder="detect" if self.fused else "image",
+            precision=config.precision, threads=config.threads)
+        configure_pil(config.limits)
+        self._pool: ThreadPoolExecutor | None = None
+        self.reset_stats()
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def from_bundle(cls, path: str | os.PathLike[str], backend: str = "ort-cpu", precision: str = "fp32",
+                    calibration: str | os.PathLike[str] | Calibration | None = None,
+                    prompts: str | Sequence[str] | None = None, cascade: bool = False,
+                    batch_size: int = 32, **options: Any) -> Detector:
+        """Open and verify a bundle, load its graph on a backend, and pick the text bank.
+
+        Args:
+            path: bundle folder written by ``foclip export``.
+            backend: ``ort-cpu`` | ``ort-cuda`` | ``trt`` (forgiving names; never falls back).
+            precision: ``fp32`` | ``fp16`` | ``int8`` (must be in the bundle).
+            calibration: ``calibration.json`` path or a :class:`Calibration`; must have been made
+                with this bundle and the same prompts.
+            prompts: ``None`` -> the bundle's first text bank (the first ``--prompts`` set at
+                export); a bank name; a path to a prompt file (one prompt a line); or a list of
+                prompt strings. Prompts that are not a bundled bank are embedded once here with
+                the bundle's text encoder and torch-free tokenizer.
+            cascade: gray pass only where ``score_color >= tau_score``.
+            batch_size: images per encoder call.
+            **options: any other :class:`DetectConfig` field (``threads``, ``decode_workers``,
+                ``graph``, ``tau_score``, ``tau_drop``, ``limits``).
+
+        Returns:
+            A ready detector.
+
+        Raises:
+            BundleError: bundle missing, tampered, without the precision, or calibration made
+                with another bundle or prompt set.
+            BackendError: unknown or unavailable backend.
+            InputError: bad option values or prompt file.
+        """
+        unknown = set(options) - {f for f in DetectConfig.__dataclass_fields__}
+        if unknown:
+            raise InputError("Detector options", f"include unknown {sorted(unknown)}",
+                             f"fields of DetectConfig: {', '.join(DetectConfig.__dataclass_fields__)}")
+        config = DetectConfig(backend=backend, precision=precision, cascade=cascade, batch_size=batch_size,
+                              **options)
+        bundle = open_bundle(path)
+        if calibration is not None and not isinstance(calibration, Calibration):
+            calibration = Calibration.load(calibration)
+        bank = resolve_text_bank(bundle, prompts, config)
+        if calibration is not None:
+            calibration.check_compatible(bundle.bundle_hash, bank.sha256, str(path))
+        return cls(bundle, config, bank, calibration)
+
+    def _use_fused(self, config: DetectConfig) -> bool:
+        have = config.precision in self.manifest.detect_graphs or (
+            config.backend == "trt" and "fp32" in self.manifest.detect_graphs)
+        if config.graph == "fused":
+            if not have:
+                raise BundleError(f"bundle {str(self.bundle.path)!r}",
+                                  f"has no fused detection graph at {config.precision}",
+                                  f"graph='encoder', or a bundle whose manifest lists detect_graphs "
+                                  f"(it has: {', '.join(self.manifest.detect_graphs) or 'none'})")
+            if config.cascade:
+                raise InputError("graph='fused'", "cannot run in cascade mode (it always scores both passes)",
+                                 "graph='encoder' with cascade, or cascade off")
+            return True
+        return (config.graph == "auto" and have and not config.cascade
+                and canonical_backend(config.backend) in ("ort-cuda", "trt"))
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def calibrated(self) -> bool:
+        """True when thresholds come from a calibration."""
+        return self.calibration is not None
+
+    def detect(self, items: Iterable[Any], ids: Sequence[str] | None = None) -> list[DetectionResult]:
+        """Detect on a finite collection of items.
+
+        Args:
+            items: paths, bytes, PIL images or uint8 arrays (mixed allowed).
+            ids: optional ids, one per item (default: the path, or ``item-<index>``).
+
+        Returns:
+            One result per item, in order. Bad items have ``error`` set; they never fail the batch.
+
+        Raises:
+            InputError: ``ids`` of another length than ``items``.
+        """
+        items = list(items)
+        if ids is not None:
+            ids = [str(i) for i in ids]
+            if len(ids) != len(items):
+                raise InputError("ids", f"has {len(ids)} entries for {len(items)} items", "one id per item")
+            return list(self.detect_iter(zip(ids, items)))
+        return list(self.detect_iter(items))
+
+    def detect_iter(self, iterable: Iterable[Any], batch_size: int | None = None) -> Iterator[DetectionResult]:
+        """Stream results with bounded memory (at most two batches decoded at a time).
+
+        Args:
+            iterable: items, or ``(id, item)`` pairs; may be an endless generator.
+            batch_size: overrides the detector's batch size.
+
+        Yields:
+            One :class:`DetectionResult` per item, in input order.
+        """
+        bs = int(batch_size or self.config.batch_size)
+        counter = itertools.count()
+
+        def tagged() -> Iterator[tuple[str, Any]]:
+            for i, obj in zip(counter, iterable):
+                if isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], str):
+                    yield obj
+                else:
+                    yield _default_id(obj, i), obj
+
+        source = tagged()
+        pool = self._get_pool()
+        t0 = time.perf_counter()
+        current = self._submit(pool, list(itertools.islice(source, bs)))
+        while current:
+            upcoming = self._submit(pool, list(itertools.islice(source, bs)))  # decode ahead
+            yield from self._finish(current)
+            current = upcoming
+        self.stats["wall_s"] += time.perf_counter() - t0
+
+    def info(self) -> dict[str, Any]:
+        """A JSON-ready summary for ``/v1/info`` and ``foclip detect``."""
+        m = self.manifest
+        return {
+            "bundle": str(self.bundle.path), "bundle_hash": self.bundle.bundle_hash,
+            "model_name": m.model_name, "pretrained": m.pretrained, "random_init": m.random_init,
+            "embed_dim": m.embed_dim, "image_size": m.preprocess.image_size,
+            "backend": self.config.backend, "precision": self.config.precision,
+            "graph": "fused" if self.fused else "encoder", "cascade": self.config.cascade,
+            "batch_size": self.config.batch_size, "backend_detail": self.backend.describe(),
+            "text_bank": {"name": self.text_bank.name, "count": len(self.text_bank.prompts),
+                          "sha256": self.text_bank.sha256},
+            "score_scale": self.score_scale, "calibrated": self.calibrated,
+            "tau_score": self.config.tau_score, "tau_drop": self.config.tau_drop,
+            "calibration": self.calibration.summary() if self.calibration else None,
+            "limits": {"max_pixels": self.config.limits.max_pixels, "max_aspect": self.config.limits.max_aspect,
+                       "min_side": self.config.limits.min_side},
+            "versions": dict(m.versions),
+        }
+
+    def reset_stats(self) -> None:
+        """Zero the timing counters in :attr:`stats`."""
+        self.stats: dict[str, float] = {"items": 0, "errors": 0, "batches": 0, "gray_rows": 0,
+                                        "decode_s": 0.0, "prepare_s": 0.0, "encode_s": 0.0,
+                                        "score_s": 0.0, "wall_s": 0.0}
+
+    def close(self) -> None:
+        """Stop the decode threads (the detector stays usable; they restart on demand)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def __enter__(self) -> Detector:  # noqa: PYI034 - py310 target, no typing.Self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- internals
+    def _get_pool(self) -> ThreadPoolExecutor | None:
+        if self.config.decode_workers <= 0:
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.config.decode_workers, thread_name_prefix="foclip-decode")
+        return self._pool
+
+    def _decode(self, item_id: str, item: Any) -> tuple[np.ndarray | ItemError, float]:
+        t0 = time.perf_counter()
+        try:
+            out: np.ndarray | ItemError = decode_item(item, repr(item_id), self.spec, self.config.limits)
+        except ItemError as exc:
+            out = exc
+        except Exception as exc:  # noqa: BLE001 - untrusted files make PIL raise many classes
+            out = ItemError("decode_failed", f"{item_id!r} | cannot be decoded "
+                            f"({exc.__class__.__name__}: {exc}). Expected a valid image file")
+        return out, time.perf_counter() - t0
+
+    def _submit(self, pool: ThreadPoolExecutor | None, chunk: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        if pool is None:
+            return [(i, self._decode(i, item)) for i, item in chunk]
+        return [(i, pool.submit(self._decode, i, item)) for i, item in chunk]
+
+    def _finish(self, chunk: list[tuple[str, Any]]) -> list[DetectionResult]:
+        ids, arrays, results = [], [], []
+        for item_id, pending in chunk:
+            out, seconds = pending.result() if isinstance(pending, Future) else pending
+            self.stats["decode_s"] += seconds
+            result = DetectionResult(id=item_id, calibrated=self.calibrated, score_scale=self.score_scale)
+            if isinstance(out, ItemError):
+                result.error = {"code": out.code, "message": out.message}
+                self.stats["errors"] += 1
+            else:
+                ids.append(len(results))
+                arrays.append(out)
+            results.append(result)
+        self.stats["items"] += len(results)
+        if arrays:
+            self.stats["batches"] += 1
+            color, gray = self.score_pixels(np.stack(arrays))
+            drop = _drop(color, gray)
+            tampered = (color >= self.config.tau_score) & (np.nan_to_num(drop, nan=-np.inf) >= self.config.tau_drop)
+            for k, idx in enumerate(ids):
+                r = results[idx]
+                r.score_color = float(color[k])
+                r.score_gray = None if np.isnan(gray[k]) else float(gray[k])
+                r.drop = None if np.isnan(drop[k]) else float(drop[k])
+                r.tampered = bool(tampered[k])
+        return results
+
+    def score_pixels(self, pixels_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Scores of a batch of decoded images.
+
+        Args:
+            pixels_u8: uint8 (N, S, S, 3) RGB, resized and cropped (see :func:`decode_item`).
+
+        Returns:
+            ``(score_color, score_gray)`` float64 (N,) each on the 0..score_scale scale;
+            ``score_gray`` is NaN where cascade skipped the gray pass.
+        """
+        n = pixels_u8.shape[0]
+        if self.fused:
+            t0 = time.perf_counter()
+            out = self.backend.run({"pixels_u8": np.ascontiguousarray(pixels_u8),
+                                    "text_bank": self.text_bank.embeddings})
+            self.stats["encode_s"] += time.perf_counter() - t0
+            self.stats["gray_rows"] += n
+            return out["score_color"].astype(np.float64), out["score_gray"].astype(np.float64)
+        t0 = time.perf_counter()
+        color = pixels_u8.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+        if not self.config.cascade:
+            stacked = np.concatenate([color, to_gray(color, channel_axis=1)])
+            self.stats["prepare_s"] += time.perf_counter() - t0
+            emb = self._encode(stacked)
+            self.stats["gray_rows"] += n
+            t1 = time.perf_counter()
+            scores = clipscore(emb, self.text_bank.embeddings, self.score_scale)
+            self.stats["score_s"] += time.perf_counter() - t1
+            return scores[:n], scores[n:]
+        self.stats["prepare_s"] += time.perf_counter() - t0
+        score_color = clipscore(self._encode(color), self.text_bank.embeddings, self.score_scale)
+        score_gray = np.full(n, np.nan)
+        gate = score_color >= self.config.tau_score
+        if gate.any():
+            t0 = time.perf_counter()
+            gray = to_gray(color[gate], channel_axis=1)
+            self.stats["prepare_s"] += time.perf_counter() - t0
+            score_gray[gate] = clipscore(self._encode(gray), self.text_bank.embeddings, self.score_scale)
+            self.stats["gray_rows"] += int(gate.sum())
+        return score_color, score_gray
+
+    def _encode(self, pixels: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        emb = self.backend.run({self.backend.graph.inputs[0].name: pixels})
+        self.stats["encode_s"] += time.perf_counter() - t0
+        return emb[self.backend.graph.outputs[0].name]
+
+
+def _drop(color: np.ndarray, gray: np.ndarray) -> np.ndarray:
+    from foclip.scoring import drop
+
+    out = drop(color, np.nan_to_num(gray))
+    return np.where(np.isnan(gray), np.nan, out)
+
+
+def _replace(config: DetectConfig, **changes: Any) -> DetectConfig:
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def resolve_text_bank(bundle: Bundle, prompts: str | Sequence[str] | TextBank | None,
+                      config: DetectConfig | None = None) -> TextBank:
+    """Pick or build the text bank a detector scores against.
+
+    Args:
+        bundle: the opened bundle.
+        prompts: ``None`` (first bundled bank), a bank name, a prompt-file path, a list of
+            prompts, or a ready :class:`TextBank`.
+        config: used to choose where the text encoder runs (``ort-cuda`` when the detector runs
+            on CUDA; ONNX Runtime on the CPU otherwise, TensorRT included).
+
+    Returns:
+        The text bank.
+
+    Raises:
+        BundleError: unknown bank name; bundle without a text encoder for custom prompts.
+        InputError: empty prompt list or unreadable prompt file.
+    """
+    if isinstance(prompts, TextBank):
+        return prompts
+    if prompts is None:
+        return bundle.text_bank(bundle.default_bank)
+    if isinstance(prompts, str):
+        if prompts in bundle.manifest.text_banks:
+            return bundle.text_bank(prompts)
+        if Path(prompts).expanduser().is_file():
+            return embed_prompts(bundle, _read_prompt_file(Path(prompts).expanduser()), config, name=f"file:{Path(prompts).stem}")
+        raise BundleError(f"prompts {prompts!r}", "is neither a bank of this bundle nor a prompt file",
+                          f"a bank name ({', '.join(bundle.manifest.text_banks) or 'none'}), "
+                          "a UTF-8 file with one prompt a line, or a list of prompts")
+    prompts = [str(p) for p in prompts]
+    for name in bundle.manifest.text_banks:  # a list equal to a bundled bank reuses its embeddings
+        bank = bundle.text_bank(name)
+        if list(bank.prompts) == prompts:
+            return bank
+    return embed_prompts(bundle, prompts, config)
+
+
+def embed_prompts(bundle: Bundle, prompts: Sequence[str], config: DetectConfig | None = None,
+                  name: str = "custom", chunk: int = 64) -> TextBank:
+    """Embed prompts with the bundle's text encoder and torch-free tokenizer.
+
+    Args:
+        bundle: the opened bundle.
+        prompts: the prompts.
+        config: decides the provider (``ort-cuda`` when the detector runs on it, else ORT CPU).
+        name: the bank's name.
+        chunk: prompts per encoder call.
+
+    Returns:
+        A :class:`TextBank` with L2-normalised float32 embeddings.
+
+    Raises:
+        InputError: no prompts, or an empty prompt.
+        BundleError: the bundle has no fp32 text encoder.
+    """
+    from foclip.manifest import sha256_text
+    from foclip.runtime.tokenizer import load_tokenizer
+
+    prompts = [str(p) for p in prompts]
+    if not prompts or any(not p.strip() for p in prompts):
+        raise InputError("prompts", "are empty or include an empty prompt", "one or more non-empty prompts")
+    graphs = bundle.manifest.text_encoders
+    if "fp32" not in graphs:
+        raise BundleError(f"bundle {str(bundle.path)!r}", "has no fp32 text encoder",
+                          "a bundle exported with its text encoder, or one of its text banks")
+    provider = "ort-cuda" if config is not None and canonical_backend(config.backend) == "ort-cuda" else "ort-cpu"
+    encoder = OrtBackend(bundle.file(graphs["fp32"].file), graphs["fp32"], name=provider,
+                         threads=(config.threads if config else 0) or os.cpu_count() or 0)
+    tokenize = load_tokenizer(bundle.path, bundle.manifest)
+    parts = []
+    for i in range(0, len(prompts), chunk):
+        tokens = np.asarray(tokenize(prompts[i:i + chunk]), dtype=np.int64)
+        parts.append(encoder.run({graphs["fp32"].inputs[0].name: tokens})[graphs["fp32"].outputs[0].name])
+    emb = np.concatenate(parts).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(min=1e-12)
+    return TextBank(name, tuple(prompts), emb, sha256_text(prompts))

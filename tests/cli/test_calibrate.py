@@ -1,0 +1,68 @@
+"""`foclip calibrate`: a generate-style folder in, calibration.json and plots out, used by detect."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from foclip.cli.calibrate import resolve_class_dirs
+from foclip.cli.main import main
+from foclip.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory, sample_photos):
+    """A folder shaped like `foclip generate` output: original/ photos and manipulated/ altered copies."""
+    root = tmp_path_factory.mktemp("generated")
+    (root / "original").mkdir()
+    (root / "manipulated").mkdir()
+    rng = np.random.default_rng(0)
+    for i, (name, arr) in enumerate(sample_photos.items()):
+        for k in range(3):
+            crop = arr[k * 20:, k * 15:]
+            Image.fromarray(crop).save(root / "original" / f"{name}{k}.png")
+            noisy = np.clip(crop.astype(int) + rng.integers(-60, 60, crop.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy[:, :, ::-1].copy()).save(root / "manipulated" / f"{name}{k}.png")
+    return root
+
+
+def test_calibrate_then_detect(tiny_bundle, generated, tmp_path):
+    cal = tmp_path / "calibration.json"
+    plots = tmp_path / "plots"
+    rc = main(["calibrate", str(tiny_bundle), "--originals", str(generated), "--target-fpr", "0.1",
+               "--out", str(cal), "--plots", str(plots), "--batch", "8"])
+    assert rc == 0
+    d = json.loads(cal.read_text())
+    assert d["backend"] == "ort-cpu" and d["precision"] == "fp32" and len(d["bundle_hash"]) == 64
+    assert d["metrics"]["n_originals"] == 12 and d["metrics"]["n_manipulated"] == 12
+    assert d["metrics"]["fpr"] <= 0.1 and 0.0 <= d["metrics"]["roc_auc"] <= 1.0
+    assert {p.name for p in plots.iterdir()} == {"roc.png", "hist_score_color.png", "hist_drop.png"}
+    out = tmp_path / "r.jsonl"
+    assert main(["detect", str(tiny_bundle), str(generated / "manipulated"), "--calibration", str(cal),
+                 "--out", str(out)]) == 0
+    lines = [json.loads(ln) for ln in out.read_text().splitlines()]
+    assert all(ln["calibrated"] for ln in lines)
+
+
+def test_calibration_with_another_bundle_fails(tiny_bundle, generated, tmp_path, capsys):
+    cal = tmp_path / "calibration.json"
+    assert main(["calibrate", str(tiny_bundle), "--originals", str(generated / "original"),
+                 "--manipulated", str(generated / "manipulated"), "--mode", "max-accuracy",
+                 "--out", str(cal)]) == 0
+    d = json.loads(cal.read_text())
+    d["bundle_hash"] = "0" * 64
+    cal.write_text(json.dumps(d))
+    assert main(["detect", str(tiny_bundle), str(generated / "original"), "--calibration", str(cal)]) == 1
+    assert "was made with bundle 000000000000" in capsys.readouterr().err
+
+
+def test_resolve_class_dirs(generated, tmp_path):
+    assert resolve_class_dirs(str(generated), None) == (generated / "original", generated / "manipulated")
+    assert resolve_class_dirs(str(generated), str(generated)) == (generated / "original", generated / "manipulated")
+    with pytest.raises(InputError, match="--manipulated"):
+        resolve_class_dirs(str(generated / "original"), None)
+    with pytest.raises(InputError, match="not a folder"):
+        resolve_class_dirs(str(tmp_path / "nope"), None)
