@@ -1,0 +1,99 @@
+"""`foclip serve BUNDLE`: the detection service on Ray Serve (see docs/serve.md)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub) -> None:
+    """Register ``foclip serve``."""
+    p = sub.add_parser(
+        "serve", help="serve detection over HTTP with Ray Serve (batched across callers)",
+        description="Serve POST /v1/detect, GET /v1/info and GET /healthz from a bundle on Ray Serve. "
+                    "Starts a local Ray instance bound to loopback unless --address joins a cluster. "
+                    "SIGTERM / Ctrl-C stop it after in-flight requests finish.",
+    )
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder from `foclip export` (readable by every replica)")
+    p.add_argument("--calibration", default=None, metavar="FILE", help="calibration.json from `foclip calibrate`")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default: %(default)s)")
+    p.add_argument("--replicas", type=int, default=1, help="detector replicas (default: %(default)s)")
+    p.add_argument("--gpus-per-replica", type=float, default=0.0, metavar="G",
+                   help="GPUs reserved per replica; > 0 selects ort-cuda with --backend auto (default: %(default)s)")
+    p.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs reserved per replica (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime threads per replica (default: the node's cores / replicas)")
+    p.add_argument("--max-batch", type=int, default=64, help="largest batch Ray Serve forms (default: %(default)s)")
+    p.add_argument("--batch-wait-ms", type=float, default=5.0,
+                   help="how long a batch waits to fill (default: %(default)s ms)")
+    p.add_argument("--max-ongoing", type=int, default=None,
+                   help="requests one replica works on at once (default: --max-batch)")
+    p.add_argument("--max-queued", type=int, default=256,
+                   help="requests queued before 503 + Retry-After; -1 = unbounded (default: %(default)s)")
+    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, MiB (default: %(default)s)")
+    p.add_argument("--max-images", type=int, default=64, help="most images per request (default: %(default)s)")
+    p.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline -> 504 (default: %(default)s)")
+    p.add_argument("--address", default=None, metavar="RAY_ADDRESS",
+                   help="join this Ray cluster instead of starting a local one")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="Ray metrics export port in local mode (default: a free port, printed)")
+    p.add_argument("--api-key-env", default=None, metavar="VAR",
+                   help="require the API key held in environment variable VAR (X-API-Key header)")
+    p.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or trt (default: %(default)s)")
+    p.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default: %(default)s)")
+    p.add_argument("--cascade", action="store_true", help="gray pass only where score_color >= tau_score")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    """A validated :class:`foclip.serve.config.ServeConfig` from parsed arguments.
+
+    Raises:
+        InputError: an option is out of range, or --api-key-env names an unset variable.
+    """
+    from foclip.serve.config import Limits, ServeConfig, api_key_digest_from_env
+
+    limits = Limits(max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_images=args.max_images,
+                    timeout_s=args.timeout_s)
+    return ServeConfig(
+        bundle=args.bundle, calibration=args.calibration, backend=args.backend, precision=args.precision,
+        cascade=args.cascade, host=args.host, port=args.port, replicas=args.replicas,
+        gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica, threads=args.threads,
+        max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_ongoing_requests=args.max_ongoing,
+        max_queued_requests=args.max_queued, limits=limits, api_key_sha256=api_key_digest_from_env(args.api_key_env),
+    ).validate()
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start the service and block until SIGTERM / SIGINT; returns 0 after a clean stop."""
+    import signal
+    import threading
+
+    from foclip.cli.common import console, err_console, random_weights_notice
+    from foclip.manifest import read_manifest
+    from foclip.serve.config import LOOPBACK
+    from foclip.serve.service import start_service
+
+    cfg = config_from_args(args)
+    manifest = read_manifest(cfg.bundle)
+    random_weights_notice(manifest.pretrained)
+    if cfg.host not in (LOOPBACK, "localhost", "::1") and cfg.api_key_sha256 is None:
+        err_console.print(f"[bold yellow]warning:[/] serving on {cfg.host} without --api-key-env: anyone who can "
+                          "reach this address can use the service.", highlight=False)
+    console.print(f"starting {cfg.replicas} replica(s) of {manifest.model_name} ({cfg.precision}, "
+                  f"{cfg.resolved_backend}) on Ray Serve...", highlight=False)
+    svc = start_service(cfg, address=args.address, metrics_port=args.metrics_port)
+    console.print(f"serving on {svc.url}  (POST /v1/detect, GET /v1/info, GET /healthz)", highlight=False)
+    if svc.metrics_url:
+        console.print(f"Prometheus metrics (ray_foclip_*, ray_serve_*): {svc.metrics_url}", highlight=False)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        console.print("stopping: finishing in-flight requests...", highlight=False)
+        svc.stop()
+    console.print("stopped", highlight=False)
+    return 0

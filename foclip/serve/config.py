@@ -1,0 +1,122 @@
+"""The knobs of the detection service, in one frozen dataclass (no Ray import here)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from foclip.errors import InputError
+
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-request limits enforced before any image reaches the detector.
+
+    Attributes:
+        max_body_bytes: largest accepted request body (bigger -> 413).
+        max_images: most images in one request (more -> 413).
+        timeout_s: per-request deadline inside the replica (past it -> 504).
+    """
+
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_images: int = 64
+    timeout_s: float = 30.0
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything `foclip serve` needs; travels to each replica (small, picklable).
+
+    The bundle is opened inside each replica from ``bundle`` (a path every replica's node can read);
+    the Detector itself is never pickled. The API key itself never leaves the driver: replicas get
+    only its sha256 (``api_key_sha256``) and compare digests in constant time.
+    """
+
+    bundle: str
+    calibration: str | None = None
+    backend: str = "auto"  # auto -> ort-cuda when gpus_per_replica > 0, else ort-cpu
+    precision: str = "fp32"
+    cascade: bool = False
+    host: str = LOOPBACK
+    port: int = 8000
+    replicas: int = 1
+    gpus_per_replica: float = 0.0
+    cpus_per_replica: float = 1.0
+    threads: int | None = None  # ONNX Runtime threads per replica; None -> the node's cores / replicas
+    max_batch: int = 64
+    batch_wait_ms: float = 5.0
+    max_ongoing_requests: int | None = None  # None -> max_batch
+    max_queued_requests: int = 256
+    retry_after_s: float = 1.0
+    graceful_shutdown_timeout_s: float = 30.0
+    limits: Limits = Limits()
+    api_key_sha256: str | None = None
+    app_name: str = "foclip"
+    detector_factory: str = "foclip.runtime:Detector"  # "module:Class" with from_bundle(); tests swap it
+
+    @property
+    def resolved_backend(self) -> str:
+        """The backend each replica asks the Detector for."""
+        if self.backend != "auto":
+            return self.backend
+        return "ort-cuda" if self.gpus_per_replica > 0 else "ort-cpu"
+
+    @property
+    def resolved_max_ongoing(self) -> int:
+        """Requests one replica works on at once (enough to fill a batch)."""
+        return self.max_ongoing_requests or self.max_batch
+
+    def replica_threads(self, cores: int) -> int:
+        """ONNX Runtime threads for one replica on a node with ``cores`` cores."""
+        return self.threads or max(1, cores // self.replicas)
+
+    def validate(self) -> ServeConfig:
+        """Check value ranges.
+
+        Returns:
+            self, for chaining.
+
+        Raises:
+            InputError: on a value out of range.
+        """
+        checks = (
+            ("--replicas", self.replicas >= 1, "an integer >= 1"),
+            ("--gpus-per-replica", self.gpus_per_replica >= 0, "a number >= 0"),
+            ("--max-batch", self.max_batch >= 1, "an integer >= 1"),
+            ("--batch-wait-ms", self.batch_wait_ms >= 0, "a number of milliseconds >= 0"),
+            ("--port", 0 < self.port < 65536, "a TCP port 1..65535"),
+            ("--max-body-mb", self.limits.max_body_bytes > 0, "a size > 0"),
+            ("--max-images", self.limits.max_images >= 1, "an integer >= 1"),
+            ("--timeout-s", self.limits.timeout_s > 0, "seconds > 0"),
+            ("--max-queued", self.max_queued_requests >= 1 or self.max_queued_requests == -1,
+             "an integer >= 1, or -1 for unbounded"),
+        )
+        for flag, ok, expected in checks:
+            if not ok:
+                raise InputError(flag, "is out of range", expected)
+        return self
+
+
+def api_key_digest_from_env(var: str | None) -> str | None:
+    """sha256 (hex) of the API key held in environment variable ``var``.
+
+    Args:
+        var: the variable's name, or None when no key is wanted.
+
+    Returns:
+        The hex digest, or None when ``var`` is None.
+
+    Raises:
+        InputError: when the variable is unset or empty (serving without the key asked for would
+            silently open the service).
+    """
+    if var is None:
+        return None
+    key = os.environ.get(var, "")
+    if not key:
+        raise InputError(f"--api-key-env {var}", "names an unset or empty environment variable",
+                         "the variable to hold the API key")
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()

@@ -1,0 +1,320 @@
+"""Load test of `foclip serve` on loopback with locust (headless), and a replica kill; prints a report.
+
+    python scripts/loadtest/run.py --bundle BUNDLE [--precision fp32] [--requests 5000] [--users 32]
+    python scripts/loadtest/run.py --export foclip-tiny      # exports a random-weights bundle first
+
+Steps, all against 127.0.0.1 only:
+1. payloads: real photos (scikit-image) as JPEG/PNG plus bad bodies (truncated JPEG, text named .jpg,
+   a 20000x20000 PNG header = pixel bomb, a text/plain body);
+2. offline baseline: `foclip detect BUNDLE <good images>` in a subprocess, its images/s, measured
+   before and after the main run (mean reported; the machine may be shared);
+3. main run: `foclip serve BUNDLE --replicas R` (default 1) in a subprocess, warm-up, RSS, then locust with
+   --users concurrent closed-loop clients until --requests requests or --max-seconds, RSS again;
+4. fault run: `foclip serve --replicas 2`, locust for --kill-seconds, one replica SIGKILLed a third
+   of the way in; reports what clients saw around the kill and when Serve had 2 replicas again.
+Writes the figures to --out (JSON) and prints them as markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+BIN = Path(sys.executable).parent
+
+
+def make_payloads(d: Path, copies: int) -> Path:
+    """Good photos (several sizes) and bad bodies; also ``offline/`` with ``copies`` good files."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    good = d / "good"
+    good.mkdir(parents=True)
+    photos = {n: getattr(data, n)() for n in ("astronaut", "chelsea", "coffee", "rocket")}
+    for i, (name, arr) in enumerate(photos.items()):
+        for j, step in enumerate((1, 2)):
+            img = Image.fromarray(np.ascontiguousarray(arr[::step, ::step]))
+            ext = "png" if (i + j) % 3 == 0 else "jpg"
+            img.save(good / f"{name}_{step}.{ext}", **({"quality": 90} if ext == "jpg" else {}))
+    buf = io.BytesIO()
+    Image.fromarray(photos["astronaut"]).save(buf, "JPEG", quality=90)
+    (d / "truncated.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    (d / "text.jpg").write_bytes(b"this is a text file, not a JPEG\n")
+    sys.path.insert(0, str(HERE.parents[1] / "tests" / "serve"))
+    from conftest import png_header_only  # the same pixel bomb the tests use
+
+    (d / "bomb.png").write_bytes(png_header_only(20000, 20000))
+    offline = d / "offline"
+    offline.mkdir()
+    files = sorted(good.iterdir())
+    for k in range(copies):
+        src = files[k % len(files)]
+        shutil.copy(src, offline / f"{k:05d}{src.suffix}")
+    return d
+
+
+def offline_rate(bundle: str, precision: str, folder: Path, batch: int) -> float:
+    """images/s printed by `foclip detect` on ``folder``."""
+    cmd = [str(BIN / "foclip"), "detect", bundle, str(folder), "--precision", precision, "--batch", str(batch)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    m = re.search(r"images/s\s*│\s*([\d.]+)", out)
+    if not m:
+        raise RuntimeError(f"no images/s in foclip detect output:\n{out}")
+    return float(m.group(1))
+
+
+class Server:
+    """`foclip serve` in a subprocess (its own process group, stopped with SIGTERM)."""
+
+    def __init__(self, bundle: str, port: int, precision: str, replicas: int, threads: int | None, max_batch: int):
+        cmd = [str(BIN / "foclip"), "serve", bundle, "--host", HOST, "--port", str(port), "--precision", precision,
+               "--replicas", str(replicas), "--max-batch", str(max_batch), "--cpus-per-replica", "0.5"]
+        if threads:
+            cmd += ["--threads", str(threads)]
+        self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115 - lives with the server
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.url = f"http://{HOST}:{port}"
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"foclip serve exited: {Path(self.log.name).read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("foclip serve did not become ready")
+
+    def processes(self):
+        import psutil
+
+        root = psutil.Process(self.proc.pid)
+        return [root, *root.children(recursive=True)]
+
+    def replicas(self):
+        import psutil
+
+        out = []
+        for p in self.processes():
+            try:
+                cmd = " ".join(p.cmdline())
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                cmd = ""  # a process that just went away
+            if "ServeReplica:foclip" in cmd:
+                out.append(p)
+        return out
+
+    def rss_mib(self) -> dict[str, float]:
+        import psutil
+
+        total = reps = 0
+        rep_pids = {p.pid for p in self.replicas()}
+        for p in self.processes():
+            try:
+                rss = p.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                rss = 0
+            total += rss
+            reps += rss if p.pid in rep_pids else 0
+        return {"tree_mib": round(total / 2**20, 1), "replicas_mib": round(reps / 2**20, 1)}
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(180)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return -9
+
+
+def run_locust(url: str, payloads: Path, users: int, requests: int, seconds: int, out: Path) -> list:
+    env = {**os.environ, "LOADTEST_PAYLOADS": str(payloads), "LOADTEST_REQUESTS": str(requests),
+           "LOADTEST_OUT": str(out)}
+    cmd = [str(BIN / "locust"), "-f", str(HERE / "locustfile.py"), "--headless", "-u", str(users), "-r", str(users),
+           "-t", f"{seconds}s", "--host", url, "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "30"]
+    subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)  # exits 1 when any request failed
+    return json.loads(out.read_text())
+
+
+def summarize(log: list, offline: float | None = None) -> dict:
+    """Throughput, latency percentiles and status counts of a locust log."""
+    if not log:
+        return {"requests": 0}
+    start = min(t for t, *_ in log)
+    end = max(t + ms / 1000 for t, _k, _s, ms, _n in log)
+    wall = end - start
+    ms = sorted(x[3] for x in log)
+
+    def pct(q: float) -> float:
+        return round(ms[min(len(ms) - 1, int(q * len(ms)))], 1)
+
+    scored = sum(n for _t, kind, status, _ms, n in log if status == 200)
+    by_kind = Counter(f"{kind} -> {status}" for _t, kind, status, _ms, _n in log)
+    statuses = Counter(str(s) for _t, _k, s, _ms, _n in log)
+    res = {
+        "requests": len(log), "wall_s": round(wall, 1), "requests_per_s": round(len(log) / wall, 1),
+        "images_scored_per_s": round(scored / wall, 1), "p50_ms": pct(0.50), "p95_ms": pct(0.95), "p99_ms": pct(0.99),
+        "mean_ms": round(statistics.fmean(ms), 1), "status_counts": dict(sorted(statuses.items())),
+        "by_kind": dict(sorted(by_kind.items())),
+        "5xx": sum(v for k, v in statuses.items() if k.startswith("5") or k == "0"),
+    }
+    if offline:
+        res["offline_images_per_s"] = offline
+        res["ratio_to_offline"] = round(res["images_scored_per_s"] / offline, 2)
+    return res
+
+
+def main_run(args, payloads: Path, work: Path, offline: float) -> dict:
+    srv = Server(args.bundle, args.port, args.precision, args.replicas, args.threads, args.max_batch)
+    try:
+        srv.wait_ready()
+
+        # Warm up under the same load (batches of every size, allocator arenas at their working size)
+        # so that RSS before/after compares steady states.
+        run_locust(srv.url, payloads, args.users, args.warmup, args.max_seconds, work / "warmup.json")
+        rss_before = srv.rss_mib()
+        log = run_locust(srv.url, payloads, args.users, args.requests, args.max_seconds, work / "main.json")
+        rss_after = srv.rss_mib()
+        res = summarize(log, offline)
+        res.update(rss_before=rss_before, rss_after=rss_after)
+    finally:
+        res_exit = srv.stop()
+    res["server_exit_code"] = res_exit
+    return res
+
+
+def fault_run(args, payloads: Path, work: Path) -> dict:
+    srv = Server(args.bundle, args.port + 1, args.precision, 2, 1, args.max_batch)
+    events: dict = {}
+    try:
+        srv.wait_ready()
+        events["replicas_at_start"] = len(srv.replicas())
+
+        def killer() -> None:
+            time.sleep(args.kill_seconds / 3)
+            victim = srv.replicas()[0]
+            events["killed_pid"] = victim.pid
+            t_kill = time.monotonic()
+            events["kill_wall"] = time.time()
+            os.kill(victim.pid, signal.SIGKILL)
+            while time.monotonic() - t_kill < args.kill_seconds:
+                pids = {p.pid for p in srv.replicas()}
+                if len(pids) >= 2 and victim.pid not in pids:
+                    events["replica_process_back_after_s"] = round(time.monotonic() - t_kill, 1)
+                    break
+                time.sleep(0.2)
+
+        th = threading.Thread(target=killer, daemon=True)
+        th.start()
+        log = run_locust(srv.url, payloads, args.users, 0, args.kill_seconds, work / "fault.json")
+        th.join()
+        import httpx
+
+        time.sleep(5)
+        events["replicas_at_end"] = len(srv.replicas())
+        body = next((payloads / "good").iterdir()).read_bytes()
+        r = httpx.post(srv.url + "/v1/detect", content=body, headers={"content-type": "image/jpeg"}, timeout=60)
+        events["request_after_recovery"] = r.status_code
+        res = summarize(log)
+        k = events.pop("kill_wall", None)
+        if k is not None and log:
+            res["kill_at_s"] = round(k - min(x[0] for x in log), 1)
+            window = [x for x in log if k - 1 <= x[0] <= k + 15]
+            res["around_kill_status_counts"] = dict(Counter(str(x[2]) for x in window))
+            # when (relative to the kill) the requests that got a 5xx or no answer were sent
+            bad = [x[0] - k for x in log if x[2] >= 500 or x[2] == 0]
+            res["non_intended_sent_at_s"] = [round(min(bad), 2), round(max(bad), 2)] if bad else []
+        res.update(events)
+    finally:
+        res_exit = srv.stop()
+    res["server_exit_code"] = res_exit
+    return res
+
+
+def report(res: dict) -> str:
+    m, f = res["main"], res.get("fault", {})
+    lines = [(f"## foclip serve load test: {res['bundle_model']} ({res['precision']}, random weights), "
+             f"{res['replicas']} replica(s), {res['users']} users"), "",
+             "| measure | value |", "|---|---|"]
+    for key in ("requests", "wall_s", "requests_per_s", "images_scored_per_s", "offline_images_per_s",
+                "offline_before_after", "ratio_to_offline", "p50_ms", "p95_ms", "p99_ms", "status_counts", "by_kind", "5xx",
+                "rss_before", "rss_after", "server_exit_code"):
+        lines.append(f"| {key} | {m.get(key)} |")
+    if f:
+        lines += ["", "### replica killed mid-load (2 replicas, 1 ORT thread each)", "", "| measure | value |", "|---|---|"]
+        for key in ("requests", "wall_s", "requests_per_s", "kill_at_s", "status_counts", "around_kill_status_counts",
+                    "non_intended_sent_at_s", "replica_process_back_after_s", "replicas_at_start", "replicas_at_end",
+                    "request_after_recovery", "server_exit_code"):
+            lines.append(f"| {key} | {f.get(key)} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", help="bundle folder (or use --export)")
+    ap.add_argument("--export", metavar="MODEL", help="export MODEL with random weights into a temp bundle first")
+    ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--requests", type=int, default=5000)
+    ap.add_argument("--users", type=int, default=32)
+    ap.add_argument("--max-seconds", type=int, default=300)
+    ap.add_argument("--max-batch", type=int, default=64)
+    ap.add_argument("--replicas", type=int, default=1, help="replicas of the main run")
+    ap.add_argument("--threads", type=int, default=None, help="ORT threads per replica (default: cores / replicas)")
+    ap.add_argument("--warmup", type=int, default=300, help="requests of the warm-up burst before RSS 'before'")
+    ap.add_argument("--kill-seconds", type=int, default=45, help="length of the fault run (0 skips it)")
+    ap.add_argument("--offline-images", type=int, default=512)
+    ap.add_argument("--port", type=int, default=18080)
+    ap.add_argument("--out", default="loadtest_report.json")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="foclip-load-"))
+    if args.export:
+        from foclip.exporter import ExportConfig, export_bundle
+
+        args.bundle = str(work / "bundle")
+        export_bundle(ExportConfig(model_name=args.export, pretrained="random", prompts=("artistic",),
+                                   precisions=("fp32", "int8"), detect_graph=False), args.bundle)
+    if not args.bundle:
+        ap.error("--bundle or --export is required")
+    from foclip.manifest import read_manifest
+
+    payloads = make_payloads(work / "payloads", args.offline_images)
+    res: dict = {"bundle": args.bundle, "bundle_model": read_manifest(args.bundle).model_name,
+                 "precision": args.precision, "users": args.users, "replicas": args.replicas}
+    # Offline before and after the served run: the machine is shared, so the mean of the two is the
+    # fairest single figure and their spread shows the noise.
+    before = offline_rate(args.bundle, args.precision, payloads / "offline", args.max_batch)
+    res["main"] = main_run(args, payloads, work, None)
+    after = offline_rate(args.bundle, args.precision, payloads / "offline", args.max_batch)
+    res["offline_images_per_s"] = offline = round((before + after) / 2, 1)
+    res["main"].update(offline_images_per_s=offline, offline_before_after=[before, after],
+                       ratio_to_offline=round(res["main"]["images_scored_per_s"] / offline, 2))
+    if args.kill_seconds:
+        res["fault"] = fault_run(args, payloads, work)
+    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(report(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Request bodies for the service tests: real photos and each kind of bad upload, made here."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def png_header_only(w: int, h: int) -> bytes:
+    """A small PNG whose header claims ``w`` x ``h`` pixels (a decompression bomb's header)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 10)) + chunk(b"IEND", b"")
+
+
+def encode(arr: np.ndarray, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def uploads(sample_photos) -> dict[str, bytes]:
+    """Good images (downscaled skimage photos) and one body per bad-input kind."""
+    small = {k: np.ascontiguousarray(v[::4, ::4]) for k, v in sample_photos.items()}
+    jpeg = encode(small["astronaut"], "JPEG")
+    return {
+        "astronaut.jpg": jpeg,
+        "chelsea.png": encode(small["chelsea"], "PNG"),
+        "coffee.jpg": encode(small["coffee"], "JPEG"),
+        "rocket.png": encode(small["rocket"], "PNG"),
+        "truncated.jpg": jpeg[: len(jpeg) // 2],
+        "empty.jpg": b"",
+        "text.jpg": b"this is a text file, not a JPEG\n",
+        "bomb.png": png_header_only(20000, 20000),
+    }
+
+
+@pytest.fixture(scope="session")
+def bad_codes() -> dict[str, str]:
+    """Bad upload name -> the error code the Detector gives it (the runtime's ERROR_CODES)."""
+    return {"truncated.jpg": "truncated", "empty.jpg": "empty_file", "text.jpg": "not_an_image",
+            "bomb.png": "too_many_pixels"}
+
+
+@pytest.fixture(scope="session")
+def good_names() -> tuple[str, ...]:
+    """Names of the good uploads."""
+    return ("astronaut.jpg", "chelsea.png", "coffee.jpg", "rocket.png")

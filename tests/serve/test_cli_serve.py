@@ -1,0 +1,70 @@
+"""`foclip serve` as a user runs it: option errors, and a clean SIGTERM that lets in-flight requests finish."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+
+from foclip.cli.main import main
+from foclip.serve.service import free_port
+
+
+def test_missing_bundle_is_one_line_error(tmp_path, capsys):
+    assert main(["serve", str(tmp_path / "nope")]) == 1
+    err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert "is not a folder" in err and "Traceback" not in err
+
+
+def test_unset_api_key_variable_is_refused(tiny_bundle, capsys, monkeypatch):
+    monkeypatch.delenv("FOCLIP_NO_SUCH_KEY", raising=False)
+    assert main(["serve", str(tiny_bundle), "--api-key-env", "FOCLIP_NO_SUCH_KEY"]) == 1
+    assert "FOCLIP_NO_SUCH_KEY" in " ".join(capsys.readouterr().err.split())
+
+
+def test_out_of_range_option_is_refused(tiny_bundle, capsys):
+    assert main(["serve", str(tiny_bundle), "--replicas", "0"]) == 1
+    assert "--replicas" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.slow
+def test_sigterm_lets_in_flight_requests_finish(tiny_bundle, uploads):
+    port = free_port()
+    # A long batch wait keeps the request in flight when SIGTERM arrives.
+    cmd = [sys.executable, "-m", "foclip.cli.main", "serve", str(tiny_bundle), "--port", str(port),
+           "--batch-wait-ms", "3000", "--max-batch", "8", "--threads", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stdout.read()
+            time.sleep(0.5)
+        got: dict = {}
+
+        def call() -> None:
+            got["r"] = httpx.post(f"http://127.0.0.1:{port}/v1/detect", content=uploads["astronaut.jpg"],
+                                  headers={"content-type": "image/jpeg"}, timeout=60)
+
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        t.join(60)
+        assert got["r"].status_code == 200
+        assert got["r"].json()["results"][0]["error"] is None
+        assert proc.wait(120) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

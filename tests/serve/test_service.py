@@ -1,0 +1,119 @@
+"""The service on Ray Serve, in-process on a free loopback port, driven over real HTTP (httpx).
+
+One service (one local Ray) is shared by the module; it starts in ~10-20 s on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import time
+
+import httpx
+import pytest
+
+from foclip.serve.config import Limits, ServeConfig
+from foclip.serve.service import free_port, start_service
+
+pytest.importorskip("ray.serve")
+
+KEY = "service-test-key"
+KEY_HEADER = {"x-api-key": KEY}
+
+
+@pytest.fixture(scope="module")
+def service(tiny_bundle):
+    import hashlib
+
+    cfg = ServeConfig(
+        bundle=str(tiny_bundle), port=free_port(), replicas=1, threads=1, max_batch=16, batch_wait_ms=20,
+        limits=Limits(max_body_bytes=300_000, max_images=8, timeout_s=30),
+        api_key_sha256=hashlib.sha256(KEY.encode()).hexdigest(),
+    )
+    svc = start_service(cfg, ray_init_kwargs={"num_cpus": 2, "_system_config": {"metrics_report_interval_ms": 500}})
+    yield svc
+    svc.stop(drain=False)
+
+
+@pytest.fixture(scope="module")
+def http(service):
+    with httpx.Client(base_url=service.url, headers=KEY_HEADER, timeout=60) as client:
+        yield client
+
+
+def test_binds_loopback(service):
+    assert service.url.startswith("http://127.0.0.1:")
+
+
+def test_good_image(http, uploads):
+    r = http.post("/v1/detect", content=uploads["astronaut.jpg"], headers={"content-type": "image/jpeg"})
+    assert r.status_code == 200
+    (item,) = r.json()["results"]
+    assert item["error"] is None and 0 <= item["score_color"] <= 100 and isinstance(item["tampered"], bool)
+
+
+def test_batch_of_images(http, uploads, good_names):
+    files = [("files", (n, uploads[n], "application/octet-stream")) for n in good_names]
+    r = http.post("/v1/detect", files=files)
+    assert r.status_code == 200
+    assert [x["id"] for x in r.json()["results"]] == list(good_names)
+
+
+def test_bad_inputs_over_http(http, uploads, bad_codes):
+    files = [("files", (n, uploads[n], "image/jpeg")) for n in ["rocket.png", *bad_codes]]
+    r = http.post("/v1/detect", files=files)
+    assert r.status_code == 200
+    got = {x["id"]: (x["error"] or {}).get("code") for x in r.json()["results"]}
+    assert got == {"rocket.png": None, **bad_codes}
+    for name in ("truncated.jpg", "text.jpg", "bomb.png"):
+        r = http.post("/v1/detect", content=uploads[name], headers={"content-type": "image/png"})
+        assert r.status_code == 422, name
+        assert r.json()["results"][0]["error"]["code"] == bad_codes[name]
+
+
+def test_limits_413_415_401(service, http):
+    r = http.post("/v1/detect", content=b"\xff" * 400_000, headers={"content-type": "image/jpeg"})
+    assert r.status_code == 413
+    r = http.post("/v1/detect", content=b"hello", headers={"content-type": "text/plain"})
+    assert r.status_code == 415
+    r = httpx.post(f"{service.url}/v1/detect", content=b"x", headers={"content-type": "image/jpeg"})
+    assert r.status_code == 401
+    r = httpx.post(f"{service.url}/v1/detect", content=b"x", headers={"content-type": "image/jpeg", "x-api-key": "no"})
+    assert r.status_code == 401
+
+
+def test_concurrent_callers_are_batched(http, uploads):
+    body = uploads["chelsea.png"]
+
+    def one(_):
+        return http.post("/v1/detect", content=body, headers={"content-type": "image/png"}).status_code
+
+    with cf.ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(one, range(48)))
+    assert codes == [200] * 48
+
+
+def test_info_and_healthz(service, http):
+    info = http.get("/v1/info").json()
+    assert info["detector"]["model_name"] == "foclip-tiny"
+    assert info["service"]["max_batch"] == 16 and info["service"]["api_key"] is True
+    assert httpx.get(f"{service.url}/healthz").status_code == 200  # no key needed for liveness
+
+
+def test_metrics_present(service, http, uploads):
+    http.post("/v1/detect", content=uploads["coffee.jpg"], headers={"content-type": "image/jpeg"})
+    http.post("/v1/detect", content=b"\xff" * 400_000, headers={"content-type": "image/jpeg"})
+    http.post("/v1/detect", content=b"hello", headers={"content-type": "text/plain"})
+    wanted = ("ray_foclip_requests_total", "ray_foclip_errors_total", "ray_foclip_request_latency_seconds_bucket",
+              "ray_foclip_batch_size_bucket", "ray_foclip_score_color_bucket", "ray_foclip_drop_bucket")
+    deadline = time.monotonic() + 30
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(service.metrics_url, timeout=10).text
+        if all(w in text for w in wanted):
+            break
+        time.sleep(0.5)
+    missing = [w for w in wanted if w not in text]
+    assert not missing, missing
+    assert 'code="body_too_large"' in text and 'status="415"' in text
+    # Ray Serve's own batching metrics sit beside ours
+    assert "ray_serve_" in text

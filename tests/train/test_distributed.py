@@ -1,0 +1,84 @@
+"""`foclip generate --ray`: same records as one process, and a worker killed mid-batch loses nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("ray")
+
+from foclip_train.config import AttackConfig, GenerateConfig
+from foclip_train.generate import read_records, run_generate
+
+# Fields that depend on the run, not on the images (timings).
+VOLATILE = {"wall_s"}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, sample_photos):
+    d = tmp_path_factory.mktemp("gen_inputs")
+    for name, arr in sample_photos.items():
+        Image.fromarray(np.ascontiguousarray(arr[::4, ::4])).save(d / f"{name}.png")
+    Image.fromarray(np.ascontiguousarray(sample_photos["chelsea"][::6, ::6])).save(d / "chelsea_small.jpg")
+    (d / "not_an_image.jpg").write_bytes(b"plain text, not a JPEG")
+    return d
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return GenerateConfig(model="foclip-tiny", pretrained="random", attack=AttackConfig(iters=6, check_every=3),
+                          batch=2, seed=3, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()
+
+
+def _by_source(records):
+    return {r["source"]: {k: v for k, v in r.items() if k not in VOLATILE} for r in records}
+
+
+@pytest.mark.slow  # ~32 s on 2 shared cores: Ray start, 2 model loads, a restart
+def test_distributed_equals_single_process_even_when_a_worker_is_killed(tmp_path, inputs, cfg, ray_local):
+    from foclip_train.distributed import generate_distributed
+
+    single, dist = tmp_path / "single", tmp_path / "ray"
+    run_generate([str(inputs)], single, cfg)
+
+    killed: list[int] = []
+
+    def kill_second_batch_worker(batch_index: int, pid: int) -> None:
+        if batch_index == 1 and not killed:  # SIGKILL the worker that just received batch 1
+            killed.append(pid)
+            os.kill(pid, signal.SIGKILL)
+
+    summary, stats = generate_distributed([str(inputs)], dist, cfg, workers=2, on_submit=kill_second_batch_worker)
+    assert killed and stats.retried_batches >= 1 and stats.failed_batches == 0
+    assert stats.workers == 2 and stats.batches == 3
+
+    recs = read_records(dist)
+    counts = Counter(r["source"] for r in recs)
+    assert set(counts.values()) == {1}, "an image was written twice to the manifest"
+    assert _by_source(recs) == _by_source(read_records(single)), "records differ from the one-process run"
+    for r in recs:
+        if not r["error"]:
+            assert (dist / r["manipulated"]).read_bytes() == (single / r["manipulated"]).read_bytes()
+            assert (dist / r["original"]).is_file()
+    assert summary["failures"] == 1 and summary["images"] == 5
+    assert not any(p.name.endswith(".tmp") for p in dist.rglob("*"))
+
+    # A rerun resumes: only the failed input is tried again, nothing else is redone.
+    before = len(recs)
+    _, again = generate_distributed([str(inputs)], dist, cfg, workers=2)
+    assert again.batches == 1
+    assert len(read_records(dist)) == before + 1
