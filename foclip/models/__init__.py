@@ -8,6 +8,11 @@ from foclip.models.preprocess import DifferentiablePreprocess, resize_crop
 from foclip.models.wrappers import ImageEncoder, TextEncoder
 
 __all__ = [
-    "TINY_MODEL", "LoadedClip", "load_clip", "DifferentiablePreprocess", "resize_crop",
-    "ImageEncoder", "TextEncoder",
+    "TINY_MODEL",
+    "DifferentiablePreprocess",
+    "ImageEncoder",
+    "LoadedClip",
+    "TextEncoder",
+    "load_clip",
+    "resize_crop",
 ]

@@ -22,7 +22,7 @@ def resized_hw(h: int, w: int, size: int) -> tuple[int, int]:
 
 def center_crop_box(h: int, w: int, size: int) -> tuple[int, int]:
     """Top-left corner of a centre crop (torchvision's rounding)."""
-    return int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return round((h - size) / 2.0), round((w - size) / 2.0)
 
 
 def resize_crop(x: torch.Tensor, size: int, interpolation: str = "bicubic") -> torch.Tensor:

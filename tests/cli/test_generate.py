@@ -1,0 +1,116 @@
+"""`foclip generate` end to end: outputs, corrupt inputs, resume after SIGKILL, --ray wiring."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from PIL import Image
+
+from foclip.cli.main import main
+
+TINY = ["--model", "foclip-tiny", "--device", "cpu"]
+
+
+def _manifest(out: Path) -> list[dict]:
+    path = out / "manifest.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
+
+
+def test_generate_writes_the_layout_and_reports_corrupt_inputs(tmp_path, sample_photo_dir, capsys):
+    src = tmp_path / "in"
+    shutil.copytree(sample_photo_dir, src)
+    (src / "empty.jpg").write_bytes(b"")
+    (src / "notes.png").write_text("not an image")
+    jpg = (src / "chelsea.jpg").read_bytes()
+    (src / "cut.jpg").write_bytes(jpg[: len(jpg) // 2])
+    out = tmp_path / "out"
+    code = main(["generate", str(src), "--out", str(out), "--iters", "3", "--batch", "3", *TINY])
+    assert code == 1
+    text = capsys.readouterr().out
+    for bad in ("empty.jpg", "notes.png", "cut.jpg"):
+        assert f"FAILED {src / bad}" in text.replace("\n", "")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["images"] == 4 and summary["failures"] == 3 and summary["score_scale"] == 100.0
+    for name in ("astronaut", "chelsea", "coffee", "rocket"):
+        with Image.open(out / "manipulated" / f"{name}.png") as im:
+            assert im.mode == "RGB"
+        assert len(list((out / "original").glob(f"{name}.*"))) == 1
+    recs = _manifest(out)
+    assert {r["name"] for r in recs if not r["error"]} == {"astronaut", "chelsea", "coffee", "rocket"}
+    assert all(r["score_scale"] == 100.0 and r["iters"] == 3 for r in recs)
+
+
+def test_generate_output_is_8bit_png_of_input_size(tmp_path, sample_photo_dir):
+    out = tmp_path / "out"
+    assert main(["generate", str(sample_photo_dir / "rocket.jpg"), str(sample_photo_dir / "coffee.png"),
+                 "--out", str(out), "--iters", "2", *TINY]) == 0
+    for name, src in (("rocket", "rocket.jpg"), ("coffee", "coffee.png")):
+        with Image.open(out / "manipulated" / f"{name}.png") as im, Image.open(sample_photo_dir / src) as orig:
+            assert im.format == "PNG" and im.mode == "RGB" and im.size == orig.size
+
+
+def test_resume_after_sigkill(tmp_path, sample_photo_dir):
+    src = tmp_path / "in"
+    shutil.copytree(sample_photo_dir, src)
+    out = tmp_path / "out"
+    def args(batch: int) -> list[str]:
+        return [sys.executable, "-m", "foclip.cli.main", "generate", str(src), "--out", str(out),
+                "--iters", "150", "--batch", str(batch), *TINY]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not _manifest(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    first = _manifest(out)
+    assert 1 <= len(first) < 4, f"kill did not land mid-run ({len(first)} done)"
+    done = subprocess.run(args(2), check=False, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    recs = _manifest(out)
+    counts = Counter(r["source"] for r in recs)
+    assert sorted(Path(s).name for s in counts) == sorted(p.name for p in src.iterdir())
+    assert set(counts.values()) == {1}, counts
+    assert recs[: len(first)] == first
+    pngs = sorted(p.name for p in (out / "manipulated").iterdir() if not p.name.startswith("."))
+    assert pngs == ["astronaut.png", "chelsea.png", "coffee.png", "rocket.png"]
+
+
+def test_ray_flag_without_distributed_module_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    import foclip.cli.generate as gen
+
+    real = importlib.import_module
+
+    def missing(name: str, *a):
+        if name == "foclip_train.distributed":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real(name, *a)
+
+    monkeypatch.setattr(gen.importlib, "import_module", missing)
+    assert main(["generate", "x.png", "--out", str(tmp_path), "--ray"]) == 1
+    assert "foclip_train.distributed is missing" in capsys.readouterr().err
+
+
+def test_address_needs_ray(tmp_path, capsys):
+    assert main(["generate", "x.png", "--out", str(tmp_path), "--address", "auto"]) == 1
+    assert "--address" in capsys.readouterr().err
+
+
+def test_empty_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["generate", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), *TINY]) == 1
+    assert "hold no image files" in capsys.readouterr().err
