@@ -10,7 +10,6 @@ import threading
 import time
 
 import httpx
-import pytest
 
 from foclip.cli.main import main
 from foclip.serve.service import free_port
@@ -33,7 +32,6 @@ def test_out_of_range_option_is_refused(tiny_bundle, capsys):
     assert "--replicas" in " ".join(capsys.readouterr().err.split())
 
 
-@pytest.mark.slow
 def test_sigterm_lets_in_flight_requests_finish(tiny_bundle, uploads):
     port = free_port()
     # A long batch wait keeps the request in flight when SIGTERM arrives.

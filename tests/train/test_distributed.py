@@ -48,7 +48,7 @@ def _by_source(records):
     return {r["source"]: {k: v for k, v in r.items() if k not in VOLATILE} for r in records}
 
 
-@pytest.mark.slow  # ~32 s on 2 shared cores: Ray start, 2 model loads, a restart
+# ~10-14 s on a quiet 2-core machine (Ray start, 2 model loads, a restart): in the default suite.
 def test_distributed_equals_single_process_even_when_a_worker_is_killed(tmp_path, inputs, cfg, ray_local):
     from foclip_train.distributed import generate_distributed
 
