@@ -150,7 +150,9 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
-        graphs = lambda m: {k: GraphSpec.from_dict(v) for k, v in (m or {}).items()}  # noqa: E731
+        def graphs(m: dict[str, Any] | None) -> dict[str, GraphSpec]:
+            return {k: GraphSpec.from_dict(v) for k, v in (m or {}).items()}
+
         return cls(
             model_name=d["model_name"],
             pretrained=d["pretrained"],

@@ -30,7 +30,6 @@ import os
 import re
 import statistics
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -282,7 +281,11 @@ def write_summary(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE):
-    """Read and decode one input, refusing absurd sizes before decoding.
+    """Read and decode one input exactly as the runtime detector does, refusing absurd sizes first.
+
+    Decoding is :func:`foclip.runtime.decode.load_image` (header limits before any pixel is
+    decoded, EXIF orientation, first frame of an animation), so the image optimised here is the
+    image the detector will see.
 
     Args:
         path: the image file.
@@ -293,36 +296,24 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, min_s
         ``(bytes, PIL RGB image)``.
 
     Raises:
-        InputError: missing, empty, not an image, truncated/corrupt, or absurd dimensions.
+        InputError: missing, empty, not an image, truncated/corrupt, or absurd dimensions; the
+            message carries the runtime's error code in brackets (e.g. ``[too_many_pixels]``).
     """
-    from PIL import Image, UnidentifiedImageError
+    from foclip.runtime.decode import DecodeLimits, ItemError
+    from foclip.runtime.decode import load_image as runtime_load_image
 
-    subject = f"image {str(path)!r}"
+    limits = DecodeLimits(max_pixels=max_pixels, min_side=min_side)
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(subject, f"cannot be read ({exc.strerror or exc.__class__.__name__})",
-                         "a readable image file") from exc
-    if not data:
-        raise InputError(subject, "is empty", "a non-empty image file")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit comes next
-        try:
-            img = Image.open(io.BytesIO(data))
-        except Image.DecompressionBombError as exc:
-            raise InputError(subject, "has absurd dimensions", f"at most {max_pixels:,} pixels") from exc
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise InputError(subject, "is not an image PIL can read", "JPEG, PNG, WebP, BMP, TIFF or GIF") from exc
-    w, h = img.size
-    if w * h > max_pixels or min(w, h) < min_side:
-        raise InputError(subject, f"has absurd dimensions ({w}x{h})",
-                         f"at most {max_pixels:,} pixels and sides >= {min_side} px")
-    try:
-        img.load()
-        rgb = img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise InputError(subject, f"is truncated or corrupt ({str(exc)[:80]})", "a complete image file") from exc
-    return data, rgb
+        data = Path(path).read_bytes() if Path(path).is_file() else b""
+        img = runtime_load_image(Path(path), repr(str(path)), limits)
+        return data, img.convert("RGB")
+    except ItemError as exc:
+        subject, _, rest = exc.message.partition(" | ")
+        problem, _, expected = rest.partition(". Expected ")
+        raise InputError(f"image {subject}", f"{problem} [{exc.code}]", expected.rstrip(".") or None) from exc
+    except OSError as exc:  # read errors, and decoders failing during convert()
+        raise InputError(f"image {str(path)!r}", f"cannot be read or decoded ({exc.__class__.__name__}) [decode_failed]",
+                         "a complete image file") from exc
 
 
 def _png_bytes(chw_uint8) -> bytes:
@@ -336,7 +327,8 @@ def _png_bytes(chw_uint8) -> bytes:
 def score_files(paths: Sequence[Path], loaded, text_bank, scale: float) -> list[tuple[float, float]]:
     """Score image files as a consumer would: (colour score, grayscale score) of each.
 
-    Each file is preprocessed by :func:`foclip.runtime.preprocess.to_pixels`, its grayscale copy
+    Each file is decoded and preprocessed by :func:`foclip.runtime.decode.decode_item` (the
+    detector's path: EXIF orientation, then open_clip's eval transform), its grayscale copy
     is :func:`foclip.scoring.to_gray` of those pixels, both are embedded by the torch image
     encoder in fp32 and scored by :func:`foclip.scoring.clipscore`.
 
@@ -351,18 +343,17 @@ def score_files(paths: Sequence[Path], loaded, text_bank, scale: float) -> list[
     """
     import numpy as np
     import torch
-    from PIL import Image
 
     from foclip.models import ImageEncoder
-    from foclip.runtime.preprocess import to_pixels
+    from foclip.runtime.decode import DecodeLimits, decode_item
     from foclip.scoring import clipscore, to_gray
 
     if not paths:
         return []
-    pix = []
-    for p in paths:
-        with Image.open(p) as img:
-            pix.append(to_pixels(img, loaded.preprocess))
+    # The runtime detector's own decode + resize/crop (bit-exact with open_clip's eval transform).
+    limits = DecodeLimits(max_pixels=2**62, max_aspect=float("inf"), min_side=1)
+    pix = [decode_item(p, repr(str(p)), loaded.preprocess, limits).transpose(2, 0, 1).astype(np.float32) / 255.0
+           for p in paths]
     gray = [to_gray(x, channel_axis=0) for x in pix]
     encoder = ImageEncoder(loaded.model, loaded.preprocess).to(text_bank.device)
     with torch.no_grad():

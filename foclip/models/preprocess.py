@@ -11,18 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from foclip.manifest import PreprocessSpec
-
-
-def resized_hw(h: int, w: int, size: int) -> tuple[int, int]:
-    """Output size of a shortest-side resize to ``size`` (torchvision's rounding)."""
-    short, long = (h, w) if h <= w else (w, h)
-    new_long = int(size * long / short)
-    return (size, new_long) if h <= w else (new_long, size)
-
-
-def center_crop_box(h: int, w: int, size: int) -> tuple[int, int]:
-    """Top-left corner of a centre crop (torchvision's rounding)."""
-    return round((h - size) / 2.0), round((w - size) / 2.0)
+from foclip.runtime.preprocess import center_crop_box, resized_hw  # one geometry for torch and numpy
 
 
 def resize_crop(x: torch.Tensor, size: int, interpolation: str = "bicubic") -> torch.Tensor:

@@ -22,6 +22,11 @@ def resized_hw(h: int, w: int, size: int) -> tuple[int, int]:
     return (size, new_long) if h <= w else (new_long, size)
 
 
+def center_crop_box(h: int, w: int, size: int) -> tuple[int, int]:
+    """Top-left corner (top, left) of a centre crop (torchvision's rounding)."""
+    return round((h - size) / 2.0), round((w - size) / 2.0)
+
+
 def resize_crop_pil(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     """Shortest-side resize and centre crop of a PIL image, as open_clip's eval transform."""
     size = spec.image_size
@@ -29,7 +34,7 @@ def resize_crop_pil(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     nh, nw = resized_hw(h, w, size)
     if (nh, nw) != (h, w):
         img = img.resize((nw, nh), _INTERP[spec.interpolation])
-    top, left = int(round((nh - size) / 2.0)), int(round((nw - size) / 2.0))
+    top, left = center_crop_box(nh, nw, size)
     if (nh, nw) != (size, size):
         img = img.crop((left, top, left + size, top + size))
     return img

@@ -16,6 +16,6 @@ def test_help_lists_commands(capsys):
 def test_user_error_is_one_line_and_exit_1():
     # An unknown prompt set is a FoclipError: no traceback, exit 1.
     code = "from foclip.cli.main import main; import sys; sys.exit(main(['generate', 'x.png', '--out', '/tmp/o', '--prompts', 'no-such-set-xyz', '--model', 'foclip-tiny']))"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
