@@ -130,10 +130,11 @@ def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
             state["n"] = 0  # images of this batch that loaded; known from the step-0 check
 
             def on_step(step: int, scores: list[float] | None) -> None:
-                if scores is not None:
+                if scores is not None:  # a best-iterate check, not a step
                     state["live"] = sum(scores) / len(scores)
                     state["n"] = len(scores)
-                if step > 0:
+                    progress.update(steps, info=info())
+                elif step > 0:
                     progress.update(steps, advance=state["n"], info=info())
 
             records = process_batch(batch, cfg, loaded, bank, on_step)
