@@ -13,9 +13,10 @@ image), :func:`append_records` (crash-safe manifest append) and :func:`write_sum
 :func:`run_generate` strings them together for one process.
 
 Scores in the manifest are measured as a consumer sees them: the saved PNG and the copied
-original are read back from disk, preprocessed with :func:`foclip.runtime.preprocess.to_pixels`
-and embedded by the torch image encoder; grayscale is :func:`foclip.scoring.to_gray` of those
-[0, 1] pixels; scores, drops and improvements come from :mod:`foclip.scoring`.
+original are read back from disk, decoded and preprocessed by
+:func:`foclip.runtime.decode.decode_item` (the detector's own path) and embedded by the torch
+image encoder; grayscale is :func:`foclip.scoring.to_gray` of those [0, 1] pixels; scores,
+drops and improvements come from :mod:`foclip.scoring`.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 
 from foclip.errors import FoclipError, InputError
 from foclip.manifest import atomic_write_bytes, atomic_write_json, sha256_file
+from foclip.runtime.inputs import IMAGE_EXTENSIONS
 from foclip.scoring import CLAMP
 from foclip_train.config import MAX_PIXELS, MIN_SIDE, GenerateConfig
 
@@ -62,7 +64,7 @@ __all__ = [
 
 MANIFEST_JSONL = "manifest.jsonl"
 SUMMARY_JSON = "summary.json"
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+IMAGE_EXTS = IMAGE_EXTENSIONS  # the runtime's list: generate reads what detect reads
 
 
 @dataclass(frozen=True)
@@ -305,7 +307,9 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, min_s
     limits = DecodeLimits(max_pixels=max_pixels, min_side=min_side)
     try:
         data = Path(path).read_bytes() if Path(path).is_file() else b""
-        img = runtime_load_image(Path(path), repr(str(path)), limits)
+        # Decode the bytes just read (the copy written to original/ is then exactly what was
+        # optimised, and the file is read once); a missing path or a folder goes by path for its code.
+        img = runtime_load_image(data if data else Path(path), repr(str(path)), limits)
         return data, img.convert("RGB")
     except ItemError as exc:
         subject, _, rest = exc.message.partition(" | ")

@@ -44,7 +44,8 @@ def write_sample_photos(folder: Path) -> list[Path]:
     try:
         from sklearn.datasets import load_sample_images
 
-        for fname, arr in zip(load_sample_images().filenames, load_sample_images().images):
+        samples = load_sample_images()  # loads every image: once, not once per attribute
+        for fname, arr in zip(samples.filenames, samples.images):
             photos[Path(fname).stem] = arr
     except ImportError:
         pass
@@ -77,14 +78,16 @@ def _step(title: str, argv: list[str]) -> None:
         raise FoclipError(f"demo step {title!r}", f"exited with code {code}", "exit code 0")
 
 
-def _bundle_ok(bundle: Path) -> bool:
+def _bundle_ok(bundle: Path, model: str) -> bool:
     from foclip.errors import FoclipError
     from foclip.manifest import read_manifest, verify_files
 
     try:
-        return not verify_files(bundle, read_manifest(bundle))
+        manifest = read_manifest(bundle)
     except FoclipError:
         return False
+    # A bundle of another model (e.g. left by `--quick`) must not score this model's images.
+    return manifest.model_name == model and not verify_files(bundle, manifest)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     _step("1/4 generate", ["generate", str(out / "photos"), "--out", str(adv), "--model", model,
                            "--pretrained", "random", "--prompts", "artistic", "--iters", str(iters),
                            "--batch", "4"])
-    if _bundle_ok(bundle):
+    if _bundle_ok(bundle, model):
         console.rule("[bold]2/4 export[/]")
         console.print(f"reusing the intact bundle in {bundle}")
     else:

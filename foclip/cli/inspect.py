@@ -60,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
         info.add_row(k, str(v))
     console.print(info)
 
-    report = parity_report(bundle)
+    try:
+        report = parity_report(bundle)
+    except ValueError as exc:  # a damaged parity.json: say so, and let the hash check below name it
+        err_console.print(f"[yellow]note:[/] parity.json cannot be parsed ({escape(str(exc))})", highlight=False)
+        report = None
     if report:
         par = Table(title=f"parity vs PyTorch (scores on 0..{_fmt(report.get('score_scale', 100))}, drop a fraction)")
         for col in ("graph", "min cosine", "gate", "max abs diff", "max |Δscore|", "max |Δdrop|"):
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
             dd = max(max(s["max_abs_diff_drop"] for s in b["batch_sizes"].values()) for b in banks.values())
             par.add_row(f"detect.{prec}", "-", "", "", f"{ds:.2e}", f"{dd:.2e}")
         console.print(par)
-    else:
+    elif report is not None:
         err_console.print("[yellow]no parity.json in this bundle[/]")
 
     problems = verify_files(bundle, m)

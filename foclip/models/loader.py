@@ -165,5 +165,11 @@ def _img_hw(model: torch.nn.Module) -> tuple[int, int]:
 
 def _create(model_name: str, pretrained: str | None) -> torch.nn.Module:
     # open_clip logs a warning for random init; we say it ourselves, plainly, where it matters.
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-    return open_clip.create_model(model_name, pretrained=pretrained, device="cpu")
+    # Quieten the root logger for this call only, so other libraries' warnings are not lost.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))
+    try:
+        return open_clip.create_model(model_name, pretrained=pretrained, device="cpu")
+    finally:
+        root.setLevel(level)

@@ -91,6 +91,8 @@ class Calibration:
         path = Path(path)
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(d, dict) or not isinstance(d.get("text_bank"), dict):
+                raise TypeError("not a JSON object with a text_bank object")
             d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
             cal = cls(**d)
             float(cal.tau_score), float(cal.tau_drop)

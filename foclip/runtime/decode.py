@@ -5,8 +5,8 @@ JSONL of ``foclip detect`` and in the HTTP service), so one bad image never fail
 
 Decoding follows what a user of open_clip does (``Image.open`` + its eval transform), plus EXIF
 orientation: open the file, apply the EXIF orientation, take the first frame of an animation,
-then :func:`foclip.runtime.preprocess.resize_crop_pil` and ``convert("RGB")`` exactly in
-open_clip's order (resize and crop in the file's own mode, then convert). RGBA, LA, palette,
+then :func:`foclip.runtime.preprocess.to_uint8`, in open_clip's order (resize and crop in the
+file's own mode, then ``convert("RGB")``). RGBA, LA, palette,
 CMYK, 16-bit and grayscale images are therefore converted as open_clip's PIL path converts them.
 
 Size limits are checked on the header, before any pixel is decoded: more than ``max_pixels``
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from foclip.manifest import PreprocessSpec
-from foclip.runtime.preprocess import resize_crop_pil
+from foclip.runtime.preprocess import to_uint8
 
 # Error codes, stable across releases (documented in docs/runtime.md).
 ERROR_CODES: dict[str, str] = {
@@ -41,7 +42,7 @@ ERROR_CODES: dict[str, str] = {
     "too_many_pixels": "the image has more pixels than max_pixels (decompression-bomb guard)",
     "extreme_aspect": "the image's aspect ratio is above max_aspect",
     "too_small": "the image's shortest side is below min_side",
-    "bad_array": "an array item is not uint8 (H, W, 3) or (H, W)",
+    "bad_array": "an array item is not uint8 (H, W, 3), (H, W, 4) or (H, W)",
     "unsupported_item": "the item is not a path, bytes, a PIL image or a uint8 array",
 }
 
@@ -139,7 +140,7 @@ def _open_path(path: Path, limits: DecodeLimits) -> Image.Image:
     except OSError as exc:
         raise ItemError("unreadable", f"{subject} | cannot be read ({exc.strerror}). "
                         "Expected a readable image file") from exc
-    if path.is_dir():
+    if stat.S_ISDIR(st.st_mode):  # the stat above already says so; no second stat per item
         raise ItemError("is_directory", f"{subject} | is a folder. Expected an image file "
                         "(the CLI expands folders; the API takes files)")
     if st.st_size == 0:
@@ -213,10 +214,7 @@ def decode_item(item: Any, subject: str, spec: PreprocessSpec, limits: DecodeLim
     """
     img = load_image(item, subject, limits)
     try:
-        img = resize_crop_pil(img, spec)
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        return np.asarray(img, dtype=np.uint8)
+        return to_uint8(img, spec)
     except (OSError, ValueError) as exc:
         text = str(exc)
         code = "truncated" if "truncated" in text else "decode_failed"

@@ -124,7 +124,9 @@ def _default_id(item: Any, index: int) -> str:
 def _read_prompt_file(path: Path) -> tuple[str, ...]:
     from foclip.prompts import load_prompt_set
 
-    return load_prompt_set(str(path)).prompts
+    # Absolute, so that a file named like a built-in set (`artistic`, `imagenet-10`) is read as a
+    # file and never resolved to the built-in set (whose imagenet-N draw would import open_clip).
+    return load_prompt_set(str(path.resolve())).prompts
 
 
 class Detector:
@@ -392,7 +394,8 @@ class Detector:
             self.stats["gray_rows"] += n
             return out["score_color"].astype(np.float64), out["score_gray"].astype(np.float64)
         t0 = time.perf_counter()
-        color = pixels_u8.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+        color = pixels_u8.transpose(0, 3, 1, 2).astype(np.float32)
+        color /= np.float32(255.0)  # in place: the same values as `/`, one (N, 3, S, S) copy fewer
         if not self.config.cascade:
             stacked = np.concatenate([color, to_gray(color, channel_axis=1)])
             self.stats["prepare_s"] += time.perf_counter() - t0

@@ -40,17 +40,14 @@ def resize_crop_pil(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     return img
 
 
-def to_pixels(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
-    """PIL image (any mode open_clip accepts) -> float32 (3, S, S) RGB in [0, 1]."""
-    img = resize_crop_pil(img, spec)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
-
-
 def to_uint8(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
     """PIL image -> uint8 (S, S, 3) RGB after resize/crop (input of the fused detection graph)."""
     img = resize_crop_pil(img, spec)
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img, dtype=np.uint8)
+
+
+def to_pixels(img: Image.Image, spec: PreprocessSpec) -> np.ndarray:
+    """PIL image (any mode open_clip accepts) -> float32 (3, S, S) RGB in [0, 1]."""
+    return to_uint8(img, spec).astype(np.float32).transpose(2, 0, 1) / np.float32(255.0)

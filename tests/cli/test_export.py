@@ -64,6 +64,16 @@ def test_inspect_names_changed_and_missing_files(tiny_bundle, tmp_path, capsys):
     assert "text_encoder.fp16.onnx" in err and "tokenizer.json" in err and "missing" in err and "changed" in err
 
 
+def test_inspect_names_a_damaged_parity_report(tiny_bundle, tmp_path, capsys):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    (b / "parity.json").write_text("{damaged")
+    rc = main(["inspect", str(b)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert rc == 1 and "parity.json cannot be parsed" in err and "parity.json: sha256 mismatch" in err
+    assert "Traceback" not in err
+
+
 def test_inspect_not_a_bundle(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 1
     assert "manifest.json" in capsys.readouterr().err

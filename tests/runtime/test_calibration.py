@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -86,3 +87,7 @@ def test_round_trip_and_bad_file(tmp_path):
         Calibration.load(tmp_path / "bad.json")
     with pytest.raises(InputError, match="does not exist"):
         Calibration.load(tmp_path / "nope.json")
+    for text in ("[1, 2]", json.dumps({**cal.to_dict(), "text_bank": "artistic"})):
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(InputError, match="cannot be read"):
+            Calibration.load(tmp_path / "bad.json")

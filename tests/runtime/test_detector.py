@@ -167,6 +167,13 @@ def test_prompts_bank_file_and_unknown(tiny_bundle, tmp_path):
         Detector.from_bundle(tiny_bundle, prompts="imagenet-7")
 
 
+def test_prompt_file_named_like_a_builtin_set_is_read_as_a_file(tiny_bundle, tmp_path, monkeypatch):
+    (tmp_path / "imagenet-3").write_text("a red car\na blue boat\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    d = Detector.from_bundle(tiny_bundle, prompts="imagenet-3", threads=1)
+    assert d.text_bank.prompts == ("a red car", "a blue boat") and d.text_bank.name == "file:imagenet-3"
+
+
 def test_calibration_from_another_bundle_is_refused(tiny_bundle, det, tmp_path):
     bank = det.text_bank
     good = Calibration(tau_score=0.1, tau_drop=0.2, mode="fpr", target_fpr=0.05,
