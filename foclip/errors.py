@@ -40,16 +40,17 @@ class BackendError(FoclipError):
 class MissingExtraError(FoclipError):
     """An optional dependency is not installed."""
 
-    def __init__(self, module: str, extra: str) -> None:
-        super().__init__(module, "is not installed", f"`pip install 'foclip[{extra}]'`")
+    def __init__(self, module: str, extra: str | None) -> None:
+        hint = f"`pip install 'foclip[{extra}]'`" if extra else "`pip install foclip` (a base dependency)"
+        super().__init__(module, "is not installed", hint)
 
 
-def require(module: str, extra: str):
+def require(module: str, extra: str | None):
     """Import ``module`` or raise :class:`MissingExtraError` naming the pip extra.
 
     Args:
         module: dotted module name to import.
-        extra: the foclip extra that provides it.
+        extra: the foclip extra that provides it; None for a base dependency.
 
     Returns:
         The imported module.

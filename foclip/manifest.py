@@ -239,8 +239,11 @@ def read_manifest(bundle: str | os.PathLike[str]) -> Manifest:
         raise BundleError(str(bundle), "has no manifest.json", "a bundle folder written by `foclip export`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if int(data.get("schema_version", SCHEMA_VERSION)) > SCHEMA_VERSION:
+            raise BundleError(str(path), f"has schema version {data['schema_version']}, newer than this foclip reads",
+                              f"schema {SCHEMA_VERSION} or older (upgrade foclip)")
         return Manifest.from_dict(data)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BundleError(str(path), f"cannot be parsed ({exc.__class__.__name__}: {exc})",
                           f"a schema-{SCHEMA_VERSION} foclip manifest") from exc
 

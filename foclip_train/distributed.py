@@ -124,6 +124,7 @@ def generate_distributed(
     threads: int | None = None,
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
     on_submit: Callable[[int, int], None] | None = None,
+    jobs: Sequence[Job] | None = None,
 ) -> tuple[dict[str, Any], DistributedStats]:
     """Run generation over Ray actors in the Ray instance this process is connected to.
 
@@ -137,6 +138,7 @@ def generate_distributed(
         threads: torch threads per actor (None: Ray's default for the actor's CPUs).
         on_batch: called with each batch's records after they are appended.
         on_submit: called with (batch index, worker pid) when a batch is sent (tests kill that pid).
+        jobs: the jobs already planned by :func:`plan_jobs` for these inputs (planned here when None).
 
     Returns:
         (summary dict as written to ``summary.json``, run statistics).
@@ -148,7 +150,7 @@ def generate_distributed(
     t0 = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    jobs = plan_jobs(inputs, out, cfg)
+    jobs = plan_jobs(inputs, out, cfg) if jobs is None else list(jobs)
     todo = batches(jobs, cfg.batch)
     stats = DistributedStats(batches=len(todo))
     if not todo:
@@ -245,11 +247,11 @@ def run_distributed(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console, random_weights_notice
-    from foclip.cli.generate import config_from_args, print_summary
+    from foclip.cli.generate import config_from_args, print_summary, require_work
 
     ray = require("ray", "serve")
     cfg = config_from_args(args)
-    workers = getattr(args, "workers", None)
+    workers = args.workers
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}", "is out of range", "an integer >= 1")
     random_weights_notice(cfg.pretrained)
@@ -258,12 +260,13 @@ def run_distributed(args: argparse.Namespace) -> int:
     else:
         ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
-        n_jobs = len(plan_jobs(args.inputs, args.out, cfg))
+        jobs = plan_jobs(args.inputs, args.out, cfg)
+        require_work(jobs, args.out, args.inputs)
         columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
         scores: list[float] = []
         with Progress(*columns, console=console) as progress:
-            task = progress.add_task("images (ray)", total=n_jobs, info="")
+            task = progress.add_task("images (ray)", total=len(jobs), info="")
 
             def on_batch(records: list[dict[str, Any]]) -> None:
                 scores.extend(r["score_adv"] for r in records if not r.get("error") and r.get("score_adv") is not None)
@@ -273,7 +276,8 @@ def run_distributed(args: argparse.Namespace) -> int:
                     if r.get("error"):
                         console.print(f"[red]failed:[/] {r['error']}", highlight=False)
 
-            summary, stats = generate_distributed(args.inputs, args.out, cfg, workers=workers, on_batch=on_batch)
+            summary, stats = generate_distributed(args.inputs, args.out, cfg, workers=workers, on_batch=on_batch,
+                                                  jobs=jobs)
         console.print(f"ray: {stats.workers} worker(s), {stats.batches} batch(es), "
                       f"{stats.retried_batches} resent after a worker died, {stats.wall_s:.1f} s", highlight=False)
         print_summary(summary, args.out)

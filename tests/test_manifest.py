@@ -52,3 +52,14 @@ def test_atomic_write_leaves_no_temp_on_failure(tmp_path):
     with pytest.raises(TypeError):
         m.atomic_write_json(tmp_path / "x.json", {"a": Boom()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_newer_schema_and_non_object_manifests_are_refused(tmp_path):
+    man = _manifest({}).to_dict()
+    man["schema_version"] = m.SCHEMA_VERSION + 1
+    m.atomic_write_json(tmp_path / m.MANIFEST_NAME, man)
+    with pytest.raises(BundleError, match="newer than this foclip reads"):
+        m.read_manifest(tmp_path)
+    m.atomic_write_json(tmp_path / m.MANIFEST_NAME, [1, 2])
+    with pytest.raises(BundleError, match="cannot be parsed"):
+        m.read_manifest(tmp_path)

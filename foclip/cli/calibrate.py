@@ -92,9 +92,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from foclip.cli.common import console, err_console, random_weights_notice
+    from foclip.errors import InputError
     from foclip.runtime import Detector, fit_calibration
     from foclip.runtime.calibration import save_plots
 
+    if not 0.0 <= args.target_fpr < 1.0:  # checked before scoring, not after
+        raise InputError(f"--target-fpr {args.target_fpr}", "is out of range", "a fraction in [0, 1), e.g. 0.05")
     orig_dir, man_dir = resolve_class_dirs(args.originals, args.manipulated)
     det = Detector.from_bundle(args.bundle, backend=args.backend, precision=args.precision,
                                prompts=args.prompts, batch_size=args.batch, graph="encoder")

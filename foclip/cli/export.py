@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         if "min_cosine" in fig:
             table.add_row(key, f"{fig['min_cosine']:.7f}", f"{fig['max_abs_diff']:.2e}", f"{size:.1f}" if size else "")
         else:
-            table.add_row(key, "-", f"{fig['max_abs_diff_score']:.2e} (score, 0..{manifest.scoring['scale']:g})", "")
+            table.add_row(key, "-", f"{fig['max_abs_diff_score']:.2e} (score, 0..{manifest.scoring['score_scale']:g})", "")
     console.print(table)
     total = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file()) / 1e6
     console.print(f"bundle [bold]{escape(str(args.out))}[/] ({total:.1f} MB) written in {manifest.extra['export_seconds']:.1f} s; "

@@ -43,6 +43,8 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--ray", action="store_true", help="distribute batches over a Ray cluster")
     p.add_argument("--address", default=None, help="Ray cluster address for --ray (default: start a local one)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="Ray workers for --ray (default: one per GPU, else one per 2 CPUs)")
     p.set_defaults(func=run)
 
 
@@ -67,6 +69,24 @@ def config_from_args(args: argparse.Namespace):
                           batch=args.batch, seed=args.seed, device=args.device)
 
 
+def require_work(jobs: list, out_dir: str, inputs: list[str]) -> int:
+    """Refuse inputs that hold no image at all (neither to do nor already done).
+
+    Returns:
+        The number of images already done in ``out_dir``.
+
+    Raises:
+        FoclipError: when there is nothing to do and nothing was done before.
+    """
+    from foclip_train.generate import latest_records
+
+    done = sum(1 for r in latest_records(out_dir).values() if not r.get("error"))
+    if not jobs and not done:
+        raise FoclipError(f"inputs {' '.join(inputs)!r}", "hold no image files",
+                          "image files or folders with .jpg/.jpeg/.png/.bmp/.webp/.tif/.tiff/.gif files")
+    return done
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``foclip generate``; returns 1 when any image failed (listed), else 0."""
     if args.ray:
@@ -78,20 +98,18 @@ def run(args: argparse.Namespace) -> int:
             raise FoclipError("--ray", "is not available in this build (foclip_train.distributed is missing)",
                               "a run without --ray") from None
         return int(distributed.run_distributed(args) or 0)
-    if args.address:
-        raise FoclipError("--address", "only applies with --ray", "--ray --address HOST:PORT")
+    for flag, value in (("--address", args.address), ("--workers", args.workers)):
+        if value is not None:
+            raise FoclipError(flag, "only applies with --ray", f"--ray {flag} ...")
     from foclip.cli.common import console, random_weights_notice
-    from foclip_train.generate import latest_records, load_resources, plan_jobs
+    from foclip_train.generate import load_resources, plan_jobs
 
     cfg = config_from_args(args)
     console.print(f"loading {cfg.model} ({cfg.pretrained}) and prompt set {cfg.prompts!r}...", highlight=False)
     loaded, bank = load_resources(cfg)
     random_weights_notice(loaded.pretrained)
     jobs = plan_jobs(args.inputs, args.out, cfg)
-    done = sum(1 for r in latest_records(args.out).values() if not r.get("error"))
-    if not jobs and not done:
-        raise FoclipError(f"inputs {' '.join(args.inputs)!r}", "hold no image files",
-                          "image files or folders with .jpg/.jpeg/.png/.bmp/.webp/.tif/.tiff/.gif files")
+    done = require_work(jobs, args.out, args.inputs)
     console.print(f"{len(jobs)} image(s) to do, batch {cfg.batch}, {cfg.attack.iters} iterations each "
                   f"({done} already done in {args.out})", highlight=False)
     summary = run_with_progress(jobs, args.out, cfg, loaded, bank)

@@ -346,7 +346,7 @@ def export_bundle(cfg: ExportConfig, out_dir: str | os.PathLike[str], force: boo
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             grayscale={"weights": list(LUMA), "space": "RGB in [0,1], float (not rounded to 8 bits)",
                        "channels": "luma replicated to 3 channels"},
-            scoring={"scale": cfg.score_scale, "clamp": CLAMP, "reduce": "mean over the prompt set",
+            scoring={"score_scale": cfg.score_scale, "clamp": CLAMP, "reduce": "mean over the prompt set",
                      "drop": "(score_color - score_gray) / score_color, a fraction; 0 when score_color is 0"},
             detect_graphs=detect,
             extra={

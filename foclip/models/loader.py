@@ -144,8 +144,10 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
     for p in model.parameters():
         p.requires_grad_(False)
     text_cfg_ctx = getattr(model, "context_length", 77)
-    with torch.no_grad():
-        embed_dim = int(model.encode_image(torch.zeros(1, 3, *_img_hw(model), device=device)).shape[-1])
+    embed_dim = getattr(model.visual, "output_dim", None)  # open_clip's towers record it
+    if not isinstance(embed_dim, int):  # e.g. timm towers: ask the model (one forward pass)
+        with torch.no_grad():
+            embed_dim = int(model.encode_image(torch.zeros(1, 3, *_img_hw(model), device=device)).shape[-1])
     return LoadedClip(
         model=model,
         tokenizer=open_clip.get_tokenizer(model_name),

@@ -111,9 +111,9 @@ class Bundle:
 
     @property
     def score_scale(self) -> float:
-        """w of the CLIPscore (``manifest.scoring['scale']`` or ``['score_scale']``; 100 when absent)."""
+        """w of the CLIPscore (``manifest.scoring['score_scale']``; 100 when absent)."""
         scoring = self.manifest.scoring
-        return float(scoring.get("scale", scoring.get("score_scale", 100.0)))
+        return float(scoring.get("score_scale", 100.0))
 
 
 def _is_engine_file(rel: str, manifest: Manifest) -> bool:

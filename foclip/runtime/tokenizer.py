@@ -125,8 +125,8 @@ def load_tokenizer(bundle_dir: str | Path, manifest: Manifest) -> ClipTokenizer:
         BundleError: when the tokenizer files are missing, unreadable or of an unknown kind.
         MissingExtraError: when ``tokenizers`` or ``ftfy`` is not installed.
     """
-    tokenizers = require("tokenizers", "cpu")
-    require("ftfy", "cpu")
+    tokenizers = require("tokenizers", None)
+    require("ftfy", None)
     bundle_dir = Path(bundle_dir)
     tok_path = bundle_dir / manifest.tokenizer_file
     cfg_path = bundle_dir / CONFIG_NAME

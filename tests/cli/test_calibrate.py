@@ -66,3 +66,11 @@ def test_resolve_class_dirs(generated, tmp_path):
         resolve_class_dirs(str(generated / "original"), None)
     with pytest.raises(InputError, match="not a folder"):
         resolve_class_dirs(str(tmp_path / "nope"), None)
+
+
+def test_bad_target_fpr_is_refused_before_scoring(tmp_path, capsys):
+    # The folders do not even exist: the option is checked first, so its error is the one reported.
+    code = main(["calibrate", str(tmp_path / "no-bundle"), "--originals", str(tmp_path / "o"),
+                 "--manipulated", str(tmp_path / "m"), "--target-fpr", "1.5"])
+    assert code == 1
+    assert "--target-fpr 1.5 | is out of range" in capsys.readouterr().err

@@ -110,6 +110,11 @@ def test_address_needs_ray(tmp_path, capsys):
     assert "--address" in capsys.readouterr().err
 
 
+def test_workers_needs_ray(tmp_path, capsys):
+    assert main(["generate", "x.png", "--out", str(tmp_path), "--workers", "2"]) == 1
+    assert "--workers | only applies with --ray" in capsys.readouterr().err
+
+
 def test_empty_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["generate", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), *TINY]) == 1

@@ -41,7 +41,7 @@ def test_manifest_hashes_and_contract(tiny_bundle):
     txt = m.text_encoders["fp16"]
     assert (txt.inputs[0].name, txt.inputs[0].dtype, txt.inputs[0].shape) == ("tokens", "int64", ("batch", 77))
     assert m.grayscale["weights"] == [0.299, 0.587, 0.114]
-    assert m.scoring["scale"] == 100 and m.scoring["clamp"] == "per-pair"
+    assert m.scoring["score_scale"] == 100 and m.scoring["clamp"] == "per-pair"
     assert m.opset == 18 and {"torch", "open_clip", "onnx", "onnxruntime"} <= set(m.versions)
     assert m.detect_graphs["fp32"].file == "detect.fp32.onnx"
     # round trip through JSON is lossless

@@ -82,3 +82,24 @@ def test_distributed_equals_single_process_even_when_a_worker_is_killed(tmp_path
     _, again = generate_distributed([str(inputs)], dist, cfg, workers=2)
     assert again.batches == 1
     assert len(read_records(dist)) == before + 1
+
+
+def test_cli_ray_run_writes_every_image_once_and_refuses_empty_inputs(tmp_path, inputs):
+    import json
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "foclip.cli.main", "generate"]
+    opts = ["--model", "foclip-tiny", "--iters", "4", "--check-every", "2", "--batch", "2", "--device", "cpu",
+            "--ray", "--workers", "1"]
+    proc = subprocess.run([*base, str(inputs), "--out", str(tmp_path / "out"), *opts], capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert proc.returncode == 1, proc.stderr[-2000:]  # the text file named .jpg fails, the rest succeed
+    lines = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert Counter(r["source"] for r in lines) == Counter(str(p) for p in inputs.iterdir())
+    assert [r["error"] is not None for r in lines].count(True) == 1
+    assert all((tmp_path / "out" / r["manipulated"]).is_file() for r in lines if not r["error"])
+    (tmp_path / "empty").mkdir()
+    proc = subprocess.run([*base, str(tmp_path / "empty"), "--out", str(tmp_path / "out2"), *opts],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 1 and "hold no image files" in proc.stderr
