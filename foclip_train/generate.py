@@ -511,7 +511,8 @@ def batches(jobs: Sequence[Job], size: int) -> list[list[Job]]:
 def run_generate(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
                  cfg: GenerateConfig, resources=None,
                  on_step: Callable[[int, list[float] | None], None] | None = None,
-                 on_batch: Callable[[list[dict[str, Any]]], None] | None = None) -> dict[str, Any]:
+                 on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+                 jobs: Sequence[Job] | None = None) -> dict[str, Any]:
     """Plan, process every batch, append its records, and write the summary (one process).
 
     Args:
@@ -521,13 +522,15 @@ def run_generate(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
         resources: ``(LoadedClip, TextBank)`` already loaded, or None to load them.
         on_step: per-step progress callback.
         on_batch: called with each batch's records after they are appended.
+        jobs: the jobs already planned by :func:`plan_jobs` for these inputs (planned here when None).
 
     Returns:
         The summary dict (also written to ``DIR/summary.json``).
     """
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     loaded, bank = resources or load_resources(cfg)
-    for batch in batches(plan_jobs(inputs, out_dir, cfg), cfg.batch):
+    jobs = plan_jobs(inputs, out_dir, cfg) if jobs is None else jobs
+    for batch in batches(jobs, cfg.batch):
         records = process_batch(batch, cfg, loaded, bank, on_step)
         append_records(out_dir, records)
         if on_batch is not None:

@@ -118,22 +118,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
-    """Process ``jobs`` in batches under a rich progress bar; append records; write the summary.
+    """Run :func:`foclip_train.generate.run_generate` on planned ``jobs`` under a rich progress bar.
 
     Returns:
         The summary dict.
     """
-    from pathlib import Path
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console
-    from foclip_train.generate import append_records, batches, process_batch, write_summary
+    from foclip_train.generate import run_generate
 
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
     w = cfg.attack.score_scale
     done_scores: list[float] = []
-    state = {"live": float("nan"), "n": 0}
+    state = {"live": float("nan"), "n": 0}  # n: images of the batch in flight (from its step-0 check)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
@@ -144,19 +141,15 @@ def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
             done = sum(done_scores) / len(done_scores) if done_scores else float("nan")
             return f"score live {state['live']:.2f} done {done:.2f} /{w:g}"
 
-        for batch in batches(jobs, cfg.batch):
-            state["n"] = 0  # images of this batch that loaded; known from the step-0 check
+        def on_step(step: int, scores: list[float] | None) -> None:
+            if scores is not None:  # a best-iterate check, not a step
+                state["live"] = sum(scores) / len(scores)
+                state["n"] = len(scores)
+                progress.update(steps, info=info())
+            elif step > 0:
+                progress.update(steps, advance=state["n"], info=info())
 
-            def on_step(step: int, scores: list[float] | None) -> None:
-                if scores is not None:  # a best-iterate check, not a step
-                    state["live"] = sum(scores) / len(scores)
-                    state["n"] = len(scores)
-                    progress.update(steps, info=info())
-                elif step > 0:
-                    progress.update(steps, advance=state["n"], info=info())
-
-            records = process_batch(batch, cfg, loaded, bank, on_step)
-            append_records(out_dir, records)
+        def on_batch(records: list[dict]) -> None:
             for r in records:
                 if r["error"]:
                     console.print(f"[red]failed:[/] {r['error']}", highlight=False)
@@ -165,7 +158,9 @@ def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
             failed = sum(1 for r in records if r["error"])
             progress.update(steps, advance=cfg.attack.iters * failed, info=info())
             progress.update(images, advance=len(records))
-    return write_summary(out_dir)
+
+        return run_generate([], out_dir, cfg, resources=(loaded, bank), on_step=on_step, on_batch=on_batch,
+                            jobs=jobs)
 
 
 def print_summary(summary: dict, out_dir: str) -> None:
