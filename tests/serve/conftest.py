@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 import zlib
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -55,3 +62,49 @@ def bad_codes() -> dict[str, str]:
 def good_names() -> tuple[str, ...]:
     """Names of the good uploads."""
     return ("astronaut.jpg", "chelsea.png", "coffee.jpg", "rocket.png")
+
+
+@contextlib.contextmanager
+def _serve_subprocess(bundle, *flags: str, timeout_s: float = 120.0) -> Iterator[tuple[subprocess.Popen, str]]:
+    """Run `foclip serve BUNDLE --port <free> FLAGS...` in a subprocess (its own local Ray) until healthy.
+
+    Yields:
+        ``(process, base url)``; on exit the process gets SIGTERM (a clean stop also ends its Ray),
+        then SIGKILL if it is still running after 60 s.
+    """
+    import httpx
+
+    from foclip.serve.service import free_port
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "foclip.cli.main", "serve", str(bundle), "--port", str(port), *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail(f"foclip serve exited with {proc.returncode}:\n{proc.stdout.read()}")
+            if time.monotonic() > deadline:
+                pytest.fail("foclip serve did not become healthy in time")
+            time.sleep(0.3)
+        yield proc, url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="session")
+def serve_subprocess():
+    """The :func:`_serve_subprocess` context manager (a fixture, since conftest is not importable)."""
+    return _serve_subprocess

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 
 from foclip.cli.main import main
-from foclip.serve.service import free_port
 
 
 def test_missing_bundle_is_one_line_error(tmp_path, capsys):
@@ -32,26 +28,14 @@ def test_out_of_range_option_is_refused(tiny_bundle, capsys):
     assert "--replicas" in " ".join(capsys.readouterr().err.split())
 
 
-def test_sigterm_lets_in_flight_requests_finish(tiny_bundle, uploads):
-    port = free_port()
+def test_sigterm_lets_in_flight_requests_finish(tiny_bundle, uploads, serve_subprocess):
     # A long batch wait keeps the request in flight when SIGTERM arrives.
-    cmd = [sys.executable, "-m", "foclip.cli.main", "serve", str(tiny_bundle), "--port", str(port),
-           "--batch-wait-ms", "3000", "--max-batch", "8", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read()
-            time.sleep(0.5)
+    flags = ("--batch-wait-ms", "3000", "--max-batch", "8", "--threads", "1")
+    with serve_subprocess(tiny_bundle, *flags) as (proc, url):
         got: dict = {}
 
         def call() -> None:
-            got["r"] = httpx.post(f"http://127.0.0.1:{port}/v1/detect", content=uploads["astronaut.jpg"],
+            got["r"] = httpx.post(f"{url}/v1/detect", content=uploads["astronaut.jpg"],
                                   headers={"content-type": "image/jpeg"}, timeout=60)
 
         t = threading.Thread(target=call)
@@ -62,7 +46,3 @@ def test_sigterm_lets_in_flight_requests_finish(tiny_bundle, uploads):
         assert got["r"].status_code == 200
         assert got["r"].json()["results"][0]["error"] is None
         assert proc.wait(120) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

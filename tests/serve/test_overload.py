@@ -9,56 +9,19 @@ Ray Serve's router must refuse the overflow with the deployment's BackpressureCo
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
-import signal
-import subprocess
-import sys
 import threading
-import time
 
 import httpx
 import pytest
-
-from foclip.serve.service import free_port
 
 pytest.importorskip("ray.serve")
 
 BURST = 12  # 1 in flight + 1 queued leaves at least 10 to refuse
 
 
-def _wait_healthy(proc: subprocess.Popen, url: str, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            pytest.fail(f"foclip serve exited with {proc.returncode}:\n{proc.stdout.read()}")
-        time.sleep(0.3)
-    pytest.fail("foclip serve did not become healthy in time")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)  # clean stop also shuts down the subprocess's Ray
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def test_burst_past_the_queue_gets_503_with_retry_after(tiny_bundle, uploads):
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "foclip.cli.main", "serve", str(tiny_bundle), "--port", str(port),
-           "--max-ongoing", "1", "--max-queued", "1", "--batch-wait-ms", "1000", "--max-batch", "8",
-           "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
-    try:
-        _wait_healthy(proc, url)
+def test_burst_past_the_queue_gets_503_with_retry_after(tiny_bundle, uploads, serve_subprocess):
+    flags = ("--max-ongoing", "1", "--max-queued", "1", "--batch-wait-ms", "1000", "--max-batch", "8", "--threads", "1")
+    with serve_subprocess(tiny_bundle, *flags) as (_proc, url):
         body, headers = uploads["astronaut.jpg"], {"content-type": "image/jpeg"}
         start = threading.Barrier(BURST)
 
@@ -86,5 +49,3 @@ def test_burst_past_the_queue_gets_503_with_retry_after(tiny_bundle, uploads):
             after = client.post("/v1/detect", content=body, headers=headers)
             assert after.status_code == 200
             assert after.json()["results"][0]["error"] is None
-    finally:
-        _stop(proc)
