@@ -155,11 +155,12 @@ class OrtBackend(Backend):
     """ONNX Runtime on the CPU or CUDA execution provider.
 
     Session options: graph optimisation ``ORT_ENABLE_ALL``; ``intra_op_num_threads`` = the
-    ``threads`` argument (0 = one per core, ONNX Runtime's default).
+    ``threads`` argument (0 = one per core, ONNX Runtime's default); ``spin_wait=False`` turns off
+    the intra-op threads' busy waiting (``session.intra_op.allow_spinning = 0``).
     """
 
     def __init__(self, path: Path, graph: GraphSpec, name: str = "ort-cpu", threads: int = 0,
-                 disabled_optimizers: list[str] | None = None) -> None:
+                 disabled_optimizers: list[str] | None = None, spin_wait: bool = True) -> None:
         super().__init__(graph)
         ort = require("onnxruntime", "cpu" if name == "ort-cpu" else "gpu")
         self.name = name
@@ -167,6 +168,10 @@ class OrtBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3
+        if not spin_wait:
+            # Idle ORT threads normally spin waiting for work; where the cores are shared (an HTTP
+            # replica beside Serve's proxy) that spinning starves the request path.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if name == "ort-cuda":
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         else:
@@ -296,7 +301,8 @@ def find_engine(manifest: Manifest, encoder: str, precision: str) -> EngineSpec:
 
 
 def create_backend(name: str, bundle_dir: Path, graph: GraphSpec, manifest: Manifest,
-                   encoder: str = "image", precision: str = "fp32", threads: int = 0) -> Backend:
+                   encoder: str = "image", precision: str = "fp32", threads: int = 0,
+                   spin_wait: bool = True) -> Backend:
     """Create one backend for one graph.
 
     Args:
@@ -308,6 +314,7 @@ def create_backend(name: str, bundle_dir: Path, graph: GraphSpec, manifest: Mani
         encoder: ``image``, ``text`` or ``detect`` (which engine to look up for ``trt``).
         precision: the precision (engine lookup for ``trt``).
         threads: ORT intra-op threads (0 = one per core).
+        spin_wait: let idle ORT threads busy-wait (fastest when the cores are ours alone).
 
     Returns:
         A ready backend.
@@ -331,4 +338,4 @@ def create_backend(name: str, bundle_dir: Path, graph: GraphSpec, manifest: Mani
     if canon == "ort-cpu":
         disabled = manifest.extra.get("onnxruntime_cpu", {}).get("disabled_optimizers", {}).get(precision)
     return OrtBackend(bundle_dir / graph.file, graph, name=canon, threads=threads or os.cpu_count() or 0,
-                      disabled_optimizers=disabled)
+                      disabled_optimizers=disabled, spin_wait=spin_wait)

@@ -60,6 +60,8 @@ class DetectConfig:
             graph: uint8 in, scores out), or ``auto`` (fused on GPU backends when the bundle has
             one and cascade is off; encoder otherwise).
         threads: ONNX Runtime intra-op threads; 0 = one per core.
+        spin_wait: ONNX Runtime threads busy-wait between calls; fastest when the detector has
+            the cores to itself, False where it shares them (the HTTP service's replicas).
         decode_workers: threads decoding the next batch while the current one runs; 0 decodes
             in the calling thread.
         limits: header limits applied before decoding.
@@ -73,6 +75,7 @@ class DetectConfig:
     tau_drop: float = DEFAULT_TAU_DROP
     graph: str = "auto"
     threads: int = 0
+    spin_wait: bool = True
     decode_workers: int = 2
     limits: DecodeLimits = field(default_factory=DecodeLimits)
 
@@ -162,7 +165,7 @@ class Detector:
             graph = bundle.image_graph(config.precision)
         self.backend: Backend = create_backend(
             config.backend, bundle.path, graph, self.manifest, encoder="detect" if self.fused else "image",
-            precision=config.precision, threads=config.threads)
+            precision=config.precision, threads=config.threads, spin_wait=config.spin_wait)
         configure_pil(config.limits)
         self._pool: ThreadPoolExecutor | None = None
         self.reset_stats()

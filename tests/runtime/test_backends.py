@@ -60,3 +60,12 @@ def test_trt_backend_runs_engine(tiny_bundle):  # pragma: no cover - needs Tenso
     got, want = det.detect(x), ref.detect(x)
     for g, w in zip(got, want):
         assert abs(g.score_color - w.score_color) < 1e-2 * max(1.0, abs(w.score_color))
+
+
+def test_spin_wait_reaches_the_ort_session(tiny_bundle):
+    key = "session.intra_op.allow_spinning"
+    off = Detector.from_bundle(tiny_bundle, spin_wait=False).backend.session.get_session_options()
+    assert off.get_session_config_entry(key) == "0"
+    on = Detector.from_bundle(tiny_bundle).backend.session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # ORT's default: spinning on
+        on.get_session_config_entry(key)
