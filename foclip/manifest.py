@@ -1,13 +1,24 @@
 """The bundle contract between ``foclip.exporter`` (writer) and ``foclip.runtime`` (reader).
 
 Standard library only: the runtime reads a bundle with nothing but this module, numpy, PIL and
-onnxruntime. A bundle is one folder holding ``manifest.json`` and the files it lists; every file
-but the manifest itself is listed in ``files`` with its sha256.
+onnxruntime. A bundle is one folder holding ``manifest.json`` and the files it lists; the manifest
+is a **closed world**: every file the runtime opens is named by a typed field below and listed in
+``files`` with its sha256, every path is relative and stays inside the folder.
 
-Image encoder contract (all precisions): input ``pixels`` float32, NCHW, RGB in [0, 1], already
-resized and centre-cropped to ``preprocess.image_size``; mean/std normalisation is inside the
-graph; output ``embedding`` float32 (N, embed_dim), L2-normalised. Text encoder: input
-``tokens`` int64 (N, context_length); output ``embedding`` float32 (N, embed_dim), L2-normalised.
+Every runnable graph has one key, ``<role>.<precision>``: ``image.fp32``, ``image.int8``,
+``text.fp16``, ``detect.fp32`` … A TensorRT engine names the key of the ONNX graph it was built
+from (:attr:`EngineSpec.graph`) and its own precision.
+
+Image graphs: input ``pixels`` float32, NCHW, RGB in [0, 1], already resized and centre-cropped to
+``preprocess.image_size``; mean/std normalisation is inside the graph; output ``embedding``
+float32 (N, embed_dim), L2-normalised. Text graphs: input ``tokens`` int64 (N, context_length);
+output ``embedding``. Detect graphs: ``pixels_u8`` uint8 NHWC + ``text_bank`` in, ``score_color``
+and ``score_gray`` out.
+
+Every value is type- and range-checked when read (:meth:`Manifest.from_dict`); a manifest that
+fails a check is refused with a message naming the field. Schema 1 manifests (foclip 0.1) are
+refused with the command that rewrites the bundle (re-export): they carry neither a reference set
+for the self-check nor the typed fields the runtime now checks.
 """
 
 from __future__ import annotations
@@ -15,22 +26,116 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+ROLES = ("image", "text", "detect")
+PRECISIONS = ("fp32", "fp16", "int8")
+# What the runtime implements; a manifest asking for anything else is refused, not ignored.
+KNOWN_RESIZE = ("shortest",)
+KNOWN_INTERPOLATION = ("bicubic",)
+KNOWN_CROP = ("center",)
+KNOWN_GRAYSCALE = ("luma-rgb01-float",)
+KNOWN_CLAMP = ("per-pair",)
+KNOWN_REDUCE = ("mean",)
+KNOWN_DROP = ("relative",)
+KNOWN_TOKENIZER = ("open_clip-simple-bpe",)
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+class ManifestError(ValueError):
+    """A manifest value of the wrong type, range or form (wrapped into a BundleError on read)."""
+
+
+# --------------------------------------------------------------------------- checked readers
+def _get(d: Any, key: str, where: str) -> Any:
+    if not isinstance(d, dict):
+        raise ManifestError(f"{where} is {type(d).__name__}, expected an object")
+    if key not in d:
+        raise ManifestError(f"{where}.{key} is missing")
+    return d[key]
+
+
+def _str(d: Any, key: str, where: str, default: str | None = None) -> str:
+    v = d.get(key, default) if isinstance(d, dict) and default is not None else _get(d, key, where)
+    if not isinstance(v, str):
+        raise ManifestError(f"{where}.{key} is {v!r}, expected a string")
+    return v
+
+
+def _int(d: Any, key: str, where: str, lo: int, hi: int) -> int:
+    v = _get(d, key, where)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ManifestError(f"{where}.{key} is {v!r}, expected an integer from {lo} to {hi}")
+    return v
+
+
+def _float(d: Any, key: str, where: str, lo: float, hi: float) -> float:
+    v = _get(d, key, where)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+        raise ManifestError(f"{where}.{key} is {v!r}, expected a number from {lo:g} to {hi:g}")
+    return float(v)
+
+
+def _bool(d: Any, key: str, where: str) -> bool:
+    v = _get(d, key, where)
+    if not isinstance(v, bool):
+        raise ManifestError(f"{where}.{key} is {v!r}, expected true or false")
+    return v
+
+
+def _choice(d: Any, key: str, where: str, known: tuple[str, ...]) -> str:
+    v = _str(d, key, where)
+    if v not in known:
+        raise ManifestError(f"{where}.{key} is {v!r}, which this foclip does not implement (knows: {', '.join(known)})")
+    return v
+
+
+def _obj(d: Any, key: str, where: str, optional: bool = False) -> dict[str, Any]:
+    if optional and (not isinstance(d, dict) or d.get(key) is None):
+        return {}
+    v = _get(d, key, where)
+    if not isinstance(v, dict):
+        raise ManifestError(f"{where}.{key} is {type(v).__name__}, expected an object")
+    return v
+
+
+def _list(d: Any, key: str, where: str) -> list[Any]:
+    v = _get(d, key, where)
+    if not isinstance(v, list):
+        raise ManifestError(f"{where}.{key} is {type(v).__name__}, expected a list")
+    return v
+
+
+def check_rel_path(rel: Any, where: str) -> str:
+    """A bundle-relative POSIX path that cannot leave the bundle.
+
+    Raises:
+        ManifestError: absolute, ``..``, backslash, empty or non-string paths.
+    """
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        raise ManifestError(f"{where} is {rel!r}, expected a relative path inside the bundle")
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts or rel.startswith("~") or p.as_posix() != rel or rel in (".", MANIFEST_NAME):
+        raise ManifestError(f"{where} is {rel!r}, expected a relative path inside the bundle (not absolute, "
+                            "no '..', no '~')")
+    return rel
+
+
+# --------------------------------------------------------------------------- specs
 @dataclass(frozen=True)
 class PreprocessSpec:
     """Eval preprocessing equal in effect to open_clip's eval transform.
 
-    resize shortest side to ``image_size`` (``resize_mode='shortest'``), centre crop to
-    ``image_size`` x ``image_size``, scale to [0, 1], normalise with ``mean``/``std``.
+    Resize the shortest side to ``image_size`` (bicubic), centre crop to ``image_size`` squared,
+    scale to [0, 1]; ``mean``/``std`` normalisation happens inside the image graph.
     """
 
     image_size: int = 224
@@ -41,15 +146,63 @@ class PreprocessSpec:
     std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PreprocessSpec:
-        return cls(
-            image_size=int(d["image_size"]),
-            resize_mode=d.get("resize_mode", "shortest"),
-            interpolation=d.get("interpolation", "bicubic"),
-            crop=d.get("crop", "center"),
-            mean=tuple(float(x) for x in d["mean"]),
-            std=tuple(float(x) for x in d["std"]),
-        )
+    def from_dict(cls, d: dict[str, Any], where: str = "preprocess") -> PreprocessSpec:
+        def triple(key: str, lo: float) -> tuple[float, float, float]:
+            v = _list(d, key, where)
+            if len(v) != 3 or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not lo < x < 10 for x in v):
+                raise ManifestError(f"{where}.{key} is {v!r}, expected three numbers")
+            return tuple(float(x) for x in v)  # type: ignore[return-value]
+
+        return cls(image_size=_int(d, "image_size", where, 8, 4096),
+                   resize_mode=_choice(d, "resize_mode", where, KNOWN_RESIZE),
+                   interpolation=_choice(d, "interpolation", where, KNOWN_INTERPOLATION),
+                   crop=_choice(d, "crop", where, KNOWN_CROP),
+                   mean=triple("mean", -10), std=triple("std", 0))
+
+
+@dataclass(frozen=True)
+class GrayscaleSpec:
+    """How the gray copy is made: luma of the [0, 1] float RGB with ``weights``, on 3 channels."""
+
+    definition: str = "luma-rgb01-float"
+    weights: tuple[float, float, float] = (0.299, 0.587, 0.114)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "grayscale") -> GrayscaleSpec:
+        from_json = _list(d, "weights", where)
+        if len(from_json) != 3 or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in from_json):
+            raise ManifestError(f"{where}.weights is {from_json!r}, expected three numbers")
+        return cls(_choice(d, "definition", where, KNOWN_GRAYSCALE), tuple(float(x) for x in from_json))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ScoringSpec:
+    """CLIPscore as in :mod:`foclip.scoring`: ``score_scale * max(cos, 0)`` per pair, mean over prompts."""
+
+    score_scale: float = 100.0
+    clamp: str = "per-pair"
+    reduce: str = "mean"
+    drop: str = "relative"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "scoring") -> ScoringSpec:
+        return cls(_float(d, "score_scale", where, 1e-6, 1e6), _choice(d, "clamp", where, KNOWN_CLAMP),
+                   _choice(d, "reduce", where, KNOWN_REDUCE), _choice(d, "drop", where, KNOWN_DROP))
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """The torch-free tokenizer: a ``tokenizers`` JSON file and foclip's small config beside it."""
+
+    file: str = "tokenizer.json"
+    config_file: str = "tokenizer_config.json"
+    kind: str = "open_clip-simple-bpe"
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "tokenizer") -> TokenizerSpec:
+        return cls(check_rel_path(_str(d, "file", where), f"{where}.file"),
+                   check_rel_path(_str(d, "config_file", where), f"{where}.config_file"),
+                   _choice(d, "kind", where, KNOWN_TOKENIZER))
 
 
 @dataclass(frozen=True)
@@ -61,27 +214,62 @@ class TensorSpec:
     shape: tuple[int | str, ...]
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        return cls(d["name"], d["dtype"], tuple(d["shape"]))
+    def from_dict(cls, d: dict[str, Any], where: str = "tensor") -> TensorSpec:
+        shape = _list(d, "shape", where)
+        if any(isinstance(x, bool) or not isinstance(x, (int, str)) for x in shape):
+            raise ManifestError(f"{where}.shape is {shape!r}, expected integers and axis names")
+        dtype = _choice(d, "dtype", where, ("float32", "float16", "int64", "int32", "uint8"))
+        return cls(_str(d, "name", where), dtype, tuple(shape))
 
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """One ONNX file of an encoder at one precision, or the fused detection graph."""
+    """One ONNX graph of the bundle.
 
+    Attributes:
+        key: ``<role>.<precision>``.
+        role: ``image``, ``text`` or ``detect``.
+        precision: ``fp32``, ``fp16`` or ``int8``.
+        file: bundle-relative ONNX file.
+        inputs: graph inputs.
+        outputs: graph outputs.
+        gate_min_cosine: least cosine against the fp32 PyTorch reference this graph must reach,
+            at export and in the self-check where it runs (detect graphs: cosine-equivalent of
+            their score tolerance).
+        disabled_optimizers: ONNX Runtime CPU optimiser passes to switch off for this graph.
+        quantization: how an int8 graph was made (:meth:`foclip.exporter.convert.Int8Method.to_dict`).
+        notes: free text for people.
+    """
+
+    key: str
+    role: str
+    precision: str
     file: str
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    gate_min_cosine: float
+    disabled_optimizers: tuple[str, ...] = ()
+    quantization: dict[str, Any] = field(default_factory=dict)
     notes: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GraphSpec:
-        return cls(
-            file=d["file"],
-            inputs=tuple(TensorSpec.from_dict(x) for x in d["inputs"]),
-            outputs=tuple(TensorSpec.from_dict(x) for x in d["outputs"]),
-            notes=d.get("notes", ""),
-        )
+    def from_dict(cls, d: dict[str, Any], where: str = "graph") -> GraphSpec:
+        role = _choice(d, "role", where, ROLES)
+        precision = _choice(d, "precision", where, PRECISIONS)
+        key = _str(d, "key", where)
+        if key != f"{role}.{precision}":
+            raise ManifestError(f"{where}.key is {key!r}, expected {role}.{precision}")
+        disabled = _list(d, "disabled_optimizers", where)
+        if any(not isinstance(x, str) for x in disabled):
+            raise ManifestError(f"{where}.disabled_optimizers is {disabled!r}, expected a list of names")
+        quant = _obj(d, "quantization", where, optional=True)
+        return cls(key=key, role=role, precision=precision,
+                   file=check_rel_path(_get(d, "file", where), f"{where}.file"),
+                   inputs=tuple(TensorSpec.from_dict(x, f"{where}.inputs") for x in _list(d, "inputs", where)),
+                   outputs=tuple(TensorSpec.from_dict(x, f"{where}.outputs") for x in _list(d, "outputs", where)),
+                   gate_min_cosine=_float(d, "gate_min_cosine", where, 0.0, 1.0),
+                   disabled_optimizers=tuple(disabled), quantization=dict(quant),
+                   notes=_str(d, "notes", where, default=""))
 
 
 @dataclass(frozen=True)
@@ -95,17 +283,67 @@ class TextBankSpec:
     prompts_sha256: str  # sha256 of the UTF-8 prompts joined by "\n" (same hash as foclip generate)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TextBankSpec:
-        return cls(d["name"], d["prompts_file"], d["embeddings_file"], int(d["count"]), d["prompts_sha256"])
+    def from_dict(cls, d: dict[str, Any], where: str = "text_bank") -> TextBankSpec:
+        digest = _str(d, "prompts_sha256", where)
+        if not _HEX64.match(digest):
+            raise ManifestError(f"{where}.prompts_sha256 is {digest!r}, expected 64 hex digits")
+        return cls(_str(d, "name", where), check_rel_path(_get(d, "prompts_file", where), f"{where}.prompts_file"),
+                   check_rel_path(_get(d, "embeddings_file", where), f"{where}.embeddings_file"),
+                   _int(d, "count", where, 1, 10_000_000), digest)
+
+
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """A few real photos and prompts with their fp32 PyTorch embeddings, for the self-check.
+
+    Attributes:
+        photos: where each photo came from (``skimage:astronaut``…).
+        pixels_file: uint8 (N, S, S, 3), resized and cropped as the runtime does.
+        image_embeddings_file: float32 (2N, D): the N colour rows, then their luma-gray copies.
+        prompts: the prompts.
+        tokens_file: int64 (M, context_length) of the prompts.
+        text_embeddings_file: float32 (M, D).
+    """
+
+    photos: tuple[str, ...]
+    pixels_file: str
+    image_embeddings_file: str
+    prompts: tuple[str, ...]
+    tokens_file: str
+    text_embeddings_file: str
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "reference") -> ReferenceSpec:
+        def strings(key: str) -> tuple[str, ...]:
+            v = _list(d, key, where)
+            if not v or any(not isinstance(x, str) for x in v):
+                raise ManifestError(f"{where}.{key} is {v!r}, expected a non-empty list of strings")
+            return tuple(v)
+
+        return cls(strings("photos"), check_rel_path(_get(d, "pixels_file", where), f"{where}.pixels_file"),
+                   check_rel_path(_get(d, "image_embeddings_file", where), f"{where}.image_embeddings_file"),
+                   strings("prompts"), check_rel_path(_get(d, "tokens_file", where), f"{where}.tokens_file"),
+                   check_rel_path(_get(d, "text_embeddings_file", where), f"{where}.text_embeddings_file"))
 
 
 @dataclass(frozen=True)
 class EngineSpec:
-    """A TensorRT engine built from one of the bundle's ONNX files."""
+    """A TensorRT engine built from one of the bundle's ONNX graphs.
 
-    file: str
-    encoder: str
+    Attributes:
+        graph: key of the source ONNX graph (``image.fp32``, ``detect.fp32``…).
+        precision: the engine's own precision (``fp32``, ``fp16``, ``bf16``).
+        file: bundle-relative engine file.
+        onnx_sha256: sha256 of the source ONNX file.
+        tensorrt_version: TensorRT that built it.
+        compute_capability: GPU it was built for (``9.0``).
+        profile: (min, opt, max) batch.
+        key: cache key over the fields above.
+    """
+
+    graph: str
     precision: str
+    file: str
     onnx_sha256: str
     tensorrt_version: str
     compute_capability: str
@@ -113,68 +351,135 @@ class EngineSpec:
     key: str
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> EngineSpec:
-        return cls(
-            d["file"], d["encoder"], d["precision"], d["onnx_sha256"], d["tensorrt_version"],
-            d["compute_capability"], tuple(d["profile"]), d["key"],
-        )
+    def from_dict(cls, d: dict[str, Any], where: str = "engine") -> EngineSpec:
+        profile = _list(d, "profile", where)
+        if len(profile) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in profile):
+            raise ManifestError(f"{where}.profile is {profile!r}, expected three positive batch sizes")
+        return cls(_str(d, "graph", where), _choice(d, "precision", where, ("fp32", "fp16", "bf16", "int8")),
+                   check_rel_path(_get(d, "file", where), f"{where}.file"), _str(d, "onnx_sha256", where),
+                   _str(d, "tensorrt_version", where), _str(d, "compute_capability", where),
+                   tuple(profile), _str(d, "key", where))  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
 class Manifest:
-    """Everything a consumer needs to use a bundle without its producer."""
+    """Everything a consumer needs to use a bundle without its producer.
+
+    ``info`` holds figures for people (export time, seed, parity summary, omitted precisions);
+    nothing in it changes what the runtime does.
+    """
 
     model_name: str
-    pretrained: str  # open_clip tag, checkpoint file name, or "random(seed=N)"
+    pretrained: str  # open_clip tag, checkpoint file name, "reference", or "random(seed=N)"
     random_init: bool
     embed_dim: int
     context_length: int
     preprocess: PreprocessSpec
-    image_encoders: dict[str, GraphSpec]  # precision -> graph
-    text_encoders: dict[str, GraphSpec]
+    grayscale: GrayscaleSpec
+    scoring: ScoringSpec
+    tokenizer: TokenizerSpec
+    graphs: dict[str, GraphSpec]
     text_banks: dict[str, TextBankSpec]
-    tokenizer_file: str
+    reference: ReferenceSpec | None
     opset: int
     versions: dict[str, str]
     files: dict[str, str]  # relative path -> sha256
     created: str
-    grayscale: dict[str, Any] = field(default_factory=dict)
-    scoring: dict[str, Any] = field(default_factory=dict)
-    detect_graphs: dict[str, GraphSpec] = field(default_factory=dict)  # precision -> fused graph
+    parity_file: str = "parity.json"
     engines: tuple[EngineSpec, ...] = ()
-    extra: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+
+    # -- views by role (precision -> graph)
+    def by_role(self, role: str) -> dict[str, GraphSpec]:
+        """Graphs of one role, keyed by precision."""
+        return {g.precision: g for g in self.graphs.values() if g.role == role}
+
+    @property
+    def image_encoders(self) -> dict[str, GraphSpec]:
+        return self.by_role("image")
+
+    @property
+    def text_encoders(self) -> dict[str, GraphSpec]:
+        return self.by_role("text")
+
+    @property
+    def detect_graphs(self) -> dict[str, GraphSpec]:
+        return self.by_role("detect")
+
+    @property
+    def tokenizer_file(self) -> str:
+        return self.tokenizer.file
+
+    def referenced_files(self) -> dict[str, str]:
+        """Every file a typed field names, with the field's name (the closed world's members)."""
+        out = {self.tokenizer.file: "tokenizer.file", self.tokenizer.config_file: "tokenizer.config_file",
+               self.parity_file: "parity_file"}
+        for k, g in self.graphs.items():
+            out[g.file] = f"graphs.{k}.file"
+        for k, b in self.text_banks.items():
+            out[b.prompts_file] = f"text_banks.{k}.prompts_file"
+            out[b.embeddings_file] = f"text_banks.{k}.embeddings_file"
+        if self.reference is not None:
+            r = self.reference
+            for name in ("pixels_file", "image_embeddings_file", "tokens_file", "text_embeddings_file"):
+                out[getattr(r, name)] = f"reference.{name}"
+        for i, e in enumerate(self.engines):
+            out[e.file] = f"engines[{i}].file"
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return _plain(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
-        def graphs(m: dict[str, Any] | None) -> dict[str, GraphSpec]:
-            return {k: GraphSpec.from_dict(v) for k, v in (m or {}).items()}
+        """Parse and check a manifest dict.
 
-        return cls(
-            model_name=d["model_name"],
-            pretrained=d["pretrained"],
-            random_init=bool(d["random_init"]),
-            embed_dim=int(d["embed_dim"]),
-            context_length=int(d["context_length"]),
-            preprocess=PreprocessSpec.from_dict(d["preprocess"]),
-            image_encoders=graphs(d["image_encoders"]),
-            text_encoders=graphs(d.get("text_encoders")),
-            text_banks={k: TextBankSpec.from_dict(v) for k, v in d.get("text_banks", {}).items()},
-            tokenizer_file=d["tokenizer_file"],
-            opset=int(d["opset"]),
-            versions=dict(d.get("versions", {})),
-            files=dict(d["files"]),
-            created=d["created"],
-            grayscale=dict(d.get("grayscale", {})),
-            scoring=dict(d.get("scoring", {})),
-            detect_graphs=graphs(d.get("detect_graphs")),
-            engines=tuple(EngineSpec.from_dict(e) for e in d.get("engines", [])),
-            extra=dict(d.get("extra", {})),
-            schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
+        Raises:
+            ManifestError: a field missing, of the wrong type or range, an unknown definition,
+                a path outside the bundle, or a file named but not listed in ``files``.
+        """
+        if not isinstance(d, dict):
+            raise ManifestError(f"the manifest is {type(d).__name__}, expected an object")
+        schema = _get(d, "schema_version", "manifest")
+        if schema != SCHEMA_VERSION:
+            raise ManifestError(f"schema_version is {schema!r}, expected {SCHEMA_VERSION}")
+        files = _obj(d, "files", "manifest")
+        for rel, digest in files.items():
+            check_rel_path(rel, f"files[{rel!r}]")
+            if not isinstance(digest, str) or not _HEX64.match(digest):
+                raise ManifestError(f"files[{rel!r}] is {digest!r}, expected a sha256 (64 hex digits)")
+        graphs = {}
+        for k, g in _obj(d, "graphs", "manifest").items():
+            graphs[k] = GraphSpec.from_dict(g, f"graphs.{k}")
+            if graphs[k].key != k:
+                raise ManifestError(f"graphs.{k} has key {graphs[k].key!r}, expected {k!r}")
+        banks = {k: TextBankSpec.from_dict(b, f"text_banks.{k}") for k, b in _obj(d, "text_banks", "manifest").items()}
+        ref = d.get("reference")
+        versions = _obj(d, "versions", "manifest")
+        man = cls(
+            model_name=_str(d, "model_name", "manifest"), pretrained=_str(d, "pretrained", "manifest"),
+            random_init=_bool(d, "random_init", "manifest"),
+            embed_dim=_int(d, "embed_dim", "manifest", 1, 65536),
+            context_length=_int(d, "context_length", "manifest", 2, 65536),
+            preprocess=PreprocessSpec.from_dict(_obj(d, "preprocess", "manifest")),
+            grayscale=GrayscaleSpec.from_dict(_obj(d, "grayscale", "manifest")),
+            scoring=ScoringSpec.from_dict(_obj(d, "scoring", "manifest")),
+            tokenizer=TokenizerSpec.from_dict(_obj(d, "tokenizer", "manifest")),
+            graphs=graphs, text_banks=banks,
+            reference=None if ref is None else ReferenceSpec.from_dict(ref),
+            opset=_int(d, "opset", "manifest", 7, 100),
+            versions={str(k): str(v) for k, v in versions.items()}, files=dict(files),
+            created=_str(d, "created", "manifest"),
+            parity_file=check_rel_path(_get(d, "parity_file", "manifest"), "parity_file"),
+            engines=tuple(EngineSpec.from_dict(e, f"engines[{i}]") for i, e in enumerate(_list(d, "engines", "manifest"))),
+            info=dict(_obj(d, "info", "manifest", optional=True)), schema_version=SCHEMA_VERSION,
         )
+        unlisted = [(rel, what) for rel, what in man.referenced_files().items() if rel not in man.files]
+        if unlisted:
+            rel, what = unlisted[0]
+            raise ManifestError(f"{what} names {rel!r}, which files does not list with a sha256")
+        return man
 
     def with_changes(self, **changes: Any) -> Manifest:
         return dataclasses.replace(self, **changes)
@@ -203,7 +508,11 @@ def sha256_text(lines: list[str]) -> str:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
+    """Write ``data`` to ``path`` via a temp file in the same folder and a rename.
+
+    The file gets the mode a plain ``open(path, 'w')`` would give (0666 less the umask), not
+    ``mkstemp``'s 0600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -212,6 +521,9 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -225,10 +537,11 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
 
 
 def read_manifest(bundle: str | os.PathLike[str]) -> Manifest:
-    """Read ``bundle/manifest.json`` (no hash checks; see :func:`verify_files`).
+    """Read and check ``bundle/manifest.json`` (no hash checks; see :func:`verify_files`).
 
     Raises:
-        BundleError: when the folder or manifest is missing or unreadable.
+        BundleError: when the folder or manifest is missing, unreadable, of another schema, or
+            fails a field check (the message names the field).
     """
     from foclip.errors import BundleError
 
@@ -239,24 +552,55 @@ def read_manifest(bundle: str | os.PathLike[str]) -> Manifest:
         raise BundleError(str(bundle), "has no manifest.json", "a bundle folder written by `foclip export`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if int(data.get("schema_version", SCHEMA_VERSION)) > SCHEMA_VERSION:
-            raise BundleError(str(path), f"has schema version {data['schema_version']}, newer than this foclip reads",
-                              f"schema {SCHEMA_VERSION} or older (upgrade foclip)")
-        return Manifest.from_dict(data)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (OSError, ValueError) as exc:
         raise BundleError(str(path), f"cannot be parsed ({exc.__class__.__name__}: {exc})",
                           f"a schema-{SCHEMA_VERSION} foclip manifest") from exc
+    version = data.get("schema_version", 1) if isinstance(data, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version != SCHEMA_VERSION:
+        if version > SCHEMA_VERSION:
+            raise BundleError(str(path), f"has schema version {version}, newer than this foclip reads",
+                              f"schema {SCHEMA_VERSION} (upgrade foclip)")
+        raise BundleError(str(path), f"has schema version {version} (foclip 0.1: no self-check reference set, "
+                          "untyped fields)", f"schema {SCHEMA_VERSION}: re-export the bundle with `foclip export`")
+    try:
+        return Manifest.from_dict(data)
+    except ManifestError as exc:
+        raise BundleError(str(path), f"is invalid: {exc}", f"a schema-{SCHEMA_VERSION} manifest as `foclip export` "
+                          "writes it") from exc
+
+
+def resolve_inside(bundle: str | os.PathLike[str], rel: str) -> Path:
+    """The real path of a listed file, refusing one that a symlink takes out of the bundle.
+
+    Raises:
+        BundleError: the path resolves outside the bundle folder.
+    """
+    from foclip.errors import BundleError
+
+    root = Path(bundle).resolve()
+    p = (root / rel).resolve()
+    if p != root and root not in p.parents:
+        raise BundleError(f"bundle file {rel!r}", "resolves outside the bundle (a symlink)",
+                          "files inside the bundle folder")
+    return p
 
 
 def verify_files(bundle: str | os.PathLike[str], manifest: Manifest) -> list[tuple[str, str]]:
     """Re-hash every listed file.
 
     Returns:
-        List of ``(relative path, problem)`` for each missing or changed file; empty when all match.
+        List of ``(relative path, problem)`` for each missing, changed or escaping file; empty
+        when all match.
     """
+    from foclip.errors import BundleError
+
     problems = []
     for rel, digest in manifest.files.items():
-        p = Path(bundle) / rel
+        try:
+            p = resolve_inside(bundle, rel)
+        except BundleError:
+            problems.append((rel, "resolves outside the bundle (symlink)"))
+            continue
         if not p.is_file():
             problems.append((rel, "missing"))
         elif sha256_file(p) != digest:

@@ -1,4 +1,4 @@
-"""`foclip build-engine DIR`: a TensorRT engine for one of a bundle's encoders."""
+"""`foclip build-engine DIR`: a TensorRT engine for one of a bundle's graphs."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ import argparse
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("build-engine", help="build a TensorRT engine for a bundle encoder (needs foclip[trt] + GPU)",
-                       description="Build a TensorRT 10 engine from a bundle's fp32 ONNX encoder with one "
-                                   "optimisation profile; the engine, the timing cache and the manifest entry are "
-                                   "kept in the bundle.")
+    p = sub.add_parser("build-engine", help="build a TensorRT engine for a bundle graph (needs foclip[trt] + GPU)",
+                       description="Build a TensorRT 10 engine from one of a bundle's ONNX graphs with one "
+                                   "optimisation profile, check it on the bundle's reference set, and keep the "
+                                   "engine, the timing cache and the manifest entry in the bundle.")
     p.add_argument("bundle", help="bundle folder written by `foclip export`")
     p.add_argument("--precision", default="fp16", help="fp16 (default), bf16 or fp32")
     p.add_argument("--batch", default="1,16,64", metavar="MIN,OPT,MAX", help="batch profile (default 1,16,64)")
-    p.add_argument("--encoder", default="image", help="image (default) or text")
+    p.add_argument("--graph", default=None, metavar="KEY",
+                   help="graph key to build from: image.fp32 (default), text.fp32, detect.fp32, ... "
+                        "(`foclip inspect BUNDLE` lists them)")
+    p.add_argument("--encoder", default=None, choices=("image", "text", "detect"),
+                   help="shorthand for --graph <encoder>.fp32")
     p.set_defaults(func=run)
 
 
@@ -23,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from foclip.cli.common import console, err_console
     from foclip.exporter.engine import EngineRequest, build_engine, check_request, parse_profile
 
-    req = check_request(EngineRequest(args.encoder, args.precision, parse_profile(args.batch)))
+    graph = args.graph or f"{args.encoder or 'image'}.fp32"
+    req = check_request(EngineRequest(graph, args.precision, parse_profile(args.batch)))
     spec, built = build_engine(args.bundle, req, log=lambda s: err_console.print(f"[dim]{escape(s)}[/]", highlight=False))
     verb = "built" if built else "reused cached"
     console.print(f"{verb} {escape(spec.file)} (key {spec.key[:16]}…, TensorRT {spec.tensorrt_version}, "

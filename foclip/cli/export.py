@@ -21,7 +21,12 @@ def add_parser(sub) -> None:
                    help="image-encoder precisions, comma-separated (fp32 always included; default fp32,fp16,int8)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights, imagenet-N draws and parity prompts")
-    p.add_argument("--no-detect-graph", action="store_true", help="skip the fused detection graph detect.fp32.onnx")
+    p.add_argument("--detect-graph", action="store_true",
+                   help="also write the fused detection graph detect.fp32.onnx (a second copy of the image weights)")
+    p.add_argument("--no-detect-graph", action="store_true", help=argparse.SUPPRESS)  # the default since 0.2
+    p.add_argument("--int8-method", default="dynamic-u8s7",
+                   help="how the int8 image encoder is made: dynamic-u8s7 (default; holds on every CPU), "
+                        "dynamic-s8 (VNNI CPUs only), dynamic-u8u8, static-qdq (see docs/export.md)")
     p.add_argument("--int8-optimize", action="store_true",
                    help="run ONNX Runtime's transformer optimizer before int8 quantisation")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out folder (after the new bundle passes)")
@@ -54,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = ExportConfig(
         model_name=args.model, pretrained=args.pretrained, prompts=split_prompt_specs(args.prompts),
         precisions=tuple(s.strip() for s in args.precision.split(",") if s.strip()), opset=args.opset,
-        seed=args.seed, detect_graph=not args.no_detect_graph, int8_optimize=args.int8_optimize,
+        seed=args.seed, detect_graph=args.detect_graph and not args.no_detect_graph,
+        int8_method=args.int8_method, int8_optimize=args.int8_optimize,
     )
     random_weights_notice(cfg.pretrained)
     manifest = export_bundle(cfg, args.out, force=args.force,
@@ -62,17 +68,29 @@ def run(args: argparse.Namespace) -> int:
     table = Table(title=f"parity with PyTorch ({manifest.model_name}, {manifest.pretrained})")
     for col in ("graph", "min cosine", "max abs diff", "size (MB)"):
         table.add_column(col, justify="left" if col == "graph" else "right")
-    graphs = {f"image_encoder.{p}": g for p, g in manifest.image_encoders.items()}
-    graphs.update({f"text_encoder.{p}": g for p, g in manifest.text_encoders.items()})
-    for key, fig in manifest.extra["parity_summary"].items():
-        g = graphs.get(key)
+    for key, fig in manifest.info["parity_summary"].items():
+        g = manifest.graphs.get(key)
         size = (args.out / g.file).stat().st_size / 1e6 if g else None
-        if "min_cosine" in fig:
+        if key in manifest.info.get("omitted", {}):
+            table.add_row(key, f"[bold red]{fig['min_cosine']:.7f}[/]", f"{fig['max_abs_diff']:.2e}", "omitted")
+        elif "min_cosine" in fig:
             table.add_row(key, f"{fig['min_cosine']:.7f}", f"{fig['max_abs_diff']:.2e}", f"{size:.1f}" if size else "")
         else:
-            table.add_row(key, "-", f"{fig['max_abs_diff_score']:.2e} (score, 0..{manifest.scoring['score_scale']:g})", "")
+            table.add_row(key, "-", f"{fig['max_abs_diff_score']:.2e} (score, 0..{manifest.scoring.score_scale:g})", "")
     console.print(table)
     total = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file()) / 1e6
-    console.print(f"bundle [bold]{escape(str(args.out))}[/] ({total:.1f} MB) written in {manifest.extra['export_seconds']:.1f} s; "
-                  "all parity gates passed", highlight=False)
+    omitted = manifest.info.get("omitted", {})
+    console.print(f"bundle [bold]{escape(str(args.out))}[/] ({total:.1f} MB) written in "
+                  f"{manifest.info['export_seconds']:.1f} s; "
+                  + ("all parity gates passed" if not omitted else f"{len(omitted)} graph(s) left out"), highlight=False)
+    if omitted:
+        for key, why in omitted.items():
+            fix = ("--int8-method dynamic-u8s7 (7-bit weights hold on every CPU) or dynamic-u8u8"
+                   if key.endswith("int8") else f"leaving {key.split('.')[-1]} out of --precision")
+            err_console.print(f"[bold red]error:[/] {escape(key)} | {escape(why)} It was left out of the bundle; "
+                              f"the others are usable. Expected a graph within its gate: try {fix}.", highlight=False)
+        return EXIT_PARTIAL
     return 0
+
+
+EXIT_PARTIAL = 4  # bundle written, but a precision missed its parity gate and was left out

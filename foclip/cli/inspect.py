@@ -1,4 +1,6 @@
-"""`foclip inspect DIR`: show a bundle's manifest and parity summary, and re-check every file hash."""
+"""`foclip inspect DIR [--verify]`: show a bundle's manifest and parity summary, re-check every file
+hash, and with ``--verify`` run the bundle's self-check reference set through its graphs on this
+machine's backend."""
 
 from __future__ import annotations
 
@@ -9,8 +11,15 @@ from pathlib import Path
 def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="show a bundle's manifest and parity, re-check its file hashes",
                        description="Print a bundle's manifest and parity summary and re-hash every file; exit 1 "
-                                   "when a file is missing or changed.")
+                                   "when a file is missing or changed, or when --verify finds a graph that misses "
+                                   "its parity gate on this machine.")
     p.add_argument("bundle", type=Path, help="bundle folder written by `foclip export`")
+    p.add_argument("--verify", action="store_true",
+                   help="run each graph on this machine against the bundle's PyTorch reference set and "
+                        "compare with its gate (exit 1 when one misses it)")
+    p.add_argument("--backend", default="ort-cpu", help="backend for --verify (default ort-cpu)")
+    p.add_argument("--precision", default=None,
+                   help="with --verify: only graphs of this precision (trt: the engine precision)")
     p.set_defaults(func=run)
 
 
@@ -39,22 +48,26 @@ def run(args: argparse.Namespace) -> int:
         ("model", m.model_name), ("pretrained", m.pretrained + ("  (RANDOM WEIGHTS)" if m.random_init else "")),
         ("embed dim", m.embed_dim), ("context length", m.context_length),
         ("preprocess", ", ".join(f"{k}={_fmt(v)}" for k, v in m.preprocess.__dict__.items())),
-        ("grayscale", ", ".join(f"{k}={_fmt(v)}" for k, v in m.grayscale.items())),
-        ("scoring", ", ".join(f"{k}={_fmt(v)}" for k, v in m.scoring.items())),
+        ("grayscale", ", ".join(f"{k}={_fmt(v)}" for k, v in m.grayscale.__dict__.items())),
+        ("scoring", ", ".join(f"{k}={_fmt(v)}" for k, v in m.scoring.__dict__.items())),
         ("opset", m.opset), ("schema", m.schema_version), ("created", m.created),
         ("versions", ", ".join(f"{k} {v}" for k, v in m.versions.items())),
-        ("tokenizer", m.tokenizer_file),
+        ("tokenizer", f"{m.tokenizer.file} + {m.tokenizer.config_file} ({m.tokenizer.kind})"),
     ]
-    for kind, graphs in (("image encoder", m.image_encoders), ("text encoder", m.text_encoders),
-                         ("detect graph", m.detect_graphs)):
-        for prec, g in graphs.items():
-            io = "; ".join(f"{t.name} {t.dtype} {_fmt(t.shape)}" for t in g.inputs) + " -> " + "; ".join(
-                f"{t.name} {t.dtype} {_fmt(t.shape)}" for t in g.outputs)
-            rows.append((f"{kind} {prec}", f"{g.file}: {io}"))
+    for key, g in m.graphs.items():
+        io = "; ".join(f"{t.name} {t.dtype} {_fmt(t.shape)}" for t in g.inputs) + " -> " + "; ".join(
+            f"{t.name} {t.dtype} {_fmt(t.shape)}" for t in g.outputs)
+        quant = f" [{g.quantization.get('method')}: for {g.quantization.get('cpus')}]" if g.quantization else ""
+        rows.append((f"graph {key}", f"{g.file}: {io}; gate min cosine {g.gate_min_cosine}{quant}"))
+    for key, why in m.info.get("omitted", {}).items():
+        rows.append((f"omitted {key}", why))
+    if m.reference is not None:
+        rows.append(("self-check set", f"{len(m.reference.photos)} photos ({', '.join(m.reference.photos)}), "
+                     f"{len(m.reference.prompts)} prompts"))
     for name, b in m.text_banks.items():
         rows.append((f"text bank {name}", f"{b.count} prompts, {b.embeddings_file}, sha256 {b.prompts_sha256[:16]}…"))
     for e in m.engines:
-        rows.append((f"engine {e.encoder} {e.precision}", (f"{e.file} (TensorRT {e.tensorrt_version}, sm "
+        rows.append((f"engine {e.graph}@{e.precision}", (f"{e.file} (TensorRT {e.tensorrt_version}, sm "
                      f"{e.compute_capability}, batch {_fmt(e.profile)})")))
     for k, v in rows:
         info.add_row(k, str(v))
@@ -98,4 +111,44 @@ def run(args: argparse.Namespace) -> int:
                           "check. Expected the files `foclip export` wrote.", highlight=False)
         return 1
     console.print(f"[green]all {len(m.files)} files match their sha256[/]", highlight=False)
+    return _verify(args) if args.verify else 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """Self-check each graph (or engine, for trt) on this machine; print a table; 1 when one fails."""
+    from rich.table import Table
+
+    from foclip.cli.common import console, err_console
+    from foclip.runtime.backends import canonical_backend, create_runner, require_backend
+    from foclip.runtime.bundle import open_bundle
+    from foclip.runtime.selfcheck import self_check
+
+    bundle = open_bundle(args.bundle)
+    backend = require_backend(args.backend)
+    if backend == "trt":
+        targets = [(e.graph, e.precision) for e in bundle.manifest.engines]
+    else:
+        targets = [(k, g.precision) for k, g in bundle.manifest.graphs.items()]
+    targets = [(k, p) for k, p in targets if args.precision in (None, p)]
+    if not targets:
+        err_console.print(f"[bold red]error:[/] {args.bundle} | has nothing to verify on {backend}"
+                          f"{' at ' + args.precision if args.precision else ''}. Expected a graph"
+                          f"{' or engine (foclip build-engine)' if backend == 'trt' else ''}.", highlight=False)
+        return 1
+    table = Table(title=f"self-check on this machine ({canonical_backend(backend)}; reference: fp32 PyTorch)")
+    for col in ("graph", "precision", "min cosine", "gate", "result", "rows", "seconds"):
+        table.add_column(col, justify="left" if col in ("graph", "result") else "right")
+    failed = 0
+    for key, prec in targets:
+        with create_runner(backend, bundle, key, engine_precision=prec) as runner:
+            r = self_check(bundle, bundle.graph(key), runner)
+        failed += not r.passed
+        table.add_row(key, prec, f"{r.min_cosine:.6f}", f">= {r.gate}",
+                      "[green]pass[/]" if r.passed else "[bold red]FAIL[/]", str(r.rows), f"{r.seconds:.2f}")
+    console.print(table)
+    if failed:
+        err_console.print(f"[bold red]error:[/] {args.bundle} | {failed} of {len(targets)} graphs miss their gate on "
+                          "this machine. Expected every graph within its gate (re-export int8 with "
+                          "--int8-method dynamic-u8s7, or serve another precision).", highlight=False)
+        return 1
     return 0

@@ -26,8 +26,12 @@ from foclip.exporter.config import ExportConfig
 from foclip.manifest import (
     MANIFEST_NAME,
     GraphSpec,
+    GrayscaleSpec,
     Manifest,
+    ReferenceSpec,
+    ScoringSpec,
     TensorSpec,
+    TokenizerSpec,
     TextBankSpec,
     atomic_write_bytes,
     atomic_write_json,
@@ -36,6 +40,8 @@ from foclip.manifest import (
 from foclip.scoring import CLAMP, LUMA
 
 PARITY_NAME = "parity.json"
+TOKENIZER_NAME = "tokenizer.json"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 Log = Callable[[str], None]
 
 
@@ -97,7 +103,9 @@ def _publish(tmp: Path, out_dir: Path) -> None:
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+    arr = np.asarray(arr)
+    np.save(buf, np.ascontiguousarray(arr, dtype=np.float32 if arr.dtype.kind == "f" else arr.dtype),
+            allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -114,21 +122,31 @@ def _versions() -> dict[str, str]:
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
 
 
-def _graph_specs(size: int, ctx: int, dim: int, scale: float) -> dict[str, Callable[[str, str], GraphSpec]]:
+def _graph_specs(size: int, ctx: int, dim: int, scale: float) -> dict[str, Callable[..., GraphSpec]]:
+    from foclip.exporter.parity import GATES, ORT_CPU_DISABLED_OPTIMIZERS
+
     pixels = (TensorSpec("pixels", "float32", ("batch", 3, size, size)),)
     tokens = (TensorSpec("tokens", "int64", ("batch", ctx)),)
     emb = (TensorSpec("embedding", "float32", ("batch", dim)),)
     io_note = "fp32 inputs/outputs at every precision"
+
+    def spec(role: str, prec: str, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], notes: str,
+             quantization: dict[str, Any] | None = None) -> GraphSpec:
+        return GraphSpec(key=f"{role}.{prec}", role=role, precision=prec, file=f"{role}_encoder.{prec}.onnx"
+                         if role != "detect" else f"detect.{prec}.onnx", inputs=inputs, outputs=outputs,
+                         gate_min_cosine=GATES[prec], disabled_optimizers=tuple(ORT_CPU_DISABLED_OPTIMIZERS.get(prec, ())),
+                         quantization=quantization or {}, notes=notes)
+
     return {
-        "image": lambda f, p: GraphSpec(f, pixels, emb, f"{p}; RGB in [0,1] NCHW, resized+cropped, mean/std "
-                                        f"normalisation inside; output L2-normalised; {io_note}"),
-        "text": lambda f, p: GraphSpec(f, tokens, emb, f"{p}; open_clip token ids (SOT ... EOT, zero padded); "
-                                       f"EOT pooled by argmax; output L2-normalised; {io_note}"),
-        "detect": lambda f, p: GraphSpec(
-            f, (TensorSpec("pixels_u8", "uint8", ("batch", size, size, 3)),
-                TensorSpec("text_bank", "float32", ("prompts", dim))),
+        "image": lambda p, note, q=None: spec("image", p, pixels, emb, f"{note}; RGB in [0,1] NCHW, resized+cropped, "
+                                              f"mean/std normalisation inside; output L2-normalised; {io_note}", q),
+        "text": lambda p, note: spec("text", p, tokens, emb, f"{note}; open_clip token ids (SOT ... EOT, zero "
+                                     f"padded); EOT pooled by argmax; output L2-normalised; {io_note}"),
+        "detect": lambda p, note: spec(
+            "detect", p, (TensorSpec("pixels_u8", "uint8", ("batch", size, size, 3)),
+                          TensorSpec("text_bank", "float32", ("prompts", dim))),
             (TensorSpec("score_color", "float32", ("batch",)), TensorSpec("score_gray", "float32", ("batch",))),
-            f"{p}; RGB uint8 NHWC resized+cropped; inside: /255, luma gray copy, 2N stack, encoder, per-pair "
+            f"{note}; RGB uint8 NHWC resized+cropped; inside: /255, luma gray copy, 2N stack, encoder, per-pair "
             f"clamped cosine mean x {scale:g}; text_bank rows L2-normalised"),
     }
 
@@ -160,37 +178,79 @@ class _Exporter:
         self.image_encoder = ImageEncoder(self.clip.model, self.clip.preprocess).eval()
         self.text_encoder = TextEncoder(self.clip.model).eval()
 
-    def export_graphs(self) -> tuple[dict[str, GraphSpec], dict[str, GraphSpec], dict[str, GraphSpec]]:
+    def export_graphs(self) -> dict[str, GraphSpec]:
         from foclip.exporter import convert, onnx_export
         from foclip.exporter.detect_graph import export_detect_graph
 
         c, cfg, tmp = self.clip, self.cfg, self.tmp
         specs = _graph_specs(c.preprocess.image_size, c.context_length, c.embed_dim, cfg.score_scale)
-        image, text, detect = {}, {}, {}
+        graphs: dict[str, GraphSpec] = {}
+
+        def add(g: GraphSpec) -> None:
+            graphs[g.key] = g
+
         self.log("exporting image_encoder.fp32.onnx")
         onnx_export.export_image_encoder(self.image_encoder, c.preprocess.image_size, tmp / "image_encoder.fp32.onnx",
                                          cfg.opset)
-        image["fp32"] = specs["image"]("image_encoder.fp32.onnx", "fp32")
+        add(specs["image"]("fp32", "fp32"))
         self.log("exporting text_encoder.fp32.onnx")
         onnx_export.export_text_encoder(self.text_encoder, c.context_length, tmp / "text_encoder.fp32.onnx", cfg.opset)
-        text["fp32"] = specs["text"]("text_encoder.fp32.onnx", "fp32")
+        add(specs["text"]("fp32", "fp32"))
         if "fp16" in self.precisions:
             self.log("converting to fp16 (ONNX Runtime float16 converter, fp32 IO)")
-            for kind, store in (("image", image), ("text", text)):
+            for kind in ("image", "text"):
                 convert.to_fp16(tmp / f"{kind}_encoder.fp32.onnx", tmp / f"{kind}_encoder.fp16.onnx")
-                store["fp16"] = specs[kind](f"{kind}_encoder.fp16.onnx",
-                                            "fp16 weights and compute (ONNX Runtime float16 converter)")
+                add(specs[kind]("fp16", "fp16 weights and compute (ONNX Runtime float16 converter)"))
         if "int8" in self.precisions:
-            self.log("quantising to int8 (ONNX Runtime dynamic quantisation)")
-            convert.to_int8(tmp / "image_encoder.fp32.onnx", tmp / "image_encoder.int8.onnx", optimize=cfg.int8_optimize)
-            image["int8"] = specs["image"]("image_encoder.int8.onnx", "int8 dynamic quantisation (QInt8 weights, "
-                                           "activations quantised at run time)")
+            method = convert.int8_method(cfg.int8_method)
+            self.log(f"quantising to int8 ({method.name}: ONNX Runtime {method.kind} quantisation, "
+                     f"{method.weight_type} weights, reduce_range={method.reduce_range})")
+            calib = self.reference_pixels() if method.kind == "static" else None
+            convert.to_int8(tmp / "image_encoder.fp32.onnx", tmp / "image_encoder.int8.onnx", method.name,
+                            optimize=cfg.int8_optimize, calibration_pixels=calib)
+            add(specs["image"]("int8", f"int8 {method.name}", {**method.to_dict(),
+                                                                "transformer_optimizer": cfg.int8_optimize}))
         if cfg.detect_graph:
             self.log("exporting detect.fp32.onnx (fused detection graph)")
             export_detect_graph(self.image_encoder, c.preprocess.image_size, c.embed_dim, cfg.score_scale,
                                 tmp / "detect.fp32.onnx", cfg.opset)
-            detect["fp32"] = specs["detect"]("detect.fp32.onnx", "fp32")
-        return image, text, detect
+            add(specs["detect"]("fp32", "fp32"))
+        return graphs
+
+    def reference_pixels(self) -> np.ndarray:
+        """float32 colour + gray rows of the parity photos (static int8 calibration input)."""
+        from foclip.exporter.photos import parity_photos
+        from foclip.runtime.preprocess import to_pixels
+        from foclip.scoring import to_gray
+
+        color = np.stack([to_pixels(img, self.clip.preprocess) for _, img in parity_photos(8)])
+        return np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
+
+    def write_reference(self, n_photos: int = 4, n_prompts: int = 8) -> ReferenceSpec:
+        """The self-check reference set: a few photos' model inputs and prompts, with fp32 PyTorch
+        embeddings, so any machine can check a graph where it runs (``foclip inspect --verify``)."""
+        import torch
+
+        from foclip.exporter.photos import parity_photos
+        from foclip.runtime.preprocess import to_uint8
+        from foclip.scoring import to_gray
+
+        c = self.clip
+        photos = parity_photos(n_photos)
+        u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
+        color = u8.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
+        pixels = np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
+        img_emb = self.image_encoder(torch.from_numpy(pixels)).numpy().astype(np.float32)
+        prompts = [p for ps in self.prompt_sets for p in ps.prompts][:n_prompts]
+        tokens = c.tokenizer(prompts).numpy().astype(np.int64)
+        txt_emb = self.text_encoder(torch.from_numpy(tokens)).numpy().astype(np.float32)
+        spec = ReferenceSpec(tuple(n for n, _ in photos), "reference/pixels_u8.npy",
+                             "reference/image_embeddings.fp32.npy", tuple(prompts), "reference/tokens.npy",
+                             "reference/text_embeddings.fp32.npy")
+        for rel, arr in ((spec.pixels_file, u8), (spec.image_embeddings_file, img_emb), (spec.tokens_file, tokens),
+                         (spec.text_embeddings_file, txt_emb)):
+            _save_npy(self.tmp / rel, arr)
+        return spec
 
     def write_banks(self) -> dict[str, TextBankSpec]:
         import torch
@@ -209,8 +269,15 @@ class _Exporter:
             self.bank_embeddings[ps.name] = emb.astype(np.float32)
         return banks
 
-    def run_parity(self, image: dict[str, GraphSpec], text: dict[str, GraphSpec],
-                   detect: dict[str, GraphSpec]) -> dict[str, Any]:
+    def run_parity(self, graphs: dict[str, GraphSpec]) -> dict[str, Any]:
+        """Check every graph against PyTorch; drop (and delete) a non-fp32 graph that misses its gate.
+
+        Returns:
+            The parity report; ``report["omitted"]`` maps each dropped graph key to why.
+
+        Raises:
+            ParityError: an fp32 graph or the tokenizer misses its gate (nothing can be kept).
+        """
         import torch
 
         from foclip.exporter import parity
@@ -244,45 +311,54 @@ class _Exporter:
                        "image_rows_note": "colour photos then their luma-gray copies",
                        "text_rows": len(tokens),
                        "text_rows_note": "seeded random token sequences of every length, then bundled prompts"},
-            "image_encoder": {}, "text_encoder": {}, "detect_graph": {},
+            "image_encoder": {}, "text_encoder": {}, "detect_graph": {}, "omitted": {},
         }
-        for prec, spec in image.items():
-            r = parity.encoder_parity(parity.ort_session(tmp / spec.file, prec), "pixels", pixels, img_ref)
+
+        def omit_or_raise(spec: GraphSpec, exc: parity.ParityError) -> None:
+            if spec.precision == "fp32":
+                raise exc
+            report["omitted"][spec.key] = str(exc)
+            (tmp / spec.file).unlink(missing_ok=True)
+            del graphs[spec.key]
+            self.log(f"  OMITTED {spec.file}: {exc}")
+
+        for spec in [g for g in graphs.values() if g.role in ("image", "text")]:
+            image = spec.role == "image"
+            sess = parity.ort_session(tmp / spec.file, spec.precision)
+            r = parity.encoder_parity(sess, "pixels" if image else "tokens", pixels if image else tokens,
+                                      img_ref if image else txt_ref)
             got = r.pop("_embeddings")
-            r["banks"] = {name: parity.score_parity(img_ref, got, len(color), bank, cfg.score_scale)
-                          for name, bank in self.bank_embeddings.items()}
-            parity.check_gate(r, spec.file, prec)
-            report["image_encoder"][prec] = r
+            if image:
+                r["banks"] = {name: parity.score_parity(img_ref, got, len(color), bank, cfg.score_scale)
+                              for name, bank in self.bank_embeddings.items()}
+            report[f"{spec.role}_encoder"][spec.precision] = r
+            try:
+                parity.check_gate(r, spec.file, spec.precision)
+            except parity.ParityError as exc:
+                omit_or_raise(spec, exc)
+                continue
             self.log(f"  {spec.file}: min cosine {r['min_cosine']:.7f}, max abs diff {r['max_abs_diff']:.2e}")
-        for prec, spec in text.items():
-            r = parity.encoder_parity(parity.ort_session(tmp / spec.file, prec), "tokens", tokens, txt_ref)
-            r.pop("_embeddings")
-            parity.check_gate(r, spec.file, prec)
-            report["text_encoder"][prec] = r
-            self.log(f"  {spec.file}: min cosine {r['min_cosine']:.7f}, max abs diff {r['max_abs_diff']:.2e}")
-        if detect:
-            u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
-            ref2 = img_ref[:2 * len(color)]  # colour rows, then their gray copies
-            for prec, spec in detect.items():
-                sess = parity.ort_session(tmp / spec.file, prec)
-                report["detect_graph"][prec] = {
-                    name: parity.detect_parity(sess, u8, bank, ref2, cfg.score_scale, prec, spec.file)
-                    for name, bank in self.bank_embeddings.items()}
-        probe = Manifest(  # just enough manifest for the runtime tokenizer loader
-            model_name=c.model_name, pretrained=c.pretrained, random_init=c.random_init, embed_dim=c.embed_dim,
-            context_length=c.context_length, preprocess=c.preprocess, image_encoders={}, text_encoders={},
-            text_banks={}, tokenizer_file="tokenizer.json", opset=cfg.opset, versions={}, files={}, created="")
+        u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
+        ref2 = img_ref[:2 * len(color)]  # colour rows, then their gray copies
+        for spec in [g for g in graphs.values() if g.role == "detect"]:
+            sess = parity.ort_session(tmp / spec.file, spec.precision)
+            report["detect_graph"][spec.precision] = {
+                name: parity.detect_parity(sess, u8, bank, ref2, cfg.score_scale, spec.precision, spec.file)
+                for name, bank in self.bank_embeddings.items()}
+        probe = TokenizerSpec(TOKENIZER_NAME, TOKENIZER_CONFIG_NAME)
         texts = [p for ps in self.prompt_sets for p in ps.prompts] + imagenet_prompts(200, cfg.seed)
-        report["tokenizer"] = parity.tokenizer_parity(load_tokenizer(tmp, probe), c.tokenizer, texts)
-        report["passed"] = True
+        report["tokenizer"] = parity.tokenizer_parity(
+            load_tokenizer(tmp, probe, c.context_length), c.tokenizer, texts)
+        report["passed"] = not report["omitted"]
         return report
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for enc in ("image_encoder", "text_encoder"):
+    for enc, role in (("image_encoder", "image"), ("text_encoder", "text")):
         for prec, r in report[enc].items():
-            out[f"{enc}.{prec}"] = {"min_cosine": r["min_cosine"], "max_abs_diff": r["max_abs_diff"]}
+            out[f"{role}.{prec}"] = {"min_cosine": r["min_cosine"], "max_abs_diff": r["max_abs_diff"],
+                                     "passed": r.get("passed", False)}
     for prec, banks in report.get("detect_graph", {}).items():
         out[f"detect.{prec}"] = {"max_abs_diff_score": max(b["max_abs_diff_score"] for b in banks.values())}
     return out
@@ -299,16 +375,17 @@ def export_bundle(cfg: ExportConfig, out_dir: str | os.PathLike[str], force: boo
         log: receives one line per step (the CLI prints them); silent when None.
 
     Returns:
-        The written manifest.
+        The written manifest. A non-fp32 graph that misses its parity gate is left out of the
+        bundle, not fatal: ``manifest.info["omitted"]`` maps its key to the reason (the CLI then
+        exits with code 4 and names the option that fixes it).
 
     Raises:
         InputError: bad output folder, opset, precision or prompt set.
         ModelError: unknown model name (close names listed), unreadable checkpoint, unsupported tokenizer.
-        ParityError: an exported graph misses its parity gate (no bundle is left behind).
+        ParityError: an fp32 graph or the tokenizer misses its gate (no bundle is left behind).
         MissingExtraError: an export dependency is missing.
     """
-    from foclip.exporter.parity import ORT_CPU_DISABLED_OPTIMIZERS
-    from foclip.exporter.tokenizer_asset import TOKENIZER_NAME, write_tokenizer
+    from foclip.exporter.tokenizer_asset import write_tokenizer
 
     sink = log or _quiet
     t0 = time.perf_counter()
@@ -332,32 +409,25 @@ def export_bundle(cfg: ExportConfig, out_dir: str | os.PathLike[str], force: boo
         ex.load()
         c = ex.clip
         write_tokenizer(tmp, c.tokenizer, c.context_length)
-        image, text, detect = ex.export_graphs()
+        graphs = ex.export_graphs()
         banks = ex.write_banks()
-        report = ex.run_parity(image, text, detect)
+        reference = ex.write_reference()
+        report = ex.run_parity(graphs)
         report["export_seconds"] = round(time.perf_counter() - t0, 2)
         atomic_write_json(tmp / PARITY_NAME, report)
         files = {p.relative_to(tmp).as_posix(): sha256_file(p)
                  for p in sorted(tmp.rglob("*")) if p.is_file() and p.name != MANIFEST_NAME}
         manifest = Manifest(
             model_name=c.model_name, pretrained=c.pretrained, random_init=c.random_init, embed_dim=c.embed_dim,
-            context_length=c.context_length, preprocess=c.preprocess, image_encoders=image, text_encoders=text,
-            text_banks=banks, tokenizer_file=TOKENIZER_NAME, opset=cfg.opset, versions=_versions(), files=files,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            grayscale={"weights": list(LUMA), "space": "RGB in [0,1], float (not rounded to 8 bits)",
-                       "channels": "luma replicated to 3 channels"},
-            scoring={"score_scale": cfg.score_scale, "clamp": CLAMP, "reduce": "mean over the prompt set",
-                     "drop": "(score_color - score_gray) / score_color, a fraction; 0 when score_color is 0"},
-            detect_graphs=detect,
-            extra={
-                "parity_file": PARITY_NAME, "parity_summary": _summary(report),
-                "tokenizer_config_file": "tokenizer_config.json",
-                "onnxruntime_cpu": {"disabled_optimizers": ORT_CPU_DISABLED_OPTIMIZERS,
-                                    "note": "pass as InferenceSession(disabled_optimizers=...) on the CPU EP"},
-                "int8": {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
-                         "transformer_optimizer": cfg.int8_optimize} if "int8" in image else {},
-                "export_seconds": report["export_seconds"], "seed": cfg.seed,
-            },
+            context_length=c.context_length, preprocess=c.preprocess,
+            grayscale=GrayscaleSpec("luma-rgb01-float", tuple(LUMA)),
+            scoring=ScoringSpec(cfg.score_scale, CLAMP, "mean", "relative"),
+            tokenizer=TokenizerSpec(TOKENIZER_NAME, TOKENIZER_CONFIG_NAME), graphs=graphs, text_banks=banks,
+            reference=reference, opset=cfg.opset, versions=_versions(), files=files,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), parity_file=PARITY_NAME,
+            info={"parity_summary": _summary(report), "omitted": report["omitted"],
+                  "export_seconds": report["export_seconds"], "seed": cfg.seed,
+                  "detect_graph_note": "" if cfg.detect_graph else "not written (--detect-graph to add it)"},
         )
         atomic_write_json(tmp / MANIFEST_NAME, manifest.to_dict())
         _publish(tmp, out_dir)

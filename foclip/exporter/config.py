@@ -22,7 +22,11 @@ class ExportConfig:
             reference); text encoders are written in fp32 and, when asked, fp16 (no int8 text).
         opset: ONNX opset (17 or more; at most what the installed exporter produces).
         seed: seed of the random init, the imagenet-N draw and the random parity prompts.
-        detect_graph: also write the fused detection graph ``detect.fp32.onnx``.
+        detect_graph: also write the fused detection graph ``detect.fp32.onnx`` (off by default:
+            it holds a second copy of the image encoder's weights, and on the CPU it gains little;
+            see docs/export.md).
+        int8_method: how the int8 image encoder is made (a key of
+            :data:`foclip.exporter.convert.INT8_METHODS`; the default holds on every CPU).
         int8_optimize: run ONNX Runtime's transformer optimizer before int8 quantisation.
         score_scale: w of the CLIPscore used by parity and the detection graph.
     """
@@ -33,7 +37,8 @@ class ExportConfig:
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
     opset: int = 18
     seed: int = 0
-    detect_graph: bool = True
+    detect_graph: bool = False
+    int8_method: str = "dynamic-u8s7"
     int8_optimize: bool = False
     score_scale: float = DEFAULT_SCALE
 

@@ -1,4 +1,9 @@
-"""TensorRT engines for a bundle's encoders (TensorRT 10 Python API, imported lazily).
+"""TensorRT engines for any of a bundle's graphs (TensorRT 10 Python API, imported lazily).
+
+An engine is built from one graph key (``image.fp32``, ``text.fp32``, ``detect.fp32``…), the
+same keys the detector chooses from, so ``--backend trt`` always finds the engine of the graph
+it runs. After the build the engine is loaded and run on the bundle's self-check reference set;
+an engine that misses the graph's parity gate is not recorded.
 
 One optimisation profile from a (min, opt, max) batch triple; the bundle keeps a timing cache
 (``engines/timing.cache``) so that rebuilds are fast; an engine is cached under a key over
@@ -35,7 +40,7 @@ from foclip.manifest import (
 )
 
 ENGINE_PRECISIONS = ("fp16", "bf16", "fp32")
-ENCODERS = ("image", "text")
+PROMPTS_PROFILE_MAX = 4096  # most prompts a detect engine's text_bank input takes
 TIMING_CACHE = "engines/timing.cache"
 DEFAULT_PROFILE = (1, 16, 64)
 WORKSPACE_BYTES = 4 << 30
@@ -43,9 +48,9 @@ WORKSPACE_BYTES = 4 << 30
 
 @dataclass(frozen=True)
 class EngineRequest:
-    """What to build: encoder, precision and batch profile."""
+    """What to build: source graph key, engine precision and batch profile."""
 
-    encoder: str = "image"
+    graph: str = "image.fp32"
     precision: str = "fp16"
     profile: tuple[int, int, int] = DEFAULT_PROFILE
 
@@ -74,13 +79,18 @@ def parse_profile(text: str) -> tuple[int, int, int]:
 
 
 def check_request(req: EngineRequest) -> EngineRequest:
-    """Validate encoder and precision names.
+    """Validate the graph key's form and the precision name.
 
     Raises:
-        InputError: unknown encoder or precision.
+        InputError: a graph key not of the form ``<image|text|detect>.<fp32|fp16|int8>``, or an
+            unknown precision.
     """
-    if req.encoder not in ENCODERS:
-        raise InputError(f"--encoder {req.encoder!r}", "is not an encoder", " or ".join(ENCODERS))
+    from foclip.manifest import PRECISIONS, ROLES
+
+    role, _, prec = req.graph.partition(".")
+    if role not in ROLES or prec not in PRECISIONS:
+        raise InputError(f"--graph {req.graph!r}", "is not a graph key",
+                         "<role>.<precision> with role image, text or detect, e.g. image.fp32 or detect.fp32")
     if req.precision not in ENGINE_PRECISIONS:
         raise InputError(f"--precision {req.precision!r}", "is not a TensorRT precision", "|".join(ENGINE_PRECISIONS))
     return req
@@ -108,19 +118,34 @@ def engine_key(onnx_sha256: str, tensorrt_version: str, compute_capability: str,
 def engine_file(req: EngineRequest, key: str) -> str:
     """Relative engine path inside the bundle."""
     lo, opt, hi = req.profile
-    return f"engines/{req.encoder}_encoder.{req.precision}.b{lo}-{opt}-{hi}.{key[:16]}.engine"
+    return f"engines/{req.graph}.{req.precision}.b{lo}-{opt}-{hi}.{key[:16]}.engine"
 
 
-def input_shapes(manifest: Manifest, encoder: str, profile: tuple[int, int, int]) -> tuple[str, list[tuple[int, ...]]]:
-    """Input name and the (min, opt, max) shapes of the profile.
+def input_shapes(manifest: Manifest, graph_key: str, profile: tuple[int, int, int]
+                 ) -> list[tuple[str, list[tuple[int, ...]]]]:
+    """Each input's (min, opt, max) shapes: the batch axis from the profile, a detect graph's
+    prompt axis from 1 to :data:`PROMPTS_PROFILE_MAX` (opt: the largest bundled bank).
 
     Returns:
-        ``(input name, [min shape, opt shape, max shape])``.
+        ``[(input name, [min shape, opt shape, max shape]), ...]``.
     """
-    if encoder == "image":
-        s = manifest.preprocess.image_size
-        return "pixels", [(b, 3, s, s) for b in profile]
-    return "tokens", [(b, manifest.context_length) for b in profile]
+    graph = manifest.graphs[graph_key]
+    bank = max((b.count for b in manifest.text_banks.values()), default=64)
+    out = []
+    for t in graph.inputs:
+        shapes = []
+        for i in range(3):
+            dims = []
+            for d in t.shape:
+                if d == "batch":
+                    dims.append(profile[i])
+                elif d == "prompts":
+                    dims.append((1, min(bank, PROMPTS_PROFILE_MAX), PROMPTS_PROFILE_MAX)[i])
+                else:
+                    dims.append(int(d))
+            shapes.append(tuple(dims))
+        out.append((t.name, shapes))
+    return out
 
 
 def gpu_compute_capability() -> str:
@@ -149,21 +174,20 @@ def gpu_compute_capability() -> str:
     raise BackendError("TensorRT", "found no CUDA GPU", "a machine with an NVIDIA GPU and driver")
 
 
-def _source_onnx(manifest: Manifest, encoder: str) -> str:
-    graphs = manifest.image_encoders if encoder == "image" else manifest.text_encoders
-    if "fp32" not in graphs:
-        raise BundleError(f"{encoder}_encoder", "has no fp32 ONNX graph in this bundle",
-                          "a bundle exported with the fp32 encoder")
-    return graphs["fp32"].file
+def _source_onnx(manifest: Manifest, graph_key: str) -> str:
+    if graph_key not in manifest.graphs:
+        raise BundleError(f"graph {graph_key!r}", "is not in this bundle",
+                          f"one of: {', '.join(manifest.graphs)}")
+    return manifest.graphs[graph_key].file
 
 
 def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
                  log: Callable[[str], None] | None = None) -> tuple[EngineSpec, bool]:
-    """Build (or reuse) a TensorRT engine for one encoder of a bundle and record it in the manifest.
+    """Build (or reuse) a TensorRT engine for one graph of a bundle, check it, record it.
 
     Args:
         bundle: bundle folder.
-        req: encoder, precision and batch profile.
+        req: source graph key, precision and batch profile.
         log: receives progress lines.
 
     Returns:
@@ -171,7 +195,8 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
 
     Raises:
         MissingExtraError: tensorrt is not installed (names ``pip install 'foclip[trt]'``).
-        BundleError: the bundle fails its hash check or lacks the fp32 graph; the parse or build fails.
+        BundleError: the bundle fails its hash check or lacks the graph; the parse or build fails;
+            the built engine misses the graph's parity gate on the reference set (SelfCheckError).
         BackendError: no GPU.
         InputError: bad encoder, precision or profile.
     """
@@ -184,7 +209,7 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
         rel, why = problems[0]
         raise BundleError(str(bundle / rel), why, "the files `foclip export` wrote (re-export the bundle)")
     trt = require("tensorrt", "trt")
-    src = _source_onnx(manifest, req.encoder)
+    src = _source_onnx(manifest, req.graph)
     sm = gpu_compute_capability()
     key = engine_key(manifest.files[src], trt.__version__, sm, req.precision, req.profile)
     for spec in manifest.engines:
@@ -197,9 +222,29 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
     plan, cache = _build(trt, bundle / src, manifest, req, bundle / TIMING_CACHE)
     atomic_write_bytes(bundle / rel, plan)
     atomic_write_bytes(bundle / TIMING_CACHE, cache)
-    spec = EngineSpec(rel, req.encoder, req.precision, manifest.files[src], trt.__version__, sm, req.profile, key)
+    spec = EngineSpec(req.graph, req.precision, rel, manifest.files[src], trt.__version__, sm, req.profile, key)
+    try:
+        result = _self_check(bundle, manifest, spec)
+    except BaseException:
+        (bundle / rel).unlink(missing_ok=True)
+        raise
+    log(f"self-check of {rel}: min cosine {result.min_cosine:.6f} (gate {result.gate})")
     _record(bundle, spec)
     return spec, True
+
+
+def _self_check(bundle: Path, manifest: Manifest, spec: EngineSpec):  # -> SelfCheckResult
+    """Run the new engine on the bundle's reference set; raise when it misses the gate."""
+    from foclip.runtime.backends import EngineFromBundle, TrtRunner
+    from foclip.runtime.bundle import Bundle, bundle_hash
+    from foclip.runtime.selfcheck import require_pass, self_check
+
+    files = {**manifest.files, spec.file: sha256_file(bundle / spec.file)}
+    trial = Bundle(bundle, manifest.with_changes(files=files, engines=(*manifest.engines, spec)), "")
+    trial = Bundle(bundle, trial.manifest, bundle_hash(trial.manifest))
+    graph = trial.graph(spec.graph)
+    with TrtRunner(EngineFromBundle(trial, graph, spec.precision)) as runner:
+        return require_pass(self_check(trial, graph, runner))
 
 
 def _build(trt, onnx_path: Path, manifest: Manifest, req: EngineRequest, cache_path: Path) -> tuple[bytes, bytes]:
@@ -214,9 +259,9 @@ def _build(trt, onnx_path: Path, manifest: Manifest, req: EngineRequest, cache_p
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if req.precision != "fp32":
         config.set_flag(getattr(trt.BuilderFlag, req.precision.upper()))
-    name, (lo, opt, hi) = input_shapes(manifest, req.encoder, req.profile)
     profile = builder.create_optimization_profile()
-    profile.set_shape(name, lo, opt, hi)
+    for name, (lo, opt, hi) in input_shapes(manifest, req.graph, req.profile):
+        profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
     old = cache_path.read_bytes() if cache_path.is_file() else b""
     timing = config.create_timing_cache(old)

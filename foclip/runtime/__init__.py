@@ -9,7 +9,7 @@
 See docs/runtime.md. Importing this package never imports torch or open_clip.
 """
 
-from foclip.runtime.backends import BACKENDS, Backend, available_backends
+from foclip.runtime.backends import BACKENDS, Runner, available_backends, create_runner
 from foclip.runtime.bundle import Bundle, TextBank, bundle_hash, open_bundle
 from foclip.runtime.calibration import Calibration, fit_calibration, roc_auc, search_thresholds
 from foclip.runtime.decode import ERROR_CODES, DecodeLimits, ItemError
@@ -19,16 +19,16 @@ from foclip.runtime.detector import (
     DetectConfig,
     DetectionResult,
     Detector,
-    embed_prompts,
-    resolve_text_bank,
+    choose_graph,
 )
+from foclip.runtime.selfcheck import SelfCheckError, SelfCheckResult, self_check
+from foclip.runtime.text_bank import embed_prompts, resolve_text_bank
 
 __all__ = [
     "BACKENDS",
     "DEFAULT_TAU_DROP",
     "DEFAULT_TAU_SCORE",
     "ERROR_CODES",
-    "Backend",
     "Bundle",
     "Calibration",
     "DecodeLimits",
@@ -36,13 +36,19 @@ __all__ = [
     "DetectionResult",
     "Detector",
     "ItemError",
+    "Runner",
+    "SelfCheckError",
+    "SelfCheckResult",
     "TextBank",
     "available_backends",
     "bundle_hash",
+    "choose_graph",
+    "create_runner",
     "embed_prompts",
     "fit_calibration",
     "open_bundle",
     "resolve_text_bank",
     "roc_auc",
     "search_thresholds",
+    "self_check",
 ]

@@ -1,14 +1,19 @@
-"""Inference backends behind one small contract: ``ort-cpu``, ``ort-cuda`` and ``trt``.
+"""Loaders and runners for the bundle's graphs: ``ort-cpu``, ``ort-cuda`` and ``trt``.
 
-:class:`Backend` owns what every backend needs the same way: validating the feeds against the
-manifest's :class:`~foclip.manifest.GraphSpec` (names, dtypes, ranks, fixed dimensions) with a
-message that says what was expected, and timing each call. A concrete backend implements only
-``_run_impl``.
+Building is separate from running (the Polygraphy pattern):
+
+* a **loader** is a small callable that, when called, opens one graph of a verified bundle:
+  :class:`SessionFromBundle` (an ONNX Runtime session on a named provider) and
+  :class:`EngineFromBundle` (a TensorRT engine built from the graph by ``foclip build-engine``);
+* a **runner** takes a loader, opens it in :meth:`Runner.activate`, releases it in
+  :meth:`Runner.deactivate` (also as a context manager; no ``__del__`` cleanup), validates every
+  feed against the session's or engine's **own** IO metadata, times each call, and implements one
+  small ``_run_impl``.
 
 Asking for a backend is strict: the name is matched forgivingly (``cpu``, ``onnxruntime``,
 ``cuda``, ``tensorrt``...), but when the backend is not available the error lists the ones that
-are; there is never a silent fallback to the CPU. ``onnxruntime`` is imported when an ORT backend
-is created, ``tensorrt`` and CUDA bindings only when ``trt`` is.
+are; there is never a silent fallback to the CPU. ``onnxruntime`` is imported when an ORT loader
+is called, ``tensorrt`` and CUDA bindings only when a TensorRT one is.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ from __future__ import annotations
 import importlib.util
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from foclip.errors import BackendError, BundleError, require
 from foclip.manifest import EngineSpec, GraphSpec, Manifest
+from foclip.runtime.bundle import Bundle
 
 BACKENDS = ("ort-cpu", "ort-cuda", "trt")
 _ALIASES = {
@@ -32,8 +37,8 @@ _ALIASES = {
     "onnxruntime-gpu": "ort-cuda", "cudaexecutionprovider": "ort-cuda",
     "trt": "trt", "tensorrt": "trt",
 }
-_DTYPES = {"float32": np.float32, "float16": np.float16, "int64": np.int64, "int32": np.int32,
-           "uint8": np.uint8}
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
+              "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
 
 
 def canonical_backend(name: str) -> str:
@@ -74,12 +79,104 @@ def available_backends() -> list[str]:
     return found
 
 
-class Backend:
-    """One loaded graph. Subclasses implement :meth:`_run_impl` (and set :attr:`name`).
+def require_backend(name: str) -> str:
+    """The canonical name of an available backend.
+
+    Raises:
+        BackendError: unknown, or not available here (lists what is, and the extra to install).
+    """
+    canon = canonical_backend(name)
+    avail = available_backends()
+    if canon not in avail:
+        raise BackendError(f"backend {canon!r}", "is not available in this environment",
+                           f"one of the available backends: {', '.join(avail) or 'none'} "
+                           f"(ort-cuda needs `pip install 'foclip[gpu]'` and a CUDA GPU; "
+                           f"trt needs `pip install 'foclip[trt]'`)")
+    return canon
+
+
+# --------------------------------------------------------------------------- loaders
+class SessionFromBundle:
+    """Loader: an ONNX Runtime session for one graph of a verified bundle.
+
+    Session options: graph optimisation ``ORT_ENABLE_ALL`` less the graph's
+    ``disabled_optimizers`` (CPU only); ``intra_op_num_threads`` = ``threads`` (0 = one per
+    core); ``spin_wait=False`` stops idle intra-op threads from busy-waiting, which matters where
+    the cores are shared (an HTTP replica beside Serve's proxy).
+    """
+
+    def __init__(self, bundle: Bundle, graph: GraphSpec, provider: str = "ort-cpu", threads: int = 0,
+                 spin_wait: bool = True) -> None:
+        self.bundle, self.graph, self.provider = bundle, graph, provider
+        self.threads, self.spin_wait = int(threads), spin_wait
+
+    def __call__(self) -> Any:
+        ort = require("onnxruntime", "cpu" if self.provider == "ort-cpu" else "gpu")
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = self.threads or os.cpu_count() or 0
+        opts.log_severity_level = 3
+        if not self.spin_wait:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if self.provider == "ort-cuda"
+                     else ["CPUExecutionProvider"])
+        path = self.bundle.file(self.graph.file)
+        disabled = list(self.graph.disabled_optimizers) if self.provider == "ort-cpu" else []
+        try:
+            kwargs = {"disabled_optimizers": disabled} if disabled else {}
+            session = ort.InferenceSession(str(path), sess_options=opts, providers=providers, **kwargs)
+        except Exception as exc:  # ORT raises its own classes (Fail, InvalidGraph, ...)
+            raise BundleError(f"graph {str(path)!r}", f"cannot be loaded by ONNX Runtime ({exc})",
+                              "an ONNX file written by `foclip export` for this onnxruntime version") from exc
+        if providers[0] not in session.get_providers():
+            raise BackendError(f"backend {self.provider!r}", f"could not start {providers[0]} "
+                               f"(ONNX Runtime gave {session.get_providers()})",
+                               f"a working {providers[0]}; available backends: {', '.join(available_backends())}")
+        return session
+
+
+def find_engine(manifest: Manifest, graph_key: str, precision: str) -> EngineSpec:
+    """The bundle's TensorRT engine built from ``graph_key`` at ``precision``.
+
+    Raises:
+        BundleError: when there is none (names the build command).
+    """
+    for e in manifest.engines:
+        if e.graph == graph_key and e.precision == precision:
+            return e
+    have = ", ".join(f"{e.graph}@{e.precision}" for e in manifest.engines) or "none"
+    raise BundleError(f"TensorRT engine {graph_key}@{precision}", f"is not in the bundle (it has: {have})",
+                      f"`foclip build-engine BUNDLE --graph {graph_key} --precision {precision}` first")
+
+
+class EngineFromBundle:
+    """Loader: a deserialised TensorRT engine built from one graph (checked TensorRT version)."""
+
+    def __init__(self, bundle: Bundle, graph: GraphSpec, precision: str) -> None:
+        self.bundle, self.graph, self.precision = bundle, graph, precision
+        self.spec = find_engine(bundle.manifest, graph.key, precision)
+
+    def __call__(self) -> tuple[Any, Any]:
+        trt = require("tensorrt", "trt")
+        spec = self.spec
+        if spec.tensorrt_version.split(".")[0] != trt.__version__.split(".")[0]:
+            raise BundleError(f"engine {spec.file!r}", f"was built with TensorRT {spec.tensorrt_version}",
+                              f"an engine built with this TensorRT ({trt.__version__}); run `foclip build-engine`")
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        engine = runtime.deserialize_cuda_engine(self.bundle.file(spec.file).read_bytes())
+        if engine is None:
+            raise BundleError(f"engine {spec.file!r}", "cannot be deserialized on this GPU/TensorRT",
+                              "an engine built on this machine with `foclip build-engine`")
+        return runtime, engine
+
+
+# --------------------------------------------------------------------------- runners
+class Runner:
+    """One graph, opened by a loader. Subclasses implement the ``_impl`` methods.
 
     Attributes:
         name: canonical backend name.
-        graph: the manifest's description of the graph's inputs and outputs.
+        graph: the manifest's description of the graph.
         seconds: total wall time spent in :meth:`run`.
         calls: number of :meth:`run` calls.
         rows: total batch rows (first dimension of the first input) run.
@@ -89,35 +186,54 @@ class Backend:
 
     def __init__(self, graph: GraphSpec) -> None:
         self.graph = graph
-        self.seconds = 0.0
-        self.calls = 0
-        self.rows = 0
+        self.is_active = False
+        self.reset_timing()
+
+    # -- lifecycle
+    def activate(self) -> Runner:
+        """Open the loader (idempotent). Returns self."""
+        if not self.is_active:
+            self._activate_impl()
+            self.is_active = True
+        return self
+
+    def deactivate(self) -> None:
+        """Release the session or engine (idempotent)."""
+        if self.is_active:
+            self._deactivate_impl()
+            self.is_active = False
+
+    def __enter__(self) -> Runner:
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    # -- running
+    def input_metadata(self) -> dict[str, tuple[np.dtype, tuple[int | str | None, ...]]]:
+        """The opened graph's own inputs: name -> (dtype, shape with symbolic/None dims)."""
+        return self._input_metadata_impl()
 
     def validate(self, feeds: dict[str, np.ndarray]) -> None:
-        """Check feeds against the graph's inputs.
-
-        Args:
-            feeds: input name -> array.
+        """Check feeds against the opened graph's own IO metadata.
 
         Raises:
             BackendError: wrong names, dtype, rank or a fixed dimension (a bug in the caller,
                 reported in the contract's terms).
         """
-        expected = {t.name: t for t in self.graph.inputs}
+        expected = self.input_metadata()
         if set(feeds) != set(expected):
             raise BackendError(f"{self.name} feeds", f"are named {sorted(feeds)}", f"inputs {sorted(expected)}")
         for name, arr in feeds.items():
-            spec = expected[name]
-            want = np.dtype(_DTYPES.get(spec.dtype, spec.dtype))
-            if arr.dtype != want:
-                raise BackendError(f"{self.name} input {name!r}", f"is {arr.dtype}", f"{want}")
-            if arr.ndim != len(spec.shape):
-                raise BackendError(f"{self.name} input {name!r}", f"has shape {arr.shape}",
-                                   f"rank {len(spec.shape)}: {list(spec.shape)}")
-            for got, dim in zip(arr.shape, spec.shape):
+            dtype, shape = expected[name]
+            if arr.dtype != dtype:
+                raise BackendError(f"{self.name} input {name!r}", f"is {arr.dtype}", f"{dtype}")
+            if arr.ndim != len(shape):
+                raise BackendError(f"{self.name} input {name!r}", f"has shape {arr.shape}", f"rank {len(shape)}: "
+                                   f"{list(shape)}")
+            for got, dim in zip(arr.shape, shape):
                 if isinstance(dim, int) and dim > 0 and got != dim:
-                    raise BackendError(f"{self.name} input {name!r}", f"has shape {arr.shape}",
-                                       f"shape {list(spec.shape)}")
+                    raise BackendError(f"{self.name} input {name!r}", f"has shape {arr.shape}", f"shape {list(shape)}")
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate, run and time one call.
@@ -129,8 +245,11 @@ class Backend:
             output name -> array for every output of the graph.
 
         Raises:
-            BackendError: invalid feeds.
+            BackendError: the runner is not active, or the feeds are invalid.
         """
+        if not self.is_active:
+            raise BackendError(f"{self.name} runner for {self.graph.key}", "is not active",
+                               "activate() (or a `with` block) before run()")
         self.validate(feeds)
         t0 = time.perf_counter()
         out = self._run_impl(feeds)
@@ -139,60 +258,55 @@ class Backend:
         self.rows += int(next(iter(feeds.values())).shape[0])
         return out
 
-    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError
-
     def describe(self) -> dict[str, Any]:
         """What runs the graph (for :meth:`foclip.runtime.Detector.info`)."""
-        return {"backend": self.name, "file": self.graph.file}
+        return {"backend": self.name, "graph": self.graph.key, "file": self.graph.file}
 
     def reset_timing(self) -> None:
         """Zero :attr:`seconds`, :attr:`calls` and :attr:`rows`."""
         self.seconds, self.calls, self.rows = 0.0, 0, 0
 
+    def _activate_impl(self) -> None:
+        raise NotImplementedError
 
-class OrtBackend(Backend):
-    """ONNX Runtime on the CPU or CUDA execution provider.
+    def _deactivate_impl(self) -> None:
+        raise NotImplementedError
 
-    Session options: graph optimisation ``ORT_ENABLE_ALL``; ``intra_op_num_threads`` = the
-    ``threads`` argument (0 = one per core, ONNX Runtime's default); ``spin_wait=False`` turns off
-    the intra-op threads' busy waiting (``session.intra_op.allow_spinning = 0``).
-    """
+    def _input_metadata_impl(self) -> dict[str, tuple[np.dtype, tuple[int | str | None, ...]]]:
+        raise NotImplementedError
 
-    def __init__(self, path: Path, graph: GraphSpec, name: str = "ort-cpu", threads: int = 0,
-                 disabled_optimizers: list[str] | None = None, spin_wait: bool = True) -> None:
-        super().__init__(graph)
-        ort = require("onnxruntime", "cpu" if name == "ort-cpu" else "gpu")
-        self.name = name
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3
-        if not spin_wait:
-            # Idle ORT threads normally spin waiting for work; where the cores are shared (an HTTP
-            # replica beside Serve's proxy) that spinning starves the request path.
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if name == "ort-cuda":
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
-        try:
-            kwargs = {"disabled_optimizers": disabled_optimizers} if disabled_optimizers else {}
-            self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers, **kwargs)
-        except Exception as exc:  # ORT raises its own classes (Fail, InvalidGraph, ...)
-            raise BundleError(f"graph {str(path)!r}", f"cannot be loaded by ONNX Runtime ({exc})",
-                              "an ONNX file written by `foclip export` for this onnxruntime version") from exc
-        if providers[0] not in self.session.get_providers():
-            raise BackendError(f"backend {name!r}", f"could not start {providers[0]} "
-                               f"(ONNX Runtime gave {self.session.get_providers()})",
-                               f"a working {providers[0]}; available backends: {', '.join(available_backends())}")
-        self._outputs = [t.name for t in graph.outputs]
+    def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+
+class OrtRunner(Runner):
+    """ONNX Runtime, on the provider its :class:`SessionFromBundle` names."""
+
+    def __init__(self, loader: SessionFromBundle) -> None:
+        super().__init__(loader.graph)
+        self.loader = loader
+        self.name = loader.provider
+        self.session: Any = None
+
+    def _activate_impl(self) -> None:
+        self.session = self.loader()
+        self._outputs = [o.name for o in self.session.get_outputs()]
+        self._inputs = {i.name: (np.dtype(_ORT_TYPES.get(i.type, np.float32)),
+                                 tuple(d if isinstance(d, int) else None for d in i.shape))
+                        for i in self.session.get_inputs()}
+
+    def _deactivate_impl(self) -> None:
+        self.session = None
+
+    def _input_metadata_impl(self) -> dict[str, tuple[np.dtype, tuple[int | str | None, ...]]]:
+        return self._inputs
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return dict(zip(self._outputs, self.session.run(self._outputs, feeds)))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "providers": self.session.get_providers()}
+        providers = self.session.get_providers() if self.session is not None else []
+        return {**super().describe(), "providers": providers}
 
 
 def _cudart() -> Any:
@@ -215,45 +329,58 @@ def _cuda_check(result: Any) -> Any:
     return rest[0] if len(rest) == 1 else rest
 
 
-class TrtBackend(Backend):
+class TrtRunner(Runner):
     """A TensorRT 10 engine, run with the tensor-address API.
 
-    Uses ``set_input_shape``, ``set_tensor_address`` and ``execute_async_v3`` on one CUDA
-    stream; device buffers grow to the largest batch seen and are reused.
+    Uses ``set_input_shape``, ``set_tensor_address`` and ``execute_async_v3`` on one CUDA stream;
+    device buffers grow to the largest batch seen and are reused; :meth:`deactivate` frees them.
     """
 
     name = "trt"
 
-    def __init__(self, engine_path: Path, graph: GraphSpec, engine: EngineSpec) -> None:
-        super().__init__(graph)
-        trt = require("tensorrt", "trt")
-        self._trt = trt
-        self._cudart = _cudart()
-        if engine.tensorrt_version.split(".")[0] != trt.__version__.split(".")[0]:
-            raise BundleError(f"engine {engine.file!r}", f"was built with TensorRT {engine.tensorrt_version}",
-                              f"an engine built with this TensorRT ({trt.__version__}); run `foclip build-engine`")
-        logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(logger)
-        self.engine = self._runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        if self.engine is None:
-            raise BundleError(f"engine {engine.file!r}", "cannot be deserialized on this GPU/TensorRT",
-                              "an engine built on this machine with `foclip build-engine`")
+    def __init__(self, loader: EngineFromBundle) -> None:
+        super().__init__(loader.graph)
+        self.loader = loader
+        self.profile = loader.spec.profile
+        self._buffers: dict[str, tuple[int, int]] = {}
+
+    def _activate_impl(self) -> None:
+        self._trt = require("tensorrt", "trt")
+        self._cu = _cudart()
+        self._runtime, self.engine = self.loader()
         self.context = self.engine.create_execution_context()
-        self.profile = engine.profile
-        self.stream = _cuda_check(self._cudart.cudaStreamCreate())
-        self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        self.stream = _cuda_check(self._cu.cudaStreamCreate())
+        trt = self._trt
+        self._inputs, self._outputs = {}, []
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                shape = tuple(d if d >= 0 else None for d in self.engine.get_tensor_shape(name))
+                self._inputs[name] = (np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))), shape)
+            else:
+                self._outputs.append(name)
+
+    def _deactivate_impl(self) -> None:
+        for ptr, _ in self._buffers.values():
+            self._cu.cudaFree(ptr)
+        self._buffers.clear()
+        self._cu.cudaStreamDestroy(self.stream)
+        self.context = self.engine = self._runtime = None
+
+    def _input_metadata_impl(self) -> dict[str, tuple[np.dtype, tuple[int | str | None, ...]]]:
+        return self._inputs
 
     def _device(self, name: str, nbytes: int) -> int:
         ptr, size = self._buffers.get(name, (0, 0))
         if size < nbytes:
             if ptr:
-                _cuda_check(self._cudart.cudaFree(ptr))
-            ptr = _cuda_check(self._cudart.cudaMalloc(nbytes))
+                _cuda_check(self._cu.cudaFree(ptr))
+            ptr = _cuda_check(self._cu.cudaMalloc(nbytes))
             self._buffers[name] = (ptr, nbytes)
         return ptr
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cu, trt = self._cudart, self._trt
+        cu, trt = self._cu, self._trt
         n = next(iter(feeds.values())).shape[0]
         if not self.profile[0] <= n <= self.profile[2]:
             raise BackendError("trt batch", f"is {n}", f"a batch within the engine profile {self.profile}")
@@ -265,11 +392,11 @@ class TrtBackend(Backend):
                                            cu.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
             self.context.set_tensor_address(name, ptr)
         outs = {}
-        for spec in self.graph.outputs:
-            shape = tuple(self.context.get_tensor_shape(spec.name))
-            host = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(spec.name)))
-            self.context.set_tensor_address(spec.name, self._device(spec.name, host.nbytes))
-            outs[spec.name] = host
+        for name in self._outputs:
+            shape = tuple(self.context.get_tensor_shape(name))
+            host = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+            self.context.set_tensor_address(name, self._device(name, host.nbytes))
+            outs[name] = host
         if not self.context.execute_async_v3(self.stream):
             raise BackendError("trt", "execute_async_v3 failed", "a valid engine and inputs")
         for name, host in outs.items():
@@ -279,63 +406,40 @@ class TrtBackend(Backend):
         return {k: v.astype(np.float32, copy=False) for k, v in outs.items()}
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "tensorrt": self._trt.__version__, "profile": list(self.profile)}
-
-    def __del__(self) -> None:  # pragma: no cover - needs a GPU
-        for ptr, _ in getattr(self, "_buffers", {}).values():
-            self._cudart.cudaFree(ptr)
+        return {**super().describe(), "engine": self.loader.spec.file, "engine_precision": self.loader.precision,
+                "tensorrt": self._trt.__version__ if self.is_active else None, "profile": list(self.profile)}
 
 
-def find_engine(manifest: Manifest, encoder: str, precision: str) -> EngineSpec:
-    """The bundle's TensorRT engine for ``encoder`` at ``precision``.
-
-    Raises:
-        BundleError: when there is none (names the build command).
-    """
-    for e in manifest.engines:
-        if e.encoder == encoder and e.precision == precision:
-            return e
-    have = ", ".join(f"{e.encoder}/{e.precision}" for e in manifest.engines) or "none"
-    raise BundleError(f"TensorRT engine {encoder}/{precision}", f"is not in the bundle (it has: {have})",
-                      f"`foclip build-engine BUNDLE --encoder {encoder} --precision {precision}` first")
-
-
-def create_backend(name: str, bundle_dir: Path, graph: GraphSpec, manifest: Manifest,
-                   encoder: str = "image", precision: str = "fp32", threads: int = 0,
-                   spin_wait: bool = True) -> Backend:
-    """Create one backend for one graph.
+def create_runner(backend: str, bundle: Bundle, graph_key: str, engine_precision: str | None = None,
+                  threads: int = 0, spin_wait: bool = True) -> Runner:
+    """An active runner for one graph of a bundle.
 
     Args:
-        name: backend name (forgiving, see :func:`canonical_backend`).
-        bundle_dir: the bundle folder.
-        graph: the ONNX graph to run (for ``trt``: the graph whose engine is wanted; its IO spec
-            is used for validation).
-        manifest: the bundle's manifest (engines for ``trt``).
-        encoder: ``image``, ``text`` or ``detect`` (which engine to look up for ``trt``).
-        precision: the precision (engine lookup for ``trt``).
+        backend: backend name (forgiving, see :func:`canonical_backend`).
+        bundle: the verified bundle.
+        graph_key: ``<role>.<precision>``, e.g. ``image.int8``.
+        engine_precision: for ``trt``: the engine's precision (default: the graph's).
         threads: ORT intra-op threads (0 = one per core).
         spin_wait: let idle ORT threads busy-wait (fastest when the cores are ours alone).
 
     Returns:
-        A ready backend.
+        An activated runner (deactivate it, or use it in a ``with`` block).
 
     Raises:
         BackendError: unknown or unavailable backend (the message lists the available ones).
         BundleError: graph or engine missing or unloadable.
     """
-    canon = canonical_backend(name)
-    avail = available_backends()
-    if canon not in avail:
-        raise BackendError(f"backend {canon!r}", "is not available in this environment",
-                           f"one of the available backends: {', '.join(avail) or 'none'} "
-                           f"(ort-cuda needs `pip install 'foclip[gpu]'` and a CUDA GPU; "
-                           f"trt needs `pip install 'foclip[trt]'`)")
+    canon = require_backend(backend)
+    graph = bundle.graph(graph_key)
     if canon == "trt":
-        engine = find_engine(manifest, encoder, precision)
-        return TrtBackend(bundle_dir / engine.file, graph, engine)
-    # The exporter records ORT optimisers that break a precision on the CPU EP (e.g. fp16 + Nchwc).
-    disabled = None
-    if canon == "ort-cpu":
-        disabled = manifest.extra.get("onnxruntime_cpu", {}).get("disabled_optimizers", {}).get(precision)
-    return OrtBackend(bundle_dir / graph.file, graph, name=canon, threads=threads or os.cpu_count() or 0,
-                      disabled_optimizers=disabled, spin_wait=spin_wait)
+        return TrtRunner(EngineFromBundle(bundle, graph, engine_precision or graph.precision)).activate()
+    return OrtRunner(SessionFromBundle(bundle, graph, canon, threads, spin_wait)).activate()
+
+
+def has_artifact(bundle: Bundle, backend: str, graph_key: str, engine_precision: str) -> bool:
+    """Whether ``backend`` has something to run for ``graph_key`` (the ONNX file, or an engine)."""
+    if graph_key not in bundle.manifest.graphs:
+        return False
+    if canonical_backend(backend) != "trt":
+        return True
+    return any(e.graph == graph_key and e.precision == engine_precision for e in bundle.manifest.engines)

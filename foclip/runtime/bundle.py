@@ -1,15 +1,18 @@
 """Open a bundle written by ``foclip export`` and check that it is intact.
 
-:func:`open_bundle` reads ``manifest.json`` and re-hashes every file it lists; a missing or
-changed file is a :class:`~foclip.errors.BundleError` that names the file. Nothing is loaded into
-an inference session here.
+:func:`open_bundle` reads ``manifest.json`` (every field type- and range-checked, see
+:mod:`foclip.manifest`), refuses definitions this runtime does not implement (grayscale weights,
+score clamp…), and re-hashes every file it lists; a missing, changed or escaping file is a
+:class:`~foclip.errors.BundleError` that names the file. The bundle is a closed world:
+:meth:`Bundle.file` hands out only files the manifest lists. Nothing is loaded into an inference
+session here.
 
-The **bundle hash** (:attr:`Bundle.bundle_hash`) identifies what a bundle computes. It is the
-sha256 of the canonical JSON (sorted keys, no spaces) of: ``model_name``, ``pretrained``,
-``preprocess``, ``grayscale``, ``scoring``, and ``files`` without TensorRT engines and timing
-caches. ``foclip build-engine`` adds those later without changing what the ONNX graphs
-compute, so a calibration stays valid when an engine is added; any change to a graph, a text
-bank, the tokenizer or the preprocessing gives another hash.
+The **bundle hash** (:attr:`Bundle.bundle_hash`) identifies what a bundle computes: the sha256 of
+the canonical JSON (sorted keys, no spaces) of the whole manifest except its TensorRT engines
+(``engines`` and their files and timing cache in ``files``). ``foclip build-engine`` adds those
+later without changing what the ONNX graphs compute, so a calibration stays valid when an engine
+is added; any change to a graph, a mapping, a text bank, the tokenizer or the preprocessing gives
+another hash.
 """
 
 from __future__ import annotations
@@ -54,8 +57,27 @@ class Bundle:
     bundle_hash: str
 
     def file(self, rel: str) -> Path:
-        """Absolute path of a file of the bundle."""
+        """Absolute path of a file the manifest lists (the closed world).
+
+        Raises:
+            BundleError: a file the manifest does not list with a sha256.
+        """
+        if rel not in self.manifest.files:
+            raise BundleError(f"bundle file {rel!r}", "is not listed in the manifest with a sha256",
+                              "only files `foclip export` listed")
         return self.path / rel
+
+    def graph(self, key: str) -> GraphSpec:
+        """The graph with key ``<role>.<precision>``.
+
+        Raises:
+            BundleError: no such graph (lists the bundle's keys).
+        """
+        if key not in self.manifest.graphs:
+            raise BundleError(f"graph {key!r}", f"is not in bundle {str(self.path)!r}",
+                              f"one of: {', '.join(self.manifest.graphs) or 'none'} "
+                              "(re-export with `foclip export --precision ...`)")
+        return self.manifest.graphs[key]
 
     def image_graph(self, precision: str) -> GraphSpec:
         """The image encoder at ``precision``.
@@ -84,8 +106,17 @@ class Bundle:
             raise BundleError(f"text bank {name!r}", f"is not in bundle {str(self.path)!r}",
                               f"one of: {', '.join(banks) or 'none'}, or a list of prompts")
         spec = banks[name]
-        prompts = tuple(json.loads(self.file(spec.prompts_file).read_text(encoding="utf-8")))
-        emb = np.load(self.file(spec.embeddings_file), allow_pickle=False).astype(np.float32, copy=False)
+        try:
+            prompts = json.loads(self.file(spec.prompts_file).read_text(encoding="utf-8"))
+            if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
+                raise ValueError("not a JSON list of strings")
+            prompts = tuple(prompts)
+            emb = np.load(self.file(spec.embeddings_file), allow_pickle=False)
+            if emb.dtype != np.float32:
+                raise ValueError(f"embeddings are {emb.dtype}, not float32")
+        except (OSError, ValueError) as exc:  # np.load refuses pickles with ValueError
+            raise BundleError(f"text bank {name!r}", f"cannot be read ({exc})",
+                              "a prompts JSON list and a float32 .npy as `foclip export` writes them") from exc
         if sha256_text(list(prompts)) != spec.prompts_sha256:
             raise BundleError(f"text bank {name!r}", "prompts do not match their recorded sha256",
                               "a bundle written by `foclip export`")
@@ -111,9 +142,8 @@ class Bundle:
 
     @property
     def score_scale(self) -> float:
-        """w of the CLIPscore (``manifest.scoring['score_scale']``; 100 when absent)."""
-        scoring = self.manifest.scoring
-        return float(scoring.get("score_scale", 100.0))
+        """w of the CLIPscore (``manifest.scoring.score_scale``)."""
+        return self.manifest.scoring.score_scale
 
 
 def _is_engine_file(rel: str, manifest: Manifest) -> bool:
@@ -131,13 +161,35 @@ def bundle_hash(manifest: Manifest) -> str:
         Hex sha256.
     """
     d = manifest.to_dict()
-    core = {
-        "model_name": d["model_name"], "pretrained": d["pretrained"], "preprocess": d["preprocess"],
-        "grayscale": d["grayscale"], "scoring": d["scoring"],
-        "files": {k: v for k, v in sorted(d["files"].items()) if not _is_engine_file(k, manifest)},
-    }
-    blob = json.dumps(core, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    d.pop("engines")
+    d["files"] = {k: v for k, v in d["files"].items() if not _is_engine_file(k, manifest)}
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
+
+
+def check_definitions(manifest: Manifest, path: str | os.PathLike[str]) -> None:
+    """Refuse a manifest whose definitions differ from what this runtime computes.
+
+    The manifest's parser already refuses unknown definition names; this checks the numbers that
+    come with them (grayscale weights) and the image graph's input size.
+
+    Raises:
+        BundleError: naming the field, the value and what this runtime implements.
+    """
+    from foclip.scoring import LUMA
+
+    where = f"bundle {str(path)!r}"
+    if tuple(manifest.grayscale.weights) != tuple(LUMA):
+        raise BundleError(where, f"defines grayscale weights {list(manifest.grayscale.weights)}",
+                          f"the luma weights this runtime computes, {list(LUMA)}")
+    size = manifest.preprocess.image_size
+    for g in manifest.graphs.values():
+        if g.role == "image" and (len(g.inputs) != 1 or tuple(g.inputs[0].shape[1:]) != (3, size, size)):
+            raise BundleError(where, f"graph {g.key} takes {[list(t.shape) for t in g.inputs]}",
+                              f"one input of shape [batch, 3, {size}, {size}] (preprocess.image_size)")
+        if g.role in ("image", "text") and (len(g.outputs) != 1 or g.outputs[0].shape[1:] != (manifest.embed_dim,)):
+            raise BundleError(where, f"graph {g.key} gives {[list(t.shape) for t in g.outputs]}",
+                              f"one output of shape [batch, {manifest.embed_dim}] (embed_dim)")
 
 
 def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
@@ -165,8 +217,5 @@ def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
             problem = "is missing" if why == "missing" else "has changed (sha256 differs from the manifest)"
             raise BundleError(f"bundle file {str(path / rel)!r}", f"{problem}{more}",
                               "the files exactly as `foclip export` wrote them (re-export the bundle)")
-    for graph in manifest.image_encoders.values():
-        if graph.file not in manifest.files:
-            raise BundleError(f"bundle {str(path)!r}", f"lists {graph.file!r} without a sha256",
-                              "every file listed in manifest.files")
+    check_definitions(manifest, path)
     return Bundle(path=path, manifest=manifest, bundle_hash=bundle_hash(manifest))

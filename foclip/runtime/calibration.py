@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,11 @@ from foclip.errors import BundleError, InputError
 from foclip.manifest import atomic_write_json
 
 SCHEMA = 1
+
+
+class CalibrationWarning(UserWarning):
+    """A calibration used on a close but not identical setup (same precision, other backend/graph)."""
+
 MODES = ("fpr", "max-accuracy")
 # Grayscale drop reported by the FoCLIP paper (fraction): manipulated vs original images.
 PAPER_DROP = {"manipulated": 0.632, "original": 0.085}
@@ -58,6 +64,8 @@ class Calibration:
         text_bank: ``{"name", "sha256", "count"}`` of the prompts used.
         metrics: counts, rates, AUCs, class means (see :func:`evaluate`).
         created: ISO timestamp.
+        graph: key of the graph that scored the images (``image.fp32``, ``detect.fp32``…; empty
+            in files from foclip 0.1, read as ``image.<precision>``).
     """
 
     tau_score: float
@@ -72,6 +80,7 @@ class Calibration:
     metrics: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     schema: int = SCHEMA
+    graph: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -83,33 +92,82 @@ class Calibration:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Calibration:
-        """Read a calibration file.
+        """Read a calibration file, checking every value's type and range.
 
         Raises:
-            InputError: missing, unreadable or malformed file.
+            InputError: missing, unreadable or malformed file, or a value of the wrong type or
+                range (NaN or boolean thresholds, an unknown schema or mode…), naming the field.
         """
         path = Path(path)
+        where = f"calibration {str(path)!r}"
+        expected = "a calibration.json written by `foclip calibrate`"
         try:
             d = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(d, dict) or not isinstance(d.get("text_bank"), dict):
-                raise TypeError("not a JSON object with a text_bank object")
-            d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-            cal = cls(**d)
-            float(cal.tau_score), float(cal.tau_drop)
         except FileNotFoundError as exc:
-            raise InputError(f"calibration {str(path)!r}", "does not exist",
-                             "a calibration.json written by `foclip calibrate`") from exc
-        except (OSError, ValueError, TypeError) as exc:
-            raise InputError(f"calibration {str(path)!r}", f"cannot be read ({exc.__class__.__name__}: {exc})",
-                             "a calibration.json written by `foclip calibrate`") from exc
-        return cal
+            raise InputError(where, "does not exist", expected) from exc
+        except (OSError, ValueError) as exc:
+            raise InputError(where, f"cannot be read ({exc.__class__.__name__}: {exc})", expected) from exc
+        try:
+            return cls._checked(d)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(where, f"is invalid: {str(exc).strip(chr(39))}", expected) from exc
 
-    def check_compatible(self, bundle_hash: str, bank_sha256: str, bundle_name: str = "bundle") -> None:
-        """Refuse a calibration made with another bundle or prompt set.
+    @classmethod
+    def _checked(cls, d: Any) -> Calibration:
+        if not isinstance(d, dict):
+            raise TypeError(f"it is a JSON {type(d).__name__}, not an object")
+
+        def num(key: str, lo: float, hi: float) -> float:
+            v = d[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi:
+                raise ValueError(f"{key} is {v!r}, expected a finite number from {lo:g} to {hi:g}")
+            return float(v)
+
+        def text(key: str, default: str | None = None) -> str:
+            v = d.get(key, default) if default is not None else d[key]
+            if not isinstance(v, str):
+                raise ValueError(f"{key} is {v!r}, expected a string")
+            return v
+
+        if d.get("schema", SCHEMA) != SCHEMA:
+            raise ValueError(f"schema is {d.get('schema')!r}, expected {SCHEMA}")
+        if text("mode") not in MODES:
+            raise ValueError(f"mode is {d['mode']!r}, expected one of {', '.join(MODES)}")
+        bank = d["text_bank"]
+        if not isinstance(bank, dict) or not isinstance(bank.get("sha256"), str):
+            raise ValueError("text_bank is not an object with a sha256 string")
+        if not isinstance(d.get("metrics", {}), dict):
+            raise ValueError("metrics is not an object")
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known.update(tau_score=num("tau_score", 0.0, 1e6), tau_drop=num("tau_drop", -1e6, 1e6),
+                     target_fpr=num("target_fpr", 0.0, 1.0), score_scale=num("score_scale", 1e-6, 1e6),
+                     bundle_hash=text("bundle_hash"), backend=text("backend"), precision=text("precision"),
+                     graph=text("graph", ""), created=text("created", ""))
+        return cls(**known)
+
+    @property
+    def graph_key(self) -> str:
+        """The graph that made the scores (``image.<precision>`` for files without one)."""
+        return self.graph or f"image.{self.precision}"
+
+    def check_compatible(self, bundle_hash: str, bank_sha256: str, bundle_name: str = "bundle",
+                         score_scale: float | None = None, graph: str | None = None,
+                         precision: str | None = None, backend: str | None = None) -> list[str]:
+        """Refuse a calibration that was not made with what the detector runs.
+
+        Refused: another bundle, prompt set, score scale, or precision (fp32 thresholds do not
+        carry to int8: their scores differ). Allowed with a warning (the documented close pair):
+        the same precision on another backend or through the fused graph, whose parity gates keep
+        every score within 1e-4 x score_scale of the encoder's.
+
+        Returns:
+            The warnings (empty when everything matches); also issued once through ``warnings``.
 
         Raises:
-            BundleError: bundle hash or text bank differs.
+            BundleError: a refused mismatch, naming both sides and the command that fixes it.
         """
+        import warnings
+
         if self.bundle_hash != bundle_hash:
             raise BundleError("calibration", f"was made with bundle {self.bundle_hash[:12]}, not "
                               f"{bundle_name} ({bundle_hash[:12]})",
@@ -118,13 +176,28 @@ class Calibration:
             raise BundleError("calibration", f"was made with prompts {self.text_bank.get('name')!r} "
                               f"({str(self.text_bank.get('sha256'))[:12]}), not the detector's ({bank_sha256[:12]})",
                               "the same prompts as at calibration time")
+        if score_scale is not None and abs(self.score_scale - score_scale) > 1e-9 * score_scale:
+            raise BundleError("calibration", f"has score_scale {self.score_scale:g}, the bundle {score_scale:g}",
+                              "a calibration made on this bundle")
+        if precision is not None and self.precision != precision:
+            raise BundleError("calibration", f"was made at precision {self.precision}, the detector runs {precision}",
+                              f"a calibration made at {precision} (`foclip calibrate ... --precision {precision}`)")
+        notes = []
+        if graph is not None and self.graph_key != graph:
+            notes.append(f"calibration was made with graph {self.graph_key}, the detector runs {graph}")
+        if backend is not None and self.backend != backend:
+            notes.append(f"calibration was made on {self.backend}, the detector runs {backend}")
+        for note in notes:
+            warnings.warn(f"{note} (same precision: scores agree within the parity gates)", CalibrationWarning,
+                          stacklevel=2)
+        return notes
 
     def summary(self) -> dict[str, Any]:
         """The fields a service or a log line wants."""
         m = self.metrics
         return {"tau_score": self.tau_score, "tau_drop": self.tau_drop, "mode": self.mode,
                 "target_fpr": self.target_fpr, "backend": self.backend, "precision": self.precision,
-                "bundle_hash": self.bundle_hash, "text_bank": self.text_bank.get("name"),
+                "bundle_hash": self.bundle_hash, "text_bank": self.text_bank.get("name"), "graph": self.graph_key,
                 "roc_auc": m.get("roc_auc"), "tpr": m.get("tpr"), "fpr": m.get("fpr"),
                 "accuracy": m.get("accuracy"), "created": self.created}
 

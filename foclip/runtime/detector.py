@@ -33,10 +33,12 @@ import numpy as np
 from PIL import Image
 
 from foclip.errors import BundleError, InputError
-from foclip.runtime.backends import Backend, OrtBackend, canonical_backend, create_backend
+from foclip.runtime.backends import Runner, canonical_backend, create_runner, require_backend
 from foclip.runtime.bundle import Bundle, TextBank, open_bundle
 from foclip.runtime.calibration import Calibration
 from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode_item
+from foclip.runtime.selfcheck import SelfCheckResult, require_pass, self_check
+from foclip.runtime.text_bank import embed_prompts, resolve_text_bank
 from foclip.scoring import clipscore, to_gray
 
 DEFAULT_TAU_SCORE = 0.0
@@ -50,21 +52,23 @@ class DetectConfig:
 
     Attributes:
         backend: ``ort-cpu``, ``ort-cuda`` or ``trt``.
-        precision: image-encoder precision in the bundle (``fp32``, ``fp16``, ``int8``), or the
-            engine precision for ``trt``.
+        precision: image-graph precision in the bundle (``fp32``, ``fp16``, ``int8``), or the
+            engine precision for ``trt`` (``fp16``, ``bf16``, ``fp32``).
         cascade: run the gray pass only where ``score_color >= tau_score``.
         batch_size: images per encoder call (2x rows without cascade).
         tau_score: score gate on the 0..score_scale scale (from the calibration when given).
         tau_drop: drop threshold as a fraction (from the calibration when given).
         graph: ``encoder`` (image encoder + numpy scoring), ``fused`` (the bundle's detection
-            graph: uint8 in, scores out), or ``auto`` (fused on GPU backends when the bundle has
-            one and cascade is off; encoder otherwise).
+            graph: uint8 in, scores out), or ``auto`` (fused on GPU backends when the backend has
+            an artifact for it and cascade is off; encoder otherwise). See :func:`choose_graph`.
         threads: ONNX Runtime intra-op threads; 0 = one per core.
         spin_wait: ONNX Runtime threads busy-wait between calls; fastest when the detector has
             the cores to itself, False where it shares them (the HTTP service's replicas).
         decode_workers: threads decoding the next batch while the current one runs; 0 decodes
             in the calling thread.
         limits: header limits applied before decoding.
+        self_check: run the bundle's reference set through the loaded graph at start and refuse
+            a graph that misses its parity gate on this machine (:mod:`foclip.runtime.selfcheck`).
     """
 
     backend: str = "ort-cpu"
@@ -78,6 +82,7 @@ class DetectConfig:
     spin_wait: bool = True
     decode_workers: int = 2
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    self_check: bool = True
 
 
 @dataclass
@@ -124,14 +129,6 @@ def _default_id(item: Any, index: int) -> str:
     return f"item-{index}"
 
 
-def _read_prompt_file(path: Path) -> tuple[str, ...]:
-    from foclip.prompts import load_prompt_set
-
-    # Absolute, so that a file named like a built-in set (`artistic`, `imagenet-10`) is read as a
-    # file and never resolved to the built-in set (whose imagenet-N draw would import open_clip).
-    return load_prompt_set(str(path.resolve())).prompts
-
-
 class Detector:
     """Loads a bundle once and decides, per image, whether it was FoCLIP-manipulated.
 
@@ -155,17 +152,17 @@ class Detector:
         config = _replace(config, backend=canonical_backend(config.backend))
         self.config = config
         self.spec = self.manifest.preprocess
-        self.fused = self._use_fused(config)
-        graphs = self.manifest.detect_graphs if self.fused else self.manifest.image_encoders
-        if config.backend == "trt":
-            graph = self.bundle.image_graph("fp32") if not self.fused else graphs["fp32"]
-        elif self.fused:
-            graph = graphs[config.precision]
-        else:
-            graph = bundle.image_graph(config.precision)
-        self.backend: Backend = create_backend(
-            config.backend, bundle.path, graph, self.manifest, encoder="detect" if self.fused else "image",
-            precision=config.precision, threads=config.threads, spin_wait=config.spin_wait)
+        self.graph_key, self.fused = choose_graph(bundle, config.backend, config.precision, config.graph,
+                                                  config.cascade)
+        self.backend: Runner = create_runner(config.backend, bundle, self.graph_key, engine_precision=config.precision,
+                                             threads=config.threads, spin_wait=config.spin_wait)
+        self.self_check: SelfCheckResult | None = None
+        if config.self_check:
+            try:
+                self.self_check = require_pass(self_check(bundle, self.backend.graph, self.backend))
+            except BaseException:
+                self.backend.deactivate()
+                raise
         configure_pil(config.limits)
         self._pool: ThreadPoolExecutor | None = None
         self.reset_stats()
@@ -211,26 +208,13 @@ class Detector:
         bundle = open_bundle(path)
         if calibration is not None and not isinstance(calibration, Calibration):
             calibration = Calibration.load(calibration)
-        bank = resolve_text_bank(bundle, prompts, config)
+        require_backend(config.backend)
+        bank = resolve_text_bank(bundle, prompts, config.backend, config.threads)
         if calibration is not None:
-            calibration.check_compatible(bundle.bundle_hash, bank.sha256, str(path))
+            key, _ = choose_graph(bundle, config.backend, precision, config.graph, cascade)
+            calibration.check_compatible(bundle.bundle_hash, bank.sha256, str(path), score_scale=bundle.score_scale,
+                                         graph=key, precision=precision, backend=canonical_backend(backend))
         return cls(bundle, config, bank, calibration)
-
-    def _use_fused(self, config: DetectConfig) -> bool:
-        have = config.precision in self.manifest.detect_graphs or (
-            config.backend == "trt" and "fp32" in self.manifest.detect_graphs)
-        if config.graph == "fused":
-            if not have:
-                raise BundleError(f"bundle {str(self.bundle.path)!r}",
-                                  f"has no fused detection graph at {config.precision}",
-                                  f"graph='encoder', or a bundle whose manifest lists detect_graphs "
-                                  f"(it has: {', '.join(self.manifest.detect_graphs) or 'none'})")
-            if config.cascade:
-                raise InputError("graph='fused'", "cannot run in cascade mode (it always scores both passes)",
-                                 "graph='encoder' with cascade, or cascade off")
-            return True
-        return (config.graph == "auto" and have and not config.cascade
-                and canonical_backend(config.backend) in ("ort-cuda", "trt"))
 
     # ----------------------------------------------------------------- public API
     @property
@@ -297,7 +281,9 @@ class Detector:
             "model_name": m.model_name, "pretrained": m.pretrained, "random_init": m.random_init,
             "embed_dim": m.embed_dim, "image_size": m.preprocess.image_size,
             "backend": self.config.backend, "precision": self.config.precision,
-            "graph": "fused" if self.fused else "encoder", "cascade": self.config.cascade,
+            "graph": "fused" if self.fused else "encoder", "graph_key": self.graph_key,
+            "cascade": self.config.cascade,
+            "self_check": self.self_check.to_dict() if self.self_check else {"skipped": True},
             "batch_size": self.config.batch_size, "backend_detail": self.backend.describe(),
             "text_bank": {"name": self.text_bank.name, "count": len(self.text_bank.prompts),
                           "sha256": self.text_bank.sha256},
@@ -316,10 +302,11 @@ class Detector:
                                         "score_s": 0.0, "wall_s": 0.0}
 
     def close(self) -> None:
-        """Stop the decode threads (the detector stays usable; they restart on demand)."""
+        """Stop the decode threads and release the graph's session or engine."""
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self.backend.deactivate()
 
     def __enter__(self) -> Detector:  # noqa: PYI034 - py310 target, no typing.Self
         return self
@@ -440,80 +427,60 @@ def _replace(config: DetectConfig, **changes: Any) -> DetectConfig:
     return dataclasses.replace(config, **changes)
 
 
-def resolve_text_bank(bundle: Bundle, prompts: str | Sequence[str] | TextBank | None,
-                      config: DetectConfig | None = None) -> TextBank:
-    """Pick or build the text bank a detector scores against.
+def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto",
+                 cascade: bool = False) -> tuple[str, bool]:
+    """The graph a detector runs: never one for which the backend has no artifact.
+
+    ONNX Runtime backends run ``image.<precision>`` or ``detect.<precision>`` from the bundle's
+    ONNX files. ``trt`` runs an engine of ``precision`` built from an image graph (or from the
+    detect graph for ``fused``), preferring one built from the fp32 graph. ``auto`` picks the
+    fused graph only on GPU backends, without cascade, and when its artifact exists.
 
     Args:
-        bundle: the opened bundle.
-        prompts: ``None`` (first bundled bank), a bank name, a prompt-file path, a list of
-            prompts, or a ready :class:`TextBank`.
-        config: used to choose where the text encoder runs (``ort-cuda`` when the detector runs
-            on CUDA; ONNX Runtime on the CPU otherwise, TensorRT included).
+        bundle: the verified bundle.
+        backend: backend name.
+        precision: graph precision (ORT) or engine precision (``trt``).
+        mode: ``auto``, ``encoder`` or ``fused``.
+        cascade: cascade mode (needs the encoder graph).
 
     Returns:
-        The text bank.
+        ``(graph key, fused)``.
 
     Raises:
-        BundleError: unknown bank name; bundle without a text encoder for custom prompts.
-        InputError: empty prompt list or unreadable prompt file.
+        BundleError: no artifact for the graph asked for; names the command that makes it.
+        InputError: ``fused`` with cascade, or an unknown mode.
     """
-    if isinstance(prompts, TextBank):
-        return prompts
-    if prompts is None:
-        return bundle.text_bank(bundle.default_bank)
-    if isinstance(prompts, str):
-        if prompts in bundle.manifest.text_banks:
-            return bundle.text_bank(prompts)
-        if Path(prompts).expanduser().is_file():
-            return embed_prompts(bundle, _read_prompt_file(Path(prompts).expanduser()), config, name=f"file:{Path(prompts).stem}")
-        raise BundleError(f"prompts {prompts!r}", "is neither a bank of this bundle nor a prompt file",
-                          f"a bank name ({', '.join(bundle.manifest.text_banks) or 'none'}), "
-                          "a UTF-8 file with one prompt a line, or a list of prompts")
-    prompts = [str(p) for p in prompts]
-    for name in bundle.manifest.text_banks:  # a list equal to a bundled bank reuses its embeddings
-        bank = bundle.text_bank(name)
-        if list(bank.prompts) == prompts:
-            return bank
-    return embed_prompts(bundle, prompts, config)
+    if mode not in GRAPH_MODES:
+        raise InputError("graph", f"is {mode!r}", f"one of {', '.join(GRAPH_MODES)}")
+    canon = canonical_backend(backend)
+    m = bundle.manifest
 
+    def candidates(role: str) -> list[str]:
+        if canon == "trt":
+            keys = {e.graph for e in m.engines if e.graph.startswith(f"{role}.") and e.precision == precision}
+            return sorted(keys, key=lambda k: (k != f"{role}.fp32", k))
+        return [f"{role}.{precision}"] if f"{role}.{precision}" in m.graphs else []
 
-def embed_prompts(bundle: Bundle, prompts: Sequence[str], config: DetectConfig | None = None,
-                  name: str = "custom", chunk: int = 64) -> TextBank:
-    """Embed prompts with the bundle's text encoder and torch-free tokenizer.
+    def missing(role: str) -> BundleError:
+        where = f"bundle {str(bundle.path)!r}"
+        if canon == "trt":
+            src = f"{role}.fp32"
+            return BundleError(where, f"has no TensorRT engine at {precision} built from a {role} graph",
+                               f"`foclip build-engine {bundle.path} --graph {src} --precision {precision}` first")
+        have = ", ".join(k for k in m.graphs if k.startswith(f"{role}.")) or "none"
+        make = "--detect-graph" if role == "detect" else f"--precision {precision}"
+        return BundleError(where, f"has no {role}.{precision} graph (it has: {have})",
+                           f"a bundle exported with `foclip export ... {make}`")
 
-    Args:
-        bundle: the opened bundle.
-        prompts: the prompts.
-        config: decides the provider (``ort-cuda`` when the detector runs on it, else ORT CPU).
-        name: the bank's name.
-        chunk: prompts per encoder call.
-
-    Returns:
-        A :class:`TextBank` with L2-normalised float32 embeddings.
-
-    Raises:
-        InputError: no prompts, or an empty prompt.
-        BundleError: the bundle has no fp32 text encoder.
-    """
-    from foclip.manifest import sha256_text
-    from foclip.runtime.tokenizer import load_tokenizer
-
-    prompts = [str(p) for p in prompts]
-    if not prompts or any(not p.strip() for p in prompts):
-        raise InputError("prompts", "are empty or include an empty prompt", "one or more non-empty prompts")
-    graphs = bundle.manifest.text_encoders
-    if "fp32" not in graphs:
-        raise BundleError(f"bundle {str(bundle.path)!r}", "has no fp32 text encoder",
-                          "a bundle exported with its text encoder, or one of its text banks")
-    provider = "ort-cuda" if config is not None and canonical_backend(config.backend) == "ort-cuda" else "ort-cpu"
-    encoder = OrtBackend(bundle.file(graphs["fp32"].file), graphs["fp32"], name=provider,
-                         threads=(config.threads if config else 0) or os.cpu_count() or 0)
-    tokenize = load_tokenizer(bundle.path, bundle.manifest)
-    parts = []
-    for i in range(0, len(prompts), chunk):
-        tokens = np.asarray(tokenize(prompts[i:i + chunk]), dtype=np.int64)
-        parts.append(encoder.run({graphs["fp32"].inputs[0].name: tokens})[graphs["fp32"].outputs[0].name])
-    emb = np.concatenate(parts).astype(np.float32)
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True).clip(min=1e-12)
-    return TextBank(name, tuple(prompts), emb, sha256_text(prompts))
+    if mode == "fused":
+        if cascade:
+            raise InputError("graph='fused'", "cannot run in cascade mode (it always scores both passes)",
+                             "graph='encoder' with cascade, or cascade off")
+        if not candidates("detect"):
+            raise missing("detect")
+        return candidates("detect")[0], True
+    if mode == "auto" and not cascade and canon in ("ort-cuda", "trt") and candidates("detect"):
+        return candidates("detect")[0], True
+    if not candidates("image"):
+        raise missing("image")
+    return candidates("image")[0], False

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from foclip.errors import BundleError, InputError, require
-from foclip.manifest import Manifest
+from foclip.manifest import TokenizerSpec
 
 CONFIG_NAME = "tokenizer_config.json"
 KIND = "open_clip-simple-bpe"
@@ -111,12 +111,13 @@ class ClipTokenizer:
         return result
 
 
-def load_tokenizer(bundle_dir: str | Path, manifest: Manifest) -> ClipTokenizer:
+def load_tokenizer(bundle_dir: str | Path, spec: TokenizerSpec, context_length: int) -> ClipTokenizer:
     """Load the bundle's tokenizer without torch or open_clip.
 
     Args:
         bundle_dir: the bundle folder.
-        manifest: its manifest (gives the tokenizer file and the context length).
+        spec: the manifest's tokenizer files.
+        context_length: the model's token context (the manifest's ``context_length``).
 
     Returns:
         A :class:`ClipTokenizer`; call it with a list of prompts.
@@ -128,8 +129,8 @@ def load_tokenizer(bundle_dir: str | Path, manifest: Manifest) -> ClipTokenizer:
     tokenizers = require("tokenizers", None)
     require("ftfy", None)
     bundle_dir = Path(bundle_dir)
-    tok_path = bundle_dir / manifest.tokenizer_file
-    cfg_path = bundle_dir / CONFIG_NAME
+    tok_path = bundle_dir / spec.file
+    cfg_path = bundle_dir / spec.config_file
     for p in (tok_path, cfg_path):
         if not p.is_file():
             raise BundleError(str(p), "is missing", "the tokenizer files written by `foclip export`")
@@ -141,4 +142,4 @@ def load_tokenizer(bundle_dir: str | Path, manifest: Manifest) -> ClipTokenizer:
                           "a tokenizers JSON file and tokenizer_config.json written by `foclip export`") from exc
     if config.get("kind") != KIND:
         raise BundleError(str(cfg_path), f"describes tokenizer kind {config.get('kind')!r}", f"{KIND!r}")
-    return ClipTokenizer(tok, config, manifest.context_length)
+    return ClipTokenizer(tok, config, context_length)

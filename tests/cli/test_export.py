@@ -17,14 +17,14 @@ def test_export_cli_writes_a_bundle(tmp_path, capsys):
     prompts.write_text("a red apple\na painting, in oil\n", encoding="utf-8")
     out = tmp_path / "bundle"
     rc = main(["export", "--out", str(out), "--model", "foclip-tiny", "--precision", "fp32,int8",
-               "--prompts", f"artistic,{prompts}", "--no-detect-graph"])
+               "--prompts", f"artistic,{prompts}"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "RANDOMLY INITIALISED" in cap.err and "min cosine" in cap.out
     m = json.loads((out / "manifest.json").read_text())
     assert set(m["text_banks"]) == {"artistic", "file:my prompts"}
     assert (out / "banks/file-my_prompts.prompts.json").is_file()
-    assert set(m["image_encoders"]) == {"fp32", "int8"}
+    assert set(m["graphs"]) == {"image.fp32", "image.int8", "text.fp32"}  # no fused graph unless asked
     # a second run into the same folder is refused without --force
     rc = main(["export", "--out", str(out), "--model", "foclip-tiny", "--precision", "fp32"])
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines at the console width
@@ -89,3 +89,69 @@ def test_build_engine_without_tensorrt(tiny_bundle, capsys):
     assert main(["build-engine", str(tiny_bundle)]) == 1
     err = capsys.readouterr().err
     assert "pip install 'foclip[trt]'" in " ".join(err.split()) and err.count("error:") == 1
+
+
+def _damage_int8(src, dst, factor=8.0):
+    """Copy a bundle and multiply one int8 weight scale: a graph that computes something else, with
+    its manifest hashes updated so that only the self-check can notice."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from foclip.manifest import MANIFEST_NAME, atomic_write_json, sha256_file
+
+    shutil.copytree(src, dst)
+    model = onnx.load(str(dst / "image_encoder.int8.onnx"))
+    scales = [t for t in model.graph.initializer if t.name.endswith("_scale") and t.dims]
+    scales = scales or [t for t in model.graph.initializer if t.name.endswith("_scale")]
+    t = max(scales, key=lambda t: int(np.prod(t.dims)) if t.dims else 1)
+    t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) * np.float32(factor), t.name))
+    onnx.save(model, str(dst / "image_encoder.int8.onnx"))
+    raw = json.loads((dst / MANIFEST_NAME).read_text())
+    raw["files"]["image_encoder.int8.onnx"] = sha256_file(dst / "image_encoder.int8.onnx")
+    atomic_write_json(dst / MANIFEST_NAME, raw)
+    return t.name
+
+
+def test_inspect_verify_prints_each_graph_against_its_gate(tiny_bundle, capsys):
+    rc = main(["inspect", str(tiny_bundle), "--verify"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert rc == 0, out
+    for key in ("image.fp32", "image.fp16", "image.int8", "text.fp32", "text.fp16", "detect.fp32"):
+        assert key in out
+    assert "FAIL" not in out and out.count("pass") >= 6 and ">= 0.99" in out
+
+
+def test_damaged_int8_is_refused_at_load_and_by_inspect_verify(tiny_bundle, tmp_path, capsys):
+    from foclip.runtime import Detector
+    from foclip.runtime.selfcheck import SelfCheckError
+
+    b = tmp_path / "b"
+    _damage_int8(tiny_bundle, b)
+    with pytest.raises(SelfCheckError) as info:
+        Detector.from_bundle(b, precision="int8", threads=1)
+    msg = str(info.value)
+    assert "\n" not in msg and "graph image.int8 on ort-cpu" in msg and "below its gate 0.99" in msg
+    assert "--int8-method dynamic-u8s7" in msg
+    with Detector.from_bundle(b, precision="int8", threads=1, self_check=False) as det:  # the escape hatch
+        assert det.info()["self_check"] == {"skipped": True}
+    with Detector.from_bundle(b, precision="fp32", threads=1) as det:  # other graphs are unaffected
+        assert det.info()["self_check"]["passed"] and det.info()["self_check"]["graph"] == "image.fp32"
+    rc = main(["inspect", str(b), "--verify", "--precision", "int8"])
+    cap = capsys.readouterr()
+    assert rc == 1 and "FAIL" in cap.out and "miss their gate" in " ".join(cap.err.split())
+    assert main(["detect", str(b), str(tmp_path), "--precision", "int8"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "below its gate" in err and "Traceback" not in err
+
+
+def test_an_old_manifest_gets_a_clear_message(tiny_bundle, tmp_path, capsys):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    raw = json.loads((b / "manifest.json").read_text())
+    raw["schema_version"] = 1
+    del raw["reference"]
+    (b / "manifest.json").write_text(json.dumps(raw))
+    assert main(["inspect", str(b)]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "schema version 1" in err and "re-export" in err and "Traceback" not in err

@@ -39,19 +39,25 @@ def test_engine_key_changes_with_every_component():
 
 
 def test_engine_file_and_shapes(tiny_bundle):
-    req = EngineRequest("text", "fp16", (1, 8, 32))
-    assert engine_file(req, "f" * 64) == "engines/text_encoder.fp16.b1-8-32.ffffffffffffffff.engine"
+    req = EngineRequest("text.fp32", "fp16", (1, 8, 32))
+    assert engine_file(req, "f" * 64) == "engines/text.fp32.fp16.b1-8-32.ffffffffffffffff.engine"
     m = read_manifest(tiny_bundle)
-    assert input_shapes(m, "image", (1, 8, 32)) == ("pixels", [(1, 3, 64, 64), (8, 3, 64, 64), (32, 3, 64, 64)])
-    assert input_shapes(m, "text", (2, 2, 2)) == ("tokens", [(2, 77)] * 3)
+    assert input_shapes(m, "image.fp32", (1, 8, 32)) == [("pixels", [(1, 3, 64, 64), (8, 3, 64, 64), (32, 3, 64, 64)])]
+    assert input_shapes(m, "text.fp32", (2, 2, 2)) == [("tokens", [(2, 77)] * 3)]
+    bank = m.text_banks["artistic"].count
+    assert input_shapes(m, "detect.fp32", (1, 2, 4)) == [
+        ("pixels_u8", [(1, 64, 64, 3), (2, 64, 64, 3), (4, 64, 64, 3)]),
+        ("text_bank", [(1, 32), (bank, 32), (4096, 32)])]
 
 
 def test_check_request():
-    check_request(EngineRequest("image", "bf16", (1, 1, 1)))
-    with pytest.raises(InputError, match="--encoder"):
-        check_request(EngineRequest("audio", "fp16", (1, 1, 1)))
+    check_request(EngineRequest("image.fp32", "bf16", (1, 1, 1)))
+    check_request(EngineRequest("detect.fp32", "fp16", (1, 1, 1)))
+    for bad in ("audio.fp32", "image", "image.int4"):
+        with pytest.raises(InputError, match="--graph"):
+            check_request(EngineRequest(bad, "fp16", (1, 1, 1)))
     with pytest.raises(InputError, match="--precision"):
-        check_request(EngineRequest("image", "int4", (1, 1, 1)))
+        check_request(EngineRequest("image.fp32", "int4", (1, 1, 1)))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
@@ -70,7 +76,7 @@ def test_build_engine_records_and_reuses(tiny_bundle, tmp_path):
 
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
-    req = EngineRequest("image", "fp16", (1, 4, 16))
+    req = EngineRequest("image.fp32", "fp16", (1, 4, 16))
     spec, built = build_engine(b, req)
     assert built and (b / spec.file).is_file() and (b / "engines/timing.cache").is_file()
     m = read_manifest(b)
@@ -79,100 +85,19 @@ def test_build_engine_records_and_reuses(tiny_bundle, tmp_path):
     assert not built2 and spec2 == spec
 
 
-class _FakeTensorRT:
-    """Just the TensorRT 10 surface foclip uses (no removed v2 calls exist on it), recording calls."""
-
-    __version__ = "10.99.0-fake"
-
-    def __init__(self):
-        self.calls = []
-        fake = self
-
-        class Logger:
-            WARNING = 2
-
-            def __init__(self, level):
-                pass
-
-        class Profile:
-            def set_shape(self, name, lo, opt, hi):
-                fake.calls.append(("set_shape", name, tuple(lo), tuple(opt), tuple(hi)))
-
-        class Cache:
-            def __init__(self, data):
-                self.data = bytes(data)
-
-            def serialize(self):
-                return self.data + b"+"
-
-        class Config:
-            def set_memory_pool_limit(self, pool, size):
-                fake.calls.append(("pool", pool, size))
-
-            def set_flag(self, flag):
-                fake.calls.append(("flag", flag))
-
-            def add_optimization_profile(self, profile):
-                fake.calls.append(("profile",))
-
-            def create_timing_cache(self, data):
-                fake.calls.append(("timing_in", bytes(data)))
-                return Cache(data)
-
-            def set_timing_cache(self, cache, ignore_mismatch):
-                self.cache = cache
-
-            def get_timing_cache(self):
-                return self.cache
-
-        class Parser:
-            num_errors = 0
-
-            def __init__(self, network, logger):
-                pass
-
-            def parse_from_file(self, path):
-                fake.calls.append(("parse", path.rsplit("/", 1)[-1]))
-                return True
-
-        class Builder:
-            def __init__(self, logger):
-                pass
-
-            def create_network(self, flags):
-                return object()
-
-            def create_builder_config(self):
-                return Config()
-
-            def create_optimization_profile(self):
-                return Profile()
-
-            def build_serialized_network(self, network, config):
-                fake.calls.append(("build",))
-                return b"PLAN"
-
-        self.Logger, self.Builder, self.OnnxParser = Logger, Builder, Parser
-        self.MemoryPoolType = type("MemoryPoolType", (), {"WORKSPACE": "workspace"})
-        self.BuilderFlag = type("BuilderFlag", (), {"FP16": "fp16-flag", "BF16": "bf16-flag"})
-
-
-def test_build_flow_with_a_fake_tensorrt(tiny_bundle, tmp_path, monkeypatch):
+def test_build_flow_with_a_fake_tensorrt(tiny_bundle, tmp_path, fake_trt):
     """Manifest recording, timing cache, hash update and cache reuse, on CPU with a stand-in module."""
     import shutil
-    import sys
 
-    from foclip.exporter import engine
     from foclip.manifest import verify_files
 
-    fake = _FakeTensorRT()
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(engine, "gpu_compute_capability", lambda: "9.0")
+    fake = fake_trt
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
-    req = EngineRequest("text", "bf16", (1, 4, 16))
+    req = EngineRequest("text.fp32", "bf16", (1, 4, 16))
     spec, built = build_engine(b, req)
-    assert built and (b / spec.file).read_bytes() == b"PLAN"
+    assert built and (b / spec.file).read_bytes().startswith(b"FAKEPLAN")
+    assert ("deserialize",) in fake.calls  # the new engine was loaded and self-checked
     assert ("set_shape", "tokens", (1, 77), (4, 77), (16, 77)) in fake.calls
     assert ("flag", "bf16-flag") in fake.calls and ("parse", "text_encoder.fp32.onnx") in fake.calls
     m = read_manifest(b)
@@ -183,7 +108,7 @@ def test_build_flow_with_a_fake_tensorrt(tiny_bundle, tmp_path, monkeypatch):
     fake.calls.clear()
     assert build_engine(b, req) == (spec, False) and ("build",) not in fake.calls
     # another precision: built, the timing cache is fed back in and grows, both engines recorded
-    spec2, built2 = build_engine(b, EngineRequest("text", "fp32", (1, 4, 16)))
+    spec2, built2 = build_engine(b, EngineRequest("text.fp32", "fp32", (1, 4, 16)))
     assert built2 and ("timing_in", b"+") in fake.calls and not any(c[0] == "flag" for c in fake.calls)
     m = read_manifest(b)
     assert set(m.engines) == {spec, spec2} and verify_files(b, m) == []
@@ -191,4 +116,4 @@ def test_build_flow_with_a_fake_tensorrt(tiny_bundle, tmp_path, monkeypatch):
     with open(b / "text_encoder.fp32.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(BundleError, match="text_encoder.fp32.onnx"):
-        build_engine(b, EngineRequest("text", "fp16", (1, 4, 16)))
+        build_engine(b, EngineRequest("text.fp32", "fp16", (1, 4, 16)))

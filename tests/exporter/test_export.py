@@ -15,6 +15,8 @@ EXPECTED = {
     "image_encoder.fp32.onnx", "image_encoder.fp16.onnx", "image_encoder.int8.onnx",
     "text_encoder.fp32.onnx", "text_encoder.fp16.onnx", "detect.fp32.onnx",
     "banks/artistic.prompts.json", "banks/artistic.fp32.npy",
+    "reference/pixels_u8.npy", "reference/image_embeddings.fp32.npy", "reference/tokens.npy",
+    "reference/text_embeddings.fp32.npy",
 }
 
 
@@ -40,8 +42,19 @@ def test_manifest_hashes_and_contract(tiny_bundle):
     assert (img.outputs[0].name, img.outputs[0].dtype) == ("embedding", "float32")
     txt = m.text_encoders["fp16"]
     assert (txt.inputs[0].name, txt.inputs[0].dtype, txt.inputs[0].shape) == ("tokens", "int64", ("batch", 77))
-    assert m.grayscale["weights"] == [0.299, 0.587, 0.114]
-    assert m.scoring["score_scale"] == 100 and m.scoring["clamp"] == "per-pair"
+    assert m.grayscale.weights == (0.299, 0.587, 0.114) and m.grayscale.definition == "luma-rgb01-float"
+    assert m.scoring.score_scale == 100 and m.scoring.clamp == "per-pair"
+    assert set(m.graphs) == {"image.fp32", "image.fp16", "image.int8", "text.fp32", "text.fp16", "detect.fp32"}
+    assert all(g.key == k and g.gate_min_cosine == {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}[g.precision]
+               for k, g in m.graphs.items())
+    q = m.graphs["image.int8"].quantization
+    assert q["method"] == "dynamic-u8s7" and q["reduce_range"] is True and "any x86-64" in q["cpus"]
+    assert m.graphs["image.fp16"].disabled_optimizers == ("NchwcTransformer",)
+    assert m.tokenizer.file == "tokenizer.json" and m.tokenizer.config_file == "tokenizer_config.json"
+    ref = m.reference
+    assert len(ref.photos) == 4 and len(ref.prompts) == 8
+    assert np.load(tiny_bundle / ref.pixels_file).shape == (4, 64, 64, 3)
+    assert np.load(tiny_bundle / ref.image_embeddings_file).shape == (8, m.embed_dim)
     assert m.opset == 18 and {"torch", "open_clip", "onnx", "onnxruntime"} <= set(m.versions)
     assert m.detect_graphs["fp32"].file == "detect.fp32.onnx"
     # round trip through JSON is lossless
@@ -105,7 +118,7 @@ def test_text_encoder_eot_pooling_at_other_batch_sizes(tiny_bundle, precision):
     from foclip.runtime.tokenizer import load_tokenizer
 
     m = read_manifest(tiny_bundle)
-    tok = load_tokenizer(tiny_bundle, m)
+    tok = load_tokenizer(tiny_bundle, m.tokenizer, m.context_length)
     texts = ["a", "a photo of a cat", "an oil painting " * 30, "🍕", "x y z"] * 4
     tokens = tok(texts)
     sess = ort_session(tiny_bundle / m.text_encoders[precision].file, precision)
@@ -135,7 +148,7 @@ def test_text_bank_matches_prompts_hash_and_encoder(tiny_bundle):
     emb = np.load(tiny_bundle / spec.embeddings_file)
     assert emb.shape == (spec.count, m.embed_dim) and emb.dtype == np.float32
     sess = ort_session(tiny_bundle / m.text_encoders["fp32"].file, "fp32")
-    got = sess.run(None, {"tokens": load_tokenizer(tiny_bundle, m)(prompts)})[0]
+    got = sess.run(None, {"tokens": load_tokenizer(tiny_bundle, m.tokenizer, m.context_length)(prompts)})[0]
     np.testing.assert_allclose(got, emb, atol=1e-5)
 
 
@@ -184,3 +197,18 @@ def test_export_leaves_global_torch_state_alone(tiny_bundle):
 
     assert torch.is_grad_enabled()
     assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_default_export_has_no_fused_graph_and_keeps_going_past_a_failed_gate(tmp_path, monkeypatch):
+    """A precision that misses its gate is left out (named in info.omitted); the rest is usable."""
+    from foclip.exporter import ExportConfig, export_bundle, parity
+    from foclip.runtime import Detector
+
+    monkeypatch.setitem(parity.GATES, "int8", 0.9999999)  # no int8 graph reaches this
+    m = export_bundle(ExportConfig(model_name="foclip-tiny", precisions=("fp32", "int8"), seed=0), tmp_path / "b")
+    assert "image.int8" not in m.graphs and "detect.fp32" not in m.graphs
+    assert "below the int8 gate" in m.info["omitted"]["image.int8"]
+    assert not (tmp_path / "b" / "image_encoder.int8.onnx").exists()
+    assert json.loads((tmp_path / "b" / "parity.json").read_text())["passed"] is False
+    with Detector.from_bundle(tmp_path / "b", threads=1) as det:
+        assert det.detect([np.zeros((70, 70, 3), np.uint8)])[0].ok

@@ -10,15 +10,12 @@ import numpy as np
 import pytest
 
 from foclip.errors import BundleError, InputError
-from foclip.manifest import Manifest, PreprocessSpec
+from foclip.manifest import TokenizerSpec
 from foclip.runtime.tokenizer import CONFIG_NAME, load_tokenizer
 
 
-def _manifest(context_length: int = 77) -> Manifest:
-    return Manifest(model_name="foclip-tiny", pretrained="random(seed=0)", random_init=True, embed_dim=32,
-                    context_length=context_length, preprocess=PreprocessSpec(), image_encoders={},
-                    text_encoders={}, text_banks={}, tokenizer_file="tokenizer.json", opset=18, versions={},
-                    files={}, created="")
+def _manifest(context_length: int = 77) -> tuple[TokenizerSpec, int]:
+    return TokenizerSpec(), context_length
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +31,7 @@ def tok_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ours(tok_dir):
-    return load_tokenizer(tok_dir, _manifest())
+    return load_tokenizer(tok_dir, *_manifest())
 
 
 @pytest.fixture(scope="module")
@@ -120,23 +117,22 @@ def test_non_string_item_is_input_error(ours):
 
 def test_missing_files_and_wrong_kind(tok_dir, tmp_path):
     with pytest.raises(BundleError, match="is missing"):
-        load_tokenizer(tmp_path, _manifest())
+        load_tokenizer(tmp_path, *_manifest())
     (tmp_path / "tokenizer.json").write_bytes((tok_dir / "tokenizer.json").read_bytes())
     (tmp_path / CONFIG_NAME).write_text(json.dumps({"kind": "sentencepiece"}))
     with pytest.raises(BundleError, match="sentencepiece"):
-        load_tokenizer(tmp_path, _manifest())
+        load_tokenizer(tmp_path, *_manifest())
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(BundleError, match="cannot be loaded"):
-        load_tokenizer(tmp_path, _manifest())
+        load_tokenizer(tmp_path, *_manifest())
 
 
 def test_loader_imports_neither_torch_nor_open_clip(tok_dir):
     code = (
         "import sys, json\n"
-        "from foclip.manifest import Manifest, PreprocessSpec\n"
+        "from foclip.manifest import TokenizerSpec\n"
         "from foclip.runtime.tokenizer import load_tokenizer\n"
-        "m = Manifest('m', 'r', True, 32, 77, PreprocessSpec(), {}, {}, {}, 'tokenizer.json', 18, {}, {}, '')\n"
-        f"t = load_tokenizer({str(tok_dir)!r}, m)\n"
+        f"t = load_tokenizer({str(tok_dir)!r}, TokenizerSpec(), 77)\n"
         "t(['a photo of a cat'])\n"
         "print(json.dumps([n for n in ('torch', 'open_clip') if n in sys.modules]))\n"
     )
