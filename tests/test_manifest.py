@@ -1,4 +1,10 @@
+"""The typed bundle contract: round trip, checked values, closed world, atomic writes."""
+
+from __future__ import annotations
+
 import json
+import os
+import shutil
 
 import pytest
 
@@ -6,33 +12,30 @@ from foclip import manifest as m
 from foclip.errors import BundleError
 
 
-def _manifest(files):
-    spec = m.GraphSpec("image_encoder.fp32.onnx", (m.TensorSpec("pixels", "float32", ("batch", 3, 64, 64)),),
-                       (m.TensorSpec("embedding", "float32", ("batch", 32)),))
-    return m.Manifest(
-        model_name="foclip-tiny", pretrained="random(seed=0)", random_init=True, embed_dim=32,
-        context_length=77, preprocess=m.PreprocessSpec(image_size=64), image_encoders={"fp32": spec},
-        text_encoders={}, text_banks={"artistic": m.TextBankSpec("artistic", "a.json", "a.npy", 2, "ab")},
-        tokenizer_file="tokenizer.json", opset=18, versions={"onnx": "1"}, files=files, created="now",
-    )
+def _raw(bundle) -> dict:
+    return json.loads((bundle / m.MANIFEST_NAME).read_text())
 
 
-def test_manifest_round_trips_through_json(tmp_path):
-    man = _manifest({"x": "00"})
+def _write(tmp_path, raw) -> None:
+    (tmp_path / m.MANIFEST_NAME).write_text(json.dumps(raw))
+
+
+def test_manifest_round_trips_through_json(tiny_bundle, tmp_path):
+    man = m.read_manifest(tiny_bundle)
     m.atomic_write_json(tmp_path / m.MANIFEST_NAME, man.to_dict())
-    back = m.read_manifest(tmp_path)
-    assert back == man
-    assert json.loads((tmp_path / m.MANIFEST_NAME).read_text())["schema_version"] == m.SCHEMA_VERSION
+    assert m.read_manifest(tmp_path) == man
+    assert _raw(tmp_path)["schema_version"] == m.SCHEMA_VERSION == 2
+    assert man.image_encoders["int8"] is man.graphs["image.int8"] and man.tokenizer_file == "tokenizer.json"
 
 
-def test_verify_files_names_changed_and_missing(tmp_path):
-    (tmp_path / "a.bin").write_bytes(b"abc")
-    (tmp_path / "b.bin").write_bytes(b"def")
-    man = _manifest({"a.bin": m.sha256_file(tmp_path / "a.bin"), "b.bin": m.sha256_file(tmp_path / "b.bin"),
-                     "c.bin": "0" * 64})
-    assert m.verify_files(tmp_path, man) == [("c.bin", "missing")]
-    (tmp_path / "b.bin").write_bytes(b"changed")
-    assert [p for p, _ in m.verify_files(tmp_path, man)] == ["b.bin", "c.bin"]
+def test_verify_files_names_changed_and_missing(tiny_bundle, tmp_path):
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    man = m.read_manifest(b)
+    (b / "tokenizer.json").unlink()
+    with open(b / "parity.json", "a") as f:
+        f.write(" ")
+    assert dict(m.verify_files(b, man)) == {"tokenizer.json": "missing", "parity.json": "sha256 mismatch (file changed)"}
 
 
 def test_read_manifest_errors_are_one_line(tmp_path):
@@ -45,21 +48,92 @@ def test_read_manifest_errors_are_one_line(tmp_path):
         m.read_manifest(tmp_path / "nope")
 
 
-def test_atomic_write_leaves_no_temp_on_failure(tmp_path):
+def test_atomic_write_leaves_no_temp_on_failure_and_uses_the_umask(tmp_path):
     class Boom:
         pass
 
     with pytest.raises(TypeError):
         m.atomic_write_json(tmp_path / "x.json", {"a": Boom()})
     assert list(tmp_path.iterdir()) == []
+    old = os.umask(0o027)
+    try:
+        m.atomic_write_json(tmp_path / "y.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "y.json").stat().st_mode & 0o777 == 0o640
 
 
-def test_newer_schema_and_non_object_manifests_are_refused(tmp_path):
-    man = _manifest({}).to_dict()
-    man["schema_version"] = m.SCHEMA_VERSION + 1
-    m.atomic_write_json(tmp_path / m.MANIFEST_NAME, man)
+def test_other_schemas_and_non_objects_are_refused(tiny_bundle, tmp_path):
+    raw = _raw(tiny_bundle)
+    _write(tmp_path, {**raw, "schema_version": 3})
     with pytest.raises(BundleError, match="newer than this foclip reads"):
         m.read_manifest(tmp_path)
-    m.atomic_write_json(tmp_path / m.MANIFEST_NAME, [1, 2])
-    with pytest.raises(BundleError, match="cannot be parsed"):
+    _write(tmp_path, {**raw, "schema_version": 1})
+    with pytest.raises(BundleError, match="schema version 1 .* re-export the bundle"):
         m.read_manifest(tmp_path)
+    _write(tmp_path, [1, 2])
+    with pytest.raises(BundleError, match="is invalid"):
+        m.read_manifest(tmp_path)
+
+
+# Each edit changes one field that describes behaviour; the reader must refuse it, naming the field.
+EDITS = {
+    "preprocess.image_size": (lambda r: r["preprocess"].update(image_size="224"), "preprocess.image_size"),
+    "preprocess.resize_mode": (lambda r: r["preprocess"].update(resize_mode="longest"), "preprocess.resize_mode"),
+    "preprocess.interpolation": (lambda r: r["preprocess"].update(interpolation="nearest"),
+                                 "preprocess.interpolation"),
+    "preprocess.crop": (lambda r: r["preprocess"].update(crop="none"), "preprocess.crop"),
+    "preprocess.std": (lambda r: r["preprocess"].update(std=[0, 1, 1]), "preprocess.std"),
+    "grayscale.definition": (lambda r: r["grayscale"].update(definition="lightness"), "grayscale.definition"),
+    "scoring.score_scale": (lambda r: r["scoring"].update(score_scale="100"), "scoring.score_scale"),
+    "scoring.score_scale nan": (lambda r: r["scoring"].update(score_scale=float("nan")), "scoring.score_scale"),
+    "scoring.clamp": (lambda r: r["scoring"].update(clamp="mean"), "scoring.clamp"),
+    "scoring.reduce": (lambda r: r["scoring"].update(reduce="max"), "scoring.reduce"),
+    "scoring.drop": (lambda r: r["scoring"].update(drop="absolute"), "scoring.drop"),
+    "tokenizer.kind": (lambda r: r["tokenizer"].update(kind="sentencepiece"), "tokenizer.kind"),
+    "embed_dim": (lambda r: r.update(embed_dim=True), "embed_dim"),
+    "context_length": (lambda r: r.update(context_length=-1), "context_length"),
+    "random_init": (lambda r: r.update(random_init="no"), "random_init"),
+    "graph key": (lambda r: r["graphs"]["image.int8"].update(key="image.fp32"), "graphs.image.int8.key"),
+    "graph gate": (lambda r: r["graphs"]["image.int8"].update(gate_min_cosine=1.5), "gate_min_cosine"),
+    "graph role": (lambda r: r["graphs"]["image.int8"].update(role="audio"), "role"),
+    "graph dtype": (lambda r: r["graphs"]["image.fp32"]["inputs"][0].update(dtype="float64"), "dtype"),
+    "bank count": (lambda r: r["text_banks"]["artistic"].update(count=0), "count"),
+    "bank hash": (lambda r: r["text_banks"]["artistic"].update(prompts_sha256="xyz"), "prompts_sha256"),
+    "files hash": (lambda r: r["files"].update({"parity.json": "0"}), "sha256"),
+    "engines": (lambda r: r.update(engines={}), "engines"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDITS))
+def test_every_behaviour_field_is_checked(tiny_bundle, tmp_path, name):
+    edit, field = EDITS[name]
+    raw = _raw(tiny_bundle)
+    edit(raw)
+    _write(tmp_path, raw)
+    with pytest.raises(BundleError) as info:
+        m.read_manifest(tmp_path)
+    assert field in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../outside.onnx", "a/../../b.onnx", "~/x.onnx", "a\\b.onnx", ""])
+def test_paths_must_stay_inside_the_bundle(tiny_bundle, tmp_path, path):
+    raw = _raw(tiny_bundle)
+    raw["graphs"]["text.fp32"]["file"] = path
+    raw["files"][path] = "0" * 64
+    _write(tmp_path, raw)
+    with pytest.raises(BundleError, match="relative path inside the bundle"):
+        m.read_manifest(tmp_path)
+
+
+def test_a_mapping_to_an_unlisted_file_is_refused(tiny_bundle, tmp_path):
+    """D4: a bank, text encoder or detect graph entry pointing at a file without a sha256."""
+    for edit in (lambda r: r["text_banks"]["artistic"].update(embeddings_file="zeros.npy"),
+                 lambda r: r["graphs"]["text.fp32"].update(file="other.onnx"),
+                 lambda r: r["graphs"]["detect.fp32"].update(file="evil.onnx"),
+                 lambda r: r["reference"].update(pixels_file="mine.npy")):
+        raw = _raw(tiny_bundle)
+        edit(raw)
+        _write(tmp_path, raw)
+        with pytest.raises(BundleError, match="which files does not list with a sha256"):
+            m.read_manifest(tmp_path)

@@ -214,7 +214,8 @@ def open_bundle(path: str | os.PathLike[str], verify: bool = True) -> Bundle:
         if problems:
             rel, why = problems[0]
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            problem = "is missing" if why == "missing" else "has changed (sha256 differs from the manifest)"
+            problem = {"missing": "is missing", "sha256 mismatch (file changed)":
+                       "has changed (sha256 differs from the manifest)"}.get(why, why)
             raise BundleError(f"bundle file {str(path / rel)!r}", f"{problem}{more}",
                               "the files exactly as `foclip export` wrote them (re-export the bundle)")
     check_definitions(manifest, path)

@@ -33,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from foclip.errors import BundleError, InputError
+from foclip.manifest import PRECISIONS
 from foclip.runtime.backends import Runner, canonical_backend, create_runner, require_backend
 from foclip.runtime.bundle import Bundle, TextBank, open_bundle
 from foclip.runtime.calibration import Calibration
@@ -454,6 +455,9 @@ def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto
         raise InputError("graph", f"is {mode!r}", f"one of {', '.join(GRAPH_MODES)}")
     canon = canonical_backend(backend)
     m = bundle.manifest
+    if canon != "trt" and precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r}", f"is not a precision of {canon} graphs",
+                         "fp32, fp16 or int8 (bf16 is a TensorRT engine precision: --backend trt)")
 
     def candidates(role: str) -> list[str]:
         if canon == "trt":

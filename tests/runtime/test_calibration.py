@@ -89,5 +89,5 @@ def test_round_trip_and_bad_file(tmp_path):
         Calibration.load(tmp_path / "nope.json")
     for text in ("[1, 2]", json.dumps({**cal.to_dict(), "text_bank": "artistic"})):
         (tmp_path / "bad.json").write_text(text)
-        with pytest.raises(InputError, match="cannot be read"):
+        with pytest.raises(InputError, match="is invalid"):
             Calibration.load(tmp_path / "bad.json")

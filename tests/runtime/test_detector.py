@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from foclip.errors import BundleError, InputError
@@ -92,16 +93,45 @@ def test_fused_graph_matches_encoder_path(tiny_bundle, det, photos):
         assert b.score_gray == pytest.approx(a.score_gray, rel=1e-4, abs=1e-6)
 
 
-def test_int8_close_to_fp32(tiny_bundle, det, photos):
-    q = Detector.from_bundle(tiny_bundle, precision="int8", batch_size=8, threads=1)
-    a = np.array([r.score_color for r in det.detect(photos)])
-    b = np.array([r.score_color for r in q.detect(photos)])
-    assert np.corrcoef(a, b)[0, 1] > 0.9
+def test_int8_within_its_gate_and_deciding_like_fp32(tiny_bundle, det, photos):
+    """What matters about int8, on any CPU: its embeddings of real photos (colour and gray rows)
+    stay within the int8 gate of fp32, and with the same thresholds it decides the same way."""
+    from foclip.exporter.parity import cosine_rows
+    from foclip.runtime.backends import create_runner
+    from foclip.runtime.preprocess import to_pixels
+    from foclip.scoring import to_gray
+
+    b = det.bundle
+    color = np.stack([to_pixels(Image.fromarray(a), b.manifest.preprocess) for a in photos])
+    x = np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
+    with create_runner("ort-cpu", b, "image.fp32", threads=1) as f, create_runner("ort-cpu", b, "image.int8",
+                                                                                 threads=1) as q:
+        cos = cosine_rows(f.run({"pixels": x})["embedding"], q.run({"pixels": x})["embedding"])
+    assert cos.min() >= b.manifest.graphs["image.int8"].gate_min_cosine
+    ref = det.detect(photos)
+    tau_score = float(np.median([r.score_color for r in ref]))
+    tau_drop = float(np.median([r.drop for r in ref]))
+    kw = {"tau_score": tau_score, "tau_drop": tau_drop, "batch_size": 8, "threads": 1}
+    with Detector.from_bundle(tiny_bundle, **kw) as f32, Detector.from_bundle(tiny_bundle, precision="int8", **kw) as i8:
+        a, c = f32.detect(photos), i8.detect(photos)
+        assert i8.self_check.passed and i8.self_check.min_cosine >= 0.99
+    margin = [abs(r.drop - tau_drop) for r in a]
+    agree = [x.tampered == y.tampered for x, y, m in zip(a, c, margin) if m > 0.02]  # far from the threshold
+    assert agree and all(agree)
 
 
 def test_missing_precision(tiny_bundle):
-    with pytest.raises(BundleError, match="no bf16 image encoder"):
+    with pytest.raises(InputError, match="precision 'bf16'.*fp32, fp16 or int8"):
         Detector.from_bundle(tiny_bundle, precision="bf16")
+    import dataclasses
+
+    from foclip.runtime import choose_graph, open_bundle
+
+    b = open_bundle(tiny_bundle)
+    no_int8 = dataclasses.replace(b, manifest=b.manifest.with_changes(
+        graphs={k: g for k, g in b.manifest.graphs.items() if k != "image.int8"}))
+    with pytest.raises(BundleError, match="has no image.int8 graph .* --precision int8"):
+        choose_graph(no_int8, "ort-cpu", "int8")
 
 
 def test_bad_items_do_not_disturb_batch(det, photos, bad_corpus, corpus_codes):
