@@ -37,6 +37,12 @@ class BackendError(FoclipError):
     """An inference backend or provider is unavailable."""
 
 
+class InternalError(RuntimeError):
+    """A bug: foclip's own, or a library caller breaking a documented contract (feeds of the wrong
+    dtype, a runner used before ``activate()``). Deliberately not a :class:`FoclipError`, so the
+    CLI shows its traceback instead of a one-line user message."""
+
+
 class MissingExtraError(FoclipError):
     """An optional dependency is not installed."""
 

@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
     for key, why in m.info.get("omitted", {}).items():
         rows.append((f"omitted {key}", why))
     if m.reference is not None:
-        rows.append(("self-check set", f"{len(m.reference.photos)} photos ({', '.join(m.reference.photos)}), "
-                     f"{len(m.reference.prompts)} prompts"))
+        photos = ", ".join(m.reference.photos)
+        rows.append(("self-check set", f"{len(m.reference.photos)} photos ({photos}), {len(m.reference.prompts)} prompts"))
     for name, b in m.text_banks.items():
         rows.append((f"text bank {name}", f"{b.count} prompts, {b.embeddings_file}, sha256 {b.prompts_sha256[:16]}…"))
     for e in m.engines:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from foclip.errors import InputError
+from foclip.errors import InputError, require
 from foclip.exporter.config import ExportConfig
 from foclip.manifest import (
     MANIFEST_NAME,
@@ -31,8 +31,8 @@ from foclip.manifest import (
     ReferenceSpec,
     ScoringSpec,
     TensorSpec,
-    TokenizerSpec,
     TextBankSpec,
+    TokenizerSpec,
     atomic_write_bytes,
     atomic_write_json,
     sha256_file,
@@ -393,6 +393,8 @@ def export_bundle(cfg: ExportConfig, out_dir: str | os.PathLike[str], force: boo
     def log(line: str) -> None:
         sink(f"[{time.perf_counter() - t0:6.1f} s] {line}")
 
+    for module in ("torch", "open_clip", "onnx", "onnxruntime"):
+        require(module, "export" if module != "onnxruntime" else "cpu")
     out_dir = Path(out_dir).expanduser().absolute()
     check_out_dir(out_dir, force)
     try:

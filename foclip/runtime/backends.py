@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from foclip.errors import BackendError, BundleError, require
+from foclip.errors import BackendError, BundleError, InternalError, require
 from foclip.manifest import EngineSpec, GraphSpec, Manifest
 from foclip.runtime.bundle import Bundle
 
@@ -171,6 +171,10 @@ class EngineFromBundle:
 
 
 # --------------------------------------------------------------------------- runners
+def _msg(subject: str, problem: str, expected: str) -> str:
+    return f"{subject} | {problem}. Expected {expected}."
+
+
 class Runner:
     """One graph, opened by a loader. Subclasses implement the ``_impl`` methods.
 
@@ -203,7 +207,7 @@ class Runner:
             self._deactivate_impl()
             self.is_active = False
 
-    def __enter__(self) -> Runner:
+    def __enter__(self) -> Runner:  # noqa: PYI034 - py310 target, no typing.Self
         return self.activate()
 
     def __exit__(self, *exc: object) -> None:
@@ -218,22 +222,22 @@ class Runner:
         """Check feeds against the opened graph's own IO metadata.
 
         Raises:
-            BackendError: wrong names, dtype, rank or a fixed dimension (a bug in the caller,
+            InternalError: wrong names, dtype, rank or a fixed dimension (a bug in the caller,
                 reported in the contract's terms).
         """
         expected = self.input_metadata()
         if set(feeds) != set(expected):
-            raise BackendError(f"{self.name} feeds", f"are named {sorted(feeds)}", f"inputs {sorted(expected)}")
+            raise InternalError(_msg(f"{self.name} feeds", f"are named {sorted(feeds)}", f"inputs {sorted(expected)}"))
         for name, arr in feeds.items():
             dtype, shape = expected[name]
             if arr.dtype != dtype:
-                raise BackendError(f"{self.name} input {name!r}", f"is {arr.dtype}", f"{dtype}")
+                raise InternalError(_msg(f"{self.name} input {name!r}", f"is {arr.dtype}", f"{dtype}"))
             if arr.ndim != len(shape):
-                raise BackendError(f"{self.name} input {name!r}", f"has shape {arr.shape}", f"rank {len(shape)}: "
-                                   f"{list(shape)}")
+                raise InternalError(_msg(f"{self.name} input {name!r}", f"has shape {arr.shape}", f"rank {len(shape)}: "
+                                   f"{list(shape)}"))
             for got, dim in zip(arr.shape, shape):
                 if isinstance(dim, int) and dim > 0 and got != dim:
-                    raise BackendError(f"{self.name} input {name!r}", f"has shape {arr.shape}", f"shape {list(shape)}")
+                    raise InternalError(_msg(f"{self.name} input {name!r}", f"has shape {arr.shape}", f"shape {list(shape)}"))
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Validate, run and time one call.
@@ -245,11 +249,11 @@ class Runner:
             output name -> array for every output of the graph.
 
         Raises:
-            BackendError: the runner is not active, or the feeds are invalid.
+            InternalError: the runner is not active, or the feeds are invalid.
         """
         if not self.is_active:
-            raise BackendError(f"{self.name} runner for {self.graph.key}", "is not active",
-                               "activate() (or a `with` block) before run()")
+            raise InternalError(_msg(f"{self.name} runner for {self.graph.key}", "is not active",
+                               "activate() (or a `with` block) before run()"))
         self.validate(feeds)
         t0 = time.perf_counter()
         out = self._run_impl(feeds)

@@ -126,7 +126,7 @@ class Calibration:
         def text(key: str, default: str | None = None) -> str:
             v = d.get(key, default) if default is not None else d[key]
             if not isinstance(v, str):
-                raise ValueError(f"{key} is {v!r}, expected a string")
+                raise TypeError(f"{key} is {v!r}, expected a string")
             return v
 
         if d.get("schema", SCHEMA) != SCHEMA:
@@ -135,9 +135,9 @@ class Calibration:
             raise ValueError(f"mode is {d['mode']!r}, expected one of {', '.join(MODES)}")
         bank = d["text_bank"]
         if not isinstance(bank, dict) or not isinstance(bank.get("sha256"), str):
-            raise ValueError("text_bank is not an object with a sha256 string")
+            raise TypeError("text_bank is not an object with a sha256 string")
         if not isinstance(d.get("metrics", {}), dict):
-            raise ValueError("metrics is not an object")
+            raise TypeError("metrics is not an object")
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known.update(tau_score=num("tau_score", 0.0, 1e6), tau_drop=num("tau_drop", -1e6, 1e6),
                      target_fpr=num("target_fpr", 0.0, 1.0), score_scale=num("score_scale", 1e-6, 1e6),

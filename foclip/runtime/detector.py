@@ -26,7 +26,6 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,7 +38,7 @@ from foclip.runtime.bundle import Bundle, TextBank, open_bundle
 from foclip.runtime.calibration import Calibration
 from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode_item
 from foclip.runtime.selfcheck import SelfCheckResult, require_pass, self_check
-from foclip.runtime.text_bank import embed_prompts, resolve_text_bank
+from foclip.runtime.text_bank import resolve_text_bank
 from foclip.scoring import clipscore, to_gray
 
 DEFAULT_TAU_SCORE = 0.0

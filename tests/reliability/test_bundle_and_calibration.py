@@ -52,7 +52,7 @@ def test_d4_a_listed_but_swapped_bank_changes_the_bundle_hash(tiny_bundle, tmp_p
 
 
 def test_d4_a_symlink_out_of_the_bundle_is_refused(tiny_bundle, tmp_path):
-    b, raw = _copy(tiny_bundle, tmp_path)
+    b, _ = _copy(tiny_bundle, tmp_path)
     outside = tmp_path / "outside.json"
     shutil.copy(b / "tokenizer.json", outside)
     (b / "tokenizer.json").unlink()

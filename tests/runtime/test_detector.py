@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from PIL import Image
 import pytest
+from PIL import Image
 
 from foclip.errors import BundleError, InputError
 from foclip.runtime import DEFAULT_TAU_DROP, Calibration, Detector
