@@ -55,6 +55,66 @@ def to_gray(rgb: np.ndarray, channel_axis: int = -1) -> np.ndarray:
     return np.moveaxis(out, -1, channel_axis).astype(w.dtype, copy=False)
 
 
+def _hue_rotation(degrees: float) -> np.ndarray:
+    """RGB -> RGB matrix that rotates chroma by ``degrees`` in YIQ space and keeps luma."""
+    to_yiq = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
+    t = np.deg2rad(degrees)
+    rot = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
+    return np.linalg.inv(to_yiq) @ rot @ to_yiq
+
+
+def _desaturation(keep: float) -> np.ndarray:
+    """RGB -> RGB matrix: ``keep`` of the colour, the rest luma (0 = gray, 1 = unchanged)."""
+    return keep * np.eye(3) + (1 - keep) * np.repeat(np.asarray(LUMA)[None, :], 3, axis=0)
+
+
+# Colour-space probes: each a 3x3 matrix applied to [0, 1] RGB, the result clipped to [0, 1].
+# Gray, desaturation and hue rotations keep luma (where ordinary perturbations live) and remove or
+# move chroma, where FoCLIP's manipulation leans; swap-rb exchanges the red and blue planes.
+# "gray" is exactly :func:`to_gray`.
+PROBES: dict[str, np.ndarray] = {
+    "gray": _desaturation(0.0),
+    "desat50": _desaturation(0.5),
+    "hue90": _hue_rotation(90),
+    "hue180": _hue_rotation(180),
+    "hue270": _hue_rotation(270),
+    "swap-rb": np.array([[0.0, 0, 1], [0, 1, 0], [1, 0, 0]]),
+}
+DEFAULT_PROBES = ("gray",)
+
+
+def check_probes(names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """Validate probe names (``gray`` first when present).
+
+    Raises:
+        ValueError: an unknown or repeated probe, or an empty list.
+    """
+    names = tuple(names)
+    bad = [n for n in names if n not in PROBES]
+    if not names or bad or len(set(names)) != len(names):
+        raise ValueError(f"probes {list(names)} are not distinct names from {', '.join(PROBES)}")
+    return names
+
+
+def apply_probe(rgb: np.ndarray, name: str, channel_axis: int = -1) -> np.ndarray:
+    """One colour-space probe of [0, 1] RGB images (``gray`` is :func:`to_gray` exactly).
+
+    Args:
+        rgb: float array with three channels on ``channel_axis``.
+        name: a key of :data:`PROBES`.
+        channel_axis: the axis that holds R, G, B.
+
+    Returns:
+        Array of the same shape and dtype, in [0, 1].
+    """
+    if name == "gray":
+        return to_gray(rgb, channel_axis)
+    rgb = np.asarray(rgb)
+    m = PROBES[name].astype(rgb.dtype if rgb.dtype.kind == "f" else np.float32)
+    out = np.tensordot(np.moveaxis(rgb, channel_axis, -1), m, axes=([-1], [1]))
+    return np.clip(np.moveaxis(out, -1, channel_axis), 0.0, 1.0).astype(m.dtype, copy=False)
+
+
 def drop(score_color: np.ndarray | float, score_gray: np.ndarray | float) -> np.ndarray:
     """Relative score lost to grayscale, as a fraction; 0 where ``score_color`` is 0.
 

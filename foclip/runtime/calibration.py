@@ -66,6 +66,8 @@ class Calibration:
         created: ISO timestamp.
         graph: key of the graph that scored the images (``image.fp32``, ``detect.fp32``…; empty
             in files from foclip 0.1, read as ``image.<precision>``).
+        probes: the colour-space probes whose statistic the thresholds apply to (``["gray"]``:
+            the gray drop, the paper's rule).
     """
 
     tau_score: float
@@ -81,6 +83,7 @@ class Calibration:
     created: str = ""
     schema: int = SCHEMA
     graph: str = ""
+    probes: tuple[str, ...] = ("gray",)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -129,6 +132,12 @@ class Calibration:
                 raise TypeError(f"{key} is {v!r}, expected a string")
             return v
 
+        def probe_list() -> tuple[str, ...]:
+            v = d.get("probes", ["gray"])
+            if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+                raise TypeError(f"probes is {v!r}, expected a list of probe names")
+            return tuple(v)
+
         if d.get("schema", SCHEMA) != SCHEMA:
             raise ValueError(f"schema is {d.get('schema')!r}, expected {SCHEMA}")
         if text("mode") not in MODES:
@@ -142,7 +151,7 @@ class Calibration:
         known.update(tau_score=num("tau_score", 0.0, 1e6), tau_drop=num("tau_drop", -1e6, 1e6),
                      target_fpr=num("target_fpr", 0.0, 1.0), score_scale=num("score_scale", 1e-6, 1e6),
                      bundle_hash=text("bundle_hash"), backend=text("backend"), precision=text("precision"),
-                     graph=text("graph", ""), created=text("created", ""))
+                     graph=text("graph", ""), created=text("created", ""), probes=probe_list())
         return cls(**known)
 
     @property
@@ -152,7 +161,8 @@ class Calibration:
 
     def check_compatible(self, bundle_hash: str, bank_sha256: str, bundle_name: str = "bundle",
                          score_scale: float | None = None, graph: str | None = None,
-                         precision: str | None = None, backend: str | None = None) -> list[str]:
+                         precision: str | None = None, backend: str | None = None,
+                         probes: tuple[str, ...] | None = None) -> list[str]:
         """Refuse a calibration that was not made with what the detector runs.
 
         Refused: another bundle, prompt set, score scale, or precision (fp32 thresholds do not
@@ -182,6 +192,9 @@ class Calibration:
         if precision is not None and self.precision != precision:
             raise BundleError("calibration", f"was made at precision {self.precision}, the detector runs {precision}",
                               f"a calibration made at {precision} (`foclip calibrate ... --precision {precision}`)")
+        if probes is not None and tuple(self.probes) != tuple(probes):
+            raise BundleError("calibration", f"was made with probes {','.join(self.probes)}, the detector uses "
+                              f"{','.join(probes)}", f"a calibration made with --probes {','.join(probes)}")
         notes = []
         if graph is not None and self.graph_key != graph:
             notes.append(f"calibration was made with graph {self.graph_key}, the detector runs {graph}")

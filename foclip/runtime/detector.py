@@ -39,7 +39,7 @@ from foclip.runtime.calibration import Calibration
 from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode_item
 from foclip.runtime.selfcheck import SelfCheckResult, require_pass, self_check
 from foclip.runtime.text_bank import resolve_text_bank
-from foclip.scoring import clipscore, to_gray
+from foclip.scoring import DEFAULT_PROBES, apply_probe, check_probes, clipscore
 
 DEFAULT_TAU_SCORE = 0.0
 DEFAULT_TAU_DROP = 0.35
@@ -69,6 +69,10 @@ class DetectConfig:
         limits: header limits applied before decoding.
         self_check: run the bundle's reference set through the loaded graph at start and refuse
             a graph that misses its parity gate on this machine (:mod:`foclip.runtime.selfcheck`).
+        probes: colour-space probes scored beside the colour image in the same encoder call
+            (:data:`foclip.scoring.PROBES`). With the default ``("gray",)`` the decision uses the
+            gray ``drop`` (the paper's rule); with more, it uses ``probe_drop``, the largest
+            relative drop over the probes, with the same two thresholds.
     """
 
     backend: str = "ort-cpu"
@@ -83,6 +87,7 @@ class DetectConfig:
     decode_workers: int = 2
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     self_check: bool = True
+    probes: tuple[str, ...] = DEFAULT_PROBES
 
 
 @dataclass
@@ -98,6 +103,9 @@ class DetectionResult:
         error: ``None`` or ``{"code": ..., "message": ...}``.
         calibrated: whether the thresholds came from a calibration.
         score_scale: w of the scores.
+        probe_scores: score per colour-space probe (only with probes other than ``gray`` alone).
+        probe_drop: the largest relative drop over the probes (the multi-probe statistic);
+            ``None`` with the default gray probe alone.
     """
 
     id: str
@@ -108,6 +116,8 @@ class DetectionResult:
     error: dict[str, str] | None = None
     calibrated: bool = False
     score_scale: float = 100.0
+    probe_scores: dict[str, float] | None = None
+    probe_drop: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -116,9 +126,17 @@ class DetectionResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the JSONL line of ``foclip detect`` and the service's item)."""
-        return {"id": self.id, "score_color": self.score_color, "score_gray": self.score_gray,
-                "drop": self.drop, "tampered": self.tampered, "error": self.error,
-                "calibrated": self.calibrated, "score_scale": self.score_scale}
+        out = {"id": self.id, "score_color": self.score_color, "score_gray": self.score_gray,
+               "drop": self.drop, "tampered": self.tampered, "error": self.error,
+               "calibrated": self.calibrated, "score_scale": self.score_scale}
+        if self.probe_scores is not None:
+            out.update(probe_scores=self.probe_scores, probe_drop=self.probe_drop)
+        return out
+
+    @property
+    def statistic(self) -> float | None:
+        """What ``tau_drop`` is compared with: ``probe_drop`` with several probes, else ``drop``."""
+        return self.probe_drop if self.probe_scores is not None else self.drop
 
 
 def _default_id(item: Any, index: int) -> str:
@@ -149,11 +167,17 @@ class Detector:
             raise InputError("batch_size", f"is {config.batch_size}", "a positive integer")
         if config.graph not in GRAPH_MODES:
             raise InputError("graph", f"is {config.graph!r}", f"one of {', '.join(GRAPH_MODES)}")
-        config = _replace(config, backend=canonical_backend(config.backend))
+        try:
+            probes = check_probes(config.probes)
+        except ValueError as exc:
+            raise InputError("probes", str(exc).removeprefix(f"probes {list(config.probes)} "),
+                             "distinct names among gray, desat50, hue90, hue180, hue270, swap-rb") from None
+        config = _replace(config, backend=canonical_backend(config.backend), probes=probes)
         self.config = config
         self.spec = self.manifest.preprocess
+        self.multi_probe = probes != DEFAULT_PROBES
         self.graph_key, self.fused = choose_graph(bundle, config.backend, config.precision, config.graph,
-                                                  config.cascade)
+                                                  config.cascade or self.multi_probe)
         self.backend: Runner = create_runner(config.backend, bundle, self.graph_key, engine_precision=config.precision,
                                              threads=config.threads, spin_wait=config.spin_wait)
         self.self_check: SelfCheckResult | None = None
@@ -211,9 +235,11 @@ class Detector:
         require_backend(config.backend)
         bank = resolve_text_bank(bundle, prompts, config.backend, config.threads)
         if calibration is not None:
-            key, _ = choose_graph(bundle, config.backend, precision, config.graph, cascade)
+            key, _ = choose_graph(bundle, config.backend, precision, config.graph,
+                                  cascade or tuple(config.probes) != DEFAULT_PROBES)
             calibration.check_compatible(bundle.bundle_hash, bank.sha256, str(path), score_scale=bundle.score_scale,
-                                         graph=key, precision=precision, backend=canonical_backend(backend))
+                                         graph=key, precision=precision, backend=canonical_backend(backend),
+                                         probes=tuple(config.probes))
         return cls(bundle, config, bank, calibration)
 
     # ----------------------------------------------------------------- public API
@@ -284,6 +310,7 @@ class Detector:
             "graph": "fused" if self.fused else "encoder", "graph_key": self.graph_key,
             "cascade": self.config.cascade,
             "self_check": self.self_check.to_dict() if self.self_check else {"skipped": True},
+            "probes": list(self.config.probes),
             "batch_size": self.config.batch_size, "backend_detail": self.backend.describe(),
             "text_bank": {"name": self.text_bank.name, "count": len(self.text_bank.prompts),
                           "sha256": self.text_bank.sha256},
@@ -354,26 +381,52 @@ class Detector:
         self.stats["items"] += len(results)
         if arrays:
             self.stats["batches"] += 1
-            color, gray = self.score_pixels(np.stack(arrays))
+            scores = self.score_probes(np.stack(arrays))
+            color = scores["color"]
+            gray = scores.get("gray", np.full(len(color), np.nan))
             drop = _drop(color, gray)
-            tampered = (color >= self.config.tau_score) & (np.nan_to_num(drop, nan=-np.inf) >= self.config.tau_drop)
+            stat = drop
+            if self.multi_probe:
+                drops = np.stack([_drop(color, scores[p]) for p in self.config.probes], axis=1)
+                stat = np.where(np.isnan(drops).all(1), np.nan, np.nanmax(np.nan_to_num(drops, nan=-np.inf), 1))
+            tampered = (color >= self.config.tau_score) & (np.nan_to_num(stat, nan=-np.inf) >= self.config.tau_drop)
             for k, idx in enumerate(ids):
                 r = results[idx]
                 r.score_color = float(color[k])
                 r.score_gray = None if np.isnan(gray[k]) else float(gray[k])
                 r.drop = None if np.isnan(drop[k]) else float(drop[k])
                 r.tampered = bool(tampered[k])
+                if self.multi_probe:
+                    r.probe_scores = {p: None if np.isnan(scores[p][k]) else float(scores[p][k])
+                                      for p in self.config.probes}
+                    r.probe_drop = None if np.isnan(stat[k]) else float(stat[k])
         return results
 
     def score_pixels(self, pixels_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Scores of a batch of decoded images.
+        """Colour and gray scores of a batch of decoded images.
 
         Args:
             pixels_u8: uint8 (N, S, S, 3) RGB, resized and cropped (see :func:`decode_item`).
 
         Returns:
             ``(score_color, score_gray)`` float64 (N,) each on the 0..score_scale scale;
-            ``score_gray`` is NaN where cascade skipped the gray pass.
+            ``score_gray`` is NaN where cascade skipped the gray pass, or without a gray probe.
+        """
+        scores = self.score_probes(pixels_u8)
+        return scores["color"], scores.get("gray", np.full(len(scores["color"]), np.nan))
+
+    def score_probes(self, pixels_u8: np.ndarray) -> dict[str, np.ndarray]:
+        """Scores of a batch and of each configured probe of it, in one encoder call.
+
+        Without cascade the N colour rows and N rows per probe are stacked into one call; with
+        cascade the colour rows run first and the probes only where ``score_color >= tau_score``.
+
+        Args:
+            pixels_u8: uint8 (N, S, S, 3) RGB, resized and cropped.
+
+        Returns:
+            ``{"color": (N,), <probe>: (N,) ...}`` float64 on the 0..score_scale scale; NaN where
+            cascade skipped a row.
         """
         n = pixels_u8.shape[0]
         if self.fused:
@@ -382,30 +435,36 @@ class Detector:
                                     "text_bank": self.text_bank.embeddings})
             self.stats["encode_s"] += time.perf_counter() - t0
             self.stats["gray_rows"] += n
-            return out["score_color"].astype(np.float64), out["score_gray"].astype(np.float64)
+            return {"color": out["score_color"].astype(np.float64), "gray": out["score_gray"].astype(np.float64)}
         t0 = time.perf_counter()
         color = pixels_u8.transpose(0, 3, 1, 2).astype(np.float32)
         color /= np.float32(255.0)  # in place: the same values as `/`, one (N, 3, S, S) copy fewer
+        probes = self.config.probes
+        bank = self.text_bank.embeddings
         if not self.config.cascade:
-            stacked = np.concatenate([color, to_gray(color, channel_axis=1)])
+            stacked = np.concatenate([color, *(apply_probe(color, p, channel_axis=1) for p in probes)])
             self.stats["prepare_s"] += time.perf_counter() - t0
             emb = self._encode(stacked)
-            self.stats["gray_rows"] += n
+            self.stats["gray_rows"] += n * len(probes)
             t1 = time.perf_counter()
-            scores = clipscore(emb, self.text_bank.embeddings, self.score_scale)
+            scores = clipscore(emb, bank, self.score_scale)
             self.stats["score_s"] += time.perf_counter() - t1
-            return scores[:n], scores[n:]
+            return {"color": scores[:n], **{p: scores[(i + 1) * n:(i + 2) * n] for i, p in enumerate(probes)}}
         self.stats["prepare_s"] += time.perf_counter() - t0
-        score_color = clipscore(self._encode(color), self.text_bank.embeddings, self.score_scale)
-        score_gray = np.full(n, np.nan)
-        gate = score_color >= self.config.tau_score
+        out = {"color": clipscore(self._encode(color), bank, self.score_scale)}
+        out.update({p: np.full(n, np.nan) for p in probes})
+        gate = out["color"] >= self.config.tau_score
         if gate.any():
             t0 = time.perf_counter()
-            gray = to_gray(color[gate], channel_axis=1)
+            kept = color[gate]
+            rows = np.concatenate([apply_probe(kept, p, channel_axis=1) for p in probes])
             self.stats["prepare_s"] += time.perf_counter() - t0
-            score_gray[gate] = clipscore(self._encode(gray), self.text_bank.embeddings, self.score_scale)
-            self.stats["gray_rows"] += int(gate.sum())
-        return score_color, score_gray
+            scores = clipscore(self._encode(rows), bank, self.score_scale)
+            m = int(gate.sum())
+            for i, p in enumerate(probes):
+                out[p][gate] = scores[i * m:(i + 1) * m]
+            self.stats["gray_rows"] += m * len(probes)
+        return out
 
     def _encode(self, pixels: np.ndarray) -> np.ndarray:
         t0 = time.perf_counter()

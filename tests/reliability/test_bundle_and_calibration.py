@@ -152,3 +152,9 @@ def test_the_close_pair_is_allowed_with_one_warning(tiny_bundle):
                                      score_scale=100.0, graph="image.fp32", precision="fp32", backend="ort-cpu")
     assert len(notes) == 2 and all(issubclass(w.category, CalibrationWarning) for w in seen)
     assert not math.isnan(cal.tau_drop)
+
+
+def test_a_calibration_for_other_probes_is_refused(tiny_bundle):
+    cal = _calibration(tiny_bundle)  # made for the gray probe alone
+    with pytest.raises(BundleError, match="probes gray, the detector uses gray,hue180"):
+        Detector.from_bundle(tiny_bundle, calibration=cal, probes=("gray", "hue180"), threads=1)

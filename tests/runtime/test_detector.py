@@ -231,3 +231,54 @@ def test_info_is_json_ready(det):
 def test_unknown_option(tiny_bundle):
     with pytest.raises(InputError, match="unknown"):
         Detector.from_bundle(tiny_bundle, colour="yes")
+
+
+def test_probes_ride_in_the_same_encoder_call(tiny_bundle, det, photos):
+    """Multi-probe: N colour rows + N rows per probe in one call; gray scores equal the default path;
+    the decision statistic is the largest relative drop over the probes."""
+    probes = ("gray", "hue180", "swap-rb")
+    with Detector.from_bundle(tiny_bundle, batch_size=8, threads=1, probes=probes, tau_drop=0.0) as multi:
+        multi.backend.reset_timing()
+        got = multi.detect(photos)
+        assert multi.backend.calls == 1 and multi.backend.rows == len(photos) * (1 + len(probes))
+        assert multi.info()["probes"] == list(probes) and multi.info()["graph_key"] == "image.fp32"
+    ref = det.detect(photos)
+    for g, r in zip(got, ref):
+        assert set(g.probe_scores) == set(probes)
+        assert abs(g.score_gray - r.score_gray) < 1e-4 and abs(g.drop - r.drop) < 1e-6
+        drops = [drop(g.score_color, g.probe_scores[p]) for p in probes]
+        assert g.probe_drop == pytest.approx(max(drops)) and g.statistic == g.probe_drop
+        assert g.to_dict()["probe_drop"] == g.probe_drop
+    assert ref[0].probe_scores is None and "probe_drop" not in ref[0].to_dict()
+
+
+def test_probes_with_cascade_decide_the_same(tiny_bundle, photos):
+    kw = {"batch_size": 8, "threads": 1, "probes": ("gray", "desat50", "hue90")}
+    with Detector.from_bundle(tiny_bundle, **kw) as full:
+        scores = sorted(r.score_color for r in full.detect(photos))
+        k = len(scores) // 2  # between two scores: no image sits on the gate
+        tau = {"tau_score": (scores[k - 1] + scores[k]) / 2, "tau_drop": 0.0}
+    with Detector.from_bundle(tiny_bundle, **kw, **tau) as full, \
+            Detector.from_bundle(tiny_bundle, cascade=True, **kw, **tau) as casc:
+        a, b = full.detect(photos), casc.detect(photos)
+    assert [x.tampered for x in a] == [y.tampered for y in b]
+    assert any(y.probe_drop is None for y in b) and any(y.probe_drop is not None for y in b)
+
+
+def test_unknown_probe_is_one_line(tiny_bundle):
+    with pytest.raises(InputError, match="probes .* Expected distinct names"):
+        Detector.from_bundle(tiny_bundle, probes=("gray", "sepia"))
+
+
+def test_probe_definitions():
+    from foclip.scoring import LUMA, PROBES, apply_probe
+
+    x = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32) * 0.5 + 0.25
+    assert np.array_equal(apply_probe(x, "gray", 1), to_gray(x, 1))
+    for name in ("desat50", "hue90", "hue180", "hue270"):
+        y = apply_probe(x, name, 1)
+        assert y.dtype == np.float32 and 0 <= y.min() and y.max() <= 1
+        assert np.allclose(np.asarray(LUMA) @ PROBES[name], LUMA, atol=1e-6), name  # the map keeps luma (before clip)
+        assert not np.allclose(y, x, atol=1e-3), name
+    assert np.array_equal(apply_probe(x, "swap-rb", 1), x[:, ::-1])
+    assert set(PROBES) == {"gray", "desat50", "hue90", "hue180", "hue270", "swap-rb"}
