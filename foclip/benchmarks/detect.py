@@ -1,4 +1,4 @@
-"""`foclip bench detect BUNDLE IMAGES...`: the runtime against PyTorch eager open_clip, in one process.
+"""The detection benchmark (``foclip bench detect``): the runtime against PyTorch eager open_clip.
 
 Rows, all on the same image files, each after one warm-up batch:
 
@@ -7,18 +7,19 @@ Rows, all on the same image files, each after one warm-up batch:
     with :func:`foclip.scoring.clipscore` against the bundle's prompts embedded by torch;
 (b) runtime fp32, (c) runtime int8 (when the bundle has it), (d) runtime fp32 with cascade on
     clean-dominated traffic (tau_score set so that ``--clean-fraction`` of the images fall below it),
-    (e) the fused detection graph when the bundle has one, and encoder-only rows (pre-decoded
+    (e) the fused detection graph when the bundle has one, (f) multi-probe detection (the
+    configured colour-space probes in the same encoder call), and encoder-only rows (pre-decoded
     pixels) that give the bare encoder rate the end-to-end rows are compared against.
 
 Printed per row: detections/s from files, ratio to (a), the share of decode/preprocess vs
 encoder work (CPU seconds; the runtime decodes the next batch in threads while the encoder
 runs), decision agreement with (a) and the largest score difference. Figures are printed, never
-asserted. torch is imported only inside :func:`run_torch_baseline`.
+asserted. torch is imported only inside :func:`torch_baseline`. This module computes; the CLI
+(:mod:`foclip.cli.bench`) parses options and draws the table.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import tempfile
@@ -31,26 +32,61 @@ from typing import Any
 import numpy as np
 
 
-def add_parser(bench_sub: Any) -> None:
-    """Register ``foclip bench detect``."""
-    p = bench_sub.add_parser("detect", help="runtime detection vs PyTorch eager open_clip (one process)")
-    p.add_argument("bundle", help="bundle folder written by `foclip export`")
-    p.add_argument("images", nargs="*", help="image files, folders, globs or @lists (default: --samples)")
-    p.add_argument("--samples", type=int, default=48,
-                   help="without IMAGES: write this many sample photos (skimage/sklearn/matplotlib, "
-                        "with crops and flips) to a temp folder (default 48)")
-    p.add_argument("--batch", type=int, default=32, help="images per batch (default 32)")
-    p.add_argument("--repeat", type=int, default=3, help="interleaved timed rounds; median reported (default 3)")
-    p.add_argument("--threads", type=int, default=0, help="torch and ORT intra-op threads (0 = cores)")
-    p.add_argument("--decode-workers", type=int, default=2, help="runtime decode threads (default 2)")
-    p.add_argument("--clean-fraction", type=float, default=0.9,
-                   help="cascade row: fraction of images below tau_score (default 0.9)")
-    p.add_argument("--calibration", default=None, help="use these thresholds instead of bench-derived ones")
-    p.add_argument("--checkpoint", default=None, help="weights for the baseline when the bundle's model "
-                                                      "came from a checkpoint file")
-    p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch baseline")
-    p.add_argument("--out", default=None, help="also write the figures as JSON here")
-    p.set_defaults(func=run)
+@dataclass(frozen=True)
+class BenchDetectConfig:
+    """What ``foclip bench detect`` measures.
+
+    Attributes:
+        bundle: bundle folder.
+        images: image files, folders, globs or @lists; empty -> ``samples`` sample photos.
+        samples: how many sample photos to write when ``images`` is empty.
+        batch: images per batch.
+        repeat: interleaved timed rounds (the median pass of each row is reported).
+        threads: torch and ORT intra-op threads (0 = cores).
+        decode_workers: runtime decode threads.
+        clean_fraction: cascade rows: fraction of images below tau_score.
+        calibration: thresholds file instead of bench-derived ones.
+        checkpoint: baseline weights when the bundle came from a checkpoint file.
+        skip_torch: leave out the PyTorch baseline.
+        probes: colour-space probes of the multi-probe row (empty: no such row).
+    """
+
+    bundle: str
+    images: tuple[str, ...] = ()
+    samples: int = 48
+    batch: int = 32
+    repeat: int = 3
+    threads: int = 0
+    decode_workers: int = 2
+    clean_fraction: float = 0.9
+    calibration: str | None = None
+    checkpoint: str | None = None
+    skip_torch: bool = False
+    probes: tuple[str, ...] = ("gray", "hue180", "swap-rb")
+
+
+@dataclass
+class BenchDetectResult:
+    """Rows, their figures and how the thresholds were set."""
+
+    model_name: str
+    pretrained: str
+    images: int
+    batch: int
+    threads: int
+    tau_score: float
+    tau_drop: float
+    thresholds: str
+    score_scale: float
+    rows: list[Row]
+    figures: list[dict[str, Any]]
+    end_to_end: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready figures."""
+        return {"model_name": self.model_name, "pretrained": self.pretrained, "images": self.images,
+                "batch": self.batch, "threads": self.threads, "tau_score": self.tau_score,
+                "tau_drop": self.tau_drop, "score_scale": self.score_scale, "rows": self.figures}
 
 
 @dataclass
@@ -182,7 +218,8 @@ def runtime_row(name: str, bundle_dir: str, paths: list[str], **kwargs: Any) -> 
         st = det.stats
         nan = float("nan")
         color = np.array([r.score_color if r.ok else nan for r in results], dtype=np.float64)
-        drop = np.array([r.drop if r.ok and r.drop is not None else nan for r in results], dtype=np.float64)
+        drop = np.array([r.statistic if r.ok and r.statistic is not None else nan for r in results],
+                        dtype=np.float64)  # what the row decides on: probe_drop with several probes
         return Row(name, seconds, len(paths), st["decode_s"] + st["prepare_s"], st["encode_s"] + st["score_s"],
                    color, drop, int(st["gray_rows"]),
                    f"{det.config.backend}, {det.info()['graph']}, tau_score {det.config.tau_score:.4g}")
@@ -235,117 +272,104 @@ def _agreement(row: Row, ref: Row, tau_score: float, tau_drop: float) -> tuple[f
     return gated, drop_only, diff
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run every row, print the table (and write JSON with --out)."""
-    from rich.table import Table
+def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None = None) -> BenchDetectResult:
+    """Run every row in interleaved rounds and return the figures.
 
-    from foclip.cli.common import console, err_console, random_weights_notice
+    Args:
+        cfg: what to measure.
+        log: receives progress lines.
+
+    Returns:
+        The result (rows in order; the first is the baseline the ratios refer to).
+
+    Raises:
+        InputError: no images.
+    """
     from foclip.errors import InputError
-    from foclip.manifest import atomic_write_json
     from foclip.runtime import Calibration, open_bundle
     from foclip.runtime.inputs import expand_inputs
 
-    bundle = open_bundle(args.bundle)
-    random_weights_notice(bundle.manifest.pretrained)
+    log = log or (lambda _: None)
+    bundle = open_bundle(cfg.bundle)
     tmp = None
-    if args.images:
-        paths = list(expand_inputs(args.images))
+    if cfg.images:
+        paths = list(expand_inputs(list(cfg.images)))
     else:
         from foclip.benchmarks.images import write_sample_images
 
         tmp = tempfile.TemporaryDirectory(prefix="foclip-bench-")
-        paths = [str(p) for p in write_sample_images(tmp.name, args.samples)]
+        paths = [str(p) for p in write_sample_images(tmp.name, cfg.samples)]
     if not paths:
         raise InputError("images", "matched no files", "image files, folders or globs, or --samples N")
-    threads = args.threads or os.cpu_count() or 1
+    threads = cfg.threads or os.cpu_count() or 1
     bank = bundle.text_bank(bundle.default_bank)
-    common = {"batch_size": args.batch, "threads": threads, "decode_workers": args.decode_workers,
-                  "prompts": bank.name}
-    err_console.print(f"bench detect: {len(paths)} images, batch {args.batch}, {threads} threads, "
-                      f"{args.repeat} interleaved rounds, model {bundle.manifest.model_name} "
-                      f"({bundle.manifest.pretrained})", highlight=False)
+    common = {"batch_size": cfg.batch, "threads": threads, "decode_workers": cfg.decode_workers,
+              "prompts": bank.name}
+    log(f"bench detect: {len(paths)} images, batch {cfg.batch}, {threads} threads, {cfg.repeat} interleaved "
+        f"rounds, model {bundle.manifest.model_name} ({bundle.manifest.pretrained})")
     runners: list[Callable[[], Row]] = []
-    if not args.skip_torch:
-        runners.append(torch_baseline(bundle, paths, args.batch, threads, bank.prompts, args.checkpoint))
-    runners.append(runtime_row("(b) runtime fp32", args.bundle, paths, precision="fp32", graph="encoder", **common))
+    if not cfg.skip_torch:
+        runners.append(torch_baseline(bundle, paths, cfg.batch, threads, bank.prompts, cfg.checkpoint))
+    runners.append(runtime_row("(b) runtime fp32", cfg.bundle, paths, precision="fp32", graph="encoder", **common))
     first = runners[0]()  # thresholds come from the first row's scores
-    if args.calibration:
-        cal = Calibration.load(args.calibration)
-        tau_score, tau_drop, how = cal.tau_score, cal.tau_drop, f"from {args.calibration}"
+    if cfg.calibration:
+        cal = Calibration.load(cfg.calibration)
+        tau_score, tau_drop, how = cal.tau_score, cal.tau_drop, f"from {cfg.calibration}"
     else:
-        tau_score = float(np.nanquantile(first.score_color, args.clean_fraction))
+        tau_score = float(np.nanquantile(first.score_color, cfg.clean_fraction))
         tau_drop = float(np.nanmedian(first.drop))
-        how = (f"bench-derived: tau_score = {args.clean_fraction:.0%} quantile of score_color of the first row, "
+        how = (f"bench-derived: tau_score = {cfg.clean_fraction:.0%} quantile of score_color of the first row, "
                "tau_drop = its median drop")
     precisions = bundle.manifest.image_encoders
     gate = {"cascade": True, "tau_score": tau_score, "tau_drop": tau_drop}
     if "int8" in precisions:
-        runners.append(runtime_row("(c) runtime int8", args.bundle, paths, precision="int8", graph="encoder",
+        runners.append(runtime_row("(c) runtime int8", cfg.bundle, paths, precision="int8", graph="encoder",
                                    **common))
-    runners.append(runtime_row("(d) runtime fp32 + cascade", args.bundle, paths, precision="fp32",
+    runners.append(runtime_row("(d) runtime fp32 + cascade", cfg.bundle, paths, precision="fp32",
                                graph="encoder", **gate, **common))
     if "int8" in precisions:
-        runners.append(runtime_row("(d') runtime int8 + cascade", args.bundle, paths, precision="int8",
+        runners.append(runtime_row("(d') runtime int8 + cascade", cfg.bundle, paths, precision="int8",
                                    graph="encoder", **gate, **common))
     if "fp32" in bundle.manifest.detect_graphs:
-        runners.append(runtime_row("(e) fused detect graph fp32", args.bundle, paths, precision="fp32",
+        runners.append(runtime_row("(e) fused detect graph fp32", cfg.bundle, paths, precision="fp32",
                                    graph="fused", **common))
+    if cfg.probes and tuple(cfg.probes) != ("gray",):
+        runners.append(runtime_row(f"(f) multi-probe fp32 ({','.join(cfg.probes)})", cfg.bundle, paths,
+                                   precision="fp32", graph="encoder", probes=tuple(cfg.probes), **common))
     for p in ("fp32", "int8"):
         if p in precisions:
-            runners.append(encoder_only_row(f"encoder only {p}", args.bundle, paths, precision=p, graph="encoder",
+            runners.append(encoder_only_row(f"encoder only {p}", cfg.bundle, paths, precision=p, graph="encoder",
                                             **common))
     # Interleaved rounds: every row once per round, so a change in machine load hits all rows alike;
     # each row reports its median-time pass.
     passes: list[list[Row]] = [[] for _ in runners]
-    for _ in range(args.repeat):
-        for k, runner in enumerate(runners):
-            passes[k].append(runner())
+    for k in range(cfg.repeat):
+        log(f"round {k + 1}/{cfg.repeat}")
+        for i, runner in enumerate(runners):
+            passes[i].append(runner())
     rows = [sorted(ps, key=lambda r: r.seconds)[len(ps) // 2] for ps in passes]
     ref = rows[0]
-    enc = {r.name.split()[-1]: r for r in rows if r.name.startswith("encoder only")}
-
-    table = Table(title=f"foclip bench detect — {bundle.manifest.model_name} ({bundle.manifest.pretrained}), "
-                        f"{len(paths)} images, batch {args.batch}, {threads} threads")
-    for col in ("row", "det/s", "vs (a)", "decode/enc", "gray", "agree", "agree drop", "max|Δscore|"):
-        table.add_column(col, justify="right" if col != "row" else "left")
     figures = []
     for r in rows:
-        work = r.decode_s + r.encode_s
-        share = f"{r.decode_s / work:.0%} / {r.encode_s / work:.0%}" if work > 0 else "-"
+        gated = drop_only = diff = None
         if r.score_color.size:
             gated, drop_only, diff = _agreement(r, ref, tau_score, tau_drop)
             if np.isnan(r.drop).any():  # cascade rows have no drop where the gate skipped the gray pass
                 drop_only = None
-            agree = (f"{gated:.1%}", "-" if drop_only is None else f"{drop_only:.1%}", f"{diff:.1e}")
-        else:
-            gated = drop_only = diff = None
-            agree = ("-", "-", "-")
-        table.add_row(r.name, f"{r.rate:.2f}", f"{r.rate / ref.rate:.2f}x", share,
-                      f"{r.gray_rows}/{r.n}" if r.score_color.size else "-", *agree)
         figures.append({"row": r.name, "detections_per_s": r.rate, "ratio_to_first": r.rate / ref.rate,
                         "seconds": r.seconds, "n": r.n, "decode_prep_s": r.decode_s, "encoder_s": r.encode_s,
                         "gray_rows": r.gray_rows, "agreement_gated": gated, "agreement_drop_median": drop_only,
                         "max_abs_score_diff": diff, "note": r.note})
-    from rich.console import Console
-
-    Console(width=max(console.width, 132)).print(table)
-    console.print("det/s: detections per second from files; decode/enc: share of CPU seconds in decode + "
-                  "preprocess vs encoder + scoring; gray: gray passes run; agree: same tampered decision as "
-                  "the first row (rule with the thresholds below); agree drop: same side of the first row's "
-                  "median drop; max|Δscore|: largest score_color difference to the first row "
-                  f"(0..{bundle.score_scale:g} scale).", highlight=False)
-    for p, e in enc.items():
-        e2e = next((r for r in rows if r.name.startswith("(b)" if p == "fp32" else "(c)")), None)
-        if e2e is not None:
-            console.print(f"{p}: end-to-end from files {e2e.rate:.2f}/s vs bare encoder {e.rate:.2f}/s "
-                          f"({e2e.seconds / e.seconds - 1:+.1%} time)", highlight=False)
-    console.print(f"thresholds {how}: tau_score {tau_score:.4g} (0..{bundle.score_scale:g}), "
-                  f"tau_drop {tau_drop:.4g}; first row = {ref.name}", highlight=False)
-    if args.out:
-        atomic_write_json(args.out, {"model_name": bundle.manifest.model_name,
-                                     "pretrained": bundle.manifest.pretrained, "images": len(paths),
-                                     "batch": args.batch, "threads": threads, "tau_score": tau_score,
-                                     "tau_drop": tau_drop, "score_scale": bundle.score_scale, "rows": figures})
+    e2e_notes = []
+    for r in rows:
+        if r.name.startswith("encoder only"):
+            p = r.name.split()[-1]
+            e2e = next((x for x in rows if x.name.startswith("(b)" if p == "fp32" else "(c)")), None)
+            if e2e is not None:
+                e2e_notes.append(f"{p}: end-to-end from files {e2e.rate:.2f}/s vs bare encoder {r.rate:.2f}/s "
+                                 f"({e2e.seconds / r.seconds - 1:+.1%} time)")
     if tmp is not None:
         tmp.cleanup()
-    return 0
+    m = bundle.manifest
+    return BenchDetectResult(m.model_name, m.pretrained, len(paths), cfg.batch, threads, tau_score, tau_drop, how,
+                             bundle.score_scale, rows, figures, e2e_notes)

@@ -1,21 +1,89 @@
-"""`foclip bench generate|detect`: benchmarks that print figures (ratios against a baseline run side by side)."""
+"""`foclip bench generate|detect`: benchmarks that print figures (ratios against a baseline run side by side).
+
+The measuring lives in the library (:mod:`foclip.benchmarks.detect`, :mod:`foclip_train.bench`);
+this module parses options and draws the tables.
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib
-
-# Each module defines add_parser(bench_subparsers) and keeps torch imports inside its run function.
-BENCH_MODULES = ("foclip_train.bench", "foclip.benchmarks.detect")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks: `foclip bench generate`, `foclip bench detect`")
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
-    for name in BENCH_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name and name.startswith(exc.name):
-                continue  # benchmark not built yet
+    _add_detect(bsub)
+    try:
+        importlib.import_module("foclip_train.bench").add_parser(bsub)
+    except ModuleNotFoundError as exc:  # foclip_train not installed: only the detect benchmark
+        if not (exc.name and "foclip_train".startswith(exc.name)):
             raise
-        module.add_parser(bsub)
+
+
+def _add_detect(bsub) -> None:
+    p = bsub.add_parser("detect", help="runtime detection vs PyTorch eager open_clip (one process)")
+    p.add_argument("bundle", help="bundle folder written by `foclip export`")
+    p.add_argument("images", nargs="*", help="image files, folders, globs or @lists (default: --samples)")
+    p.add_argument("--samples", type=int, default=48,
+                   help="without IMAGES: write this many sample photos (skimage/sklearn/matplotlib, "
+                        "with crops and flips) to a temp folder (default 48)")
+    p.add_argument("--batch", type=int, default=32, help="images per batch (default 32)")
+    p.add_argument("--repeat", type=int, default=3, help="interleaved timed rounds; median reported (default 3)")
+    p.add_argument("--threads", type=int, default=0, help="torch and ORT intra-op threads (0 = cores)")
+    p.add_argument("--decode-workers", type=int, default=2, help="runtime decode threads (default 2)")
+    p.add_argument("--clean-fraction", type=float, default=0.9,
+                   help="cascade row: fraction of images below tau_score (default 0.9)")
+    p.add_argument("--calibration", default=None, help="use these thresholds instead of bench-derived ones")
+    p.add_argument("--checkpoint", default=None, help="weights for the baseline when the bundle's model "
+                                                      "came from a checkpoint file")
+    p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch baseline")
+    p.add_argument("--probes", default="gray,hue180,swap-rb",
+                   help="probes of the multi-probe row (f), comma-separated; 'gray' alone drops the row")
+    p.add_argument("--out", default=None, help="also write the figures as JSON here")
+    p.set_defaults(func=run_detect)
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    """Run ``foclip bench detect`` and print its table."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from foclip.benchmarks.detect import BenchDetectConfig, run_bench_detect
+    from foclip.cli.common import console, err_console, random_weights_notice
+    from foclip.manifest import atomic_write_json, read_manifest
+
+    random_weights_notice(read_manifest(args.bundle).pretrained)
+    cfg = BenchDetectConfig(
+        bundle=args.bundle, images=tuple(args.images), samples=args.samples, batch=args.batch, repeat=args.repeat,
+        threads=args.threads, decode_workers=args.decode_workers, clean_fraction=args.clean_fraction,
+        calibration=args.calibration, checkpoint=args.checkpoint, skip_torch=args.skip_torch,
+        probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()))
+    res = run_bench_detect(cfg, log=lambda line: err_console.print(f"[dim]{escape(line)}[/]", highlight=False))
+    table = Table(title=f"foclip bench detect — {res.model_name} ({res.pretrained}), {res.images} images, "
+                        f"batch {res.batch}, {res.threads} threads")
+    for col in ("row", "det/s", "vs (a)", "decode/enc", "gray", "agree", "agree drop", "max|Δscore|"):
+        table.add_column(col, justify="right" if col != "row" else "left")
+    for f in res.figures:
+        work = f["decode_prep_s"] + f["encoder_s"]
+        share = f"{f['decode_prep_s'] / work:.0%} / {f['encoder_s'] / work:.0%}" if work > 0 else "-"
+        scored = f["agreement_gated"] is not None
+        agree = ((f"{f['agreement_gated']:.1%}",
+                  "-" if f["agreement_drop_median"] is None else f"{f['agreement_drop_median']:.1%}",
+                  f"{f['max_abs_score_diff']:.1e}") if scored else ("-", "-", "-"))
+        table.add_row(escape(f["row"]), f"{f['detections_per_s']:.2f}", f"{f['ratio_to_first']:.2f}x", share,
+                      f"{f['gray_rows']}/{f['n']}" if scored else "-", *agree)
+    Console(width=max(console.width, 132)).print(table)
+    console.print("det/s: detections per second from files; decode/enc: share of CPU seconds in decode + "
+                  "preprocess vs encoder + scoring; gray: probe rows run (gray passes; N per probe for (f)); "
+                  "agree: same tampered decision as the first row (rule with the thresholds below; (f) decides on "
+                  "its largest probe drop); agree drop: same side of the first row's median drop; max|Δscore|: "
+                  f"largest score_color difference to the first row (0..{res.score_scale:g} scale).", highlight=False)
+    for line in res.end_to_end:
+        console.print(line, highlight=False)
+    console.print(f"thresholds {res.thresholds}: tau_score {res.tau_score:.4g} (0..{res.score_scale:g}), "
+                  f"tau_drop {res.tau_drop:.4g}; first row = {escape(res.rows[0].name)}", highlight=False)
+    if args.out:
+        atomic_write_json(args.out, res.to_dict())
+    return 0

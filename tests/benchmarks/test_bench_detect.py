@@ -16,6 +16,8 @@ def test_bench_detect_rows(tiny_bundle, tmp_path):
     names = [r["row"] for r in d["rows"]]
     assert names[0].startswith("(a) PyTorch") and any(n.startswith("(b)") for n in names)
     assert any(n.startswith("(d)") for n in names) and any(n.startswith("(e) fused") for n in names)
+    probe_row = next(r for r in d["rows"] if r["row"].startswith("(f) multi-probe"))
+    assert probe_row["gray_rows"] == 3 * probe_row["n"]  # gray, hue180, swap-rb rows per image
     rows = {r["row"][:3]: r for r in d["rows"]}
     assert rows["(b)"]["agreement_gated"] == 1.0  # fp32 runtime decides as PyTorch on 6 photos
     assert rows["(b)"]["max_abs_score_diff"] < 1e-3
