@@ -10,7 +10,8 @@ between consecutive distinct ``score_color`` values of all samples (thinned to a
   smallest ``tau_drop`` that flags at most ``k`` originals among those passing the score gate:
   the midpoint between the (k+1)-th largest gated original drop and the next larger drop of any
   gated sample. Among candidates, the highest TPR wins; ties go to the lower FPR, then to the
-  lower ``tau_score``. So the FPR on the calibration originals never exceeds the target.
+  lower ``tau_score``. So the FPR on the calibration originals is at most the target; on other
+  originals it can be higher (see "Fit set vs held out" below).
 * ``max-accuracy`` mode: every midpoint between consecutive gated drops (plus "flag all" and
   "flag none") is tried; the highest accuracy wins, ties to the lower FPR, then lower ``tau_score``.
 
