@@ -385,6 +385,8 @@ def _generate_sets(cfg: ReproduceConfig, out: Path, inputs: list[str], progress:
     todo = sum(len(j) for j in plans.values())
     iters = cfg.attack.iters
     progress.start("steps", "FoCLIP image-steps", max(todo * iters, 1))
+    if not todo:
+        progress.advance("steps", 1, "every image already done (resumed)")
     loaded = None
     summaries = {}
     for name in cfg.prompt_sets:

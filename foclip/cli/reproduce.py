@@ -110,7 +110,7 @@ def _print_summary(console: Any, t1: dict, t2: dict, t3: dict, report: dict) -> 
         title += " RANDOM weights: mechanics only"
     t = Table(title=title)
     for col in ("prompt set", "impr. of means", "paper", "drop orig / manip", "held-out acc.", "paper acc."):
-        t.add_column(col, justify="right" if col != "prompt set" else "left")
+        t.add_column(col, justify="right" if col != "prompt set" else "left", no_wrap=col == "prompt set")
     for name in list(t1) + ["all sets"]:
         a, b, c = t1.get(name), t2.get(name), t3.get(name)
         impr = "" if a is None or a["improvement_of_means_pct"] is None else f"{a['improvement_of_means_pct']:+.1f} %"
