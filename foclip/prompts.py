@@ -1,8 +1,14 @@
-"""Prompt sets: ``artistic`` (written for foclip), ``imagenet-N`` (seeded draw of ImageNet classes
-and templates shipped by open_clip), or a UTF-8 text file with one prompt a line.
+"""Prompt sets: built-in names or a UTF-8 text file with one prompt a line.
 
-Only ``imagenet-N`` needs open_clip (imported lazily), so the runtime can still read ``artistic``
-and files without torch.
+Built-in sets (files under ``foclip/data/``, so none needs open_clip or torch):
+
+* ``masterpieces``: ten prompts, each naming one famous artwork, written for foclip after the
+  FoCLIP paper's "ten artistic masterpiece prompts" (the paper does not list its own).
+* ``artistic``: 62 prompts about painting styles and media, foclip's own set (no paper counterpart).
+* ``imagenet-N``: the first N classes of a fixed order of the 1000 ImageNet class names
+  (``imagenet_classes.txt``), each with the one template ``"a photo of a {}."``. The sets are nested
+  (imagenet-25 is a prefix of imagenet-50, which is a prefix of imagenet-100) and do not depend on
+  any seed.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ from foclip.errors import InputError
 from foclip.manifest import sha256_text
 
 _DATA = Path(__file__).parent / "data"
-BUILTIN = ("artistic", "imagenet-N")
+BUILTIN = ("masterpieces", "artistic", "imagenet-N")
+IMAGENET_TEMPLATE = "a photo of a {}."
+IMAGENET_CLASSES_FILE = "imagenet_classes.txt"
 
 
 @dataclass(frozen=True)
@@ -49,38 +57,57 @@ def _read_lines(path: Path) -> list[str]:
     return lines
 
 
-def imagenet_prompts(n: int, seed: int = 0) -> list[str]:
-    """N prompts: N ImageNet classes drawn with ``seed``, each with a drawn OpenAI template."""
+def imagenet_prompts(n: int, seed: int | None = None) -> list[str]:
+    """N ImageNet prompts.
+
+    Args:
+        n: number of classes, 1..1000.
+        seed: None (what every built-in set uses): the first N classes of the fixed order in
+            ``foclip/data/imagenet_classes.txt``, each as ``"a photo of a {}."``; nested and
+            seed-independent. An integer: N classes drawn with that seed, each with a drawn OpenAI
+            template (varied text for parity checks; needs open_clip).
+
+    Returns:
+        N prompts.
+
+    Raises:
+        InputError: N out of range.
+    """
+    classes = _read_lines(_DATA / IMAGENET_CLASSES_FILE)
+    if not 1 <= n <= len(classes):
+        raise InputError(f"prompt set 'imagenet-{n}'", "has an out-of-range class count",
+                         f"imagenet-N with 1 <= N <= {len(classes)}")
+    if seed is None:
+        return [IMAGENET_TEMPLATE.format(c) for c in classes[:n]]
     from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES
 
-    if not 1 <= n <= len(IMAGENET_CLASSNAMES):
-        raise InputError(f"prompt set 'imagenet-{n}'", "has an out-of-range class count",
-                         f"imagenet-N with 1 <= N <= {len(IMAGENET_CLASSNAMES)}")
     rng = random.Random(seed)
-    classes = rng.sample(list(IMAGENET_CLASSNAMES), n)
-    return [rng.choice(OPENAI_IMAGENET_TEMPLATES)(c) for c in classes]
+    drawn = rng.sample(list(IMAGENET_CLASSNAMES), n)
+    return [rng.choice(OPENAI_IMAGENET_TEMPLATES)(c) for c in drawn]
 
 
 def load_prompt_set(spec: str, seed: int = 0) -> PromptSet:
     """Resolve a prompt-set name or file.
 
     Args:
-        spec: ``artistic``, ``imagenet-N`` or a path to a UTF-8 text file.
-        seed: seed for the ImageNet draw.
+        spec: ``masterpieces``, ``artistic``, ``imagenet-N`` or a path to a UTF-8 text file.
+        seed: accepted for callers' symmetry; no built-in set depends on it.
 
     Returns:
-        The prompt set; its ``name`` is ``artistic``, ``imagenet-N`` or ``file:<stem>``.
+        The prompt set; its ``name`` is the built-in name or ``file:<stem>``.
 
     Raises:
         InputError: unknown name, unreadable/empty/non-UTF-8 file.
     """
-    if spec == "artistic":
-        return PromptSet("artistic", tuple(_read_lines(_DATA / "artistic.txt")))
+    del seed  # the built-in sets are fixed (issue 11: the same set for every seed)
+    if spec in ("artistic", "masterpieces"):
+        return PromptSet(spec, tuple(_read_lines(_DATA / f"{spec}.txt")))
     m = re.fullmatch(r"imagenet-(\d+)", spec)
     if m:
-        return PromptSet(spec, tuple(imagenet_prompts(int(m.group(1)), seed)))
+        return PromptSet(spec, tuple(imagenet_prompts(int(m.group(1)))))
     path = Path(spec).expanduser()
     if path.exists():
         return PromptSet(f"file:{path.stem}", tuple(_read_lines(path)))
     raise InputError(f"prompts {spec!r}", "is neither a built-in set nor an existing file",
-                     "`artistic`, `imagenet-N` (e.g. imagenet-100) or a UTF-8 text file, one prompt a line")
+                     "`masterpieces`, `artistic`, `imagenet-N` (e.g. imagenet-100) or a UTF-8 text file, "
+                     "one prompt a line")

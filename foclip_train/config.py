@@ -10,6 +10,8 @@ from foclip.errors import InputError
 from foclip.scoring import DEFAULT_SCALE
 
 AMP_NAMES = ("none", "bf16", "fp16")
+SPACES = ("native", "model")
+OUTPUTS = ("input", "model")
 MAX_PIXELS = 40_000_000
 MIN_SIDE = 8
 
@@ -27,6 +29,15 @@ class AttackConfig:
         check_every: k, steps between best-iterate checks (also checked at step 0 and the last step).
         score_scale: w, CLIPscore scale (100 torchmetrics-style, 2.5 Hessel et al.).
         amp: ``none`` (fp32), ``bf16`` or ``fp16`` autocast of the image encoder.
+        space: where the optimised pixels live. ``model``: the image is resized and centre-cropped
+            to the model's S x S view once, and that view is optimised (the FoCLIP paper's setting);
+            ``native``: the pixels stay at the input's resolution and the resize/crop runs inside
+            every step, with each image's learning rate multiplied by ``H*W / (h'*w')`` (input area
+            over resized area) so that one step moves the model view about as much as ``lr`` does
+            in ``model`` space (see docs/generate.md, "Optimisation space").
+        output: size of the returned image: ``input`` (the input's width x height) or ``model``
+            (the S x S view; only with ``space="model"``). In ``model`` space with ``input`` output
+            the optimised perturbation is lifted back onto the input (:func:`lift_to_input`).
     """
 
     iters: int = 1000
@@ -37,6 +48,8 @@ class AttackConfig:
     check_every: int = 10
     score_scale: float = DEFAULT_SCALE
     amp: str = "none"
+    space: str = "native"
+    output: str = "input"
 
     def __post_init__(self) -> None:
         checks = [
@@ -48,10 +61,15 @@ class AttackConfig:
             ("check_every", self.check_every >= 1, "an integer >= 1"),
             ("score_scale", self.score_scale > 0, "a number > 0 (100 or 2.5)"),
             ("amp", self.amp in AMP_NAMES, f"one of {', '.join(AMP_NAMES)}"),
+            ("space", self.space in SPACES, f"one of {', '.join(SPACES)}"),
+            ("output", self.output in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
         ]
         for name, ok, expected in checks:
             if not ok:
                 raise InputError(f"attack {name}={getattr(self, name)!r}", "is out of range", expected)
+        if self.output == "model" and self.space != "model":
+            raise InputError("attack output='model'", "needs space='model'",
+                             "output='input' with space='native', or space='model'")
 
 
 
@@ -65,7 +83,7 @@ class GenerateConfig:
         prompts: ``artistic``, ``imagenet-N`` or a prompt file.
         attack: the optimisation knobs.
         batch: images optimised together.
-        seed: random-init seed and ImageNet prompt draw seed.
+        seed: random-init seed (the built-in prompt sets do not depend on it).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         max_pixels: inputs with more pixels are refused before decoding.
         min_side: inputs with a side shorter than this are refused.

@@ -2,7 +2,7 @@
 
 Output layout of ``DIR`` (see docs/generate.md)::
 
-    DIR/manipulated/<name>.png     best 8-bit iterate, lossless, same size as the input
+    DIR/manipulated/<name>.png     best 8-bit iterate, lossless, the input's size (or S x S, output="model")
     DIR/original/<name>.<ext>      byte copy of the input
     DIR/manifest.jsonl             one JSON record per processed image (append-only)
     DIR/summary.json               aggregate of the latest record of every source
@@ -382,6 +382,7 @@ def _base_record(job: Job, cfg: GenerateConfig, loaded, text_bank) -> dict[str, 
         "prompt_set": ps.name, "prompt_set_sha256": ps.sha256, "prompt_count": len(ps),
         "alpha": a.alpha, "beta": a.beta, "lr": a.lr, "momentum": a.momentum, "iters": a.iters,
         "check_every": a.check_every, "amp": a.amp, "seed": cfg.seed,
+        "space": a.space, "output": a.output, "lr_effective": None, "score_opt": None,
         "score_scale": a.score_scale, "clamp": CLAMP,
         "width": None, "height": None,
         "score_orig": None, "score_adv": None, "improvement_pct": None,
@@ -450,6 +451,8 @@ def process_batch(jobs: Sequence[Job], cfg: GenerateConfig, loaded, text_bank,
             atomic_write_bytes(job.original, inputs[k])
             records[i]["sha256_output"] = hashlib.sha256(png).hexdigest()
             records[i]["best_step"] = result.best_step[k]
+            records[i]["lr_effective"] = result.lr[k]
+            records[i]["score_opt"] = result.best_score[k]
             paths += [job.original, job.manipulated]
         scores = score_files(paths, loaded, text_bank, cfg.attack.score_scale)
         for k, i in enumerate(good):

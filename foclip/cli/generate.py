@@ -38,6 +38,13 @@ def add_parser(sub) -> None:
                    help="CLIPscore scale w: 100 (torchmetrics) or 2.5 (Hessel et al.) (default: %(default)s)")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=d.amp,
                    help="autocast of the image encoder during optimisation (default: %(default)s)")
+    p.add_argument("--space", choices=("native", "model"), default=d.space,
+                   help="where the pixels are optimised: native (input resolution, lr rescaled so a step moves "
+                        "the model view as in model space) or model (the resized+cropped S x S view, the "
+                        "paper's setting) (default: %(default)s)")
+    p.add_argument("--output", choices=("input", "model"), default=d.output,
+                   help="saved size: input (the input's size; in model space the perturbation is lifted "
+                        "back onto the input) or model (S x S, needs --space model) (default: %(default)s)")
     p.add_argument("--batch", type=int, default=4, help="images optimised together (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random-init and prompt-draw seed (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
@@ -64,7 +71,7 @@ def config_from_args(args: argparse.Namespace):
 
     attack = AttackConfig(iters=args.iters, lr=args.lr, momentum=args.momentum, alpha=args.alpha,
                           beta=args.beta, check_every=args.check_every, score_scale=args.score_scale,
-                          amp=args.amp)
+                          amp=args.amp, space=args.space, output=args.output)
     return GenerateConfig(model=args.model, pretrained=args.pretrained, prompts=args.prompts, attack=attack,
                           batch=args.batch, seed=args.seed, device=args.device)
 

@@ -16,6 +16,7 @@ COMMANDS = (
     ("build-engine", "build_engine"),
     ("detect", "detect"),
     ("calibrate", "calibrate"),
+    ("reproduce", "reproduce"),
     ("serve", "serve"),
     ("bench", "bench"),
 )

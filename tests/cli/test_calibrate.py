@@ -74,3 +74,26 @@ def test_bad_target_fpr_is_refused_before_scoring(tmp_path, capsys):
                  "--manipulated", str(tmp_path / "m"), "--target-fpr", "1.5"])
     assert code == 1
     assert "--target-fpr 1.5 | is out of range" in capsys.readouterr().err
+
+
+def test_calibrate_prints_held_out_figures_and_small_sample_warning(tiny_bundle, generated, tmp_path, capsys):
+    cal = tmp_path / "calibration.json"
+    rc = main(["calibrate", str(tiny_bundle), "--originals", str(generated), "--out", str(cal),
+               "--folds", "4", "--seed", "1"])
+    assert rc == 0
+    out, err = capsys.readouterr()
+    h = json.loads(cal.read_text())["metrics"]["held_out"]
+    assert "held out (4-fold)" in out and "fit set" in out
+    lo, hi = h["ci95"]["fpr"]
+    assert f"{h['fpr']:.1%} [{lo:.1%}, {hi:.1%}]" in out
+    # 12 + 12 images at the default 5 % target: both classes are too small, and the user is told how many.
+    assert err.count("small sample:") == 2
+    assert "originals: 12 images cannot resolve a 5.0% FPR target" in err and "needs at least 20" in err
+    assert h["folds"] == 4 and h["seed"] == 1 and h["n_originals"] == 12
+    assert h["ci95"]["fpr"][0] <= h["fpr"] <= h["ci95"]["fpr"][1]
+
+
+def test_calibrate_rejects_one_fold(tiny_bundle, generated, tmp_path, capsys):
+    assert main(["calibrate", str(tiny_bundle), "--originals", str(generated), "--folds", "1",
+                 "--out", str(tmp_path / "c.json")]) == 1
+    assert "--folds 1 | is out of range" in capsys.readouterr().err

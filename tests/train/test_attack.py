@@ -148,3 +148,74 @@ def test_vit_b_32_raises_scores_on_real_photos(photo_tensors):
     res = foclip_attack(imgs, enc, bank, AttackConfig(iters=10, check_every=5), 224)
     assert np.mean(res.best_score) > 2 * np.mean(res.start_score)
     assert all(b >= s for b, s in zip(res.best_score, res.start_score))
+
+
+# ----------------------------------------------------------------------------- optimisation space
+
+
+def test_space_and_output_are_validated():
+    with pytest.raises(InputError, match="needs space='model'"):
+        AttackConfig(space="native", output="model")
+    with pytest.raises(InputError, match="Expected"):
+        AttackConfig(space="pixels")
+
+
+@pytest.mark.parametrize("name", ["chelsea", "astronaut", "rocket"])
+def test_native_and_model_space_take_equal_steps_in_the_model_view(tiny, tiny_encoder, photo_tensors, name):
+    from foclip.models.preprocess import resize_crop
+
+    _loaded, bank = tiny
+    img = photo_tensors[name]
+    view0 = resize_crop(img.float().unsqueeze(0) / 255, 64)[0]
+    moved = {}
+    for space, output in (("model", "model"), ("native", "input")):
+        # beta 0: the bicubic view of a photo overshoots [0, 1] a little, and the guard would then
+        # add a model-space-only term to the first step.
+        res = foclip_attack([img], tiny_encoder, bank.embeddings,
+                            AttackConfig(iters=1, beta=0.0, space=space, output=output), 64)
+        moved[space] = (res.final_view[0] - view0).flatten()
+        lr = res.lr[0]
+    ratio = (moved["native"].norm() / moved["model"].norm()).item()
+    assert ratio == pytest.approx(1.0, abs=1e-3)
+    # Same direction too (not only the same length): measured cosines 0.90-0.95 on these photos.
+    assert torch.nn.functional.cosine_similarity(moved["native"], moved["model"], dim=0) > 0.8
+    # The native learning rate grows with the input's area over the model view's (about 0.65x that ratio).
+    h, w = img.shape[-2:]
+    assert lr > 7 * 0.3 * (min(h, w) / 64) ** 2
+
+
+def test_unscaled_native_step_would_be_far_smaller(tiny, tiny_encoder, photo_tensors):
+    """The rescaling is what equalises the steps: without it (lr fixed at 7) chelsea's view would move ~15x less."""
+    from foclip.models.preprocess import resize_crop
+
+    _loaded, bank = tiny
+    img = photo_tensors["chelsea"]
+    res = foclip_attack([img], tiny_encoder, bank.embeddings, AttackConfig(iters=1, beta=0.0), 64)
+    assert res.lr[0] / 7 > 10
+
+
+def test_model_space_outputs(tiny, tiny_encoder, photo_tensors):
+    _loaded, bank = tiny
+    img = photo_tensors["chelsea"]  # 300 x 451: the crop leaves side strips untouched
+    small = foclip_attack([img], tiny_encoder, bank.embeddings,
+                          AttackConfig(iters=5, space="model", output="model"), 64)
+    lifted = foclip_attack([img], tiny_encoder, bank.embeddings,
+                           AttackConfig(iters=5, space="model", output="input"), 64)
+    assert tuple(small.images[0].shape) == (3, 64, 64)
+    assert tuple(lifted.images[0].shape) == tuple(img.shape)
+    assert small.best_score == lifted.best_score
+    diff = (lifted.images[0].int() - img.int()).abs()
+    assert diff.sum() > 0
+    # Pixels outside the centre crop's footprint (columns < 75 and >= 375) are the input's own.
+    assert diff[:, :, :70].max() == 0 and diff[:, :, 380:].max() == 0
+
+
+def test_lift_to_input_of_a_zero_perturbation_is_the_input():
+    from foclip_train.attack import lift_to_input
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 90, 130, generator=g)
+    view = torch.rand(3, 32, 32, generator=g)
+    assert torch.allclose(lift_to_input(img, view, view, 32), img)
+    out = lift_to_input(img, view, view + 0.1, 32)
+    assert out.shape == img.shape and (out - img)[:, :, 65].mean() > 0.05
