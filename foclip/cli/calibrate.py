@@ -28,6 +28,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (default fp32)")
     p.add_argument("--prompts", default=None, help="text bank or prompt file (default: the bundle's first bank)")
     p.add_argument("--batch", type=int, default=32, help="images per encoder call (default 32)")
+    p.add_argument("--probes", default="gray",
+                   help="colour-space probes the thresholds apply to (default gray: the paper's rule); "
+                        "e.g. gray,hue180,swap-rb for the multi-probe statistic")
+    p.add_argument("--no-self-check", action="store_true",
+                   help="skip the start-up parity self-check of the graph on this machine")
     p.add_argument("--folds", type=int, default=5,
                    help="k of the seeded k-fold held-out evaluation (default 5; 0 turns it off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out folds and the AUC bootstrap (default 0)")
@@ -80,9 +85,9 @@ def _score_folder(det: Any, folder: Path, label: str, progress: Any) -> tuple[An
     task = progress.add_task(label, total=total)
     scores, drops, errors = [], [], 0
     for r in det.detect_iter(expand_inputs([str(folder)])):
-        if r.ok and r.drop is not None:
+        if r.ok and r.statistic is not None:
             scores.append(r.score_color)
-            drops.append(r.drop)
+            drops.append(r.statistic)  # the gray drop, or the largest probe drop with several probes
         else:
             errors += 1
         progress.advance(task)
@@ -91,6 +96,8 @@ def _score_folder(det: Any, folder: Path, label: str, progress: Any) -> tuple[An
 
 def run(args: argparse.Namespace) -> int:
     """Score both classes, fit thresholds, print the report, write calibration.json (+ plots)."""
+    import dataclasses
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.markup import escape
 
@@ -105,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--folds {args.folds}", "is out of range", "0 (off) or an integer >= 2, e.g. 5")
     orig_dir, man_dir = resolve_class_dirs(args.originals, args.manipulated)
     det = Detector.from_bundle(args.bundle, backend=args.backend, precision=args.precision,
-                               prompts=args.prompts, batch_size=args.batch, graph="encoder")
+                               prompts=args.prompts, batch_size=args.batch, graph="encoder",
+                               probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),
+                               self_check=not args.no_self_check)
     random_weights_notice(det.manifest.pretrained)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with det, Progress(*columns, console=err_console) as progress:
@@ -120,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         extra_metrics={"errors": {"original": eo, "manipulated": em},
                        "random_init": det.manifest.random_init, "model_name": det.manifest.model_name,
                        "originals_dir": str(orig_dir), "manipulated_dir": str(man_dir)})
+    cal = dataclasses.replace(cal, graph=det.graph_key, probes=tuple(det.config.probes))
     cal.save(args.out)
     console.print(results_table(cal, det.manifest.model_name, det.manifest.pretrained, args.target_fpr, eo, em))
     for line in cal.metrics.get("warnings", []):
