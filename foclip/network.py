@@ -21,6 +21,7 @@ OFFLINE_CHOICES = (
 )
 _TRUE = {"1", "on", "yes", "true"}
 _probe_result: dict[str, str | None] = {}
+_switched: str | None = None  # why this process switched the hub offline
 
 
 def _target() -> tuple[str, int]:
@@ -52,8 +53,14 @@ def probe_hub(timeout: float = 1.5) -> str | None:
         try:
             socket.create_connection((host, port), timeout=timeout).close()
             outcome.append(None)
+        except socket.gaierror:
+            outcome.append("name lookup failed")
+        except (socket.timeout, TimeoutError):
+            outcome.append("timed out")
+        except ConnectionRefusedError:
+            outcome.append("connection refused")
         except OSError as exc:
-            outcome.append(exc.__class__.__name__)
+            outcome.append(exc.strerror or exc.__class__.__name__)
 
     # getaddrinfo has no timeout of its own; a daemon thread bounds it.
     t = threading.Thread(target=connect, daemon=True)
@@ -84,8 +91,12 @@ def go_offline_if_unreachable() -> str | None:
     Returns:
         The reason downloads cannot happen, or None when the hub is reachable.
     """
+    global _switched
+    if _switched:  # keep the first reason, not "offline mode is set" (we set it)
+        return _switched
     reason = hub_offline_reason()
     if reason:
+        _switched = reason
         os.environ["HF_HUB_OFFLINE"] = "1"
         constants = sys.modules.get("huggingface_hub.constants")
         if constants is not None:

@@ -101,8 +101,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:
-        _subparser(parser, getattr(args, "command", None)).error(_unknown_options(
-            _subparser(parser, getattr(args, "command", None)), extras))
+        sub = _subparser(parser, getattr(args, "command", None))
+        sub.error(_unknown_options(sub, extras))
     return args
 
 
@@ -121,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         # Nested runs (the demo's steps) share the outer run's log capture and its --verbose.
         logs = library_logs(bool(getattr(args, "verbose", False))) if outermost else contextlib.nullcontext()
         with logs:
-            return int(args.func(args) or 0)
-    except FoclipError as exc:
-        from rich.markup import escape
+            try:
+                return int(args.func(args) or 0)
+            except FoclipError as exc:
+                from rich.markup import escape
 
-        # escape(): messages contain brackets such as `pip install 'foclip[trt]'`.
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        return 1
+                # escape(): messages contain brackets such as `pip install 'foclip[trt]'`.
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                return 1
     except KeyboardInterrupt:
         return 130
     finally:
