@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import difflib
 import importlib
+import os
 import re
 import sys
 
@@ -131,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                 return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `foclip detect ... --format csv | head`: the reader left; stop quietly
+        if outermost:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     finally:
         _depth -= 1
 
