@@ -114,7 +114,7 @@ def common_folder(ids: list[str]) -> str:
 
 
 def verdict_table(rows: list[Any], title: str) -> Any:
-    """A rich table with one row per result: image, scores, drop, verdict (unreadable ones with their error code).
+    """A rich table with one row per result: image, scores, drop, verdict (TAMPERED, clean or unreadable).
 
     Paths are shown relative to the folder they all share, named in the caption.
     """
@@ -134,7 +134,7 @@ def verdict_table(rows: list[Any], title: str) -> Any:
         name = shown_id(r.id)
         name = escape(os.path.relpath(name, root) if root else name)
         if not r.ok:
-            t.add_row(name, "-", "-", "-", f"[yellow]unreadable: {escape(r.error['code'])}[/]")
+            t.add_row(name, "-", "-", "-", "[yellow]unreadable[/]")  # why: listed under the table
             continue
         gray = "-" if r.score_gray is None else f"{r.score_gray:.3f}"
         drop = "-" if r.drop is None else f"{r.drop:.1%}"
@@ -241,19 +241,21 @@ def run(args: argparse.Namespace) -> int:
             console.print(summary_table(det, total, n_ok, n_tampered, codes, seconds, args.out))
     if unreadable:  # the reason in full, with the file's name
         for r in unreadable[:10]:
-            err_console.print(f"unreadable: {shown_id(r.id)} ({r.error['code']}: {r.error['message']})",
-                              highlight=False, markup=False)
+            name = shown_id(r.id)
+            message = r.error["message"] if name in r.error["message"] else f"{name}: {r.error['message']}"
+            err_console.print(f"unreadable ({r.error['code']}): {message}", highlight=False, markup=False)
         if len(unreadable) > 10:
             err_console.print(f"... and {len(unreadable) - 10} more unreadable inputs", highlight=False)
     cal = "calibrated" if det.calibrated else "UNCALIBRATED defaults"
     rate = f"{total / seconds:.1f}" if seconds > 0 else "-"
-    line = (f"{total} image(s): {n_tampered} flagged, {n_ok - n_tampered} clean, {n_bad} unreadable; "
-            f"tau_score {det.config.tau_score:.4g} (0..{det.score_scale:g}), tau_drop {det.config.tau_drop:.4g} "
-            f"({cal}); {rate} images/s")
+    lines = [f"{total} image(s): {n_tampered} flagged as tampered, {n_ok - n_tampered} clean, {n_bad} unreadable.",
+             f"thresholds ({cal}): tau_score {det.config.tau_score:.4g} (0..{det.score_scale:g}), "
+             f"tau_drop {det.config.tau_drop:.4g} (fraction); {rate} images/s"]
     if args.out:
-        line += f"; results in {args.out}"
+        lines.append(f"every result in {args.out}")
     if total <= TABLE_ROWS or stdout_writer is not None:
-        (console if stdout_writer is None else err_console).print(line, highlight=False, markup=False)
+        for line in lines:
+            (console if stdout_writer is None else err_console).print(line, highlight=False, markup=False)
     if n_ok == 0:
         err_console.print("[bold red]error:[/] none of the inputs could be read as an image.", highlight=False)
         return 1
