@@ -143,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"wrote {args.out}", highlight=False)
     if args.plots:
-        for path in save_plots(args.plots, so, do, sm, dm, cal):
+        m_ = det.manifest
+        label = f"{m_.model_name}, weights {m_.pretrained}" + (" (RANDOM: mechanics only)" if m_.random_init else "")
+        for path in save_plots(args.plots, so, do, sm, dm, cal, label=label):
             console.print(f"wrote {path}", highlight=False)
     return 0

@@ -16,16 +16,27 @@ console = Console(stderr=False)
 err_console = Console(stderr=True)
 
 # Notes said once per run, however many sub-commands a run goes through (the demo runs four).
+# Kept here, not in main.py: `python -m foclip.cli.main` loads main.py twice (as __main__ and when
+# the demo imports it), and only one copy of this state may exist.
 _said: set[str] = set()
+_depth = [0]  # nesting of main() calls: the demo's steps run inside the demo's own run
 # Loggers of libraries that attach their own stderr handler; detached while a command runs so that
 # their records reach only the capture handler below.
 _SELF_PRINTING_LOGGERS = ("huggingface_hub",)
 _FILE_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
 
 
-def reset_run_notes() -> None:
-    """Forget which once-per-run notes were printed (called when a new top-level run starts)."""
-    _said.clear()
+@contextlib.contextmanager
+def run_scope() -> Iterator[bool]:
+    """Mark one ``main()`` call; yields True for the outermost one (which starts a new run's notes)."""
+    outermost = _depth[0] == 0
+    if outermost:
+        _said.clear()
+    _depth[0] += 1
+    try:
+        yield outermost
+    finally:
+        _depth[0] -= 1
 
 
 def say_once(key: str, text: str) -> None:
@@ -107,8 +118,14 @@ def library_logs(verbose: bool) -> Iterator[_ListHandler | None]:
 def echo_command(argv: Sequence[str]) -> None:
     """Print ``$ foclip ARGS`` wrapped between arguments (shell continuation), never inside one."""
     width = max(console.width, 40)
+    words: list[str] = []
+    for a in argv:  # an option stays on the line of its value
+        if words and words[-1].startswith("--") and " " not in words[-1] and not a.startswith("-"):
+            words[-1] += " " + shlex.quote(a)
+        else:
+            words.append(shlex.quote(a))
     lines, line = [], "$ foclip"
-    for word in (shlex.quote(a) for a in argv):
+    for word in words:
         if len(line) + 1 + len(word) + 2 > width and line.strip() not in ("$ foclip", ""):
             lines.append(line + " \\")
             line = "    " + word

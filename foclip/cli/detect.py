@@ -250,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
     rate = f"{total / seconds:.1f}" if seconds > 0 else "-"
     lines = [f"{total} image(s): {n_tampered} flagged as tampered, {n_ok - n_tampered} clean, {n_bad} unreadable.",
              f"thresholds ({cal}): tau_score {det.config.tau_score:.4g} (0..{det.score_scale:g}), "
-             f"tau_drop {det.config.tau_drop:.4g} (fraction); {rate} images/s"]
+             f"tau_drop {det.config.tau_drop:.4g}; {rate} images/s"]
     if args.out:
         lines.append(f"every result in {args.out}")
     if total <= TABLE_ROWS or stdout_writer is not None:

@@ -32,7 +32,6 @@ COMMANDS = (
 EPILOG = ("exit codes: 0 success, 1 user error (one line, no traceback), 2 usage error; "
           "`foclip detect` also 3 flagged, 4 unreadable inputs, 5 both. "
           "--verbose (anywhere) shows the library logs that are otherwise hidden.")
-_depth = 0  # main() runs nested when the demo calls it per step; once-per-run notes reset at depth 0
 
 
 class Parser(argparse.ArgumentParser):
@@ -109,35 +108,29 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
-    global _depth
-    from foclip.cli.common import err_console, library_logs, reset_run_notes
+    from foclip.cli.common import err_console, library_logs, run_scope
     from foclip.errors import FoclipError
 
     args = parse(argv)
-    outermost = _depth == 0
-    if outermost:
-        reset_run_notes()
-    _depth += 1
-    try:
-        # Nested runs (the demo's steps) share the outer run's log capture and its --verbose.
-        logs = library_logs(bool(getattr(args, "verbose", False))) if outermost else contextlib.nullcontext()
-        with logs:
-            try:
-                return int(args.func(args) or 0)
-            except FoclipError as exc:
-                from rich.markup import escape
+    with run_scope() as outermost:
+        try:
+            # Nested runs (the demo's steps) share the outer run's log capture and its --verbose.
+            logs = library_logs(bool(getattr(args, "verbose", False))) if outermost else contextlib.nullcontext()
+            with logs:
+                try:
+                    return int(args.func(args) or 0)
+                except FoclipError as exc:
+                    from rich.markup import escape
 
-                # escape(): messages contain brackets such as `pip install 'foclip[trt]'`.
-                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-                return 1
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:  # `foclip detect ... --format csv | head`: the reader left; stop quietly
-        if outermost:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
-    finally:
-        _depth -= 1
+                    # escape(): messages contain brackets such as `pip install 'foclip[trt]'`.
+                    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                    return 1
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:  # `foclip detect ... --format csv | head`: the reader left; stop quietly
+            if outermost:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
 
 
 if __name__ == "__main__":

@@ -8,7 +8,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -44,6 +47,28 @@ def optimize_transformer(src: Path, dst: Path, num_heads: int = 0, hidden_size: 
     opt.save_model_to_file(str(dst))
 
 
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """Drop the quantiser's "Please consider to run pre-processing" root-logger warning for one call.
+
+    It is logged with ``logging.warning()`` on the root logger, which installs a stderr handler
+    (``basicConfig``) when none exists; a temporary last-resort handler keeps that from happening,
+    and other warnings still reach stderr as they would have.
+    """
+    root = logging.getLogger()
+    advice = lambda record: "run pre-processing before quantization" not in record.getMessage()  # noqa: E731
+    added = [] if root.handlers else [logging.lastResort]
+    for h in added:
+        root.addHandler(h)
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+        for h in added:
+            root.removeHandler(h)
+
+
 def to_int8(src: Path, dst: Path, optimize: bool = False) -> None:
     """Dynamic int8 quantisation of an fp32 graph (MatMul/Gemm/Conv weights as QInt8).
 
@@ -63,5 +88,6 @@ def to_int8(src: Path, dst: Path, optimize: bool = False) -> None:
             model_in = Path(tmp) / "optimized.onnx"
             optimize_transformer(src, model_in)
             extra["DefaultTensorType"] = onnx.TensorProto.FLOAT
-        quantize_dynamic(str(model_in), str(dst), weight_type=QuantType.QInt8, extra_options=extra)
+        with _without_preprocessing_advice():
+            quantize_dynamic(str(model_in), str(dst), weight_type=QuantType.QInt8, extra_options=extra)
     onnx.checker.check_model(str(dst), full_check=True)

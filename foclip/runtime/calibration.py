@@ -317,8 +317,17 @@ def fit_calibration(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np
                        metrics=metrics, created=datetime.datetime.now(datetime.timezone.utc).isoformat())
 
 
+def _view(values: np.ndarray, tau: float) -> tuple[float, float] | None:
+    """A histogram range that outliers cannot squash (2nd-98th percentile, widened, with tau), or None."""
+    lo, hi = np.percentile(values, [2, 98])
+    pad = 0.15 * max(hi - lo, 1e-9)
+    lo, hi = min(lo - pad, tau), max(hi + pad, tau)
+    full = float(values.max() - values.min())
+    return (float(lo), float(hi)) if full > 2 * (hi - lo) else None
+
+
 def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_orig: np.ndarray,
-               score_man: np.ndarray, drop_man: np.ndarray, cal: Calibration) -> list[Path]:
+               score_man: np.ndarray, drop_man: np.ndarray, cal: Calibration, label: str = "") -> list[Path]:
     """ROC curve and per-class histograms of score_color and drop, as PNG (matplotlib, lazy).
 
     Args:
@@ -328,6 +337,7 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
         score_man: score_color of manipulated images.
         drop_man: drop of manipulated images.
         cal: the calibration (thresholds drawn on the plots).
+        label: which model and weights made the scores (a line under each title).
 
     Returns:
         Paths written.
@@ -366,7 +376,7 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
     ax.scatter([cal.metrics["fpr"]], [cal.metrics["tpr"]], color="red", zorder=3, label="chosen thresholds")
     ax.set_xlabel("false-positive rate (originals)")
     ax.set_ylabel("true-positive rate (manipulated)")
-    ax.set_title("ROC of the grayscale-drop detector")
+    ax.set_title("ROC of the grayscale-drop detector" + (f"\n{label}" if label else ""), fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     save(fig, "roc.png")
     panels = (
@@ -375,9 +385,18 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
     )
     for o, m, name, label, tau in panels:
         fig, ax = plt.subplots(figsize=(6, 4))
+        both = np.concatenate([o, m])
+        view = _view(both, tau) if len(both) else None
+        title = label
+        if view is not None:  # clip the view, not the data: outliers are counted in the edge bins
+            n_out = int(((both < view[0]) | (both > view[1])).sum())
+            o, m = np.clip(o, *view), np.clip(m, *view)
+            title = (title + "\n" if title else "") + f"{n_out} outlier(s) beyond the view, counted in the edge bins"
         bins = np.histogram_bin_edges(np.concatenate([o, m]), bins=30)
         ax.hist(o, bins=bins, alpha=0.6, label=f"original (n={len(o)})")
         ax.hist(m, bins=bins, alpha=0.6, label=f"manipulated (n={len(m)})")
+        if title:
+            ax.set_title(title, fontsize=9)
         ax.axvline(tau, color="red", linestyle="--", label=f"threshold {tau:.4g}")
         ax.set_xlabel(label)
         ax.set_ylabel("images")
