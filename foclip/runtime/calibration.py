@@ -317,13 +317,21 @@ def fit_calibration(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np
                        metrics=metrics, created=datetime.datetime.now(datetime.timezone.utc).isoformat())
 
 
-def _view(values: np.ndarray, tau: float) -> tuple[float, float] | None:
-    """A histogram range that outliers cannot squash (2nd-98th percentile, widened, with tau), or None."""
-    lo, hi = np.percentile(values, [2, 98])
-    pad = 0.15 * max(hi - lo, 1e-9)
-    lo, hi = min(lo - pad, tau), max(hi + pad, tau)
-    full = float(values.max() - values.min())
-    return (float(lo), float(hi)) if full > 2 * (hi - lo) else None
+def _view(classes: list[np.ndarray], tau: float) -> tuple[float, float] | None:
+    """A histogram range outliers cannot squash, or None when no value lies outside it.
+
+    The union of each class's Tukey far fences (3 IQR beyond the quartiles, within its own min and
+    max), widened to show tau: one stray image cannot stretch the axis over the threshold region.
+    """
+    lows, highs = [tau], [tau]
+    for v in (c for c in classes if len(c)):
+        q1, q3 = np.percentile(v, [25, 75])
+        iqr = max(float(q3 - q1), 1e-9)
+        lows.append(max(float(v.min()), q1 - 3 * iqr))
+        highs.append(min(float(v.max()), q3 + 3 * iqr))
+    lo, hi = min(lows), max(highs)
+    both = np.concatenate(classes)
+    return (lo, hi) if (both < lo).any() or (both > hi).any() else None
 
 
 def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_orig: np.ndarray,
@@ -383,10 +391,10 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
         (score_orig, score_man, "hist_score_color.png", f"score_color (0..{cal.score_scale:g})", cal.tau_score),
         (drop_orig, drop_man, "hist_drop.png", "drop (fraction)", cal.tau_drop),
     )
-    for o, m, name, label, tau in panels:
+    for o, m, name, xlabel, tau in panels:
         fig, ax = plt.subplots(figsize=(6, 4))
         both = np.concatenate([o, m])
-        view = _view(both, tau) if len(both) else None
+        view = _view([o, m], tau) if len(both) else None
         title = label
         if view is not None:  # clip the view, not the data: outliers are counted in the edge bins
             n_out = int(((both < view[0]) | (both > view[1])).sum())
@@ -398,7 +406,7 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
         if title:
             ax.set_title(title, fontsize=9)
         ax.axvline(tau, color="red", linestyle="--", label=f"threshold {tau:.4g}")
-        ax.set_xlabel(label)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("images")
         ax.legend(fontsize=8)
         save(fig, name)
