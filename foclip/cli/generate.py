@@ -96,7 +96,6 @@ def run(args: argparse.Namespace) -> int:
     from foclip.cli.common import check_weights_source, require_paths
 
     cfg = config_from_args(args)
-    require_paths(args.inputs, "input", "an image file or a folder of images")
     if args.ray:
         try:
             distributed = importlib.import_module("foclip_train.distributed")
@@ -105,10 +104,12 @@ def run(args: argparse.Namespace) -> int:
                 raise
             raise FoclipError("--ray", "is not available in this build (foclip_train.distributed is missing)",
                               "a run without --ray") from None
-        return int(distributed.run_distributed(args) or 0)
     for flag, value in (("--address", args.address), ("--workers", args.workers)):
-        if value is not None:
+        if value is not None and not args.ray:
             raise FoclipError(flag, "only applies with --ray", f"--ray {flag} ...")
+    require_paths(args.inputs, "input", "an image file or a folder of images")
+    if args.ray:
+        return int(distributed.run_distributed(args) or 0)
     from foclip.cli.common import console, random_weights_notice
     from foclip_train.generate import load_resources, plan_jobs
 
