@@ -119,7 +119,8 @@ def print_split(counts: dict[str, dict[str, int]], bundle: Path) -> None:
 
     man = read_manifest(bundle)
     made_by = f"{man.model_name}, weights {man.pretrained}" + (": RANDOM, mechanics only" if man.random_init else "")
-    t = Table(title=f"verdicts by class ({escape(made_by)})", title_justify="left")
+    console.print(f"verdicts by class ({escape(made_by)})", highlight=False)  # own line: titles wrap at table width
+    t = Table()
     for col in ("class", "images", "flagged", "clean", "unreadable", "meaning"):
         t.add_column(col, justify="left" if col in ("class", "meaning") else "right")
     o, m = counts["original"], counts["manipulated"]

@@ -124,7 +124,8 @@ def verdict_table(rows: list[Any], title: str) -> Any:
     root = common_folder([r.id for r in rows])
     caption = f"images under {root}{os.sep}; drop = (score_color - score_gray) / score_color" if root else (
         "drop = (score_color - score_gray) / score_color")
-    t = Table(title=title, title_justify="left", caption=escape(caption), caption_justify="left")
+    # The title is printed on its own line by the caller: a table title wraps at the table's width.
+    t = Table(caption=escape(caption), caption_justify="left")
     t.add_column("image", overflow="fold", min_width=12)
     t.add_column("score_color", justify="right")
     t.add_column("score_gray", justify="right")
@@ -230,10 +231,12 @@ def run(args: argparse.Namespace) -> int:
     if stdout_writer is None:
         title = f"foclip detect: {model}, {det.config.backend}/{det.config.precision}"
         if total <= TABLE_ROWS:
+            console.print(title, highlight=False, markup=False)
             console.print(verdict_table(kept, title))
         else:
             if kept:
-                console.print(verdict_table(kept, f"{title}: flagged and unreadable images"))
+                console.print(f"{title}: flagged and unreadable images", highlight=False, markup=False)
+                console.print(verdict_table(kept, title))
             shown = len(kept)
             if n_tampered + n_bad > shown:
                 console.print(f"... and {n_tampered + n_bad - shown} more flagged or unreadable; "
