@@ -98,8 +98,8 @@ def run(args: argparse.Namespace) -> int:
     """Score both classes, fit thresholds, print the report, write calibration.json (+ plots)."""
     import dataclasses
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.markup import escape
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console, err_console, random_weights_notice
     from foclip.errors import InputError
@@ -136,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
         err_console.print(f"[yellow]small sample:[/] {escape(line)}", highlight=False)
     console.print(f"wrote {args.out}", highlight=False)
     if args.plots:
-        for path in save_plots(args.plots, so, do, sm, dm, cal):
+        m_ = det.manifest
+        label = f"{m_.model_name}, weights {m_.pretrained}" + (" (RANDOM: mechanics only)" if m_.random_init else "")
+        for path in save_plots(args.plots, so, do, sm, dm, cal, label=label):
             console.print(f"wrote {path}", highlight=False)
     return 0
 

@@ -1,18 +1,201 @@
-"""Shared CLI helpers (console, option parsing)."""
+"""Shared CLI helpers: consoles, the once-per-run notes, library-log capture, early input checks."""
 
 from __future__ import annotations
+
+import contextlib
+import difflib
+import logging
+import os
+import shlex
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from rich.console import Console
 
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
+# Notes said once per run, however many sub-commands a run goes through (the demo runs four).
+# Kept here, not in main.py: `python -m foclip.cli.main` loads main.py twice (as __main__ and when
+# the demo imports it), and only one copy of this state may exist.
+_said: set[str] = set()
+_depth = [0]  # nesting of main() calls: the demo's steps run inside the demo's own run
+# Loggers of libraries that attach their own stderr handler; detached while a command runs so that
+# their records reach only the capture handler below.
+_SELF_PRINTING_LOGGERS = ("huggingface_hub",)
+_FILE_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
+
+
+@contextlib.contextmanager
+def run_scope() -> Iterator[bool]:
+    """Mark one ``main()`` call; yields True for the outermost one (which starts a new run's notes)."""
+    outermost = _depth[0] == 0
+    if outermost:
+        _said.clear()
+    _depth[0] += 1
+    try:
+        yield outermost
+    finally:
+        _depth[0] -= 1
+
+
+def say_once(key: str, text: str) -> None:
+    """Print ``text`` (rich markup) on stderr unless a note with ``key`` was printed in this run."""
+    if key not in _said:
+        _said.add(key)
+        err_console.print(text, highlight=False)
+
 
 def random_weights_notice(pretrained: str) -> None:
-    """Say plainly when a randomly initialised model is in use."""
+    """Say plainly, once per run, when a randomly initialised model is in use."""
     if pretrained.startswith("random"):
-        err_console.print(
-            "[bold yellow]note:[/] using a RANDOMLY INITIALISED CLIP (--pretrained random): scores are "
-            "near 0 and say nothing about real CLIP behaviour; this run tests mechanics only.",
-            highlight=False,
-        )
+        say_once("random-weights",
+                 "[bold yellow]note:[/] using a RANDOMLY INITIALISED CLIP (--pretrained random): scores are "
+                 "near 0 and say nothing about real CLIP behaviour; this run tests mechanics only.")
+
+
+class _ListHandler(logging.Handler):
+    """Keeps library log records in memory (the run's debug log)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def library_logs(verbose: bool) -> Iterator[_ListHandler | None]:
+    """Route third-party log records and Python warnings away from the terminal while a command runs.
+
+    Without ``verbose`` the records are kept in memory and, at the end, one dim line says how many
+    were hidden; with ``verbose`` they are printed on stderr as they come (INFO and above, foclip's
+    own DEBUG too). Logger levels, handlers and the warnings hook are restored afterwards, so that
+    callers running several commands in one process (the demo, tests) see no lasting change.
+
+    Args:
+        verbose: print library logs instead of capturing them.
+
+    Yields:
+        The capture handler (None when verbose).
+    """
+    root = logging.getLogger()
+    saved_level, saved_handlers = root.level, root.handlers[:]
+    detached = {name: logging.getLogger(name).handlers[:] for name in _SELF_PRINTING_LOGGERS}
+    foclip_logger = logging.getLogger("foclip")
+    saved_foclip_level = foclip_logger.level
+    if verbose:
+        handler: logging.Handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        root.setLevel(logging.INFO)
+        foclip_logger.setLevel(logging.DEBUG)
+        capture = None
+    else:
+        handler = capture = _ListHandler()
+    # Our handler replaces any basicConfig-style handler, and its presence keeps libraries that call
+    # logging.warning() at module level (ONNX Runtime's quantiser) from installing one.
+    root.handlers = [handler]
+    for name in detached:
+        logging.getLogger(name).handlers = []
+    logging.captureWarnings(True)
+    try:
+        yield capture
+    finally:
+        logging.captureWarnings(False)
+        root.handlers = saved_handlers
+        root.setLevel(saved_level)
+        foclip_logger.setLevel(saved_foclip_level)
+        for name, handlers in detached.items():
+            logging.getLogger(name).handlers = handlers
+        if capture is not None and capture.records:
+            worst = max(r.levelno for r in capture.records)
+            n = len(capture.records)
+            err_console.print(f"[dim]{n} library log message{'s' * (n != 1)} hidden (worst: "
+                              f"{logging.getLevelName(worst)}); --verbose shows them.[/]", highlight=False)
+
+
+def echo_command(argv: Sequence[str]) -> None:
+    """Print ``$ foclip ARGS`` wrapped between arguments (shell continuation), never inside one."""
+    width = max(console.width, 40)
+    words: list[str] = []
+    for a in argv:  # an option stays on the line of its value
+        if words and words[-1].startswith("--") and " " not in words[-1] and not a.startswith("-"):
+            words[-1] += " " + shlex.quote(a)
+        else:
+            words.append(shlex.quote(a))
+    lines, line = [], "$ foclip"
+    for word in words:
+        if len(line) + 1 + len(word) + 2 > width and line.strip() not in ("$ foclip", ""):
+            lines.append(line + " \\")
+            line = "    " + word
+        else:
+            line += " " + word
+    lines.append(line)
+    for text in lines:
+        console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def close_names(path: Path) -> list[str]:
+    """Names in ``path``'s folder that look like its name (for "did you mean" hints)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        names = [p.name for p in parent.iterdir()]
+    except OSError:
+        return []
+    return [str(parent / n) if str(path.parent) not in ("", ".") else n
+            for n in difflib.get_close_matches(path.name, names, n=3, cutoff=0.6)]
+
+
+def require_paths(paths: Sequence[str], what: str, expected: str) -> None:
+    """Refuse, before any model loads, command-line paths that do not exist.
+
+    Args:
+        paths: the paths as typed.
+        what: how to name one in the message (``input``, ``--originals``...).
+        expected: the ``Expected ...`` part of the message.
+
+    Raises:
+        InputError: for the first path that does not exist, with close names in its folder.
+    """
+    from foclip.errors import InputError
+
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if not p.exists():
+            close = close_names(p)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            raise InputError(f"{what} {raw!r}", f"does not exist{hint}", expected)
+
+
+def check_weights_source(model: str, pretrained: str) -> None:
+    """Check ``--pretrained`` before any model loads: a missing checkpoint file, or a tag with no network.
+
+    A tag (anything that is not ``random``, ``reference`` or a file) needs the network unless its
+    weights are cached. When the hub cannot be reached it is switched to offline mode (cached
+    weights still load, no retries); with nothing cached the run stops here, in about a second.
+
+    Args:
+        model: the open_clip model name (for the message).
+        pretrained: the ``--pretrained`` value.
+
+    Raises:
+        ModelError: the checkpoint file is missing, or the weights cannot be downloaded nor found cached.
+    """
+    from foclip.errors import ModelError
+    from foclip.network import OFFLINE_CHOICES, go_offline_if_unreachable, weight_cache_is_empty
+
+    if pretrained in ("random", "reference") or pretrained.startswith("random("):
+        return
+    path = Path(pretrained).expanduser()
+    if path.suffix in _FILE_SUFFIXES or os.sep in pretrained or path.exists():
+        if not path.is_file():
+            close = close_names(path)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            raise ModelError(f"checkpoint {pretrained!r}", f"does not exist{hint}", OFFLINE_CHOICES)
+        return
+    reason = go_offline_if_unreachable()
+    if reason and weight_cache_is_empty():
+        raise ModelError(f"pretrained {model}/{pretrained}",
+                         f"cannot be downloaded: {reason}, and no weights are cached on this machine",
+                         OFFLINE_CHOICES)

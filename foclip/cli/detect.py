@@ -1,15 +1,35 @@
-"""`foclip detect BUNDLE INPUTS...`: grayscale-sensitivity detection over files, folders, globs, @lists."""
+"""`foclip detect BUNDLE INPUTS...`: grayscale-sensitivity detection over files, folders, globs, @lists.
+
+Prints a verdict per image (every image for small runs; the flagged and unreadable ones plus a
+summary for large runs), or one JSON line / CSV row per image with ``--format``. Exit codes are
+in :data:`EXIT_CODES`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import sys
 import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+# Like linters: a script can tell "nothing found" from "something found" from "could not run".
+EXIT_CODES = {
+    0: "every input was scored and none was flagged",
+    1: "user error (bad bundle, option or calibration), or no input could be read",
+    2: "usage error (unknown option or command)",
+    3: "at least one image was flagged as tampered",
+    4: "at least one input could not be read (none flagged)",
+    5: "at least one image flagged and at least one input unreadable",
+}
+TABLE_ROWS = 50  # up to this many images: a row each; above: flagged and unreadable rows only
+FIELDS = ("id", "score_color", "score_gray", "drop", "tampered", "error_code", "error_message",
+          "calibrated", "score_scale")
 
 
 def add_parser(sub: Any) -> None:
@@ -17,7 +37,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "detect", help="detect FoCLIP-manipulated images with an exported bundle (torch-free)",
         description="Score each image and its grayscale copy against the bundle's text bank; "
-                    "tampered = score_color >= tau_score and drop >= tau_drop.")
+                    "tampered = score_color >= tau_score and drop >= tau_drop.",
+        epilog="exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + ".")
     p.add_argument("bundle", help="bundle folder written by `foclip export`")
     p.add_argument("inputs", nargs="+", help="image files, folders, globs, or @FILE (one path a line)")
     p.add_argument("--backend", default="ort-cpu", help="ort-cpu | ort-cuda | trt (default ort-cpu)")
@@ -30,7 +51,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--graph", default="auto", choices=("auto", "encoder", "fused"),
                    help="encoder + numpy scoring, or the bundle's fused detection graph (default auto)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
-    p.add_argument("--out", default=None, help="write one JSON line per image here (atomically)")
+    p.add_argument("--probes", default="gray",
+                   help="colour-space probes scored in the same encoder call (default gray, the paper's rule); "
+                        "several, e.g. gray,hue180,swap-rb, decide on the largest probe drop (calibrate with the "
+                        "same --probes)")
+    p.add_argument("--no-self-check", action="store_true",
+                   help="skip the start-up parity self-check of the graph on this machine (at your own risk)")
+    p.add_argument("--format", default="table", choices=("table", "jsonl", "csv"),
+                   help=f"stdout: a verdict table (a row per image up to {TABLE_ROWS} images, else the flagged "
+                        "and unreadable ones and a summary), or a JSON line / CSV row per image (default table)")
+    p.add_argument("--out", default=None,
+                   help="also write every result to this file, atomically: CSV when it ends in .csv, else JSON lines")
+    p.add_argument("--exit-zero", action="store_true",
+                   help="exit 0 even when an image is flagged or an input is unreadable (user errors still exit 1)")
     p.set_defaults(func=run)
 
 
@@ -40,52 +73,160 @@ def _open_out(out: str | None) -> tuple[Any, str | None]:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    return os.fdopen(fd, "w", encoding="utf-8"), tmp
+    return os.fdopen(fd, "w", encoding="utf-8", newline=""), tmp
+
+
+def _row(d: dict[str, Any]) -> dict[str, Any]:
+    """A result dict flattened for CSV (the error split into code and message)."""
+    err = d.get("error") or {}
+    return {**{k: d.get(k) for k in FIELDS if k in d}, "error_code": err.get("code"), "error_message": err.get("message")}
+
+
+class _Writer:
+    """Writes results as JSON lines or CSV rows to a text stream."""
+
+    def __init__(self, fh: Any, fmt: str) -> None:
+        self.fh, self.fmt = fh, fmt
+        self.csv = csv.DictWriter(fh, fieldnames=FIELDS, lineterminator="\n") if fmt == "csv" else None
+        if self.csv is not None:
+            self.csv.writeheader()
+
+    def write(self, d: dict[str, Any]) -> None:
+        if self.csv is not None:
+            self.csv.writerow(_row(d))
+        else:
+            self.fh.write(json.dumps(d) + "\n")
+
+
+def shown_id(path: str) -> str:
+    """A path as short as it can be shown: relative to the working folder when it lies below it."""
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:  # another drive (Windows)
+        return path
+    return path if rel.startswith("..") else rel
+
+
+def common_folder(ids: list[str]) -> str:
+    """The folder every shown id lies under ("" when none), so that table rows can be short."""
+    parents = [os.path.dirname(shown_id(i)) for i in ids]
+    if not parents or any(not p for p in parents):
+        return ""
+    try:
+        root = os.path.commonpath(parents)
+    except ValueError:  # absolute and relative mixed
+        return ""
+    return "" if root in ("", ".", os.sep) else root
+
+
+def verdict_table(rows: list[Any], title: str) -> Any:
+    """A rich table with one row per result: image, scores, drop, verdict (TAMPERED, clean or unreadable).
+
+    Paths are shown relative to the folder they all share, named in the caption.
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    root = common_folder([r.id for r in rows])
+    caption = f"images under {root}{os.sep}; drop = (score_color - score_gray) / score_color" if root else (
+        "drop = (score_color - score_gray) / score_color")
+    # The title is printed on its own line by the caller: a table title wraps at the table's width.
+    t = Table(caption=escape(caption), caption_justify="left")
+    t.add_column("image", overflow="fold", min_width=12)
+    t.add_column("score_color", justify="right")
+    t.add_column("score_gray", justify="right")
+    t.add_column("drop", justify="right")
+    t.add_column("verdict", no_wrap=True)
+    for r in rows:
+        name = shown_id(r.id)
+        name = escape(os.path.relpath(name, root) if root else name)
+        if not r.ok:
+            t.add_row(name, "-", "-", "-", "[yellow]unreadable[/]")  # why: listed under the table
+            continue
+        gray = "-" if r.score_gray is None else f"{r.score_gray:.3f}"
+        drop = "-" if r.drop is None else f"{r.drop:.1%}"
+        verdict = "[bold red]TAMPERED[/]" if r.tampered else "clean"
+        t.add_row(name, f"{r.score_color:.3f}", gray, drop, verdict)
+    return t
+
+
+def _check_paths_before_loading(args: argparse.Namespace) -> list[str]:
+    """Bundle, calibration and inputs checked before the model loads; the inputs expanded once."""
+    from foclip.cli.common import close_names, require_paths
+    from foclip.errors import InputError
+    from foclip.runtime.inputs import expand_inputs
+
+    require_paths([args.bundle], "bundle", "a bundle folder written by `foclip export`")
+    if args.calibration:
+        require_paths([args.calibration], "--calibration", "a calibration.json written by `foclip calibrate`")
+    paths = list(expand_inputs(args.inputs))
+    if not paths:
+        raise InputError(f"inputs {' '.join(args.inputs)!r}", "match no image files",
+                         "image files, folders with images, globs or @lists")
+    if not any(os.path.exists(p) for p in paths):  # every one a typo: say so before loading anything
+        close = close_names(Path(paths[0]))
+        hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+        raise InputError(f"input {paths[0]!r}", f"does not exist{hint}, nor does any other input",
+                         "image files, folders with images, globs or @lists")
+    return paths
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run detection; exit 0 when at least one image was read, 1 when none could be."""
+    """Run detection and print the verdicts; the exit code is one of :data:`EXIT_CODES`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-    from rich.table import Table
 
     from foclip.cli.common import console, err_console, random_weights_notice
-    from foclip.errors import InputError
     from foclip.runtime import Detector
-    from foclip.runtime.inputs import expand_inputs
 
+    paths = _check_paths_before_loading(args)
     det = Detector.from_bundle(args.bundle, backend=args.backend, precision=args.precision,
                                calibration=args.calibration, prompts=args.prompts, cascade=args.cascade,
-                               batch_size=args.batch, graph=args.graph, threads=args.threads)
+                               batch_size=args.batch, graph=args.graph, threads=args.threads,
+                               probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),
+                               self_check=not args.no_self_check)
     random_weights_notice(det.manifest.pretrained)
     if not det.calibrated:
         err_console.print(f"[yellow]note:[/] no --calibration: default thresholds tau_score="
                           f"{det.config.tau_score:g}, tau_drop={det.config.tau_drop:g}; results say "
                           "\"calibrated\": false.", highlight=False)
-    total = sum(1 for _ in expand_inputs(args.inputs))
-    if total == 0:
-        raise InputError("inputs", "matched no image files", "image files, folders with images, globs or @lists")
+    total = len(paths)
     fh, tmp = _open_out(args.out)
+    out_writer = _Writer(fh, "csv" if str(args.out).lower().endswith(".csv") else "jsonl") if fh else None
+    stdout_writer = _Writer(sys.stdout, args.format) if args.format != "table" else None
     codes: Counter[str] = Counter()
     n_ok = n_tampered = 0
+    kept: list[Any] = []  # the rows the table shows
+    unreadable: list[Any] = []
     t0 = time.perf_counter()
+    # A bar on the terminal only, and never over JSON/CSV rows going to the same terminal.
+    show_bar = err_console.is_terminal and (stdout_writer is None or not sys.stdout.isatty())
     try:
         columns = (TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=err_console, transient=False) as progress:
+        with Progress(*columns, console=err_console, transient=True, disable=not show_bar) as progress:
             task = progress.add_task("detect", total=total)
-            for r in det.detect_iter(expand_inputs(args.inputs)):
+            for r in det.detect_iter(paths):
                 if r.ok:
                     n_ok += 1
                     n_tampered += bool(r.tampered)
                 else:
                     codes[r.error["code"]] += 1
-                if fh is not None:
-                    fh.write(json.dumps(r.to_dict()) + "\n")
+                    unreadable.append(r)
+                if total <= TABLE_ROWS or ((r.tampered or not r.ok) and len(kept) < TABLE_ROWS):
+                    kept.append(r)
+                d = r.to_dict()
+                if out_writer is not None:
+                    out_writer.write(d)
+                if stdout_writer is not None:
+                    stdout_writer.write(d)
                 progress.advance(task)
         if fh is not None:
             fh.flush()
             os.fsync(fh.fileno())
             fh.close()
             os.replace(tmp, args.out)
+            from foclip.manifest import atomic_write_json
+
+            atomic_write_json(f"{args.out}.meta.json", {**det.info(), "images": total})
     except BaseException:
         if fh is not None:
             fh.close()
@@ -95,23 +236,70 @@ def run(args: argparse.Namespace) -> int:
     finally:
         det.close()
     seconds = time.perf_counter() - t0
+    n_bad = sum(codes.values())
+    m = det.manifest
+    model = f"{m.model_name} ({m.pretrained}{', RANDOM weights' if m.random_init else ''})"
+    if stdout_writer is None:
+        title = f"foclip detect: {model}, {det.config.backend}/{det.config.precision}"
+        if total <= TABLE_ROWS:
+            console.print(title, highlight=False, markup=False)
+            console.print(verdict_table(kept, title))
+        else:
+            if kept:
+                console.print(f"{title}: flagged and unreadable images", highlight=False, markup=False)
+                console.print(verdict_table(kept, title))
+            shown = len(kept)
+            if n_tampered + n_bad > shown:
+                console.print(f"... and {n_tampered + n_bad - shown} more flagged or unreadable; "
+                              "--out FILE or --format jsonl lists every image.", highlight=False)
+            console.print(summary_table(det, total, n_ok, n_tampered, codes, seconds, args.out))
+    if unreadable:  # the reason in full, with the file's name
+        for r in unreadable[:10]:
+            name = shown_id(r.id)
+            message = r.error["message"] if name in r.error["message"] else f"{name}: {r.error['message']}"
+            err_console.print(f"unreadable ({r.error['code']}): {message}", highlight=False, markup=False)
+        if len(unreadable) > 10:
+            err_console.print(f"... and {len(unreadable) - 10} more unreadable inputs", highlight=False)
+    cal = "calibrated" if det.calibrated else "UNCALIBRATED defaults"
+    rate = f"{total / seconds:.1f}" if seconds > 0 else "-"
+    lines = [f"{total} image(s): {n_tampered} flagged as tampered, {n_ok - n_tampered} clean, {n_bad} unreadable.",
+             f"thresholds ({cal}): tau_score {det.config.tau_score:.4g} (0..{det.score_scale:g}), "
+             f"tau_drop {det.config.tau_drop:.4g}; {rate} images/s"]
+    sc = det.self_check
+    lines.append(f"self-check: {sc.graph} on {sc.backend}, min cosine {sc.min_cosine:.6f} vs gate {sc.gate} "
+                 f"({'passed' if sc.passed else 'FAILED'})" if sc else "self-check: skipped (--no-self-check)")
+    if args.out:
+        lines.append(f"every result in {args.out}; run metadata (bundle, graph, self-check, thresholds) in "
+                     f"{args.out}.meta.json")
+    if total <= TABLE_ROWS or stdout_writer is not None:
+        for line in lines:
+            (console if stdout_writer is None else err_console).print(line, highlight=False, markup=False)
+    if n_ok == 0:
+        err_console.print("[bold red]error:[/] none of the inputs could be read as an image.", highlight=False)
+        return 1
+    if args.exit_zero:
+        return 0
+    return 5 if n_tampered and n_bad else 3 if n_tampered else 4 if n_bad else 0
+
+
+def summary_table(det: Any, total: int, n_ok: int, n_tampered: int, codes: Counter, seconds: float,
+                  out: str | None) -> Any:
+    """The counts of a large run as a rich table."""
+    from rich.table import Table
+
     table = Table(title=f"foclip detect: {det.manifest.model_name} ({det.manifest.pretrained}), "
-                        f"{det.config.backend}/{det.config.precision}", show_header=True)
+                        f"{det.config.backend}/{det.config.precision}", title_justify="left")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("images", str(total))
     table.add_row("scored", str(n_ok))
-    table.add_row("tampered", f"{n_tampered}" + ("" if det.calibrated else " (uncalibrated thresholds)"))
-    table.add_row("errors", str(sum(codes.values())))
+    table.add_row("flagged as tampered", f"{n_tampered}" + ("" if det.calibrated else " (uncalibrated thresholds)"))
+    table.add_row("unreadable", str(sum(codes.values())))
     for code, count in sorted(codes.items()):
         table.add_row(f"  {code}", str(count))
     table.add_row("images/s", f"{total / seconds:.1f}" if seconds > 0 else "-")
     table.add_row("tau_score / tau_drop", f"{det.config.tau_score:.4g} / {det.config.tau_drop:.4g} "
                                           f"(score 0..{det.score_scale:g}, drop as a fraction)")
-    if args.out:
-        table.add_row("results", str(args.out))
-    console.print(table)
-    if n_ok == 0:
-        err_console.print("[bold red]error:[/] none of the inputs could be read as an image.", highlight=False)
-        return 1
-    return 0
+    if out:
+        table.add_row("results", str(out))
+    return table

@@ -53,8 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from foclip.cli.common import console, err_console, random_weights_notice
+    from foclip.cli.common import check_weights_source, console, err_console, random_weights_notice
     from foclip.exporter import ExportConfig, export_bundle
+    from foclip.exporter.bundle import check_out_dir
 
     cfg = ExportConfig(
         model_name=args.model, pretrained=args.pretrained, prompts=split_prompt_specs(args.prompts),
@@ -62,9 +63,14 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed, detect_graph=args.detect_graph and not args.no_detect_graph,
         int8_method=args.int8_method, int8_optimize=args.int8_optimize,
     )
+    # Checked before torch and the model load: the output folder and the weights source.
+    check_out_dir(Path(args.out).expanduser().absolute(), args.force)
+    check_weights_source(cfg.model_name, cfg.pretrained)
     random_weights_notice(cfg.pretrained)
     manifest = export_bundle(cfg, args.out, force=args.force,
-                             log=lambda line: err_console.print(f"[dim]{escape(line)}[/]", highlight=False))
+                             log=lambda line: err_console.print(f"[dim]{escape(line)}[/]", highlight=False,
+                                                                # a log file keeps whole lines
+                                                                soft_wrap=not err_console.is_terminal))
     table = Table(title=f"parity with PyTorch ({manifest.model_name}, {manifest.pretrained})")
     for col in ("graph", "min cosine", "max abs diff", "size (MB)"):
         table.add_column(col, justify="left" if col == "graph" else "right")
@@ -80,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(table)
     total = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file()) / 1e6
     omitted = manifest.info.get("omitted", {})
-    console.print(f"bundle [bold]{escape(str(args.out))}[/] ({total:.1f} MB) written in "
+    console.print(f"wrote the bundle folder [bold]{escape(str(args.out))}[/]: {total:.1f} MB on disk, "
                   f"{manifest.info['export_seconds']:.1f} s; "
                   + ("all parity gates passed" if not omitted else f"{len(omitted)} graph(s) left out"), highlight=False)
     if omitted:

@@ -95,7 +95,14 @@ def require_work(jobs: list, out_dir: str, inputs: list[str]) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``foclip generate``; returns 1 when any image failed (listed), else 0."""
+    """Run ``foclip generate``; returns 1 when any image failed (listed), else 0.
+
+    Everything that can be checked without the model (options, input paths, the work left, the
+    weights source) is checked before the model loads.
+    """
+    from foclip.cli.common import check_weights_source, require_paths
+
+    cfg = config_from_args(args)
     if args.ray:
         try:
             distributed = importlib.import_module("foclip_train.distributed")
@@ -104,32 +111,83 @@ def run(args: argparse.Namespace) -> int:
                 raise
             raise FoclipError("--ray", "is not available in this build (foclip_train.distributed is missing)",
                               "a run without --ray") from None
-        return int(distributed.run_distributed(args) or 0)
     for flag, value in (("--address", args.address), ("--workers", args.workers)):
-        if value is not None:
+        if value is not None and not args.ray:
             raise FoclipError(flag, "only applies with --ray", f"--ray {flag} ...")
+    require_paths(args.inputs, "input", "an image file or a folder of images")
+    if args.ray:
+        return int(distributed.run_distributed(args) or 0)
     from foclip.cli.common import console, random_weights_notice
     from foclip_train.generate import load_resources, plan_jobs
 
-    cfg = config_from_args(args)
+    jobs = plan_jobs(args.inputs, args.out, cfg)
+    done = require_work(jobs, args.out, args.inputs)
+    if not jobs:  # a finished run: no model to load
+        from foclip_train.generate import write_summary
+
+        console.print(f"nothing to do: all {done} image(s) are already done in {args.out}", highlight=False)
+        summary = write_summary(args.out)
+        print_summary(summary, args.out)
+        return 1 if summary["failures"] else 0
+    check_weights_source(cfg.model, cfg.pretrained)
     console.print(f"loading {cfg.model} ({cfg.pretrained}) and prompt set {cfg.prompts!r}...", highlight=False)
     loaded, bank = load_resources(cfg)
     random_weights_notice(loaded.pretrained)
-    jobs = plan_jobs(args.inputs, args.out, cfg)
-    done = require_work(jobs, args.out, args.inputs)
-    console.print(f"{len(jobs)} image(s) to do, batch {cfg.batch}, {cfg.attack.iters} iterations each "
+    console.print(f"{len(jobs)} image(s) to do, batch {cfg.batch}, {cfg.attack.iters} steps each "
                   f"({done} already done in {args.out})", highlight=False)
     summary = run_with_progress(jobs, args.out, cfg, loaded, bank)
     print_summary(summary, args.out)
     return 1 if summary["failures"] else 0
 
 
+def _duration(seconds: float) -> str:
+    """``42 s``, ``7.5 min``, ``3.2 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def eta_line(seconds_per_step: float, batch_n: int, image_steps_left: int, iters: int, n_images: int,
+             device: str) -> str:
+    """The estimate printed once the first steps are measured.
+
+    Args:
+        seconds_per_step: measured wall time of one optimisation step of the batch in flight.
+        batch_n: images in that batch.
+        image_steps_left: image-steps still to run (the batch in flight included).
+        iters: steps per image.
+        n_images: images in the run.
+        device: where it runs.
+
+    Returns:
+        One line: the measured rate, the total, the finish time, and what a tenth of the steps would take.
+    """
+    import datetime
+
+    per_image_step = seconds_per_step / max(batch_n, 1)
+    left = per_image_step * image_steps_left
+    finish = (datetime.datetime.now() + datetime.timedelta(seconds=left)).strftime("%H:%M")
+    line = (f"estimate: {n_images} image(s) x {iters} steps at {seconds_per_step:.2f} s a step "
+            f"(batch of {batch_n}, {device}) -> about {_duration(left)} left, done near {finish}. "
+            "Ctrl-C stops; a rerun resumes.")
+    if iters >= 100:
+        line += f" --iters {iters // 10} would take about {_duration(left / 10)}."
+    return line
+
+
 def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
     """Run :func:`foclip_train.generate.run_generate` on planned ``jobs`` under a rich progress bar.
+
+    Once the first steps of the first batch are timed, a run projected to last over 30 s prints one
+    estimate line (steps x images x measured step time).
 
     Returns:
         The summary dict.
     """
+    import time
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console
@@ -137,7 +195,9 @@ def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
 
     w = cfg.attack.score_scale
     done_scores: list[float] = []
-    state = {"live": float("nan"), "n": 0}  # n: images of the batch in flight (from its step-0 check)
+    # n: images of the batch in flight (from its step-0 check); t0: time of that check.
+    state: dict = {"live": None, "n": 0, "t0": None, "estimated": False, "left": len(jobs) * cfg.attack.iters}
+    device = str(next(loaded.model.parameters()).device)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
     with Progress(*columns, console=console, transient=False) as progress:
@@ -145,13 +205,29 @@ def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
         images = progress.add_task("images", total=len(jobs), info="")
 
         def info() -> str:
-            done = sum(done_scores) / len(done_scores) if done_scores else float("nan")
-            return f"score live {state['live']:.2f} done {done:.2f} /{w:g}"
+            # Only numbers that exist: nothing before the first check, no mean of zero images.
+            parts = []
+            if state["live"] is not None:
+                parts.append(f"score now {state['live']:.2f}")
+            if done_scores:
+                parts.append(f"done {sum(done_scores) / len(done_scores):.2f}")
+            return (" ".join(parts) + f" (0..{w:g})") if parts else ""
+
+        def estimate(step: int) -> None:
+            per_step = (time.perf_counter() - state["t0"]) / step
+            left = state["left"] - step * state["n"]
+            if not state["estimated"] and per_step / max(state["n"], 1) * left > 30:
+                progress.console.print(eta_line(per_step, state["n"], left, cfg.attack.iters, len(jobs), device),
+                                       highlight=False)
+            state["estimated"] = True
 
         def on_step(step: int, scores: list[float] | None) -> None:
             if scores is not None:  # a best-iterate check, not a step
                 state["live"] = sum(scores) / len(scores)
-                state["n"] = len(scores)
+                if step == 0:
+                    state["n"], state["t0"] = len(scores), time.perf_counter()
+                elif not state["estimated"]:
+                    estimate(step)
                 progress.update(steps, info=info())
             elif step > 0:
                 progress.update(steps, advance=state["n"], info=info())
@@ -159,10 +235,11 @@ def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
         def on_batch(records: list[dict]) -> None:
             for r in records:
                 if r["error"]:
-                    console.print(f"[red]failed:[/] {r['error']}", highlight=False)
+                    progress.console.print(f"[red]failed:[/] {r['error']}", highlight=False)
                 else:
                     done_scores.append(r["score_adv"])
             failed = sum(1 for r in records if r["error"])
+            state["left"] -= cfg.attack.iters * len(records)
             progress.update(steps, advance=cfg.attack.iters * failed, info=info())
             progress.update(images, advance=len(records))
 
@@ -180,9 +257,10 @@ def print_summary(summary: dict, out_dir: str) -> None:
         return "-" if v is None else fmt.format(v)
 
     w = summary["score_scale"]
-    t = Table(title=f"foclip generate -> {out_dir}  (scores on 0..{w}, per-pair clamp)")
+    t = Table(title=f"foclip generate (scores 0..{w:g}, per-pair clamp)")
     t.add_column("measure")
     t.add_column("value", justify="right")
+    t.add_row("output folder", str(out_dir))
     t.add_row("images done", str(summary["images"]))
     t.add_row("failures", str(summary["failures"]))
     t.add_row("mean score_orig", f(summary["mean_score_orig"]))

@@ -1,9 +1,19 @@
-"""`foclip` entry point: builds the sub-commands and turns FoclipErrors into one-line exits."""
+"""`foclip` entry point: builds the sub-commands and turns FoclipErrors into one-line exits.
+
+Exit codes (every command): 0 success; 1 a user error (one line on stderr, no traceback); 2 a
+usage error (unknown command or option, with the sub-command's usage and close matches);
+130 interrupted. ``foclip detect`` adds 3 (an image was flagged), 4 (an input could not be read)
+and 5 (both); see ``foclip detect --help``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import importlib
+import os
+import re
 import sys
 
 # (command, module under foclip.cli). Each module defines add_parser(subparsers) and run(args) -> int,
@@ -20,13 +30,30 @@ COMMANDS = (
     ("serve", "serve"),
     ("bench", "bench"),
 )
+EPILOG = ("exit codes: 0 success, 1 user error (one line, no traceback), 2 usage error; "
+          "`foclip detect` also 3 flagged, 4 unreadable inputs, 5 both. "
+          "--verbose (anywhere) shows the library logs that are otherwise hidden.")
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser that adds "did you mean" to invalid-choice errors (commands and choice options)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if m:
+            choices = re.findall(r"'([^']*)'", m.group(2)) or [c.strip() for c in m.group(2).split(",")]
+            close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.5)
+            if close:
+                message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+        super().error(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every available sub-command."""
-    parser = argparse.ArgumentParser(prog="foclip", description=__import__("foclip").__doc__.splitlines()[0])
+    parser = Parser(prog="foclip", description=__import__("foclip").__doc__.splitlines()[0], epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"foclip {__import__('foclip').__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs (hidden by default)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for _name, mod in COMMANDS:
         try:
             module = importlib.import_module(f"foclip.cli.{mod}")
@@ -35,26 +62,76 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # command not built yet
             raise
         module.add_parser(sub)
+    for p in sub.choices.values():
+        # SUPPRESS: a sub-command's default must not undo `foclip --verbose CMD`.
+        p.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                       help="show library logs (hidden by default)")
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    for action in parser._actions:  # argparse keeps sub-parsers only here
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return parser
+
+
+def _unknown_options(parser: argparse.ArgumentParser, extras: list[str]) -> str:
+    """``unrecognized arguments: --pretrianed; did you mean --pretrained?``"""
+    options = [s for a in parser._actions for s in a.option_strings]
+    hints = []
+    for word in extras:
+        if word.startswith("-"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], options, n=1, cutoff=0.6)
+            if close:
+                hints.append((word.split("=", 1)[0], close[0]))
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    if len(hints) == 1:
+        message += f"; did you mean {hints[0][1]}?"
+    elif hints:
+        message += "; did you mean " + ", ".join(f"{good} (for {bad})" for bad, good in hints) + "?"
+    return message
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; an unknown option is reported with its sub-command's usage and close matches.
+
+    Raises:
+        SystemExit: code 2 on a usage error, 0 after ``--help``.
+    """
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        sub = _subparser(parser, getattr(args, "command", None))
+        sub.error(_unknown_options(sub, extras))
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
+    from foclip.cli.common import err_console, library_logs, run_scope
     from foclip.errors import FoclipError
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except FoclipError as exc:
-        from rich.console import Console
-        from rich.markup import escape
+    args = parse(argv)
+    with run_scope() as outermost:
+        try:
+            # Nested runs (the demo's steps) share the outer run's log capture and its --verbose.
+            logs = library_logs(bool(getattr(args, "verbose", False))) if outermost else contextlib.nullcontext()
+            with logs:
+                try:
+                    return int(args.func(args) or 0)
+                except FoclipError as exc:
+                    from rich.markup import escape
 
-        # escape(): messages contain brackets such as `pip install 'foclip[trt]'`.
-        Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+                    # escape(): messages contain brackets such as `pip install 'foclip[trt]'`.
+                    err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                    return 1
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:  # `foclip detect ... --format csv | head`: the reader left; stop quietly
+            if outermost:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ the default; the manifest records which CPUs each method is meant for.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +119,28 @@ class _PixelReader:
         return next(self._it, None)
 
 
+@contextlib.contextmanager
+def _without_preprocessing_advice() -> Iterator[None]:
+    """Drop the quantiser's "Please consider to run pre-processing" root-logger warning for one call.
+
+    It is logged with ``logging.warning()`` on the root logger, which installs a stderr handler
+    (``basicConfig``) when none exists; a temporary last-resort handler keeps that from happening,
+    and other warnings still reach stderr as they would have.
+    """
+    root = logging.getLogger()
+    advice = lambda record: "run pre-processing before quantization" not in record.getMessage()
+    added = [] if root.handlers else [logging.lastResort]
+    for h in added:
+        root.addHandler(h)
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
+        for h in added:
+            root.removeHandler(h)
+
+
 def to_int8(src: Path, dst: Path, method: str = DEFAULT_INT8_METHOD, optimize: bool = False,
             calibration_pixels: np.ndarray | None = None) -> Int8Method:
     """int8 quantisation of an fp32 image-encoder graph (MatMul/Gemm/Conv weights).
@@ -135,8 +159,6 @@ def to_int8(src: Path, dst: Path, method: str = DEFAULT_INT8_METHOD, optimize: b
     Raises:
         InputError: unknown method, or ``static-qdq`` without calibration pixels.
     """
-    import logging
-
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
@@ -144,28 +166,21 @@ def to_int8(src: Path, dst: Path, method: str = DEFAULT_INT8_METHOD, optimize: b
     if m.kind == "static" and (calibration_pixels is None or len(calibration_pixels) == 0):
         raise InputError("int8 method 'static-qdq'", "has no calibration photos", "sample photos at export")
     wtype = QuantType.QInt8 if m.weight_type == "QInt8" else QuantType.QUInt8
-    root = logging.getLogger()
-    level = root.level
-    # The quantiser logs "Please consider to run pre-processing" on the root logger at WARNING.
-    root.setLevel(logging.ERROR)
-    try:
-        with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp:
-            model_in = src
-            extra: dict = {}
-            if optimize:
-                model_in = Path(tmp) / "optimized.onnx"
-                optimize_transformer(src, model_in)
-                extra["DefaultTensorType"] = onnx.TensorProto.FLOAT
-            if m.kind == "dynamic":
-                quantize_dynamic(str(model_in), str(dst), weight_type=wtype, per_channel=m.per_channel,
-                                 reduce_range=m.reduce_range, extra_options=extra)
-            else:
-                name = onnx.load(str(model_in), load_external_data=False).graph.input[0].name
-                batches = [calibration_pixels[i:i + 8].astype(np.float32) for i in range(0, len(calibration_pixels), 8)]
-                quantize_static(str(model_in), str(dst), _PixelReader(name, batches), quant_format=QuantFormat.QDQ,
-                                per_channel=m.per_channel, reduce_range=m.reduce_range, weight_type=wtype,
-                                activation_type=QuantType.QUInt8, extra_options=extra)
-    finally:
-        root.setLevel(level)
+    with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quant-") as tmp, _without_preprocessing_advice():
+        model_in = src
+        extra: dict = {}
+        if optimize:
+            model_in = Path(tmp) / "optimized.onnx"
+            optimize_transformer(src, model_in)
+            extra["DefaultTensorType"] = onnx.TensorProto.FLOAT
+        if m.kind == "dynamic":
+            quantize_dynamic(str(model_in), str(dst), weight_type=wtype, per_channel=m.per_channel,
+                             reduce_range=m.reduce_range, extra_options=extra)
+        else:
+            name = onnx.load(str(model_in), load_external_data=False).graph.input[0].name
+            batches = [calibration_pixels[i:i + 8].astype(np.float32) for i in range(0, len(calibration_pixels), 8)]
+            quantize_static(str(model_in), str(dst), _PixelReader(name, batches), quant_format=QuantFormat.QDQ,
+                            per_channel=m.per_channel, reduce_range=m.reduce_range, weight_type=wtype,
+                            activation_type=QuantType.QUInt8, extra_options=extra)
     onnx.checker.check_model(str(dst), full_check=True)
     return m

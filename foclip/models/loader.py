@@ -134,9 +134,16 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
         if pretrained not in tags:
             raise ModelError(f"pretrained {pretrained!r}", f"is not a tag of {model_name} nor a file",
                              f"{CHOICES}; tags of {model_name}: {', '.join(tags) or 'none'}")
+        offline = _hub_offline()
         try:
             model = _create(model_name, pretrained)
         except Exception as exc:  # network or hub failures come in many classes
+            from foclip.network import OFFLINE_CHOICES
+
+            if offline:
+                raise ModelError(f"pretrained {model_name}/{pretrained}",
+                                 f"cannot be downloaded: {offline}, and it is not cached on this machine",
+                                 OFFLINE_CHOICES) from exc
             raise ModelError(f"pretrained {model_name}/{pretrained}",
                              f"weights could not be downloaded ({exc.__class__.__name__})", CHOICES) from exc
         desc, random_init = pretrained, False
@@ -158,6 +165,14 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
         embed_dim=embed_dim,
         context_length=int(text_cfg_ctx),
     )
+
+
+def _hub_offline() -> str | None:
+    # One short probe instead of the hub's retries: offline mode loads cached weights and fails
+    # uncached ones at once (see foclip.network).
+    from foclip.network import go_offline_if_unreachable
+
+    return go_offline_if_unreachable()
 
 
 def _img_hw(model: torch.nn.Module) -> tuple[int, int]:

@@ -158,7 +158,7 @@ class Calibration:
         if not isinstance(d.get("metrics", {}), dict):
             raise TypeError("metrics is not an object")
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        known.update(tau_score=num("tau_score", 0.0, 1e6), tau_drop=num("tau_drop", -1e6, 1e6),
+        known.update(tau_score=num("tau_score", 0.0, math.inf), tau_drop=num("tau_drop", -math.inf, math.inf),
                      target_fpr=num("target_fpr", 0.0, 1.0), score_scale=num("score_scale", 1e-6, 1e6),
                      bundle_hash=text("bundle_hash"), backend=text("backend"), precision=text("precision"),
                      graph=text("graph", ""), created=text("created", ""), probes=probe_list())
@@ -579,8 +579,25 @@ def fit_calibration(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np
                        metrics=metrics, created=datetime.datetime.now(datetime.timezone.utc).isoformat())
 
 
+def _view(classes: list[np.ndarray], tau: float) -> tuple[float, float] | None:
+    """A histogram range outliers cannot squash, or None when no value lies outside it.
+
+    The union of each class's Tukey far fences (3 IQR beyond the quartiles, within its own min and
+    max), widened to show tau: one stray image cannot stretch the axis over the threshold region.
+    """
+    lows, highs = [tau], [tau]
+    for v in (c for c in classes if len(c)):
+        q1, q3 = np.percentile(v, [25, 75])
+        iqr = max(float(q3 - q1), 1e-9)
+        lows.append(max(float(v.min()), q1 - 3 * iqr))
+        highs.append(min(float(v.max()), q3 + 3 * iqr))
+    lo, hi = min(lows), max(highs)
+    both = np.concatenate(classes)
+    return (lo, hi) if (both < lo).any() or (both > hi).any() else None
+
+
 def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_orig: np.ndarray,
-               score_man: np.ndarray, drop_man: np.ndarray, cal: Calibration) -> list[Path]:
+               score_man: np.ndarray, drop_man: np.ndarray, cal: Calibration, label: str = "") -> list[Path]:
     """ROC curve and per-class histograms of score_color and drop, as PNG (matplotlib, lazy).
 
     Args:
@@ -590,6 +607,7 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
         score_man: score_color of manipulated images.
         drop_man: drop of manipulated images.
         cal: the calibration (thresholds drawn on the plots).
+        label: which model and weights made the scores (a line under each title).
 
     Returns:
         Paths written.
@@ -628,20 +646,29 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
     ax.scatter([cal.metrics["fpr"]], [cal.metrics["tpr"]], color="red", zorder=3, label="chosen thresholds")
     ax.set_xlabel("false-positive rate (originals)")
     ax.set_ylabel("true-positive rate (manipulated)")
-    ax.set_title("ROC of the grayscale-drop detector")
+    ax.set_title("ROC of the grayscale-drop detector" + (f"\n{label}" if label else ""), fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     save(fig, "roc.png")
     panels = (
         (score_orig, score_man, "hist_score_color.png", f"score_color (0..{cal.score_scale:g})", cal.tau_score),
         (drop_orig, drop_man, "hist_drop.png", "drop (fraction)", cal.tau_drop),
     )
-    for o, m, name, label, tau in panels:
+    for o, m, name, xlabel, tau in panels:
         fig, ax = plt.subplots(figsize=(6, 4))
+        both = np.concatenate([o, m])
+        view = _view([o, m], tau) if len(both) else None
+        title = label
+        if view is not None:  # clip the view, not the data: outliers are counted in the edge bins
+            n_out = int(((both < view[0]) | (both > view[1])).sum())
+            o, m = np.clip(o, *view), np.clip(m, *view)
+            title = (title + "\n" if title else "") + f"{n_out} outlier(s) beyond the view, counted in the edge bins"
         bins = np.histogram_bin_edges(np.concatenate([o, m]), bins=30)
         ax.hist(o, bins=bins, alpha=0.6, label=f"original (n={len(o)})")
         ax.hist(m, bins=bins, alpha=0.6, label=f"manipulated (n={len(m)})")
+        if title:
+            ax.set_title(title, fontsize=9)
         ax.axvline(tau, color="red", linestyle="--", label=f"threshold {tau:.4g}")
-        ax.set_xlabel(label)
+        ax.set_xlabel(xlabel)
         ax.set_ylabel("images")
         ax.legend(fontsize=8)
         save(fig, name)

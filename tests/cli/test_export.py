@@ -122,7 +122,7 @@ def test_inspect_verify_prints_each_graph_against_its_gate(tiny_bundle, capsys):
     assert "FAIL" not in out and out.count("pass") >= 6 and ">= 0.99" in out
 
 
-def test_damaged_int8_is_refused_at_load_and_by_inspect_verify(tiny_bundle, tmp_path, capsys):
+def test_damaged_int8_is_refused_at_load_and_by_inspect_verify(tiny_bundle, sample_photo_dir, tmp_path, capsys):
     from foclip.runtime import Detector
     from foclip.runtime.selfcheck import SelfCheckError
 
@@ -140,7 +140,7 @@ def test_damaged_int8_is_refused_at_load_and_by_inspect_verify(tiny_bundle, tmp_
     rc = main(["inspect", str(b), "--verify", "--precision", "int8"])
     cap = capsys.readouterr()
     assert rc == 1 and "FAIL" in cap.out and "miss their gate" in " ".join(cap.err.split())
-    assert main(["detect", str(b), str(tmp_path), "--precision", "int8"]) == 1
+    assert main(["detect", str(b), str(sample_photo_dir), "--precision", "int8"]) == 1
     err = " ".join(capsys.readouterr().err.split())
     assert "below its gate" in err and "Traceback" not in err
 

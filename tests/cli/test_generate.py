@@ -119,3 +119,46 @@ def test_empty_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["generate", str(tmp_path / "empty"), "--out", str(tmp_path / "out"), *TINY]) == 1
     assert "hold no image files" in capsys.readouterr().err
+
+
+def test_typo_in_an_input_path_stops_before_the_model_loads(tmp_path, sample_photo_dir, capsys, monkeypatch):
+    import foclip_train.generate as gen
+
+    def no_loading(*a, **k):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(gen, "load_resources", no_loading)
+    (tmp_path / "photos").mkdir()
+    out = tmp_path / "out"
+    assert main(["generate", str(tmp_path / "photo"), "--out", str(out), *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "does not exist (did you mean" in err and "photos" in err and err.count("error:") == 1
+    assert not out.exists()  # nothing created, no progress bar, no summary of dashes
+    assert main(["generate", str(tmp_path / "photos"), "--out", str(out), *TINY]) == 1
+    assert "hold no image files" in capsys.readouterr().err
+    assert main(["generate", str(sample_photo_dir), "--out", str(out), "--pretrained", str(tmp_path / "w.pt"),
+                 *TINY]) == 1
+    assert "checkpoint" in capsys.readouterr().err
+
+
+def test_eta_line_projects_measured_steps():
+    from foclip.cli.generate import eta_line
+
+    line = eta_line(seconds_per_step=0.5, batch_n=4, image_steps_left=12 * 1000, iters=1000, n_images=12,
+                    device="cpu")
+    # 0.5 s a step for 4 images -> 0.125 s an image-step -> 1500 s for 12,000 image-steps
+    assert line.startswith("estimate: 12 image(s) x 1000 steps at 0.50 s a step (batch of 4, cpu) -> about 25.0 min")
+    assert "--iters 100 would take about 2.5 min." in line
+
+
+def test_long_run_prints_an_estimate_and_no_nan(tmp_path, sample_photo_dir, capsys, monkeypatch):
+    # A 30 s projection is the bar for printing; the tiny model is fast, so its clock runs slow here:
+    # every reading is 1000 s after the previous one.
+    calls = iter(range(10**6))
+    monkeypatch.setattr("time.perf_counter", lambda: float(next(calls)) * 1000.0)
+    out = tmp_path / "out"
+    assert main(["generate", str(sample_photo_dir / "rocket.jpg"), "--out", str(out), "--iters", "12",
+                 "--check-every", "5", *TINY]) == 0
+    text = capsys.readouterr().out
+    assert "estimate: 1 image(s) x 12 steps at " in text.replace("\n", " ")
+    assert "nan" not in text

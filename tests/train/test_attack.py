@@ -186,7 +186,6 @@ def test_native_and_model_space_take_equal_steps_in_the_model_view(tiny, tiny_en
 
 def test_unscaled_native_step_would_be_far_smaller(tiny, tiny_encoder, photo_tensors):
     """The rescaling is what equalises the steps: without it (lr fixed at 7) chelsea's view would move ~15x less."""
-    from foclip.models.preprocess import resize_crop
 
     _loaded, bank = tiny
     img = photo_tensors["chelsea"]
