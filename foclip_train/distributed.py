@@ -22,7 +22,6 @@ driver: files travel through Ray's object store.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import shutil
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from foclip.errors import FoclipError, InputError, require
+from foclip.errors import FoclipError, require
 from foclip_train.generate import GenerateConfig, Job, append_records, batches, plan_jobs, write_summary
 
 MAX_ATTEMPTS = 3  # sends of one batch before its images are recorded as failed
@@ -230,57 +229,3 @@ def _write(path: Path, data: bytes) -> None:
     from foclip.manifest import atomic_write_bytes
 
     atomic_write_bytes(path, data)
-
-
-def run_distributed(args: argparse.Namespace) -> int:
-    """`foclip generate --ray [--address ...]`: the CLI entry called by ``foclip.cli.generate``.
-
-    Starts a local Ray instance unless ``--address`` names a cluster, runs
-    :func:`generate_distributed` with a progress bar, and prints the same summary as one process.
-
-    Returns:
-        1 when any image failed (listed), else 0.
-
-    Raises:
-        InputError: an option value is out of range.
-    """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from foclip.cli.common import console, random_weights_notice
-    from foclip.cli.generate import config_from_args, print_summary, require_work
-
-    ray = require("ray", "serve")
-    cfg = config_from_args(args)
-    workers = args.workers
-    if workers is not None and workers < 1:
-        raise InputError(f"--workers {workers}", "is out of range", "an integer >= 1")
-    random_weights_notice(cfg.pretrained)
-    if args.address:
-        ray.init(address=args.address, log_to_driver=False)
-    else:
-        ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    try:
-        jobs = plan_jobs(args.inputs, args.out, cfg)
-        require_work(jobs, args.out, args.inputs)
-        columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
-                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-        scores: list[float] = []
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("images (ray)", total=len(jobs), info="")
-
-            def on_batch(records: list[dict[str, Any]]) -> None:
-                scores.extend(r["score_adv"] for r in records if not r.get("error") and r.get("score_adv") is not None)
-                mean = sum(scores) / len(scores) if scores else float("nan")
-                progress.update(task, advance=len(records), info=f"mean score_adv {mean:.2f}")
-                for r in records:
-                    if r.get("error"):
-                        console.print(f"[red]failed:[/] {r['error']}", highlight=False)
-
-            summary, stats = generate_distributed(args.inputs, args.out, cfg, workers=workers, on_batch=on_batch,
-                                                  jobs=jobs)
-        console.print(f"ray: {stats.workers} worker(s), {stats.batches} batch(es), "
-                      f"{stats.retried_batches} resent after a worker died, {stats.wall_s:.1f} s", highlight=False)
-        print_summary(summary, args.out)
-        return 1 if summary["failures"] else 0
-    finally:
-        ray.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from typing import Any
 
 from foclip.errors import FoclipError
 
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             raise FoclipError(flag, "only applies with --ray", f"--ray {flag} ...")
     require_paths(args.inputs, "input", "an image file or a folder of images")
     if args.ray:
-        return int(distributed.run_distributed(args) or 0)
+        return _run_ray(args, distributed)
     from foclip.cli.common import console, random_weights_notice
     from foclip_train.generate import load_resources, plan_jobs
 
@@ -275,3 +276,59 @@ def print_summary(summary: dict, out_dir: str) -> None:
     console.print(t)
     for item in summary["failed"]:
         console.print(f"[red]FAILED[/] {item['source']}: {item['error']}", highlight=False)
+
+
+def _run_ray(args: argparse.Namespace, distributed: Any) -> int:
+    """`foclip generate --ray [--address ...]`.
+
+    Starts a local Ray instance unless ``--address`` names a cluster, runs
+    :func:`foclip_train.distributed.generate_distributed` with a progress bar, and prints the same
+    summary as one process.
+
+    Returns:
+        1 when any image failed (listed), else 0.
+
+    Raises:
+        InputError: an option value is out of range.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from foclip.cli.common import console, random_weights_notice
+    from foclip.errors import InputError, require
+    from foclip_train.generate import plan_jobs
+
+    ray = require("ray", "serve")
+    cfg = config_from_args(args)
+    workers = args.workers
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}", "is out of range", "an integer >= 1")
+    random_weights_notice(cfg.pretrained)
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    try:
+        jobs = plan_jobs(args.inputs, args.out, cfg)
+        require_work(jobs, args.out, args.inputs)
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
+        scores: list[float] = []
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task("images (ray)", total=len(jobs), info="")
+
+            def on_batch(records: list[dict[str, Any]]) -> None:
+                scores.extend(r["score_adv"] for r in records if not r.get("error") and r.get("score_adv") is not None)
+                mean = sum(scores) / len(scores) if scores else float("nan")
+                progress.update(task, advance=len(records), info=f"mean score_adv {mean:.2f}")
+                for r in records:
+                    if r.get("error"):
+                        console.print(f"[red]failed:[/] {r['error']}", highlight=False)
+
+            summary, stats = distributed.generate_distributed(args.inputs, args.out, cfg, workers=workers, on_batch=on_batch,
+                                                  jobs=jobs)
+        console.print(f"ray: {stats.workers} worker(s), {stats.batches} batch(es), "
+                      f"{stats.retried_batches} resent after a worker died, {stats.wall_s:.1f} s", highlight=False)
+        print_summary(summary, args.out)
+        return 1 if summary["failures"] else 0
+    finally:
+        ray.shutdown()
