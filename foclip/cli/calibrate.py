@@ -91,14 +91,18 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from foclip.cli.common import console, err_console, random_weights_notice
+    from foclip.cli.common import console, ensure_writable, err_console, random_weights_notice
     from foclip.errors import InputError
+    from foclip.outputs import atomic_write_json
     from foclip.runtime import Detector, fit_calibration
     from foclip.runtime.calibration import save_plots
 
     if not 0.0 <= args.target_fpr < 1.0:  # checked before scoring, not after
         raise InputError(f"--target-fpr {args.target_fpr}", "is out of range", "a fraction in [0, 1), e.g. 0.05")
     orig_dir, man_dir = resolve_class_dirs(args.originals, args.manipulated)
+    ensure_writable(args.out)  # a read-only or missing destination fails now, not after scoring
+    if args.plots:
+        ensure_writable(args.plots, folder=True)
     det = Detector.from_bundle(args.bundle, backend=args.backend, precision=args.precision,
                                prompts=args.prompts, batch_size=args.batch, graph="encoder")
     random_weights_notice(det.manifest.pretrained)
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         extra_metrics={"errors": {"original": eo, "manipulated": em},
                        "random_init": det.manifest.random_init, "model_name": det.manifest.model_name,
                        "originals_dir": str(orig_dir), "manipulated_dir": str(man_dir)})
-    cal.save(args.out)
+    atomic_write_json(args.out, cal.to_dict())  # as cal.save, with the umask's mode and one-line write errors
     m = cal.metrics
     table = Table(title=f"foclip calibrate: {det.manifest.model_name} ({det.manifest.pretrained}), "
                         f"{det.config.backend}/{det.config.precision}, mode {args.mode}")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
+from foclip.outputs import ensure_writable
+
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 
@@ -16,3 +18,6 @@ def random_weights_notice(pretrained: str) -> None:
             "near 0 and say nothing about real CLIP behaviour; this run tests mechanics only.",
             highlight=False,
         )
+
+
+__all__ = ["console", "ensure_writable", "err_console", "random_weights_notice"]

@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from foclip.outputs import output_error, umask_mode
+
 
 def add_parser(sub: Any) -> None:
     """Register the ``detect`` sub-command."""
@@ -30,6 +32,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--graph", default="auto", choices=("auto", "encoder", "fused"),
                    help="encoder + numpy scoring, or the bundle's fused detection graph (default auto)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
+    p.add_argument("--max-file-mb", type=float, default=256.0,
+                   help="larger files get the error file_too_large instead of being read (default 256)")
     p.add_argument("--out", default=None, help="write one JSON line per image here (atomically)")
     p.set_defaults(func=run)
 
@@ -40,6 +44,7 @@ def _open_out(out: str | None) -> tuple[Any, str | None]:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, umask_mode())  # mkstemp makes 0600; the result should look like any file the user writes
     return os.fdopen(fd, "w", encoding="utf-8"), tmp
 
 
@@ -48,14 +53,21 @@ def run(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from foclip.cli.common import console, err_console, random_weights_notice
+    from foclip.cli.common import console, ensure_writable, err_console, random_weights_notice
     from foclip.errors import InputError
     from foclip.runtime import Detector
     from foclip.runtime.inputs import expand_inputs
 
+    from foclip.runtime.decode import DecodeLimits
+
+    if not args.max_file_mb > 0:
+        raise InputError("--max-file-mb", f"is {args.max_file_mb:g}", "a size in MiB > 0")
+    if args.out:
+        ensure_writable(args.out)  # before loading anything: a read-only folder fails in a second
+    limits = DecodeLimits(max_file_bytes=int(args.max_file_mb * 1024 * 1024))
     det = Detector.from_bundle(args.bundle, backend=args.backend, precision=args.precision,
                                calibration=args.calibration, prompts=args.prompts, cascade=args.cascade,
-                               batch_size=args.batch, graph=args.graph, threads=args.threads)
+                               batch_size=args.batch, graph=args.graph, threads=args.threads, limits=limits)
     random_weights_notice(det.manifest.pretrained)
     if not det.calibrated:
         err_console.print(f"[yellow]note:[/] no --calibration: default thresholds tau_score="
@@ -86,11 +98,16 @@ def run(args: argparse.Namespace) -> int:
             os.fsync(fh.fileno())
             fh.close()
             os.replace(tmp, args.out)
-    except BaseException:
+    except BaseException as exc:
         if fh is not None:
-            fh.close()
+            try:
+                fh.close()
+            except OSError:
+                pass  # the close of a file on a full disk fails too; the first error is the one to report
             if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
+        if isinstance(exc, OSError) and fh is not None:
+            raise output_error(args.out, exc) from exc
         raise
     finally:
         det.close()

@@ -89,6 +89,9 @@ def require_work(jobs: list, out_dir: str, inputs: list[str]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``foclip generate``; returns 1 when any image failed (listed), else 0."""
+    from foclip.outputs import ensure_writable
+
+    ensure_writable(args.out, folder=True)  # before loading a model or optimising anything
     if args.ray:
         try:
             distributed = importlib.import_module("foclip_train.distributed")
