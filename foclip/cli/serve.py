@@ -111,15 +111,19 @@ def run(args: argparse.Namespace) -> int:
         if starting:
             raise _StopDuringStartup()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
+    def install() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+
+    install()
     try:
         svc = start_service(cfg, address=args.address, metrics_port=args.metrics_port,
-                            ray_external=args.ray_external)
+                            ray_external=args.ray_external, after_init=install)
     except _StopDuringStartup:
         console.print("stopped during startup", highlight=False)
         return 0
     starting = False
+    install()  # again: nothing Ray did during startup may keep its own handler
     if stop.is_set():  # the signal landed after start_service returned but before the flag flipped
         svc.stop()
         console.print("stopped", highlight=False)

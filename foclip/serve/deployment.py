@@ -39,6 +39,34 @@ from foclip.serve.http import DetectService, HttpError, Item, find_key, plain_js
 api = FastAPI(title="foclip detection service", docs_url=None, redoc_url=None, openapi_url=None)
 DRAIN_NAMESPACE = "foclip"
 DRAIN_POLL_S = 0.2
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": an embedded Ray bound to loopback (service.py)
+
+
+def _bind_replica_grpc_to_loopback() -> None:
+    # Ray Serve (2.60) starts each replica's inter-deployment gRPC server on "[::]:0", hard-coded,
+    # whatever the node's address. In a loopback-only Ray (every process inherits LOOPBACK_ENV=0)
+    # this module is imported in the replica before that server starts: bind it to 127.0.0.1 instead.
+    # Ray's token authentication guards the port either way; this keeps it off the network too.
+    if os.environ.get(LOOPBACK_ENV) != "0":
+        return
+    try:
+        from ray.serve._private import replica as replica_mod
+    except ImportError:  # pragma: no cover - another Ray layout: leave Ray's default
+        return
+    original = getattr(replica_mod, "add_port_to_grpc_server", None)
+    if original is None or getattr(original, "_foclip_loopback", False):
+        return
+
+    def add_port(server: Any, address: str) -> int:
+        if address.startswith("[::]:") or address.startswith("0.0.0.0:"):
+            address = "127.0.0.1:" + address.rsplit(":", 1)[1]
+        return original(server, address)
+
+    add_port._foclip_loopback = True  # type: ignore[attr-defined]
+    replica_mod.add_port_to_grpc_server = add_port
+
+
+_bind_replica_grpc_to_loopback()
 
 
 def _libc_trim() -> Any:
@@ -144,6 +172,9 @@ class FoclipIngress:
     async def __init__(self, cfg: ServeConfig, detector: DeploymentHandle) -> None:
         from foclip.serve.metrics import RayMetrics
 
+        # Serve pickles this (decorated) class by value, so the module-level call above never ran
+        # in this process; the replica's gRPC server starts only after this constructor.
+        _bind_replica_grpc_to_loopback()
         self.cfg = cfg
         self.detector = detector
         self._detector_info = await detector.info.remote()

@@ -18,6 +18,7 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field, replace
+from collections.abc import Callable
 from typing import Any
 
 from foclip.errors import FoclipError, InputError, require
@@ -163,7 +164,7 @@ def _loopback_ray(enable: bool) -> None:
 
 def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: int = 0,
                   ray_init_kwargs: dict[str, Any] | None = None, ray_external: bool = False,
-                  check: bool = True) -> RunningService:
+                  check: bool = True, after_init: Callable[[], None] | None = None) -> RunningService:
     """Start Ray (or join ``address``), Serve's HTTP proxy on ``cfg.host:cfg.port``, and the app.
 
     Returns once every replica has loaded its detector.
@@ -178,6 +179,8 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
         ray_external: let an embedded Ray's own ports (gRPC, agents, metrics) bind the node's
             address instead of 127.0.0.1 (only useful to scrape metrics from another host).
         check: open the detector and run a test detection in this process first.
+        after_init: called right after ``ray.init`` (the CLI re-installs its signal handlers there:
+            Ray's own SIGTERM handler in the driver would otherwise end it with a crash dump).
 
     Returns:
         The running service.
@@ -217,6 +220,8 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
         ray.init(address=address, **(ray_init_kwargs or {}))
     drain_flag = None
     try:
+        if after_init is not None:
+            after_init()
         from foclip.serve.deployment import DRAIN_NAMESPACE, DrainFlag, build_app
 
         name = f"{cfg.app_name}-drain-{os.getpid()}"
