@@ -208,14 +208,54 @@ def _draft(img: Image.Image, image_size: int, limits: DecodeLimits) -> None:
 
 
 _HEAD_BYTES = 65536  # enough for the segments before a JPEG's scan in all but EXIF-heavy files
+HEADER_CAP_BYTES = 8 * 1024 * 1024  # PIL may read this far to identify a file; junk beyond is refused
+# The formats the documentation promises (PIL's JPEG opener also returns MPO, the phones' JPEGs).
+# Trying PIL's every other plugin on junk costs time and, for some, memory in proportion to the file.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+class _CappedReader(io.RawIOBase):
+    """A file view that ends reads at ``cap`` bytes while PIL identifies the file.
+
+    PIL's JPEG plugin scans junk for a marker one byte at a time (about 8 MB/s here); without a cap
+    a 256 MB file of zeros named .jpg costs half a minute before it is called not an image.
+    """
+
+    def __init__(self, raw: Any, cap: int | None) -> None:
+        super().__init__()
+        self.raw, self.cap = raw, cap
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        n = len(buffer)
+        if self.cap is not None:
+            n = max(0, min(n, self.cap - self.raw.tell()))
+        data = self.raw.read(n)
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_bytes: int,
                 image_size: int = 0) -> Image.Image:
     head = data.read(_HEAD_BYTES)
     data.seek(0)
+    capped = _CappedReader(data, HEADER_CAP_BYTES)
+    stream = io.BufferedReader(capped, 65536)
     try:
-        img = Image.open(data)
+        Image.init()
+        img = Image.open(stream, formats=[f for f in FORMATS if f in Image.OPEN])
+        capped.cap = None  # identified: decoding may read the rest
     except Image.DecompressionBombError as exc:
         raise ItemError("too_many_pixels", f"{subject} | was refused by PIL's decompression-bomb guard "
                         f"({exc}). Expected at most {limits.max_pixels:,} pixels (max_pixels)") from exc
