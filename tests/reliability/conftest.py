@@ -34,3 +34,20 @@ def photo_jpeg(sample_photos) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(sample_photos["astronaut"]).save(buf, "JPEG", quality=90)
     return buf.getvalue()
+
+
+def _serve_fixtures():
+    # The service tests' uploads and `foclip serve` runner, shared rather than copied.
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_foclip_serve_conftest",
+                                                  Path(__file__).parent.parent / "serve" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_serve = _serve_fixtures()
+uploads = _serve.uploads
+serve_subprocess = _serve.serve_subprocess
