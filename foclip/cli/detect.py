@@ -56,9 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from foclip.cli.common import console, ensure_writable, err_console, random_weights_notice
     from foclip.errors import InputError
     from foclip.runtime import Detector
-    from foclip.runtime.inputs import expand_inputs
-
     from foclip.runtime.decode import DecodeLimits
+    from foclip.runtime.inputs import expand_inputs
 
     if not args.max_file_mb > 0:
         raise InputError("--max-file-mb", f"is {args.max_file_mb:g}", "a size in MiB > 0")

@@ -34,7 +34,15 @@ from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from foclip.serve.config import ServeConfig
-from foclip.serve.http import DetectService, HttpError, Item, find_key, plain_json, respond_detect, respond_info
+from foclip.serve.http import (
+    DetectService,
+    HttpError,
+    Item,
+    find_key,
+    plain_json,
+    respond_detect,
+    respond_info,
+)
 
 api = FastAPI(title="foclip detection service", docs_url=None, redoc_url=None, openapi_url=None)
 DRAIN_NAMESPACE = "foclip"
@@ -58,7 +66,7 @@ def _bind_replica_grpc_to_loopback() -> None:
         return
 
     def add_port(server: Any, address: str) -> int:
-        if address.startswith("[::]:") or address.startswith("0.0.0.0:"):
+        if address.startswith(("[::]:", "0.0.0.0:")):
             address = "127.0.0.1:" + address.rsplit(":", 1)[1]
         return original(server, address)
 
@@ -73,7 +81,7 @@ def _libc_trim() -> Any:
     """glibc's ``malloc_trim`` (None elsewhere): gives freed heap pages back to the OS."""
     name = ctypes.util.find_library("c")
     try:
-        fn = getattr(ctypes.CDLL(name), "malloc_trim")
+        fn = ctypes.CDLL(name).malloc_trim
     except (OSError, AttributeError, TypeError):
         return None
     fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int

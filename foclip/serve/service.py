@@ -17,8 +17,8 @@ import os
 import re
 import socket
 import time
-from dataclasses import dataclass, field, replace
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from foclip.errors import FoclipError, InputError, require
@@ -240,7 +240,7 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
                                              request_timeout_s=cfg.limits.timeout_s + 10.0))
         try:
             serve.run(build_app(cfg), name=cfg.app_name, route_prefix="/")
-        except Exception as exc:  # noqa: BLE001 - Ray wraps a replica's error in several classes
+        except Exception as exc:
             cause = replica_failure(exc)
             if cause is None:
                 raise

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-import pytest
 from fastapi.testclient import TestClient
 
 from foclip.serve.config import Limits
@@ -26,7 +25,7 @@ def make(limits: Limits | None = None, key: str | None = None, delay_s: float = 
         return [{"id": it.id, "score_color": 1.0, "error": None} for it in items]
 
     key_sha = hashlib.sha256(key.encode("utf-8")).hexdigest() if key else None
-    svc = DetectService(detect, lambda: {}, {"score_scale": 100.0}, limits or Limits(), key_sha)
+    svc = DetectService(detect, dict, {"score_scale": 100.0}, limits or Limits(), key_sha)
     return svc, seen
 
 
@@ -47,7 +46,7 @@ def test_d2_stalled_upload_gets_408_and_frees_its_slot(photo_jpeg):
         stalled = await svc.handle_detect(JPEG, chunks(photo_jpeg[:1024], stall_s=30), {}, "10.0.0.1")
         return stalled, svc.in_flight, await svc.handle_detect(JPEG, chunks(photo_jpeg), {}, "10.0.0.1")
 
-    (status, body, headers), in_flight, (ok_status, _, _) = asyncio.run(run())
+    (status, body, _headers), in_flight, (ok_status, _, _) = asyncio.run(run())
     assert status == 408 and body["error"]["code"] == "body_timeout"
     assert in_flight == 0 and ok_status == 200 and seen == [["image"]]
 
@@ -106,7 +105,7 @@ def test_minor_non_ascii_api_key_matches_when_sent_as_utf8_or_latin1(photo_jpeg)
     key = "clé-секрет"
     svc, _ = make(key=key)
     assert asyncio.run(status(svc, key.encode("utf-8"))) == 200
-    assert asyncio.run(status(svc, "cle-секрет".encode("utf-8"))) == 401
+    assert asyncio.run(status(svc, "cle-секрет".encode())) == 401
     latin = "clé-key"
     svc2, _ = make(key=latin)
     assert asyncio.run(status(svc2, latin.encode("latin-1"))) == 200

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -30,7 +31,7 @@ def process_tree(root: int) -> set[int]:
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry))
@@ -47,7 +48,7 @@ def replica_pids(root: int, name: str) -> list[int]:
     out = []
     for pid in process_tree(root):
         try:
-            if name in open(f"/proc/{pid}/cmdline").read():
+            if name in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
                 out.append(pid)
         except OSError:
             pass
@@ -55,7 +56,7 @@ def replica_pids(root: int, name: str) -> list[int]:
 
 
 def rss_mb(pid: int) -> float:
-    return int(re.search(r"VmRSS:\s+(\d+)", open(f"/proc/{pid}/status").read()).group(1)) / 1024
+    return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
 
 
 def test_d5_every_listener_is_loopback_and_d3_drain_answers_503(tiny_bundle, uploads, serve_subprocess):
@@ -64,7 +65,7 @@ def test_d5_every_listener_is_loopback_and_d3_drain_answers_503(tiny_bundle, upl
     flags = ("--batch-wait-ms", "3000", "--max-batch", "8", "--threads", "1")
     with serve_subprocess(tiny_bundle, *flags) as (proc, url):
         tree = process_tree(proc.pid)
-        listeners = [ln for ln in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout.splitlines()
+        listeners = [ln for ln in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
                      if any(f"pid={p}," in ln for p in tree)]
         print("\n".join(listeners))
         assert len(listeners) >= 5

@@ -89,9 +89,9 @@ def test_d10_disk_full_while_writing_is_one_line(tmp_path):
 
     import unittest.mock
 
-    with unittest.mock.patch("os.fdopen", lambda fd, mode: Full(real_fdopen(fd, mode))):
-        with pytest.raises(OutputError) as info:
-            atomic_write_bytes(tmp_path / "x.png", b"data")
+    with unittest.mock.patch("os.fdopen", lambda fd, mode: Full(real_fdopen(fd, mode))), \
+            pytest.raises(OutputError) as info:
+        atomic_write_bytes(tmp_path / "x.png", b"data")
     assert "disk is full" in str(info.value) and "\n" not in str(info.value)
     assert list(tmp_path.iterdir()) == []  # no temp file left, nothing that looks finished
 
