@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 from foclip.errors import FoclipError, InputError
-from foclip.manifest import atomic_write_bytes, atomic_write_json, sha256_file
+from foclip.manifest import sha256_file
+from foclip.outputs import atomic_write_bytes, atomic_write_json  # umask modes, one-line write errors
 from foclip.runtime.inputs import IMAGE_EXTENSIONS
 from foclip.scoring import CLAMP
 from foclip_train.config import MAX_PIXELS, MIN_SIDE, GenerateConfig

@@ -111,6 +111,11 @@ def run(args: argparse.Namespace) -> int:
     if args.folds < 0 or args.folds == 1:
         raise InputError(f"--folds {args.folds}", "is out of range", "0 (off) or an integer >= 2, e.g. 5")
     orig_dir, man_dir = resolve_class_dirs(args.originals, args.manipulated)
+    from foclip.cli.common import ensure_writable
+
+    ensure_writable(args.out)  # a read-only or missing destination fails now, not after scoring
+    if args.plots:
+        ensure_writable(args.plots, folder=True)
     det = Detector.from_bundle(args.bundle, backend=args.backend, precision=args.precision,
                                prompts=args.prompts, batch_size=args.batch, graph="encoder",
                                probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),

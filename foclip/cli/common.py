@@ -12,6 +12,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from foclip.outputs import ensure_writable  # noqa: F401 - commands import it from here
+
 console = Console(stderr=False)
 err_console = Console(stderr=True)
 

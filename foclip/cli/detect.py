@@ -8,6 +8,7 @@ in :data:`EXIT_CODES`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -17,6 +18,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from foclip.outputs import output_error, umask_mode
 
 # Like linters: a script can tell "nothing found" from "something found" from "could not run".
 EXIT_CODES = {
@@ -55,6 +58,8 @@ def add_parser(sub: Any) -> None:
                    help="colour-space probes scored in the same encoder call (default gray, the paper's rule); "
                         "several, e.g. gray,hue180,swap-rb, decide on the largest probe drop (calibrate with the "
                         "same --probes)")
+    p.add_argument("--max-file-mb", type=float, default=256.0,
+                   help="larger files get the error file_too_large instead of being read (default 256)")
     p.add_argument("--no-self-check", action="store_true",
                    help="skip the start-up parity self-check of the graph on this machine (at your own risk)")
     p.add_argument("--format", default="table", choices=("table", "jsonl", "csv"),
@@ -73,6 +78,7 @@ def _open_out(out: str | None) -> tuple[Any, str | None]:
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, umask_mode())  # mkstemp makes 0600; the result should look like any file the user writes
     return os.fdopen(fd, "w", encoding="utf-8", newline=""), tmp
 
 
@@ -175,15 +181,22 @@ def run(args: argparse.Namespace) -> int:
     """Run detection and print the verdicts; the exit code is one of :data:`EXIT_CODES`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from foclip.cli.common import console, err_console, random_weights_notice
+    from foclip.cli.common import console, ensure_writable, err_console, random_weights_notice
+    from foclip.errors import InputError
     from foclip.runtime import Detector
+    from foclip.runtime.decode import DecodeLimits
 
     paths = _check_paths_before_loading(args)
+    if not args.max_file_mb > 0:
+        raise InputError("--max-file-mb", f"is {args.max_file_mb:g}", "a size in MiB > 0")
+    if args.out:
+        ensure_writable(args.out)  # before loading anything: a read-only folder fails in a second
     det = Detector.from_bundle(args.bundle, backend=args.backend, precision=args.precision,
                                calibration=args.calibration, prompts=args.prompts, cascade=args.cascade,
                                batch_size=args.batch, graph=args.graph, threads=args.threads,
                                probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),
-                               self_check=not args.no_self_check)
+                               self_check=not args.no_self_check,
+                               limits=DecodeLimits(max_file_bytes=int(args.max_file_mb * 1024 * 1024)))
     random_weights_notice(det.manifest.pretrained)
     if not det.calibrated:
         err_console.print(f"[yellow]note:[/] no --calibration: default thresholds tau_score="
@@ -227,11 +240,14 @@ def run(args: argparse.Namespace) -> int:
             from foclip.manifest import atomic_write_json
 
             atomic_write_json(f"{args.out}.meta.json", {**det.info(), "images": total})
-    except BaseException:
+    except BaseException as exc:
         if fh is not None:
-            fh.close()
+            with contextlib.suppress(OSError):  # closing a file on a full disk fails too; report the first error
+                fh.close()
             if tmp and os.path.exists(tmp):
                 os.unlink(tmp)
+        if isinstance(exc, OSError) and fh is not None:
+            raise output_error(args.out, exc) from exc
         raise
     finally:
         det.close()

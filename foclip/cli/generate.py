@@ -102,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
     weights source) is checked before the model loads.
     """
     from foclip.cli.common import check_weights_source, require_paths
+    from foclip.outputs import ensure_writable
 
     cfg = config_from_args(args)
+    ensure_writable(args.out, folder=True)  # before loading a model or optimising anything
     if args.ray:
         try:
             distributed = importlib.import_module("foclip_train.distributed")

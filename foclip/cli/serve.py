@@ -33,10 +33,21 @@ def add_parser(sub) -> None:
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body, MiB (default: %(default)s)")
     p.add_argument("--max-images", type=int, default=64, help="most images per request (default: %(default)s)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="per-request deadline -> 504 (default: %(default)s)")
+    p.add_argument("--body-timeout-s", type=float, default=15.0,
+                   help="deadline for receiving a request body -> 408 (default: %(default)s)")
+    p.add_argument("--max-request-mpx", type=float, default=256.0,
+                   help="most megapixels the images of one request may declare together; images past it "
+                        "get the error pixel_budget (default: %(default)s)")
+    p.add_argument("--max-per-client", type=int, default=32,
+                   help="requests in flight per client address and ingress replica -> 429; 0 = no bound "
+                        "(use 0 behind a reverse proxy) (default: %(default)s)")
     p.add_argument("--address", default=None, metavar="RAY_ADDRESS",
                    help="join this Ray cluster instead of starting a local one")
     p.add_argument("--metrics-port", type=int, default=0,
                    help="Ray metrics export port in local mode (default: a free port, printed)")
+    p.add_argument("--ray-external", action="store_true",
+                   help="let the local Ray's own ports (gRPC, agents, metrics) bind the node's address "
+                        "instead of 127.0.0.1 (default: loopback only; see docs/serve.md)")
     p.add_argument("--api-key-env", default=None, metavar="VAR",
                    help="require the API key held in environment variable VAR (X-API-Key header)")
     p.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or trt (default: %(default)s)")
@@ -54,7 +65,8 @@ def config_from_args(args: argparse.Namespace):
     from foclip.serve.config import Limits, ServeConfig, api_key_digest_from_env
 
     limits = Limits(max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_images=args.max_images,
-                    timeout_s=args.timeout_s)
+                    timeout_s=args.timeout_s, body_timeout_s=args.body_timeout_s,
+                    max_request_pixels=int(args.max_request_mpx * 1_000_000), max_per_client=args.max_per_client)
     return ServeConfig(
         bundle=args.bundle, calibration=args.calibration, backend=args.backend, precision=args.precision,
         cascade=args.cascade, host=args.host, port=args.port, replicas=args.replicas,
@@ -64,8 +76,15 @@ def config_from_args(args: argparse.Namespace):
     ).validate()
 
 
+class _StopDuringStartup(BaseException):
+    """SIGTERM / SIGINT arrived while the service was starting (a BaseException: nothing swallows it)."""
+
+
 def run(args: argparse.Namespace) -> int:
-    """Start the service and block until SIGTERM / SIGINT; returns 0 after a clean stop."""
+    """Start the service and block until SIGTERM / SIGINT; returns 0 after a clean stop.
+
+    A signal during startup stops what was started (Ray included) and returns 0 as well.
+    """
     import signal
     import threading
 
@@ -82,13 +101,43 @@ def run(args: argparse.Namespace) -> int:
                           "reach this address can use the service.", highlight=False)
     console.print(f"starting {cfg.replicas} replica(s) of {manifest.model_name} ({cfg.precision}, "
                   f"{cfg.resolved_backend}) on Ray Serve...", highlight=False)
-    svc = start_service(cfg, address=args.address, metrics_port=args.metrics_port)
+    stop = threading.Event()
+    starting = True
+
+    def on_signal(*_: object) -> None:
+        if stop.is_set():
+            return  # a second signal while stopping changes nothing
+        stop.set()
+        if starting:
+            raise _StopDuringStartup()
+
+    def install() -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+
+    install()
+    try:
+        svc = start_service(cfg, address=args.address, metrics_port=args.metrics_port,
+                            ray_external=args.ray_external, after_init=install)
+    except _StopDuringStartup:
+        console.print("stopped during startup", highlight=False)
+        return 0
+    except SystemExit as exc:
+        # Inside ray.init, Ray's own SIGTERM handler turns the signal into sys.exit(15); start_service
+        # has shut Ray down on the way out, so this is the same clean stop.
+        if exc.code != signal.SIGTERM:
+            raise
+        console.print("stopped during startup", highlight=False)
+        return 0
+    starting = False
+    install()  # again: nothing Ray did during startup may keep its own handler
+    if stop.is_set():  # the signal landed after start_service returned but before the flag flipped
+        svc.stop()
+        console.print("stopped", highlight=False)
+        return 0
     console.print(f"serving on {svc.url}  (POST /v1/detect, GET /v1/info, GET /healthz)", highlight=False)
     if svc.metrics_url:
         console.print(f"Prometheus metrics (ray_foclip_*, ray_serve_*): {svc.metrics_url}", highlight=False)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
     try:
         while not stop.wait(0.5):
             pass

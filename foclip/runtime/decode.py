@@ -13,6 +13,21 @@ Size limits are checked on the header, before any pixel is decoded: more than ``
 pixels is ``too_many_pixels`` (decompression bombs), an aspect ratio above ``max_aspect`` is
 ``extreme_aspect`` (a 1x5000 strip would otherwise be resized to 224x1,120,000), a shortest side
 below ``min_side`` is ``too_small``.
+
+Work is bounded by the bytes received, not by what a header claims:
+
+* a file larger than ``max_file_bytes`` is ``file_too_large`` (checked on ``stat``; files are
+  streamed to PIL, never read whole into memory);
+* JPEG, PNG and GIF headers are checked against the fewest bytes a *complete* image of the
+  declared size can take in that format (:func:`min_encoded_bytes`: a Huffman-coded JPEG spends
+  at least one bit per 8x8 luma block, deflate expands at most 1032:1, an LZW code of at least 3 bits
+  stands for at most 4096 pixels). A file below that floor cannot hold its pixels: it is
+  ``truncated`` before anything is decoded (a 693-byte JPEG that claims 9000x7000 pixels would
+  otherwise be decoded into 190 MB of gray);
+* large JPEGs are decoded with libjpeg's DCT scaling (``Image.draft``) down to no less than
+  ``draft_factor`` times the model's image size on the shortest side, so memory and IDCT time
+  follow the model's input, not the header. Images whose shortest side is below
+  ``2 * draft_factor * image_size`` are untouched (pixel-equal to open_clip's path).
 """
 
 from __future__ import annotations
@@ -20,6 +35,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +53,13 @@ ERROR_CODES: dict[str, str] = {
     "unreadable": "the file exists but cannot be read (permissions or I/O error)",
     "empty_file": "the file or byte string is empty",
     "not_an_image": "the data is not in an image format PIL can identify",
-    "truncated": "the image data ends early (truncated or partly written file)",
+    "truncated": "the image data ends early (truncated or partly written file), or is too short for "
+                 "the size its header declares",
     "decode_failed": "the image header was read but its pixels could not be decoded",
     "too_many_pixels": "the image has more pixels than max_pixels (decompression-bomb guard)",
     "extreme_aspect": "the image's aspect ratio is above max_aspect",
     "too_small": "the image's shortest side is below min_side",
+    "file_too_large": "the file is larger than max_file_bytes",
     "bad_array": "an array item is not uint8 (H, W, 3), (H, W, 4) or (H, W)",
     "unsupported_item": "the item is not a path, bytes, a PIL image or a uint8 array",
 }
@@ -64,11 +82,16 @@ class DecodeLimits:
         max_pixels: refuse images with more pixels than this (width x height).
         max_aspect: refuse images whose long side / short side exceeds this.
         min_side: refuse images whose short side is below this many pixels.
+        max_file_bytes: refuse files larger than this many bytes (``file_too_large``).
+        draft_factor: JPEGs are DCT-scaled while their shortest side stays at least this many times
+            the model's image size; 0 turns DCT scaling off (every JPEG fully decoded).
     """
 
     max_pixels: int = 64_000_000
     max_aspect: float = 20.0
     min_side: int = 8
+    max_file_bytes: int = 256 * 1024 * 1024
+    draft_factor: int = 4
 
 
 def configure_pil(limits: DecodeLimits) -> None:
@@ -103,16 +126,153 @@ def _check_header(img: Image.Image, subject: str, limits: DecodeLimits) -> None:
                         f"Expected a shortest side of at least {limits.min_side} pixels (min_side)")
 
 
-def _open_bytes(data: bytes | io.BufferedIOBase, subject: str, limits: DecodeLimits) -> Image.Image:
+_DEFLATE_MAX_RATIO = 1032  # deflate's best case: a 258-byte match in a 2-bit code (RFC 1951)
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_GIF_PIXELS_PER_BYTE = 4096 * 8 // 3  # an LZW code has >= 3 bits and stands for <= 4096 pixels
+
+
+def _jpeg_scan(head: bytes) -> tuple[bool | None, int]:
+    """Walk a JPEG's segments up to its first scan.
+
+    Returns:
+        (True for Huffman coding, False for arithmetic, None when no frame header is found;
+        the offset of the first scan's data, 0 when not within ``head``).
+    """
+    i, huffman = 2, None
+    while i + 4 <= len(head):
+        if head[i] != 0xFF:
+            return huffman, 0
+        marker = head[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        length = int.from_bytes(head[i + 2:i + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            huffman = marker < 0xC8  # SOF0-3, 5-7: Huffman; SOF9-11, 13-15: arithmetic
+        elif marker == 0xDA:
+            return huffman, min(i + 2 + length, len(head))
+        i += 2 + length
+    return huffman, 0
+
+
+def min_encoded_bytes(fmt: str | None, size: tuple[int, int], head: bytes) -> int:
+    """The fewest bytes a complete image of ``size`` can take in format ``fmt`` (0 when unknown).
+
+    For JPEG the bound covers the bytes from the first scan on (what comes before it, such as
+    comments or EXIF, carries no pixels); the caller adds the offset of that scan.
+
+    Args:
+        fmt: PIL's format name (``JPEG``, ``PNG``, ``GIF``, ...).
+        size: the declared (width, height).
+        head: the first bytes of the file (enough for the JPEG segments before the scan).
+
+    Returns:
+        A lower bound on the encoded size in bytes; 0 for formats without a useful bound
+        (arithmetic-coded JPEG, WebP, BMP, TIFF, ...).
+    """
+    w, h = size
+    if fmt == "JPEG" and _jpeg_scan(head)[0]:
+        return -(-w // 8) * -(-h // 8) // 8  # >= 1 bit per 8x8 luma block (its DC code)
+    if fmt == "PNG" and len(head) >= 26 and head[12:16] == b"IHDR":
+        depth, ctype = head[24], head[25]
+        row = 1 + -(-w * _PNG_CHANNELS.get(ctype, 1) * depth // 8)  # filter byte + packed samples
+        return h * row // _DEFLATE_MAX_RATIO
+    if fmt == "GIF":
+        return w * h // _GIF_PIXELS_PER_BYTE
+    return 0
+
+
+def _check_floor(img: Image.Image, subject: str, head: bytes, n_bytes: int) -> None:
+    need = min_encoded_bytes(img.format, img.size, head)
+    if need and img.format == "JPEG":
+        need += _jpeg_scan(head)[1]
+    if n_bytes < need:
+        w, h = img.size
+        raise ItemError("truncated", f"{subject} | declares {w}x{h} pixels but holds only {n_bytes:,} bytes; "
+                        f"a complete {img.format} of that size takes at least {need:,} bytes. "
+                        "Expected a complete image file")
+
+
+def _draft(img: Image.Image, image_size: int, limits: DecodeLimits) -> None:
+    # libjpeg scales by 1/2, 1/4 or 1/8 while decoding; PIL picks the smallest scale whose result is
+    # still at least the requested size, so asking for draft_factor x the model size on the short side
+    # keeps the later bicubic resize well oversampled.
+    if img.format != "JPEG" or limits.draft_factor <= 0 or image_size <= 0:
+        return
+    w, h = img.size
+    short = min(w, h)
+    target = limits.draft_factor * image_size
+    if short < 2 * target:
+        return
+    img.draft(img.mode, (max(1, w * target // short), max(1, h * target // short)))
+
+
+_HEAD_BYTES = 65536  # enough for the segments before a JPEG's scan in all but EXIF-heavy files
+HEADER_CAP_BYTES = 8 * 1024 * 1024  # PIL may read this far to identify a file; junk beyond is refused
+# The formats the documentation promises (PIL's JPEG opener also returns MPO, the phones' JPEGs).
+# Trying PIL's every other plugin on junk costs time and, for some, memory in proportion to the file.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+
+
+class _CappedReader(io.RawIOBase):
+    """A file view that ends reads at ``cap`` bytes while PIL identifies the file.
+
+    PIL's JPEG plugin scans junk for a marker one byte at a time (about 8 MB/s here); without a cap
+    a 256 MB file of zeros named .jpg costs half a minute before it is called not an image.
+    """
+
+    def __init__(self, raw: Any, cap: int | None) -> None:
+        super().__init__()
+        self.raw, self.cap = raw, cap
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+    def readinto(self, buffer: Any) -> int:
+        n = len(buffer)
+        if self.cap is not None:
+            n = max(0, min(n, self.cap - self.raw.tell()))
+        data = self.raw.read(n)
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_bytes: int,
+                image_size: int = 0) -> Image.Image:
+    head = data.read(_HEAD_BYTES)
+    data.seek(0)
+    capped = _CappedReader(data, HEADER_CAP_BYTES)
+    stream = io.BufferedReader(capped, 65536)
     try:
-        img = Image.open(data)
+        Image.init()
+        img = Image.open(stream, formats=[f for f in FORMATS if f in Image.OPEN])
+        capped.cap = None  # identified: decoding may read the rest
     except Image.DecompressionBombError as exc:
         raise ItemError("too_many_pixels", f"{subject} | was refused by PIL's decompression-bomb guard "
                         f"({exc}). Expected at most {limits.max_pixels:,} pixels (max_pixels)") from exc
     except UnidentifiedImageError as exc:
         raise ItemError("not_an_image", f"{subject} | is not an image PIL can identify. "
                         "Expected a JPEG, PNG, WebP, GIF, BMP or TIFF file") from exc
+    except (OSError, SyntaxError, EOFError, struct.error) as exc:
+        # The header itself ends early: a JPEG cut inside its SOF segment raises "Truncated File Read".
+        text = str(exc)
+        if "runcated" in text or isinstance(exc, (EOFError, struct.error)):
+            raise ItemError("truncated", f"{subject} | image header ends early ({text}). "
+                            "Expected a complete image file") from exc
+        raise ItemError("decode_failed", f"{subject} | image header cannot be read "
+                        f"({exc.__class__.__name__}: {text}). Expected a valid image file") from exc
     _check_header(img, subject, limits)
+    _check_floor(img, subject, head, n_bytes)
+    _draft(img, image_size, limits)
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # animations: the first frame, as PIL's default
@@ -131,7 +291,7 @@ def _open_bytes(data: bytes | io.BufferedIOBase, subject: str, limits: DecodeLim
     return img
 
 
-def _open_path(path: Path, limits: DecodeLimits) -> Image.Image:
+def _open_path(path: Path, limits: DecodeLimits, image_size: int = 0) -> Image.Image:
     subject = f"{str(path)!r}"
     try:
         st = os.stat(path)
@@ -143,15 +303,20 @@ def _open_path(path: Path, limits: DecodeLimits) -> Image.Image:
     if stat.S_ISDIR(st.st_mode):  # the stat above already says so; no second stat per item
         raise ItemError("is_directory", f"{subject} | is a folder. Expected an image file "
                         "(the CLI expands folders; the API takes files)")
+    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
+        raise ItemError("unreadable", f"{subject} | is not a regular file. Expected an image file")
     if st.st_size == 0:
         raise ItemError("empty_file", f"{subject} | is empty (0 bytes). Expected an image file")
+    if st.st_size > limits.max_file_bytes:
+        raise ItemError("file_too_large", f"{subject} | is {st.st_size:,} bytes. "
+                        f"Expected at most {limits.max_file_bytes:,} bytes (max_file_bytes)")
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise ItemError("unreadable", f"{subject} | cannot be read ({exc.strerror}). "
+        # Streamed: PIL reads what it decodes; the file is never held whole in memory.
+        with open(path, "rb", buffering=65536) as f:
+            return _open_bytes(f, subject, limits, st.st_size, image_size)
+    except OSError as exc:  # I/O errors while PIL reads (decode errors are ItemErrors already)
+        raise ItemError("unreadable", f"{subject} | cannot be read ({exc.strerror or exc}). "
                         "Expected a readable image file") from exc
-    return _open_bytes(io.BytesIO(data), subject, limits)
 
 
 def _from_array(arr: np.ndarray, subject: str, limits: DecodeLimits) -> Image.Image:
@@ -163,7 +328,7 @@ def _from_array(arr: np.ndarray, subject: str, limits: DecodeLimits) -> Image.Im
     return img
 
 
-def load_image(item: Any, subject: str, limits: DecodeLimits) -> Image.Image:
+def load_image(item: Any, subject: str, limits: DecodeLimits, image_size: int = 0) -> Image.Image:
     """Open one item as a PIL image with EXIF orientation applied, checking header limits.
 
     Args:
@@ -171,6 +336,8 @@ def load_image(item: Any, subject: str, limits: DecodeLimits) -> Image.Image:
             or a uint8 numpy array (H, W, 3 RGB; H, W, 4 RGBA; or H, W gray).
         subject: how the item is named in messages (usually its id).
         limits: header limits.
+        image_size: the model's input size; > 0 lets large JPEGs be DCT-scaled towards it
+            (``limits.draft_factor``); 0 decodes at full size.
 
     Returns:
         The PIL image in its own mode (conversion to RGB happens after resizing, as open_clip).
@@ -179,11 +346,11 @@ def load_image(item: Any, subject: str, limits: DecodeLimits) -> Image.Image:
         ItemError: with one of the codes of :data:`ERROR_CODES`.
     """
     if isinstance(item, (str, os.PathLike)):
-        return _open_path(Path(item), limits)
+        return _open_path(Path(item), limits, image_size)
     if isinstance(item, (bytes, bytearray, memoryview)):
         if len(item) == 0:
             raise ItemError("empty_file", f"{subject} | is an empty byte string. Expected image file bytes")
-        return _open_bytes(io.BytesIO(bytes(item)), subject, limits)
+        return _open_bytes(io.BytesIO(item), subject, limits, len(item), image_size)
     if isinstance(item, Image.Image):
         _check_header(item, subject, limits)
         return item
@@ -212,7 +379,7 @@ def decode_item(item: Any, subject: str, spec: PreprocessSpec, limits: DecodeLim
     Raises:
         ItemError: with one of the codes of :data:`ERROR_CODES`.
     """
-    img = load_image(item, subject, limits)
+    img = load_image(item, subject, limits, spec.image_size)
     try:
         return to_uint8(img, spec)
     except (OSError, ValueError) as exc:

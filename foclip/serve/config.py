@@ -19,11 +19,21 @@ class Limits:
         max_body_bytes: largest accepted request body (bigger -> 413).
         max_images: most images in one request (more -> 413).
         timeout_s: per-request deadline inside the replica (past it -> 504).
+        body_timeout_s: deadline for receiving the whole request body (past it -> 408; a client
+            that stalls mid-upload frees its slot).
+        max_request_pixels: most pixels the images of one request may declare in their headers,
+            together; images past it get the item error ``pixel_budget`` without being decoded.
+        max_per_client: most requests one client address may have in flight in one ingress replica
+            (more -> 429 + Retry-After); 0 for no bound (behind a reverse proxy every client
+            shares its address).
     """
 
     max_body_bytes: int = 32 * 1024 * 1024
     max_images: int = 64
     timeout_s: float = 30.0
+    body_timeout_s: float = 15.0
+    max_request_pixels: int = 256_000_000
+    max_per_client: int = 32
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,7 @@ class ServeConfig:
     limits: Limits = Limits()
     api_key_sha256: str | None = None
     app_name: str = "foclip"
+    drain_actor: str | None = None  # name of the DrainFlag actor the driver sets on shutdown (set by start_service)
     detector_factory: str = "foclip.runtime:Detector"  # "module:Class" with from_bundle(); tests swap it
 
     @property
@@ -91,6 +102,9 @@ class ServeConfig:
             ("--max-body-mb", self.limits.max_body_bytes > 0, "a size > 0"),
             ("--max-images", self.limits.max_images >= 1, "an integer >= 1"),
             ("--timeout-s", self.limits.timeout_s > 0, "seconds > 0"),
+            ("--body-timeout-s", self.limits.body_timeout_s > 0, "seconds > 0"),
+            ("--max-request-mpx", self.limits.max_request_pixels > 0, "megapixels > 0"),
+            ("--max-per-client", self.limits.max_per_client >= 0, "an integer >= 0 (0 = no bound)"),
             ("--max-queued", self.max_queued_requests >= 1 or self.max_queued_requests == -1,
              "an integer >= 1, or -1 for unbounded"),
         )

@@ -1,33 +1,122 @@
-"""The Ray Serve deployment: a FastAPI ingress around ``foclip.runtime.Detector``.
+"""The Ray Serve application: a light HTTP ingress in front of the detector replicas.
 
-Each replica opens the bundle itself (``Detector.from_bundle`` in ``__init__``), so nothing heavy is
-pickled from the driver. Images from all concurrent callers of a replica are gathered into detector
-calls by Ray Serve's own batching (``@serve.batch``; size and wait from ``--max-batch`` and
-``--batch-wait-ms``); the request handling itself is :class:`foclip.serve.http.DetectService`.
+Two deployments:
+
+* :class:`FoclipDetector` (``--replicas`` of them) opens the bundle itself (``Detector.from_bundle``
+  in ``__init__``, nothing heavy is pickled from the driver) and gathers the images of all concurrent
+  callers into detector calls with Ray Serve's batching (``@serve.batch``; size and wait from
+  ``--max-batch`` and ``--batch-wait-ms``).
+* :class:`FoclipIngress` serves HTTP (:class:`foclip.serve.http.DetectService`: limits, parsing,
+  deadlines, status codes) and calls the detectors through a deployment handle. Detection is
+  idempotent, so when the detector replica working on a request dies the ingress sends the request
+  once more, to another replica, within the request's deadline: a replica's death costs clients
+  nothing. The ingress also answers 503 + Retry-After while the service drains for shutdown (it
+  polls a small named actor, :class:`DrainFlag`, that the driver sets on SIGTERM).
+
 Importing this module imports Ray Serve and FastAPI (the ``serve`` extra).
 """
 
 # No `from __future__ import annotations`: FastAPI must see real annotations on the ingress methods.
 
 import asyncio
+import ctypes
+import ctypes.util
 import os
+import time
+import uuid
 from typing import Any
 
+import ray
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.config import BackpressureConfig
+from ray.serve.handle import DeploymentHandle
 
 from foclip.serve.config import ServeConfig
-from foclip.serve.http import DetectService, Item, find_key, plain_json, respond_detect, respond_info
+from foclip.serve.http import (
+    DetectService,
+    HttpError,
+    Item,
+    find_key,
+    plain_json,
+    respond_detect,
+    respond_info,
+)
 
 api = FastAPI(title="foclip detection service", docs_url=None, redoc_url=None, openapi_url=None)
+DRAIN_NAMESPACE = "foclip"
+DRAIN_POLL_S = 0.2
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": an embedded Ray bound to loopback (service.py)
+
+
+def _bind_replica_grpc_to_loopback() -> None:
+    # Ray Serve (2.60) starts each replica's inter-deployment gRPC server on "[::]:0", hard-coded,
+    # whatever the node's address. In a loopback-only Ray (every process inherits LOOPBACK_ENV=0)
+    # this module is imported in the replica before that server starts: bind it to 127.0.0.1 instead.
+    # Ray's token authentication guards the port either way; this keeps it off the network too.
+    if os.environ.get(LOOPBACK_ENV) != "0":
+        return
+    try:
+        from ray.serve._private import replica as replica_mod
+    except ImportError:  # pragma: no cover - another Ray layout: leave Ray's default
+        return
+    original = getattr(replica_mod, "add_port_to_grpc_server", None)
+    if original is None or getattr(original, "_foclip_loopback", False):
+        return
+
+    def add_port(server: Any, address: str) -> int:
+        if address.startswith(("[::]:", "0.0.0.0:")):
+            address = "127.0.0.1:" + address.rsplit(":", 1)[1]
+        return original(server, address)
+
+    add_port._foclip_loopback = True  # type: ignore[attr-defined]
+    replica_mod.add_port_to_grpc_server = add_port
+
+
+_bind_replica_grpc_to_loopback()
+
+
+def _libc_trim() -> Any:
+    """glibc's ``malloc_trim`` (None elsewhere): gives freed heap pages back to the OS."""
+    name = ctypes.util.find_library("c")
+    try:
+        fn = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
+    return fn
+
+
+@ray.remote(num_cpus=0)
+class DrainFlag:
+    """Shared shutdown state: the driver sets it; ingress replicas poll it and report their load."""
+
+    def __init__(self, replicas: int = 1) -> None:
+        self.replicas = replicas
+        self.draining = False
+        self.since = 0.0
+        self.reports: dict[str, tuple[float, int]] = {}  # replica -> (time of report, requests in flight)
+
+    def set(self) -> None:
+        """Start draining."""
+        if not self.draining:
+            self.draining, self.since = True, time.monotonic()
+
+    def poll(self, replica: str, in_flight: int) -> bool:
+        """Record a replica's requests in flight; returns whether the service is draining."""
+        self.reports[replica] = (time.monotonic(), in_flight)
+        return self.draining
+
+    def idle(self) -> bool:
+        """True once every replica has reported, after draining started, that nothing is in flight."""
+        fresh = [n for t, n in self.reports.values() if t > self.since]
+        return self.draining and len(fresh) >= min(self.replicas, len(self.reports)) and not any(fresh)
 
 
 @serve.deployment(name="FoclipDetector", max_constructor_retry_count=3)
-@serve.ingress(api)
 class FoclipDetector:
-    """One replica: a Detector, Serve's batcher in front of it, and the HTTP routes.
+    """One detector replica: a Detector and Serve's batcher in front of it.
 
     Args:
         cfg: the service configuration (the bundle path is opened here, in the replica).
@@ -50,25 +139,107 @@ class FoclipDetector:
         )
         self._detect_batch.set_max_batch_size(cfg.max_batch)
         self._detect_batch.set_batch_wait_timeout_s(cfg.batch_wait_ms / 1000.0)
-        self._detector_info = plain_json(self.detector.info())
-        score_scale = float(find_key(self._detector_info, "score_scale", 100.0))
-        self.metrics = RayMetrics(score_scale)
-        meta = {"score_scale": score_scale, "model": find_key(self._detector_info, "model_name", None),
-                "precision": cfg.precision, "backend": cfg.resolved_backend}
-        self.service = DetectService(self._detect_items, self._info, meta, cfg.limits,
-                                     cfg.api_key_sha256, self.metrics)
+        self._info = plain_json(self.detector.info())
+        self.metrics = RayMetrics(float(find_key(self._info, "score_scale", 100.0)))
+        self._trim = _libc_trim()
+
+    def info(self) -> dict[str, Any]:
+        """The detector's info (manifest summary, calibration, limits)."""
+        return self._info
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def _detect_batch(self, items: list[Item]) -> list[dict[str, Any]]:
         self.metrics.batch(len(items))
         # The detector is synchronous and CPU/GPU bound: run it off the event loop so the replica
         # keeps accepting requests (and answering health checks) while a batch runs.
-        results = await asyncio.to_thread(self.detector.detect, [it.data for it in items],
-                                          ids=[it.id for it in items])
+        results = await asyncio.to_thread(self._detect_and_trim, items)
         return [plain_json(r.to_dict()) for r in results]
 
-    async def _detect_items(self, items: list[Item]) -> list[dict[str, Any]]:
+    def _detect_and_trim(self, items: list[Item]) -> list[Any]:
+        try:
+            return self.detector.detect([it.data for it in items], ids=[it.id for it in items])
+        finally:
+            # Decoding leaves large freed blocks in glibc's heap; without a trim a burst of big images
+            # keeps the replica's RSS at its peak for good (measured: see docs/serve.md).
+            if self._trim is not None:
+                self._trim(0)
+
+    async def detect_items(self, items: list[Item]) -> list[dict[str, Any]]:
+        """Score items (each joins Serve's batcher); one result dict per item, in order."""
         return list(await asyncio.gather(*(self._detect_batch(it) for it in items)))
+
+
+@serve.deployment(name="FoclipIngress", max_constructor_retry_count=3)
+@serve.ingress(api)
+class FoclipIngress:
+    """The HTTP routes; detection goes to :class:`FoclipDetector` replicas, retried once if one dies.
+
+    Args:
+        cfg: the service configuration.
+        detector: handle to the detector deployment.
+    """
+
+    async def __init__(self, cfg: ServeConfig, detector: DeploymentHandle) -> None:
+        from foclip.serve.metrics import RayMetrics
+
+        # Serve pickles this (decorated) class by value, so the module-level call above never ran
+        # in this process; the replica's gRPC server starts only after this constructor.
+        _bind_replica_grpc_to_loopback()
+        self.cfg = cfg
+        self.detector = detector
+        self._detector_info = await detector.info.remote()
+        score_scale = float(find_key(self._detector_info, "score_scale", 100.0))
+        self.metrics = RayMetrics(score_scale)
+        meta = {"score_scale": score_scale, "model": find_key(self._detector_info, "model_name", None),
+                "precision": cfg.precision, "backend": cfg.resolved_backend}
+        self.service = DetectService(self._detect_items, self._info, meta, cfg.limits,
+                                     cfg.api_key_sha256, self.metrics)
+        self.service.retry_after_s = cfg.retry_after_s
+        self._id = uuid.uuid4().hex
+        self._drain = None
+        self._poller: Any = None
+        if cfg.drain_actor:
+            try:
+                self._drain = ray.get_actor(cfg.drain_actor, namespace=DRAIN_NAMESPACE)
+            except ValueError:
+                self._drain = None  # started without a driver that drains (tests building the app directly)
+        self._ensure_poller()
+
+    def _ensure_poller(self) -> None:
+        # Started from the constructor and checked again on every request: the task must live on the
+        # loop that serves requests, which need not be the constructor's.
+        if self._drain is None:
+            return
+        loop = asyncio.get_running_loop()
+        if self._poller is None or self._poller.done() or self._poller.get_loop() is not loop:
+            self._poller = loop.create_task(self._poll_drain())
+
+    async def _poll_drain(self) -> None:
+        while True:
+            try:
+                if await self._drain.poll.remote(self._id, self.service.in_flight):
+                    self.service.draining = True
+            except ray.exceptions.RayError:
+                pass  # the driver is gone or going; the replica is about to be stopped anyway
+            await asyncio.sleep(DRAIN_POLL_S)
+
+    async def _detect_items(self, items: list[Item]) -> list[dict[str, Any]]:
+        # Within DetectService's deadline (it cancels this coroutine at timeout_s): one retry on a
+        # live replica when the replica holding the request died or became unreachable.
+        for attempt in (1, 2):
+            try:
+                return await self.detector.detect_items.remote(items)
+            except (ray.exceptions.ActorDiedError, ray.exceptions.ActorUnavailableError,
+                    ray.exceptions.RayActorError) as exc:
+                self.metrics.error("replica_died")
+                if attempt == 2:
+                    raise HttpError(503, "replica_unavailable", "the detector replica failed twice while "
+                                    f"working on this request ({exc.__class__.__name__}); retry later",
+                                    {"Retry-After": f"{self.cfg.retry_after_s:g}"}) from None
+            except serve.exceptions.BackPressureError:
+                raise HttpError(503, "overloaded", "the detector replicas are at capacity; retry later",
+                                {"Retry-After": f"{self.cfg.retry_after_s:g}"}) from None
+        raise AssertionError("unreachable")
 
     def _info(self) -> dict[str, Any]:
         c = self.cfg
@@ -79,13 +250,15 @@ class FoclipDetector:
                 "batch_wait_ms": c.batch_wait_ms, "max_ongoing_requests": c.resolved_max_ongoing,
                 "max_queued_requests": c.max_queued_requests, "max_body_bytes": c.limits.max_body_bytes,
                 "max_images": c.limits.max_images, "timeout_s": c.limits.timeout_s,
-                "api_key": c.api_key_sha256 is not None,
+                "body_timeout_s": c.limits.body_timeout_s, "max_request_pixels": c.limits.max_request_pixels,
+                "max_per_client": c.limits.max_per_client, "api_key": c.api_key_sha256 is not None,
             },
         }
 
     @api.post("/v1/detect")
     async def detect(self, request: Request) -> JSONResponse:
         """Score the request's images (multipart files, or one raw image body)."""
+        self._ensure_poller()
         return await respond_detect(self.service, request)
 
     @api.get("/v1/info")
@@ -95,12 +268,19 @@ class FoclipDetector:
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
-        """Liveness: 200 once the replica has its detector."""
+        """Liveness: 200 once the replica is up (503 while draining)."""
+        self._ensure_poller()
+        if self.service.draining:
+            return JSONResponse({"status": "draining"}, status_code=503,
+                                headers={"Retry-After": f"{self.cfg.retry_after_s:g}"})
         return JSONResponse({"status": "ok"})
 
 
 def build_app(cfg: ServeConfig) -> serve.Application:
-    """Bind the deployment with the replica count, resources and queue bounds of ``cfg``.
+    """Bind the ingress and detector deployments with the replica counts, resources and queue bounds of ``cfg``.
+
+    The ingress holds the HTTP-facing bounds (``max_ongoing_requests``, ``max_queued_requests``,
+    503 + Retry-After past them); it needs no CPU reservation (it only parses and waits).
 
     Args:
         cfg: the service configuration.
@@ -108,12 +288,18 @@ def build_app(cfg: ServeConfig) -> serve.Application:
     Returns:
         The bound application for ``serve.run``.
     """
-    return FoclipDetector.options(
+    detector = FoclipDetector.options(
         num_replicas=cfg.replicas,
         ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
+        max_ongoing_requests=cfg.resolved_max_ongoing,
+        max_queued_requests=-1,  # bounded by the ingress in front
+        graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,
+    ).bind(cfg)
+    return FoclipIngress.options(
+        num_replicas=cfg.replicas,
+        ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=cfg.resolved_max_ongoing,
         max_queued_requests=cfg.max_queued_requests,
         backpressure_config=BackpressureConfig(status_code=503, retry_after_s=cfg.retry_after_s),
         graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,
-    ).bind(cfg)
-
+    ).bind(cfg, detector)

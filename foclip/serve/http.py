@@ -7,9 +7,12 @@ deadline, result shaping and the status code. The Ray Serve deployment (``deploy
 wires a Detector, Serve's batching and Ray's metrics into it.
 
 Status codes: 200 (at least one image was scored; bad ones carry their own ``error``), 422 (every
-image in the request was unusable), 400 (no image in the request), 401 (API key), 413 (body or
-image count too large), 415 (media type), 504 (per-request deadline). 503 + Retry-After on overload
-comes from Ray Serve's bounded queue (``max_queued_requests``) before the request reaches a replica.
+image in the request was unusable), 400 (no image in the request, or a malformed multipart body),
+401 (API key), 408 (the body did not arrive within ``body_timeout_s``), 413 (body or image count too
+large), 415 (media type), 429 + Retry-After (too many requests in flight from one client address),
+503 + Retry-After (the service is draining for shutdown, or detection replicas are unavailable),
+504 (per-request deadline). 503 + Retry-After on overload also comes from Ray Serve's bounded queue
+(``max_queued_requests``) before the request reaches a replica.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations of create_app at runtime.
@@ -17,7 +20,9 @@ comes from Ray Serve's bounded queue (``max_queued_requests``) before the reques
 import asyncio
 import hashlib
 import hmac
+import io
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -96,9 +101,17 @@ def check_api_key(expected_sha256: str | None, provided: str | None) -> None:
     """
     if expected_sha256 is None:
         return
-    got = hashlib.sha256((provided or "").encode("utf-8")).hexdigest()
+    text = provided or ""
+    # HTTP header values reach us decoded as latin-1: re-encoding them that way gives the bytes the
+    # client sent, so a key sent as UTF-8 (the usual case) matches; a key sent as latin-1 matches too.
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:  # a str that never went through HTTP (tests, direct calls)
+        raw = text.encode("utf-8")
+    got = [hashlib.sha256(raw).hexdigest(), hashlib.sha256(text.encode("utf-8")).hexdigest()]
     # Compare digests (fixed length) so that neither the key's length nor its prefix leaks.
-    if provided is None or not hmac.compare_digest(got, expected_sha256):
+    matches = [hmac.compare_digest(g, expected_sha256) for g in got]  # both compared, always
+    if provided is None or not any(matches):
         raise HttpError(401, "unauthorized", "missing or wrong API key (send it in the X-API-Key header)",
                         {"WWW-Authenticate": "ApiKey"})
 
@@ -132,7 +145,7 @@ def check_declared_length(headers: Mapping[str, str], limits: Limits) -> None:
 
 
 async def read_body(stream: AsyncIterator[bytes], limits: Limits) -> bytes:
-    """Read a request body, stopping as soon as it passes the size limit (chunked bodies too).
+    """Read a request body within ``limits.body_timeout_s``, stopping as soon as it passes the size limit.
 
     Args:
         stream: the body's chunks.
@@ -142,15 +155,25 @@ async def read_body(stream: AsyncIterator[bytes], limits: Limits) -> bytes:
         The whole body.
 
     Raises:
-        HttpError: 413 when the body exceeds ``limits.max_body_bytes``.
+        HttpError: 413 when the body exceeds ``limits.max_body_bytes``; 408 when it has not fully
+            arrived within ``limits.body_timeout_s`` (a stalled upload must not hold a request slot).
     """
     chunks: list[bytes] = []
     size = 0
-    async for chunk in stream:
-        size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise HttpError(413, "body_too_large", f"request body exceeds the limit of {limits.max_body_bytes} bytes")
-        chunks.append(chunk)
+
+    async def collect() -> None:
+        nonlocal size
+        async for chunk in stream:
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise HttpError(413, "body_too_large", f"request body exceeds the limit of {limits.max_body_bytes} bytes")
+            chunks.append(chunk)
+
+    try:
+        await asyncio.wait_for(collect(), limits.body_timeout_s)
+    except asyncio.TimeoutError:
+        raise HttpError(408, "body_timeout", f"the request body did not arrive within {limits.body_timeout_s:g} s "
+                        f"({size} bytes received)", {"Connection": "close"}) from None
     return b"".join(chunks)
 
 
@@ -199,9 +222,25 @@ async def parse_items(headers: Mapping[str, str], body: bytes, limits: Limits, r
     return items
 
 
+def _check_closing_boundary(content_type: str, body: bytes) -> None:
+    # Starlette's parser accepts a body cut before its closing delimiter; such a body was cut in
+    # transit (or built wrongly), so its last part may be incomplete: refuse it as malformed.
+    from python_multipart.multipart import parse_options_header
+
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise HttpError(400, "bad_multipart", "the multipart Content-Type has no boundary parameter")
+    if b"--" + boundary + b"--" not in body:
+        raise HttpError(400, "bad_multipart", "the multipart body has no closing boundary "
+                        "(cut in transit?); send the whole body")
+
+
 async def _parse_multipart(headers: Mapping[str, str], body: bytes, limits: Limits) -> list[Item]:
     from starlette.datastructures import Headers, UploadFile
     from starlette.formparsers import MultiPartException, MultiPartParser
+
+    _check_closing_boundary(headers.get("content-type", ""), body)
 
     async def once() -> AsyncIterator[bytes]:
         yield body
@@ -236,6 +275,45 @@ async def _parse_multipart(headers: Mapping[str, str], body: bytes, limits: Limi
     if len(items) > limits.max_images:
         raise HttpError(413, "too_many_images", f"{len(items)} images in one request; the limit is {limits.max_images}")
     return items
+
+
+def declared_pixels(data: bytes) -> int | None:
+    """Width x height from an image's header (PIL reads only the header), or None if unreadable."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            w, h = img.size
+    except Exception:  # noqa: BLE001 - the Detector gives unreadable images their own error code
+        return None
+    return w * h
+
+
+def apply_pixel_budget(items: list[Item], budget: int) -> list[Item]:
+    """Give ``pixel_budget`` errors to the images past the request's total pixel budget.
+
+    Images are counted in request order by the pixels their headers declare (nothing is decoded);
+    once the running total would exceed ``budget`` the image is refused, so one request cannot make
+    a replica decode gigapixels however few bytes it sends.
+
+    Args:
+        items: the request's items.
+        budget: the most pixels the request's images may declare together.
+
+    Returns:
+        The items, those over the budget with an error.
+    """
+    total, out = 0, []
+    for item in items:
+        n = declared_pixels(item.data) if item.error is None else None
+        if n is not None and total + n > budget:
+            out.append(Item(item.id, b"", {"code": "pixel_budget", "message": (
+                f"{item.id!r} | declares {n:,} pixels, past the request's budget of {budget:,} pixels "
+                f"({total:,} used by earlier images). Expected fewer or smaller images per request")}))
+            continue
+        total += n or 0
+        out.append(item)
+    return out
 
 
 def error_result(item: Item, score_scale: float | None = None) -> dict[str, Any]:
@@ -284,26 +362,44 @@ class DetectService:
         self.limits = limits
         self.api_key_sha256 = api_key_sha256
         self.metrics = metrics or NullMetrics()
+        self.retry_after_s = 1.0
+        self.draining = False  # set on shutdown: new requests get 503 + Retry-After, in-flight ones finish
+        self.in_flight = 0
+        self._per_client: Counter[str] = Counter()
 
     async def handle_detect(self, headers: Mapping[str, str], body: AsyncIterator[bytes],
-                            query: Mapping[str, str]) -> tuple[int, dict[str, Any], dict[str, str]]:
+                            query: Mapping[str, str], client: str | None = None,
+                            ) -> tuple[int, dict[str, Any], dict[str, str]]:
         """Serve ``POST /v1/detect``.
 
         Args:
             headers: request headers with lower-case keys.
-            body: the body's chunks (read here, within the size limit).
+            body: the body's chunks (read here, within the size and time limits).
             query: query parameters (``id`` names a raw-body image).
+            client: the client's address (for the per-client bound), or None when unknown.
 
         Returns:
             (status, JSON body, extra headers).
         """
         t0 = time.perf_counter()
+        counted = False
+        self.in_flight += 1
         try:
+            if self.draining:
+                raise HttpError(503, "draining", "the service is shutting down; retry on another instance or later",
+                                {"Retry-After": f"{self.retry_after_s:g}"})
             check_api_key(self.api_key_sha256, provided_api_key(headers))
+            if client is not None and self.limits.max_per_client > 0:
+                if self._per_client[client] >= self.limits.max_per_client:
+                    raise HttpError(429, "too_many_requests", f"more than {self.limits.max_per_client} requests in "
+                                    "flight from this address", {"Retry-After": f"{self.retry_after_s:g}"})
+                self._per_client[client] += 1
+                counted = True
             check_media_type(headers.get("content-type"))
             check_declared_length(headers, self.limits)
             data = await read_body(body, self.limits)
             items = await parse_items(headers, data, self.limits, raw_id=query.get("id", "image"))
+            items = apply_pixel_budget(items, self.limits.max_request_pixels)
             results = await self._run(items)
             status, payload = shape_response(results, self.meta)
             self.metrics.results(results)
@@ -314,6 +410,12 @@ class DetectService:
         except HttpError as exc:
             status, payload, extra = exc.status, exc.payload(), exc.headers
             self.metrics.error(exc.code)
+        finally:
+            self.in_flight -= 1
+            if counted:
+                self._per_client[client] -= 1
+                if self._per_client[client] <= 0:
+                    del self._per_client[client]
         self.metrics.request("/v1/detect", status, time.perf_counter() - t0)
         return status, payload, extra
 
@@ -367,8 +469,9 @@ async def respond_detect(service: DetectService, request) -> Any:
     """Run ``service.handle_detect`` on a Starlette request and wrap the result in a JSONResponse."""
     from fastapi.responses import JSONResponse
 
+    client = request.client.host if request.client else None
     status, payload, headers = await service.handle_detect(
-        {k.lower(): v for k, v in request.headers.items()}, request.stream(), dict(request.query_params))
+        {k.lower(): v for k, v in request.headers.items()}, request.stream(), dict(request.query_params), client)
     return JSONResponse(payload, status_code=status, headers=headers)
 
 
