@@ -105,7 +105,6 @@ def run(args: argparse.Namespace) -> int:
     from foclip.outputs import ensure_writable
 
     cfg = config_from_args(args)
-    ensure_writable(args.out, folder=True)  # before loading a model or optimising anything
     if args.ray:
         try:
             distributed = importlib.import_module("foclip_train.distributed")
@@ -118,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not args.ray:
             raise FoclipError(flag, "only applies with --ray", f"--ray {flag} ...")
     require_paths(args.inputs, "input", "an image file or a folder of images")
+    ensure_writable(args.out, folder=True)  # before loading a model or optimising anything
     if args.ray:
         return _run_ray(args, distributed)
     from foclip.cli.common import console, random_weights_notice

@@ -131,12 +131,12 @@ def test_d8_a_calibration_at_another_score_scale_is_refused(tiny_bundle):
         Detector.from_bundle(tiny_bundle, calibration=cal, threads=1)
 
 
-def test_calibration_made_at_fp32_does_not_drive_int8(tiny_bundle, tmp_path, capsys):
+def test_calibration_made_at_fp32_does_not_drive_int8(tiny_bundle, sample_photo_dir, tmp_path, capsys):
     cal = _calibration(tiny_bundle, precision="fp32")
     with pytest.raises(BundleError, match="made at precision fp32, the detector runs int8"):
         Detector.from_bundle(tiny_bundle, precision="int8", calibration=cal, threads=1)
     cal.save(tmp_path / "c.json")
-    assert main(["detect", str(tiny_bundle), str(tmp_path), "--precision", "int8", "--calibration",
+    assert main(["detect", str(tiny_bundle), str(sample_photo_dir), "--precision", "int8", "--calibration",
                  str(tmp_path / "c.json")]) == 1
     assert "--precision int8" in " ".join(capsys.readouterr().err.split())
     with Detector.from_bundle(tiny_bundle, precision="int8", calibration=_calibration(tiny_bundle, "int8"),

@@ -102,8 +102,9 @@ def test_d10_outputs_follow_the_umask(tiny_bundle, sample_photo_dir, tmp_path):
     old = os.umask(0o027)
     try:
         atomic_write_bytes(tmp_path / "a.bin", b"1")
-        assert main(["detect", str(tiny_bundle), str(sample_photo_dir), "--out", str(tmp_path / "r.jsonl")]) == 0
+        assert main(["detect", str(tiny_bundle), str(sample_photo_dir), "--out", str(tmp_path / "r.jsonl"),
+                     "--exit-zero"]) == 0
     finally:
         os.umask(old)
-    for name in ("a.bin", "r.jsonl"):
+    for name in ("a.bin", "r.jsonl", "r.jsonl.meta.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o640, name
