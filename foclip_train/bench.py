@@ -9,29 +9,17 @@ Measured side by side in one run, alternating, median over rounds:
 * attack at native size: the same on the photos at their own resolutions (adds the resize).
 
 Reported: image-iterations/s of each and the overhead of the attack over bare, in percent; the
-checks' share is estimated from a forward-only pass. Torch is imported inside :func:`run` only.
+checks' share is estimated from a forward-only pass. Torch is imported inside
+:func:`measure_generate` only. This module measures; :mod:`foclip.cli.bench` draws the table.
 """
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
-
-
-def add_parser(bench_sub) -> None:
-    """Register ``foclip bench generate``."""
-    p = bench_sub.add_parser("generate", help="image-iterations/s of the FoCLIP step vs bare forward+backward")
-    p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default: %(default)s)")
-    p.add_argument("--pretrained", default="random", help="tag, checkpoint file or random (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=4, help="images per step (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=10, help="steps per timed run (default: %(default)s)")
-    p.add_argument("--check-every", type=int, default=10, help="best-iterate check interval k (default: %(default)s)")
-    p.add_argument("--rounds", type=int, default=3, help="timed rounds, alternating (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: %(default)s)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    p.add_argument("--no-native", action="store_true", help="skip the native-resolution attack row")
-    p.set_defaults(func=run)
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 
 def _photos(n: int) -> list:
@@ -49,14 +37,39 @@ def _photos(n: int) -> list:
     return [base[i % len(base)] for i in range(n)]
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the benchmark and print the table; returns 0."""
+@dataclass(frozen=True)
+class BenchGenerateConfig:
+    """What ``foclip bench generate`` measures (see the module docstring)."""
+
+    model: str = "ViT-B-32"
+    pretrained: str = "random"
+    batch: int = 4
+    iters: int = 10
+    check_every: int = 10
+    rounds: int = 3
+    threads: int = 0
+    device: str = "cpu"
+    native: bool = True
+
+
+def measure_generate(args: BenchGenerateConfig, on_loaded: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Time bare forward+backward, the attack step and (optionally) the native-size attack.
+
+    Args:
+        args: what to measure.
+        on_loaded: called with the loaded model's pretrained id (the CLI prints its notes).
+
+    Returns:
+        Figures: ``rows`` (path, image-iterations/s, s per step, ratio to bare), ``overhead_pct``,
+        ``check_share_pct``, ``checks``, ``threads``, ``pretrained``.
+
+    Raises:
+        InputError: batch, iters or rounds below 1.
+    """
     import numpy as np
     import torch
     from PIL import Image
-    from rich.table import Table
 
-    from foclip.cli.common import console, random_weights_notice
     from foclip.errors import InputError
     from foclip.models import ImageEncoder, load_clip
     from foclip.prompts import load_prompt_set
@@ -69,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     loaded = load_clip(args.model, args.pretrained, device=args.device)
-    random_weights_notice(loaded.pretrained)
+    if on_loaded is not None:
+        on_loaded(loaded.pretrained)
     bank = build_text_bank(loaded, load_prompt_set("artistic")).embeddings
     encoder = ImageEncoder(loaded.model, loaded.preprocess).to(args.device)
     spec, s = loaded.preprocess, loaded.preprocess.image_size
@@ -113,27 +127,18 @@ def run(args: argparse.Namespace) -> int:
         times["bare"].append(bare())
         times["attack"].append(attack(small))
         times["fwd"].append(forward_only())
-        if not args.no_native:
+        if args.native:
             times["native"].append(attack(native))
     med = {k: statistics.median(v) for k, v in times.items() if v}
     ips = lambda t: args.batch * args.iters / t
     checks = len({0, args.iters} | set(range(args.check_every, args.iters + 1, args.check_every)))
-    t = Table(title=f"foclip bench generate: {args.model} ({loaded.pretrained}), batch {args.batch}, "
-                    f"{args.iters} iters, k={args.check_every}, {args.device}, {torch.get_num_threads()} threads, "
-                    f"median of {args.rounds}")
-    for col in ("path", "image-iters/s", "s per step", "vs bare"):
-        t.add_column(col, justify="right" if col != "path" else "left")
-    t.add_row(f"bare forward+backward ({s}x{s})", f"{ips(med['bare']):.2f}", f"{med['bare'] / args.iters:.3f}", "1.00x")
-    t.add_row(f"attack step ({s}x{s})", f"{ips(med['attack']):.2f}", f"{med['attack'] / args.iters:.3f}",
-              f"{med['attack'] / med['bare']:.2f}x")
+    rows = [(f"bare forward+backward ({s}x{s})", ips(med["bare"]), med["bare"] / args.iters, 1.0),
+            (f"attack step ({s}x{s})", ips(med["attack"]), med["attack"] / args.iters, med["attack"] / med["bare"])]
     if "native" in med:
         sizes = ", ".join(f"{a.shape[1]}x{a.shape[0]}" for a in photos)
-        t.add_row(f"attack step (native: {sizes})", f"{ips(med['native']):.2f}",
-                  f"{med['native'] / args.iters:.3f}", f"{med['native'] / med['bare']:.2f}x")
-    console.print(t)
-    overhead = (med["attack"] / med["bare"] - 1) * 100
-    check_share = checks * med["fwd"] / med["bare"] * 100
-    console.print(f"overhead of the attack step over bare forward+backward: {overhead:+.1f} % "
-                  f"(of which ~{check_share:.1f} % is {checks} best-iterate checks, one forward each; "
-                  f"{checks}/{args.iters} checks here, ~1/k of a forward per step in long runs)", highlight=False)
-    return 0
+        rows.append((f"attack step (native: {sizes})", ips(med["native"]), med["native"] / args.iters,
+                     med["native"] / med["bare"]))
+    return {"rows": [{"path": p, "image_iters_per_s": r, "s_per_step": t, "vs_bare": v} for p, r, t, v in rows],
+            "overhead_pct": (med["attack"] / med["bare"] - 1) * 100,
+            "check_share_pct": checks * med["fwd"] / med["bare"] * 100, "checks": checks,
+            "threads": torch.get_num_threads(), "pretrained": loaded.pretrained}

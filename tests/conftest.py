@@ -6,6 +6,10 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# At most two threads per math library: CI has 2 cores, and on larger machines several test
+# processes (Ray workers, subprocess CLIs) would otherwise each start one thread per core.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "2")
 
 import numpy as np
 import pytest

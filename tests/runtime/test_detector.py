@@ -282,3 +282,12 @@ def test_probe_definitions():
         assert not np.allclose(y, x, atol=1e-3), name
     assert np.array_equal(apply_probe(x, "swap-rb", 1), x[:, ::-1])
     assert set(PROBES) == {"gray", "desat50", "hue90", "hue180", "hue270", "swap-rb"}
+
+
+def test_decoding_in_the_calling_thread_gives_the_same_results(tiny_bundle, det, photos, bad_corpus):
+    items = photos[:3] + [str(p) for p in sorted(bad_corpus.iterdir())[:3]]
+    with Detector.from_bundle(tiny_bundle, batch_size=8, threads=1, decode_workers=0) as inline:
+        got = inline.detect(items)
+        assert inline._pool is None  # no decode threads were started
+    want = det.detect(items)
+    assert [g.to_dict() for g in got] == [w.to_dict() for w in want]
