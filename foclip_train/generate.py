@@ -49,7 +49,7 @@ __all__ = [
     "Job",
     "append_records",
     "batches",
-    "expand_inputs",
+    "collect_inputs",
     "latest_records",
     "load_image",
     "load_resources",
@@ -98,33 +98,29 @@ class Job:
 # ----------------------------------------------------------------------------- planning
 
 
-def expand_inputs(inputs: Iterable[str | os.PathLike[str]], exclude: str | os.PathLike[str] | None = None
-                  ) -> list[Path]:
-    """Files as given plus the image files under each folder (recursive, sorted), deduplicated.
+def collect_inputs(inputs: Iterable[str | os.PathLike[str]], exclude: str | os.PathLike[str] | None = None
+                   ) -> list[Path]:
+    """The runtime's :func:`foclip.runtime.inputs.expand_inputs` (files, folders, globs, @lists),
+    as absolute paths, deduplicated, without anything under ``exclude``.
 
     Args:
-        inputs: files and folders.
+        inputs: files, folders, globs and @lists.
         exclude: a folder whose contents are never taken (the output folder).
 
     Returns:
         Absolute paths in input order. Paths that do not exist are kept so they can be reported.
     """
+    from foclip.runtime.inputs import expand_inputs
+
     ex = Path(exclude).resolve() if exclude is not None else None
     seen: set[Path] = set()
     out: list[Path] = []
-    for raw in inputs:
-        p = Path(raw).expanduser().resolve()
-        if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTS
-                           and not q.name.startswith("."))
-            if ex is not None:
-                found = [q for q in found if ex != q and ex not in q.parents]
-        else:
-            found = [p]
-        for q in found:
-            if q not in seen:
-                seen.add(q)
-                out.append(q)
+    for raw in expand_inputs(str(i) for i in inputs):
+        q = Path(raw).expanduser().resolve()
+        if q in seen or (ex is not None and (q == ex or ex in q.parents)):
+            continue
+        seen.add(q)
+        out.append(q)
     return out
 
 
@@ -158,7 +154,7 @@ def plan_jobs(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLi
     out = Path(out_dir).resolve()
     latest = latest_records(out)
     used_by = {r["name"]: src for src, r in latest.items() if r.get("name")}
-    paths = expand_inputs(inputs, exclude=out)
+    paths = collect_inputs(inputs, exclude=out)
     stems = Counter(_stem(p) for p in paths if str(p) not in latest)
     jobs = []
     for p in paths:
@@ -313,9 +309,7 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, min_s
         img = runtime_load_image(data if data else Path(path), repr(str(path)), limits)
         return data, img.convert("RGB")
     except ItemError as exc:
-        subject, _, rest = exc.message.partition(" | ")
-        problem, _, expected = rest.partition(". Expected ")
-        raise InputError(f"image {subject}", f"{problem} [{exc.code}]", expected.rstrip(".") or None) from exc
+        raise InputError(f"image {exc.subject}", f"{exc.problem} [{exc.code}]", exc.expected) from exc
     except OSError as exc:  # read errors, and decoders failing during convert()
         raise InputError(f"image {str(path)!r}", f"cannot be read or decoded ({exc.__class__.__name__}) [decode_failed]",
                          "a complete image file") from exc

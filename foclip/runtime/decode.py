@@ -66,12 +66,20 @@ ERROR_CODES: dict[str, str] = {
 
 
 class ItemError(Exception):
-    """One item could not be turned into pixels; carries a stable ``code`` and a one-line message."""
+    """One item could not be turned into pixels.
 
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+    Attributes:
+        code: a stable error code (:data:`ERROR_CODES`).
+        subject: what failed (the item's id, quoted).
+        problem: what is wrong with it.
+        expected: what would have worked.
+        message: the one-line ``<subject> | <problem>. Expected <expected>.``
+    """
+
+    def __init__(self, code: str, subject: str, problem: str, expected: str | None = None) -> None:
+        self.code, self.subject, self.problem, self.expected = code, subject, problem, expected
+        self.message = f"{subject} | {problem}." + (f" Expected {expected}." if expected else "")
+        super().__init__(self.message)
 
 
 @dataclass(frozen=True)
@@ -115,15 +123,15 @@ def configure_pil(limits: DecodeLimits) -> None:
 def _check_header(img: Image.Image, subject: str, limits: DecodeLimits) -> None:
     w, h = img.size
     if w * h > limits.max_pixels:
-        raise ItemError("too_many_pixels", f"{subject} | has {w}x{h} = {w * h:,} pixels. "
-                        f"Expected at most {limits.max_pixels:,} pixels (max_pixels)")
+        raise ItemError("too_many_pixels", subject, f"has {w}x{h} = {w * h:,} pixels",
+                        f"at most {limits.max_pixels:,} pixels (max_pixels)")
     short, long = min(w, h), max(w, h)
     if short > 0 and long / short > limits.max_aspect:
-        raise ItemError("extreme_aspect", f"{subject} | is {w}x{h}, aspect ratio {long / short:.0f}:1. "
-                        f"Expected at most {limits.max_aspect:g}:1 (max_aspect)")
+        raise ItemError("extreme_aspect", subject, f"is {w}x{h}, aspect ratio {long / short:.0f}:1",
+                        f"at most {limits.max_aspect:g}:1 (max_aspect)")
     if short < limits.min_side:
-        raise ItemError("too_small", f"{subject} | is {w}x{h} pixels. "
-                        f"Expected a shortest side of at least {limits.min_side} pixels (min_side)")
+        raise ItemError("too_small", subject, f"is {w}x{h} pixels",
+                        f"a shortest side of at least {limits.min_side} pixels (min_side)")
 
 
 _DEFLATE_MAX_RATIO = 1032  # deflate's best case: a 258-byte match in a 2-bit code (RFC 1951)
@@ -188,9 +196,9 @@ def _check_floor(img: Image.Image, subject: str, head: bytes, n_bytes: int) -> N
         need += _jpeg_scan(head)[1]
     if n_bytes < need:
         w, h = img.size
-        raise ItemError("truncated", f"{subject} | declares {w}x{h} pixels but holds only {n_bytes:,} bytes; "
-                        f"a complete {img.format} of that size takes at least {need:,} bytes. "
-                        "Expected a complete image file")
+        raise ItemError("truncated", subject, f"declares {w}x{h} pixels but holds only {n_bytes:,} bytes; "
+                        f"a complete {img.format} of that size takes at least {need:,} bytes",
+                        "a complete image file")
 
 
 def _draft(img: Image.Image, image_size: int, limits: DecodeLimits) -> None:
@@ -257,19 +265,19 @@ def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_b
         img = Image.open(stream, formats=[f for f in FORMATS if f in Image.OPEN])
         capped.cap = None  # identified: decoding may read the rest
     except Image.DecompressionBombError as exc:
-        raise ItemError("too_many_pixels", f"{subject} | was refused by PIL's decompression-bomb guard "
-                        f"({exc}). Expected at most {limits.max_pixels:,} pixels (max_pixels)") from exc
+        raise ItemError("too_many_pixels", subject, f"was refused by PIL's decompression-bomb guard "
+                        f"({exc})", f"at most {limits.max_pixels:,} pixels (max_pixels)") from exc
     except UnidentifiedImageError as exc:
-        raise ItemError("not_an_image", f"{subject} | is not an image PIL can identify. "
-                        "Expected a JPEG, PNG, WebP, GIF, BMP or TIFF file") from exc
+        raise ItemError("not_an_image", subject, "is not an image PIL can identify",
+                        "a JPEG, PNG, WebP, GIF, BMP or TIFF file") from exc
     except (OSError, SyntaxError, EOFError, struct.error) as exc:
         # The header itself ends early: a JPEG cut inside its SOF segment raises "Truncated File Read".
         text = str(exc)
         if "runcated" in text or isinstance(exc, (EOFError, struct.error)):
-            raise ItemError("truncated", f"{subject} | image header ends early ({text}). "
-                            "Expected a complete image file") from exc
-        raise ItemError("decode_failed", f"{subject} | image header cannot be read "
-                        f"({exc.__class__.__name__}: {text}). Expected a valid image file") from exc
+            raise ItemError("truncated", subject, f"image header ends early ({text})",
+                            "a complete image file") from exc
+        raise ItemError("decode_failed", subject, f"image header cannot be read "
+                        f"({exc.__class__.__name__}: {text})", "a valid image file") from exc
     _check_header(img, subject, limits)
     _check_floor(img, subject, head, n_bytes)
     _draft(img, image_size, limits)
@@ -279,15 +287,15 @@ def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_b
         img.load()
         img = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as exc:
-        raise ItemError("too_many_pixels", f"{subject} | was refused by PIL's decompression-bomb guard "
-                        f"({exc}). Expected at most {limits.max_pixels:,} pixels") from exc
+        raise ItemError("too_many_pixels", subject, f"was refused by PIL's decompression-bomb guard "
+                        f"({exc})", f"at most {limits.max_pixels:,} pixels") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         text = str(exc)
         if "truncated" in text or isinstance(exc, EOFError) or "broken data stream" in text:
-            raise ItemError("truncated", f"{subject} | image data ends early ({text}). "
-                            "Expected a complete image file") from exc
-        raise ItemError("decode_failed", f"{subject} | pixels cannot be decoded "
-                        f"({exc.__class__.__name__}: {text}). Expected a valid image file") from exc
+            raise ItemError("truncated", subject, f"image data ends early ({text})",
+                            "a complete image file") from exc
+        raise ItemError("decode_failed", subject, f"pixels cannot be decoded "
+                        f"({exc.__class__.__name__}: {text})", "a valid image file") from exc
     return img
 
 
@@ -296,33 +304,33 @@ def _open_path(path: Path, limits: DecodeLimits, image_size: int = 0) -> Image.I
     try:
         st = os.stat(path)
     except FileNotFoundError as exc:
-        raise ItemError("not_found", f"{subject} | does not exist. Expected an image file") from exc
+        raise ItemError("not_found", subject, "does not exist", "an image file") from exc
     except OSError as exc:
-        raise ItemError("unreadable", f"{subject} | cannot be read ({exc.strerror}). "
-                        "Expected a readable image file") from exc
+        raise ItemError("unreadable", subject, f"cannot be read ({exc.strerror})",
+                        "a readable image file") from exc
     if stat.S_ISDIR(st.st_mode):  # the stat above already says so; no second stat per item
-        raise ItemError("is_directory", f"{subject} | is a folder. Expected an image file "
+        raise ItemError("is_directory", subject, "is a folder", "an image file "
                         "(the CLI expands folders; the API takes files)")
     if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        raise ItemError("unreadable", f"{subject} | is not a regular file. Expected an image file")
+        raise ItemError("unreadable", subject, "is not a regular file", "an image file")
     if st.st_size == 0:
-        raise ItemError("empty_file", f"{subject} | is empty (0 bytes). Expected an image file")
+        raise ItemError("empty_file", subject, "is empty (0 bytes)", "an image file")
     if st.st_size > limits.max_file_bytes:
-        raise ItemError("file_too_large", f"{subject} | is {st.st_size:,} bytes. "
-                        f"Expected at most {limits.max_file_bytes:,} bytes (max_file_bytes)")
+        raise ItemError("file_too_large", subject, f"is {st.st_size:,} bytes",
+                        f"at most {limits.max_file_bytes:,} bytes (max_file_bytes)")
     try:
         # Streamed: PIL reads what it decodes; the file is never held whole in memory.
         with open(path, "rb", buffering=65536) as f:
             return _open_bytes(f, subject, limits, st.st_size, image_size)
     except OSError as exc:  # I/O errors while PIL reads (decode errors are ItemErrors already)
-        raise ItemError("unreadable", f"{subject} | cannot be read ({exc.strerror or exc}). "
-                        "Expected a readable image file") from exc
+        raise ItemError("unreadable", subject, f"cannot be read ({exc.strerror or exc})",
+                        "a readable image file") from exc
 
 
 def _from_array(arr: np.ndarray, subject: str, limits: DecodeLimits) -> Image.Image:
     if arr.dtype != np.uint8 or not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
-        raise ItemError("bad_array", f"{subject} | is {arr.dtype} {tuple(arr.shape)}. "
-                        "Expected a uint8 array of shape (H, W, 3), (H, W, 4) or (H, W)")
+        raise ItemError("bad_array", subject, f"is {arr.dtype} {tuple(arr.shape)}",
+                        "a uint8 array of shape (H, W, 3), (H, W, 4) or (H, W)")
     img = Image.fromarray(np.ascontiguousarray(arr))
     _check_header(img, subject, limits)
     return img
@@ -349,15 +357,15 @@ def load_image(item: Any, subject: str, limits: DecodeLimits, image_size: int = 
         return _open_path(Path(item), limits, image_size)
     if isinstance(item, (bytes, bytearray, memoryview)):
         if len(item) == 0:
-            raise ItemError("empty_file", f"{subject} | is an empty byte string. Expected image file bytes")
+            raise ItemError("empty_file", subject, "is an empty byte string", "image file bytes")
         return _open_bytes(io.BytesIO(item), subject, limits, len(item), image_size)
     if isinstance(item, Image.Image):
         _check_header(item, subject, limits)
         return item
     if isinstance(item, np.ndarray):
         return _from_array(item, subject, limits)
-    raise ItemError("unsupported_item", f"{subject} | is a {type(item).__name__}. "
-                    "Expected a path, bytes, a PIL image or a uint8 numpy array")
+    raise ItemError("unsupported_item", subject, f"is a {type(item).__name__}",
+                    "a path, bytes, a PIL image or a uint8 numpy array")
 
 
 def decode_item(item: Any, subject: str, spec: PreprocessSpec, limits: DecodeLimits) -> np.ndarray:
@@ -385,6 +393,6 @@ def decode_item(item: Any, subject: str, spec: PreprocessSpec, limits: DecodeLim
     except (OSError, ValueError) as exc:
         text = str(exc)
         code = "truncated" if "truncated" in text else "decode_failed"
-        raise ItemError(code, f"{subject} | cannot be resized or converted "
-                        f"({exc.__class__.__name__}: {text}). Expected a valid image") from exc
+        raise ItemError(code, subject, f"cannot be resized or converted "
+                        f"({exc.__class__.__name__}: {text})", "a valid image") from exc
 

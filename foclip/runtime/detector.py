@@ -356,8 +356,8 @@ class Detector:
         except ItemError as exc:
             out = exc
         except Exception as exc:  # noqa: BLE001 - untrusted files make PIL raise many classes
-            out = ItemError("decode_failed", f"{item_id!r} | cannot be decoded "
-                            f"({exc.__class__.__name__}: {exc}). Expected a valid image file")
+            out = ItemError("decode_failed", repr(item_id), f"cannot be decoded ({exc.__class__.__name__}: {exc})",
+                            "a valid image file")
         return out, time.perf_counter() - t0
 
     def _submit(self, pool: ThreadPoolExecutor | None, chunk: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
