@@ -23,17 +23,10 @@ from typing import Any
 
 
 def _photos(n: int) -> list:
-    """n real photos (skimage, cycled) as uint8 HWC arrays; synthetic gradients if skimage is missing."""
-    import numpy as np
+    """n real sample photos (cycled) as uint8 HWC arrays."""
+    from foclip.samples import sample_arrays
 
-    try:
-        from skimage import data
-
-        base = [getattr(data, k)() for k in ("astronaut", "chelsea", "coffee", "rocket")]
-    except ImportError:  # pragma: no cover - dev extra missing
-        yy, xx = np.mgrid[0:384, 0:512]
-        base = [np.stack([(xx + 40 * i) % 256, (yy * 2) % 256, (xx + yy) % 256], -1).astype(np.uint8)
-                for i in range(4)]
+    base = list(sample_arrays(4).values())
     return [base[i % len(base)] for i in range(n)]
 
 

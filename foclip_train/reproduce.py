@@ -94,7 +94,7 @@ class ReproduceConfig:
         model: open_clip model name.
         pretrained: open_clip tag, checkpoint file, ``reference`` or ``random``.
         images: image files/folders; empty: the sample photos that ship with scikit-image,
-            scikit-learn and matplotlib (:func:`foclip.exporter.photos.parity_photos`).
+            scikit-learn and matplotlib (:func:`foclip.samples.sample_photos`).
         max_images: at most this many sample photos (ignored when ``images`` are given).
         prompt_sets: the prompt sets of Table 1.
         attack: the FoCLIP knobs (default: the paper's model-view setting, 1000 steps).
@@ -354,11 +354,11 @@ def prepare_inputs(cfg: ReproduceConfig, out: Path) -> list[str]:
     """
     if cfg.images:
         return list(cfg.images)
-    from foclip.exporter.photos import parity_photos
+    from foclip.samples import sample_photos
 
     folder = out / "inputs"
     if not folder.is_dir() or not any(folder.glob("*.png")):
-        for name, img in parity_photos(cfg.max_images):
+        for name, img in sample_photos(cfg.max_images):
             buf = io.BytesIO()
             img.convert("RGB").save(buf, format="PNG")
             atomic_write_bytes(folder / f"{name.replace(':', '_')}.png", buf.getvalue())

@@ -20,11 +20,12 @@ def _photos(resize: int = 0) -> dict:
     import numpy as np
     import torch
     from PIL import Image
-    from skimage import data
+
+    from foclip.samples import sample_arrays, short_name
 
     out = {}
-    for n in ("astronaut", "chelsea", "coffee", "rocket"):
-        arr = getattr(data, n)()
+    for key, arr in sample_arrays(4).items():
+        n = short_name(key)
         if resize:
             arr = np.asarray(Image.fromarray(arr).resize((resize, resize), Image.BICUBIC))
         out[n] = torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()

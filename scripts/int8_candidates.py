@@ -51,14 +51,14 @@ def main() -> None:
 
     from foclip.exporter import convert, onnx_export
     from foclip.exporter.parity import cosine_rows
-    from foclip.exporter.photos import parity_photos
     from foclip.models import ImageEncoder, load_clip
     from foclip.runtime.preprocess import to_pixels
+    from foclip.samples import sample_photos
     from foclip.scoring import to_gray
 
     clip = load_clip(args.model, args.pretrained, device="cpu", seed=0)
     enc = ImageEncoder(clip.model, clip.preprocess).eval()
-    photos = parity_photos(8)
+    photos = sample_photos(8)
     color = np.stack([to_pixels(img, clip.preprocess) for _, img in photos])
     x = np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
     bench = np.concatenate([x] * (args.batch // len(x) + 1))[:args.batch]

@@ -11,50 +11,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "cat", "hubble_deep_field",
-                  "immunohistochemistry", "retina", "motorcycle_left")
-
 
 def sample_photos() -> dict[str, np.ndarray]:
-    """The available sample photos as uint8 RGB arrays, by name.
-
-    Returns:
-        name -> (H, W, 3) uint8.
+    """Every available sample photo (:func:`foclip.samples.sample_arrays`), by short name.
 
     Raises:
         MissingExtraError: scikit-image is not installed.
     """
-    from foclip.errors import require
+    from foclip.samples import sample_arrays, short_name
 
-    data = require("skimage.data", "dev")
-    photos: dict[str, np.ndarray] = {}
-    for name in SKIMAGE_PHOTOS:
-        fn = getattr(data, name, None)
-        if fn is None:
-            continue
-        try:
-            arr = fn()
-        except Exception:  # noqa: BLE001, S112 - some skimage images need pooch downloads; skip them
-            continue
-        if isinstance(arr, tuple):  # stereo pairs
-            arr = arr[0]
-        if arr.ndim == 3 and arr.shape[2] == 3 and arr.dtype == np.uint8:
-            photos[name] = arr
-    try:
-        from sklearn.datasets import load_sample_images
-
-        for fname, img in zip(load_sample_images().filenames, load_sample_images().images):
-            photos[Path(fname).stem] = np.asarray(img, dtype=np.uint8)
-    except ImportError:
-        pass
-    try:
-        from matplotlib import cbook
-
-        with Image.open(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False)) as im:
-            photos["grace_hopper"] = np.asarray(im.convert("RGB"))
-    except (ImportError, OSError):
-        pass
-    return photos
+    return {short_name(k): v for k, v in sample_arrays().items()}
 
 
 def write_sample_images(out_dir: str | Path, count: int, seed: int = 0) -> list[Path]:

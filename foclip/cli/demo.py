@@ -32,30 +32,12 @@ def write_sample_photos(folder: Path) -> list[Path]:
     Returns:
         The written files (existing ones are kept).
     """
-    import numpy as np
     from PIL import Image
 
+    from foclip.samples import sample_arrays, short_name
+
     folder.mkdir(parents=True, exist_ok=True)
-    photos: dict[str, np.ndarray] = {}
-    from skimage import data
-
-    for name in ("astronaut", "chelsea", "coffee", "rocket"):
-        photos[name] = getattr(data, name)()
-    try:
-        from sklearn.datasets import load_sample_images
-
-        samples = load_sample_images()  # loads every image: once, not once per attribute
-        for fname, arr in zip(samples.filenames, samples.images):
-            photos[Path(fname).stem] = arr
-    except ImportError:
-        pass
-    try:
-        from matplotlib import cbook
-
-        with cbook.get_sample_data("grace_hopper.jpg") as f:
-            photos["grace_hopper"] = np.asarray(Image.open(f).convert("RGB"))
-    except (ImportError, OSError):
-        pass
+    photos = {short_name(k): v for k, v in sample_arrays(7).items()}
     out = []
     for name, arr in photos.items():
         path = folder / f"{name}.png"

@@ -219,11 +219,11 @@ class _Exporter:
 
     def reference_pixels(self) -> np.ndarray:
         """float32 colour + gray rows of the parity photos (static int8 calibration input)."""
-        from foclip.exporter.photos import parity_photos
         from foclip.runtime.preprocess import to_pixels
+        from foclip.samples import sample_photos
         from foclip.scoring import to_gray
 
-        color = np.stack([to_pixels(img, self.clip.preprocess) for _, img in parity_photos(8)])
+        color = np.stack([to_pixels(img, self.clip.preprocess) for _, img in sample_photos(8)])
         return np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
 
     def write_reference(self, n_photos: int = 4, n_prompts: int = 8) -> ReferenceSpec:
@@ -231,12 +231,12 @@ class _Exporter:
         embeddings, so any machine can check a graph where it runs (``foclip inspect --verify``)."""
         import torch
 
-        from foclip.exporter.photos import parity_photos
         from foclip.runtime.preprocess import to_uint8
+        from foclip.samples import sample_photos
         from foclip.scoring import to_gray
 
         c = self.clip
-        photos = parity_photos(n_photos)
+        photos = sample_photos(n_photos)
         u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
         color = u8.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
         pixels = np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
@@ -281,15 +281,15 @@ class _Exporter:
         import torch
 
         from foclip.exporter import parity
-        from foclip.exporter.photos import parity_photos
         from foclip.prompts import imagenet_prompts
         from foclip.runtime.preprocess import to_pixels, to_uint8
         from foclip.runtime.tokenizer import load_tokenizer
+        from foclip.samples import sample_photos
         from foclip.scoring import to_gray
 
         c, cfg, tmp = self.clip, self.cfg, self.tmp
         self.log("checking parity with PyTorch (ONNX Runtime CPU; batch sizes 1, 3, 16)")
-        photos = parity_photos(8)
+        photos = sample_photos(8)
         color = np.stack([to_pixels(img, c.preprocess) for _, img in photos])
         pixels = np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
         while len(pixels) < 16:  # keep batch 16 meaningful when fewer photos are installed
