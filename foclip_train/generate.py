@@ -334,7 +334,7 @@ def score_files(paths: Sequence[Path], loaded, text_bank, scale: float) -> list[
     Args:
         paths: image files.
         loaded: the :class:`foclip.models.LoadedClip`.
-        text_bank: the :class:`foclip_train.text_bank.TextBank`.
+        text_bank: the :class:`foclip_train.text_bank.TorchTextBank`.
         scale: w, the CLIPscore scale.
 
     Returns:
@@ -398,7 +398,7 @@ def process_batch(jobs: Sequence[Job], cfg: GenerateConfig, loaded, text_bank,
         jobs: the batch (any size; all optimised together).
         cfg: the run's config.
         loaded: the :class:`foclip.models.LoadedClip` (frozen, eval, on its device).
-        text_bank: the :class:`foclip_train.text_bank.TextBank` on the same device.
+        text_bank: the :class:`foclip_train.text_bank.TorchTextBank` on the same device.
         on_step: progress callback forwarded to :func:`foclip_train.attack.foclip_attack`.
 
     Returns:
@@ -487,7 +487,7 @@ def load_resources(cfg: GenerateConfig):
     """Load the model and embed the prompt set as ``cfg`` says.
 
     Returns:
-        ``(LoadedClip, TextBank)`` on the resolved device.
+        ``(LoadedClip, TorchTextBank)`` on the resolved device.
 
     Raises:
         ModelError, InputError: from the model loader and the prompt-set reader.
@@ -517,7 +517,7 @@ def run_generate(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
         inputs: image files and folders.
         out_dir: the output folder (created).
         cfg: the run's config.
-        resources: ``(LoadedClip, TextBank)`` already loaded, or None to load them.
+        resources: ``(LoadedClip, TorchTextBank)`` already loaded, or None to load them.
         on_step: per-step progress callback.
         on_batch: called with each batch's records after they are appended.
         jobs: the jobs already planned by :func:`plan_jobs` for these inputs (planned here when None).

@@ -11,8 +11,9 @@ from foclip.prompts import PromptSet
 
 
 @dataclass(frozen=True)
-class TextBank:
-    """A prompt set and its L2-normalised embeddings (P, D), float32, on the model's device."""
+class TorchTextBank:
+    """A prompt set and its L2-normalised embeddings (P, D), float32 torch tensor, on the model's
+    device: the attack's counterpart of the runtime's numpy :class:`foclip.runtime.TextBank`."""
 
     prompt_set: PromptSet
     embeddings: torch.Tensor
@@ -22,7 +23,7 @@ class TextBank:
         return self.embeddings.device
 
 
-def build_text_bank(loaded: LoadedClip, prompt_set: PromptSet, chunk: int = 256) -> TextBank:
+def build_text_bank(loaded: LoadedClip, prompt_set: PromptSet, chunk: int = 256) -> TorchTextBank:
     """Embed every prompt, in prompt order, on the model's device.
 
     Args:
@@ -41,4 +42,4 @@ def build_text_bank(loaded: LoadedClip, prompt_set: PromptSet, chunk: int = 256)
         for start in range(0, len(prompts), chunk):
             tokens = loaded.tokenizer(prompts[start:start + chunk]).to(device)
             parts.append(encoder(tokens).float())
-    return TextBank(prompt_set, torch.cat(parts))
+    return TorchTextBank(prompt_set, torch.cat(parts))
