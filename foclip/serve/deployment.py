@@ -19,6 +19,7 @@ Importing this module imports Ray Serve and FastAPI (the ``serve`` extra).
 # No `from __future__ import annotations`: FastAPI must see real annotations on the ingress methods.
 
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -142,14 +143,20 @@ class FoclipDetector:
         self._info = plain_json(self.detector.info())
         self.metrics = RayMetrics(float(find_key(self._info, "score_scale", 100.0)))
         self._trim = _libc_trim()
+        self._batch_sizes: dict[int, int] = {}  # batch size -> how many batches ran at that size
 
     def info(self) -> dict[str, Any]:
         """The detector's info (manifest summary, calibration, limits)."""
         return self._info
 
+    def batch_sizes(self) -> dict[int, int]:
+        """How many batches this replica ran at each size (Serve's batcher at work)."""
+        return dict(self._batch_sizes)
+
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def _detect_batch(self, items: list[Item]) -> list[dict[str, Any]]:
         self.metrics.batch(len(items))
+        self._batch_sizes[len(items)] = self._batch_sizes.get(len(items), 0) + 1
         # The detector is synchronous and CPU/GPU bound: run it off the event loop so the replica
         # keeps accepting requests (and answering health checks) while a batch runs.
         results = await asyncio.to_thread(self._detect_and_trim, items)
@@ -196,6 +203,7 @@ class FoclipIngress:
                                      cfg.api_key_sha256, self.metrics)
         self.service.retry_after_s = cfg.retry_after_s
         self._id = uuid.uuid4().hex
+        self._batching: dict[str, Any] = {}
         self._drain = None
         self._poller: Any = None
         if cfg.drain_actor:
@@ -245,6 +253,7 @@ class FoclipIngress:
         c = self.cfg
         return {
             "detector": self._detector_info,
+            "batching": self._batching,
             "service": {
                 "replicas": c.replicas, "gpus_per_replica": c.gpus_per_replica, "max_batch": c.max_batch,
                 "batch_wait_ms": c.batch_wait_ms, "max_ongoing_requests": c.resolved_max_ongoing,
@@ -263,7 +272,11 @@ class FoclipIngress:
 
     @api.get("/v1/info")
     async def info(self, request: Request) -> JSONResponse:
-        """The bundle's manifest summary, calibration and service limits."""
+        """The bundle's manifest summary, calibration, service limits and one replica's batch sizes."""
+        with contextlib.suppress(Exception):  # a replica that is busy or gone must not fail /v1/info
+            sizes = await asyncio.wait_for(self.detector.batch_sizes.remote(), timeout=2.0)
+            self._batching = {"batch_sizes": {str(k): v for k, v in sorted(sizes.items())},
+                              "max_batch_seen": max(sizes, default=0), "note": "one replica's view"}
         return respond_info(self.service, request)
 
     @api.get("/healthz")

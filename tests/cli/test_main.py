@@ -12,7 +12,8 @@ def test_help_lists_commands(capsys):
     assert exc.value.code == 0
     out = capsys.readouterr().out
     assert "foclip" in out
-    for command in ("demo", "generate", "export", "inspect", "build-engine", "detect", "calibrate", "bench"):
+    for command in ("demo", "generate", "export", "inspect", "build-engine", "detect", "calibrate", "serve", "bench",
+                    "reproduce"):
         assert command in out, command
 
 

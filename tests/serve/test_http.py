@@ -155,8 +155,11 @@ def test_too_many_images_is_413(client, uploads):
 
 def test_multipart_without_files_is_400(client):
     http, _ = client
-    r = http.post("/v1/detect", data={"note": "no files here"}, files=[])
-    assert r.status_code in (400, 415)  # httpx sends urlencoded when there are no files
+    r = http.post("/v1/detect", data={"note": "no files here"})  # urlencoded: not a media type we take
+    assert r.status_code == 415
+    body = b'--x\r\nContent-Disposition: form-data; name="note"\r\n\r\nno files here\r\n--x--\r\n'
+    r = http.post("/v1/detect", content=body, headers={"content-type": "multipart/form-data; boundary=x"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "no_images"  # multipart, but no file part
     r = http.post("/v1/detect", content=b"--x--\r\n", headers={"content-type": "multipart/form-data; boundary=x"})
     assert r.status_code == 400
 

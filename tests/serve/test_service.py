@@ -41,7 +41,25 @@ def http(service):
 
 
 def test_binds_loopback(service):
-    assert service.url.startswith("http://127.0.0.1:")
+    """The HTTP port answers on 127.0.0.1 and is closed on the machine's other addresses."""
+    import socket
+    from urllib.parse import urlparse
+
+    port = urlparse(service.url).port
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("10.255.255.255", 1))  # no packet is sent; picks the outward interface
+        external = probe.getsockname()[0]
+    except OSError:
+        external = "127.0.0.1"
+    finally:
+        probe.close()
+    if external.startswith("127."):
+        pytest.skip("this machine has no non-loopback address to probe")
+    with pytest.raises(OSError):
+        socket.create_connection((external, port), timeout=5).close()
 
 
 def test_good_image(http, uploads):
@@ -90,6 +108,9 @@ def test_concurrent_callers_are_batched(http, uploads):
     with cf.ThreadPoolExecutor(16) as pool:
         codes = list(pool.map(one, range(48)))
     assert codes == [200] * 48
+    batching = http.get("/v1/info").json()["batching"]
+    assert batching["max_batch_seen"] > 1, batching  # Serve's batcher merged concurrent requests
+    assert sum(int(k) * v for k, v in batching["batch_sizes"].items()) >= 48
 
 
 def test_info_and_healthz(service, http):
