@@ -6,6 +6,12 @@ its embedding aligns with every prompt of a set at once. For an image ``x`` and 
 
     loss(x) = -mean_i c_i  +  alpha * var_i c_i  +  beta * guard(x)
 
+An **adaptive** attacker (``AttackConfig.adaptive``, issue "open questions") also knows the
+detector: it adds ``gamma * -mean_k mean_i cos(E_I(probe_k(x)), E_T(p_i))`` for the detector's
+colour-space probes (``gray`` for the paper's grayscale rule), so the gray (or hue-rotated…) copy
+stays aligned and the drop the detector looks for shrinks. The probe copies ride in the same
+encoder call as the colour views.
+
 ``var`` is the population variance over the prompts (it keeps the alignment even, instead of
 buying a high mean with a few prompts), and ``guard(x)`` is the mean over the image's pixels of
 ``ReLU(-x) + ReLU(x - 1)`` (how far, on average, the pixels stray outside [0, 1]). Because the
@@ -62,10 +68,12 @@ __all__ = [
     "clipscore_torch",
     "embed_images",
     "foclip_attack",
+    "adaptive_term",
     "foclip_loss",
     "lift_to_input",
     "native_lr_scale",
     "pixel_guard",
+    "probe_torch",
     "quantize",
 ]
 
@@ -127,6 +135,29 @@ def foclip_loss(cos: torch.Tensor, guard: torch.Tensor, alpha: float, beta: floa
         (B,) losses; sum them for a batch so that images stay independent.
     """
     return -cos.mean(dim=1) + alpha * cos.var(dim=1, correction=0) + beta * guard
+
+
+def adaptive_term(probe_emb: torch.Tensor, text_bank: torch.Tensor, n: int) -> torch.Tensor:
+    """Per-image adaptive term: minus the mean cosine of each probe copy, averaged over the probes.
+
+    Args:
+        probe_emb: (K * B, D) embeddings of K probe copies of the B images, probe-major.
+        text_bank: (P, D) prompt embeddings.
+        n: B.
+
+    Returns:
+        (B,) values to add (times gamma) to the FoCLIP loss.
+    """
+    cos = (probe_emb @ text_bank.T).mean(dim=1).reshape(-1, n)  # (K, B)
+    return -cos.mean(dim=0)
+
+
+def probe_torch(x: torch.Tensor, name: str) -> torch.Tensor:
+    """The colour-space probe :func:`foclip.scoring.apply_probe` in torch (differentiable)."""
+    from foclip.scoring import PROBES
+
+    m = torch.as_tensor(PROBES[name], dtype=x.dtype, device=x.device)
+    return torch.einsum("ij,bjhw->bihw", m, x).clamp(0.0, 1.0)
 
 
 def clipscore_torch(image_emb: torch.Tensor, text_bank: torch.Tensor, scale: float) -> torch.Tensor:
@@ -302,10 +333,15 @@ def foclip_attack(
         if native and step == 1:
             for v in views:
                 v.retain_grad()
-        emb = embed_images(views, image_encoder, image_size, interpolation, cfg.amp)
-        cos = emb @ text_bank.T
+        # Adaptive attacker: the probe copies of each model view ride in the same encoder call.
+        probed = [probe_torch(resize_crop(v, image_size, interpolation), a) for a in cfg.adaptive for v in views]
+        emb = embed_images([*views, *probed], image_encoder, image_size, interpolation, cfg.amp)
+        cos = emb[:n] @ text_bank.T
         guard = torch.stack([pixel_guard(p) for p in pixels])
-        foclip_loss(cos, guard, cfg.alpha, cfg.beta).sum().backward()
+        loss = foclip_loss(cos, guard, cfg.alpha, cfg.beta)
+        if cfg.adaptive:
+            loss = loss + cfg.adaptive_weight * adaptive_term(emb[n:], text_bank, n)
+        loss.sum().backward()
         if native and step == 1:
             for i, (p, v) in enumerate(zip(pixels, views)):
                 lrs[i] = cfg.lr * native_lr_scale(v.grad, p.grad, image_size, interpolation)

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from foclip.errors import InputError
-from foclip.scoring import DEFAULT_SCALE
+from foclip.scoring import DEFAULT_SCALE, PROBES
 
 AMP_NAMES = ("none", "bf16", "fp16")
 SPACES = ("native", "model")
@@ -38,6 +38,11 @@ class AttackConfig:
         output: size of the returned image: ``input`` (the input's width x height) or ``model``
             (the S x S view; only with ``space="model"``). In ``model`` space with ``input`` output
             the optimised perturbation is lifted back onto the input (:func:`lift_to_input`).
+        adaptive: colour-space probes (:data:`foclip.scoring.PROBES`) whose copies of the image the
+            attacker keeps aligned too: ``("gray",)`` is an attacker who knows the grayscale
+            detector; the multi-probe detector's probes adapt it to that one. Empty: the paper's
+            attack.
+        adaptive_weight: gamma, the weight of the probes' alignment term.
     """
 
     iters: int = 1000
@@ -50,8 +55,11 @@ class AttackConfig:
     amp: str = "none"
     space: str = "native"
     output: str = "input"
+    adaptive: tuple[str, ...] = ()
+    adaptive_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "adaptive", tuple(self.adaptive))  # a list from JSON or a caller
         checks = [
             ("iters", self.iters >= 0, "an integer >= 0"),
             ("lr", self.lr > 0 and math.isfinite(self.lr), "a finite number > 0"),
@@ -63,6 +71,10 @@ class AttackConfig:
             ("amp", self.amp in AMP_NAMES, f"one of {', '.join(AMP_NAMES)}"),
             ("space", self.space in SPACES, f"one of {', '.join(SPACES)}"),
             ("output", self.output in OUTPUTS, f"one of {', '.join(OUTPUTS)}"),
+            ("adaptive", all(a in PROBES for a in self.adaptive) and len(set(self.adaptive)) == len(self.adaptive),
+             f"distinct probe names from {', '.join(PROBES)}"),
+            ("adaptive_weight", self.adaptive_weight >= 0 and math.isfinite(self.adaptive_weight),
+             "a finite number >= 0"),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -39,6 +39,11 @@ def add_parser(sub) -> None:
                    help="CLIPscore scale w: 100 (torchmetrics) or 2.5 (Hessel et al.) (default: %(default)s)")
     p.add_argument("--amp", choices=("none", "bf16", "fp16"), default=d.amp,
                    help="autocast of the image encoder during optimisation (default: %(default)s)")
+    p.add_argument("--adaptive", default="none", metavar="PROBES",
+                   help="an attacker who knows the detector: also keep these probe copies aligned, e.g. gray "
+                        "(the grayscale rule) or gray,hue180,swap-rb (the multi-probe detector); default none")
+    p.add_argument("--adaptive-weight", type=float, default=d.adaptive_weight,
+                   help="gamma, weight of the adaptive term (default: %(default)s)")
     p.add_argument("--space", choices=("native", "model"), default=d.space,
                    help="where the pixels are optimised: native (input resolution, lr rescaled so a step moves "
                         "the model view as in model space) or model (the resized+cropped S x S view, the "
@@ -72,7 +77,9 @@ def config_from_args(args: argparse.Namespace):
 
     attack = AttackConfig(iters=args.iters, lr=args.lr, momentum=args.momentum, alpha=args.alpha,
                           beta=args.beta, check_every=args.check_every, score_scale=args.score_scale,
-                          amp=args.amp, space=args.space, output=args.output)
+                          amp=args.amp, space=args.space, output=args.output,
+                          adaptive=tuple(a.strip() for a in args.adaptive.split(",") if a.strip() and a.strip() != "none"),
+                          adaptive_weight=args.adaptive_weight)
     return GenerateConfig(model=args.model, pretrained=args.pretrained, prompts=args.prompts, attack=attack,
                           batch=args.batch, seed=args.seed, device=args.device)
 
