@@ -65,10 +65,10 @@ from foclip_train.config import AttackConfig
 __all__ = [
     "AttackConfig",
     "AttackResult",
+    "adaptive_term",
     "clipscore_torch",
     "embed_images",
     "foclip_attack",
-    "adaptive_term",
     "foclip_loss",
     "lift_to_input",
     "native_lr_scale",
