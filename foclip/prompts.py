@@ -17,6 +17,9 @@ from foclip.manifest import sha256_text
 
 _DATA = Path(__file__).parent / "data"
 BUILTIN = ("artistic", "imagenet-N")
+# Sets in the vocabulary of the reference CLIP (`--pretrained reference`), from its data card.
+REFERENCE_SETS = {"clipart": "clipart.txt", "clipart-heldout": "clipart_heldout.txt"}
+BUILTIN += tuple(REFERENCE_SETS)
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,8 @@ def load_prompt_set(spec: str, seed: int = 0) -> PromptSet:
     """
     if spec == "artistic":
         return PromptSet("artistic", tuple(_read_lines(_DATA / "artistic.txt")))
+    if spec in REFERENCE_SETS:
+        return PromptSet(spec, tuple(_read_lines(_DATA / REFERENCE_SETS[spec])))
     m = re.fullmatch(r"imagenet-(\d+)", spec)
     if m:
         return PromptSet(spec, tuple(imagenet_prompts(int(m.group(1)), seed)))

@@ -18,6 +18,7 @@ COMMANDS = (
     ("calibrate", "calibrate"),
     ("serve", "serve"),
     ("bench", "bench"),
+    ("reference", "reference"),
 )
 
 
