@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
                       TimeElapsedColumn(), console=console, transient=True) as bar:
             task = bar.add_task("rendering images", total=None)
 
-            def on_data(done: int, total: int) -> None:
+            def on_data(done: int, total: int, task=task) -> None:
                 bar.update(task, completed=done, total=total)
 
             card = run_build(ReferenceBuild(model, args.work, args.out, args.epochs, args.seed), on_data,

@@ -12,8 +12,8 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from foclip_train.reference.data import BuildConfig, build_dataset
 from foclip_train.reference.train import Recipe, recipe_for, run_trainer, to_safetensors, training_curve
@@ -37,7 +37,7 @@ class ReferenceBuild:
     out: Path
     epochs: int | None = None
     seed: int = 0
-    data: BuildConfig = BuildConfig()
+    data: BuildConfig = dataclasses.field(default_factory=BuildConfig)
 
 
 def _recipe(b: ReferenceBuild) -> Recipe:
@@ -65,40 +65,59 @@ def run_build(b: ReferenceBuild, on_data: Callable[[int, int], None] | None = No
     data_dir = b.work / "data"
     t0 = time.perf_counter()
     say("data")
-    report = build_dataset(data_dir, dataclasses.replace(b.data, seed=b.seed), on_data)
+    build_dataset(data_dir, dataclasses.replace(b.data, seed=b.seed), on_data)
     t_data = time.perf_counter() - t0
     say("train (open_clip_train)")
     name = f"{b.model}-s{b.seed}-e{recipe.epochs}"
     ckpt = run_trainer(recipe, data_dir, b.work / "logs", name)
     t_train = time.perf_counter() - t0 - t_data
     say("convert + evaluate")
-    weights = b.out / f"{b.model}.safetensors"
+    return finish(b.model, recipe, ckpt, data_dir, b.out,
+                  {"data": round(t_data, 1), "train_this_call": round(t_train, 1)})
+
+
+def finish(model: str, recipe: Recipe, ckpt: Path, data_dir: Path, out: Path, wall: dict) -> dict:
+    """Convert a finished trainer run to fp16 safetensors, evaluate it and write its card and curve.
+
+    Args:
+        model: the reference model name.
+        recipe: the recipe it was trained with.
+        ckpt: the trainer's last ``epoch_N.pt`` (its run folder is two levels up).
+        data_dir: the data folder it was trained on.
+        out: where ``<model>.safetensors``, ``<model>.json`` and ``<model>-curve.png`` go.
+        wall: wall times measured by the caller (seconds).
+
+    Returns:
+        The card dict.
+    """
+    run_dir = ckpt.parent.parent
+    report = json.loads((data_dir / "data_card.json").read_text())
+    weights = out / f"{model}.safetensors"
     sha = to_safetensors(ckpt, weights)
-    metrics = evaluate_file(b.model, weights, data_dir / "heldout.csv")
-    curve = training_curve(b.work / "logs" / name)
+    metrics = evaluate_file(model, weights, data_dir / "heldout.csv")
+    curve = training_curve(run_dir)
     card = {
-        "model": b.model,
+        "model": model,
         "weights": weights.name,
         "sha256": sha,
         "bytes": weights.stat().st_size,
         "dtype": "float16",
         "recipe": dataclasses.asdict(recipe),
         "trainer": "open_clip_train.main (open_clip_torch[training]), --device cpu --precision fp32",
-        "steps": recipe.epochs * (report.counts["train"] // recipe.batch_size),
-        "data": {"train_pairs": report.counts["train"], "heldout_pairs": report.counts["heldout"],
-                 "skipped": report.skipped},
-        "wall_s": {"data": round(t_data, 1), "train_this_call": round(t_train, 1),
-                   "train_log": _trainer_wall(b.work / "logs" / name / "out.log")},
+        "steps": recipe.epochs * (report["splits"]["train"] // recipe.batch_size),
+        "data": {"train_pairs": report["splits"]["train"], "heldout_pairs": report["splits"]["heldout"],
+                 "skipped": report["skipped"]},
+        "wall_s": {**wall, "train_log": _trainer_wall(run_dir / "out.log")},
         "cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical cores",
         "heldout": metrics,
         "curve": curve,
     }
-    b.out.mkdir(parents=True, exist_ok=True)
-    tmp = b.out / f"{b.model}.json.tmp"
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f"{model}.json.tmp"
     tmp.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp, b.out / f"{b.model}.json")
+    os.replace(tmp, out / f"{model}.json")
     try:
-        plot_curve(curve, b.out / f"{b.model}-curve.png", b.model)
+        plot_curve(curve, out / f"{model}-curve.png", model)
     except ImportError:
         pass  # matplotlib (extra `plots`) is optional; the numbers are in the JSON
     return card

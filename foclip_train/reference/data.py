@@ -22,9 +22,9 @@ import re
 import unicodedata
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -244,7 +244,7 @@ def render_emoji(cp: int, font: ImageFont.FreeTypeFont, size: int) -> Image.Imag
 
 
 # ------------------------------------------------------------------------------------------- build
-def build_dataset(out: Path, cfg: BuildConfig = BuildConfig(),  # noqa: B008 - frozen
+def build_dataset(out: Path, cfg: BuildConfig = BuildConfig(),
                   progress: Callable[[int, int], None] | None = None) -> BuildReport:
     """Render every pair, split by image and write the CSVs and the data card (resumable).
 
@@ -253,7 +253,7 @@ def build_dataset(out: Path, cfg: BuildConfig = BuildConfig(),  # noqa: B008 - f
 
     Args:
         out: output folder (created).
-        cfg: the build's knobs.
+        cfg: the build's knobs (None: the defaults).
         progress: called as ``progress(done, total)`` after each image.
 
     Returns:
@@ -262,6 +262,7 @@ def build_dataset(out: Path, cfg: BuildConfig = BuildConfig(),  # noqa: B008 - f
     Raises:
         InputError: a Debian source package is missing, or the held-out fraction is below 0.10.
     """
+    cfg = cfg or BuildConfig()
     if not 0.10 <= cfg.heldout_fraction < 0.5:
         raise InputError("heldout_fraction", f"is {cfg.heldout_fraction}", "a value in [0.10, 0.5)")
     check_sources(cfg)
@@ -306,7 +307,7 @@ def _render(pair: Pair, cfg: BuildConfig, font: ImageFont.FreeTypeFont | None) -
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             if pair.source == "openclipart":
                 return render_clipart(cfg.clipart_root / pair.key, cfg.image_size, cfg.max_pixels)
-            return render_emoji(int(pair.key[2:], 16), font, cfg.image_size)
+            return render_emoji(int(pair.key.removeprefix("U+"), 16), font, cfg.image_size)
     except (OSError, ValueError, Image.DecompressionBombWarning, Image.DecompressionBombError):
         return None  # one unreadable file must not end the build; counted as skipped
 
@@ -365,8 +366,9 @@ def data_card_markdown(card: dict) -> str:
     """The data card as Markdown."""
     lines = ["# Reference CLIP data card", "", "| package | licence |", "|---|---|"]
     lines += [f"| {s['package']} | {s['licence']} |" for s in card["sources"]]
-    lines += ["", f"Pairs: {card['pairs']} (train {card['splits']['train']}, held-out "
-              f"{card['splits']['heldout']}, split by image); unique captions: {card['unique_captions']}.",
+    pairs = (f"Pairs: {card['pairs']} (train {card['splits']['train']}, held-out "
+             f"{card['splits']['heldout']}, split by image); unique captions: {card['unique_captions']}.")
+    lines += ["", pairs,
               f"Skipped: {card['skipped'] or 'none'}.", "",
               "| category | train | held-out | caption examples |", "|---|---|---|---|"]
     for cat, n in card["per_category"].items():
