@@ -25,6 +25,9 @@ _DATA = Path(__file__).parent / "data"
 BUILTIN = ("masterpieces", "artistic", "imagenet-N")
 IMAGENET_TEMPLATE = "a photo of a {}."
 IMAGENET_CLASSES_FILE = "imagenet_classes.txt"
+# Sets in the vocabulary of the reference CLIP (`--pretrained reference`), from its data card.
+REFERENCE_SETS = {"clipart": "clipart.txt", "clipart-heldout": "clipart_heldout.txt"}
+BUILTIN += tuple(REFERENCE_SETS)
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ def load_prompt_set(spec: str, seed: int = 0) -> PromptSet:
     del seed  # the built-in sets are fixed (issue 11: the same set for every seed)
     if spec in ("artistic", "masterpieces"):
         return PromptSet(spec, tuple(_read_lines(_DATA / f"{spec}.txt")))
+    if spec in REFERENCE_SETS:
+        return PromptSet(spec, tuple(_read_lines(_DATA / REFERENCE_SETS[spec])))
     m = re.fullmatch(r"imagenet-(\d+)", spec)
     if m:
         return PromptSet(spec, tuple(imagenet_prompts(int(m.group(1)))))

@@ -1,4 +1,4 @@
-"""`foclip demo`: the main job end to end on real sample photos, offline, with random weights.
+"""`foclip demo`: the main job end to end on real sample photos, offline, with foclip's reference CLIP.
 
 generate (FoCLIP set) -> export (bundle) -> calibrate (thresholds) -> detect (JSONL), each step
 through its own CLI command so the demo exercises exactly what users run. Reruns resume: generate
@@ -16,7 +16,12 @@ from foclip.cli.common import console, random_weights_notice
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="run generate -> export -> calibrate -> detect on sample photos (offline)")
     p.add_argument("--out", default="demo_out", type=Path, help="output folder (default: %(default)s)")
-    p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default: %(default)s)")
+    p.add_argument("--model", default="foclip-ref-vit", help="open_clip model name (default: %(default)s)")
+    p.add_argument("--pretrained", default="reference",
+                   help="`reference` (foclip's trained CLIP, offline), `random`, a tag or a file "
+                        "(default: %(default)s)")
+    p.add_argument("--prompts", default=None,
+                   help="prompt set (default: `clipart` with --pretrained reference, else `artistic`)")
     p.add_argument("--iters", type=int, default=30,
                    help="FoCLIP steps per image (default: %(default)s; the paper uses 1000)")
     p.add_argument("--quick", action="store_true", help="tiny random model and 10 steps (seconds, for smoke tests)")
@@ -128,19 +133,21 @@ def _bundle_ok(bundle: Path, model: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     model, iters = ("foclip-tiny", 10) if args.quick else (args.model, args.iters)
-    random_weights_notice("random")
+    pretrained = "random" if args.quick else args.pretrained
+    prompts = args.prompts or ("clipart" if pretrained == "reference" else "artistic")
+    random_weights_notice(pretrained)
     photos = write_sample_photos(out / "photos")
     console.print(f"{len(photos)} sample photos (scikit-image, scikit-learn, matplotlib) in {out / 'photos'}")
     adv, bundle = out / "generated", out / "bundle"
     _step("1/4 generate", ["generate", str(out / "photos"), "--out", str(adv), "--model", model,
-                           "--pretrained", "random", "--prompts", "artistic", "--iters", str(iters),
+                           "--pretrained", pretrained, "--prompts", prompts, "--iters", str(iters),
                            "--batch", "4"])
     if _bundle_ok(bundle, model):
         console.rule("[bold]2/4 export[/]")
         console.print(f"reusing the intact bundle in {bundle}")
     else:
-        _step("2/4 export", ["export", "--out", str(bundle), "--model", model, "--pretrained", "random",
-                             "--prompts", "artistic", "--precision", "fp32,int8", "--no-detect-graph", "--force"])
+        _step("2/4 export", ["export", "--out", str(bundle), "--model", model, "--pretrained", pretrained,
+                             "--prompts", prompts, "--precision", "fp32,int8", "--no-detect-graph", "--force"])
     calibration = out / "calibration.json"
     _step("3/4 calibrate", ["calibrate", str(bundle), "--originals", str(adv / "original"),
                             "--manipulated", str(adv / "manipulated"), "--out", str(calibration),
@@ -152,4 +159,5 @@ def run(args: argparse.Namespace) -> int:
     print_split(split_verdicts(detections, adv / "original", adv / "manipulated"), bundle)
     console.print(f"adversarial set {adv}/, bundle {bundle}/, calibration {calibration}, "
                   f"detections {detections}, plots {out / 'plots'}/", highlight=False)
+    random_weights_notice(pretrained)
     return 0

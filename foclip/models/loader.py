@@ -16,12 +16,41 @@ from foclip.manifest import PreprocessSpec
 
 TINY_MODEL = "foclip-tiny"
 _CONFIG_DIR = Path(__file__).parent / "configs"
+# `--pretrained reference`: small CLIPs trained on openly licensed data by foclip itself and
+# shipped in the package (foclip/models/reference/README.md is their model card).
+REFERENCE = "reference"
+REFERENCE_DIR = Path(__file__).parent / "reference"
+REFERENCE_MODELS = ("foclip-ref-vit", "foclip-ref-rn")
 _registered = False
 
 CHOICES = (
     "an open_clip pretrained tag (downloads where a network exists), "
-    "a local checkpoint file (.safetensors, .pt, .bin), or `random` (seeded random init, offline)"
+    "a local checkpoint file (.safetensors, .pt, .bin), `reference` (foclip's shipped "
+    f"{' / '.join(REFERENCE_MODELS)}, offline) or `random` (seeded random init, offline)"
 )
+
+
+def reference_checkpoint(model_name: str) -> Path:
+    """The shipped checkpoint of a reference model.
+
+    Args:
+        model_name: ``foclip-ref-vit`` or ``foclip-ref-rn``.
+
+    Returns:
+        Path of its fp16 safetensors file inside the package.
+
+    Raises:
+        ModelError: the model has no reference checkpoint, or the file is missing from the install.
+    """
+    if model_name not in REFERENCE_MODELS:
+        raise ModelError(f"pretrained {REFERENCE!r}", f"has no checkpoint for {model_name}",
+                         f"--model {' or '.join(REFERENCE_MODELS)} with --pretrained reference")
+    path = REFERENCE_DIR / f"{model_name}.safetensors"
+    if not path.is_file():
+        raise ModelError(f"reference checkpoint {str(path)!r}", "is missing from this install",
+                         "the file shipped with foclip (or rebuild it: `foclip reference build`)")
+    return path
+
 
 
 def register_configs() -> None:
@@ -99,7 +128,8 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
 
     Args:
         model_name: an open_clip model name (``ViT-B-32``, ``ViT-L-14-336``, ``RN50``, ``foclip-tiny``...).
-        pretrained: an open_clip pretrained tag, a path to a checkpoint file, or ``random``.
+        pretrained: an open_clip pretrained tag, a path to a checkpoint file, ``reference`` (the
+            shipped checkpoints of ``foclip-ref-vit`` / ``foclip-ref-rn``), or ``random``.
         device: torch device string.
         seed: seed of the random init (only used with ``random``).
 
@@ -112,7 +142,10 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
     """
     register_configs()
     _check_name(model_name)
-    path = Path(pretrained).expanduser()
+    if pretrained == REFERENCE:
+        path = reference_checkpoint(model_name)
+    else:
+        path = Path(pretrained).expanduser()
     if pretrained == "random":
         torch.manual_seed(seed)
         model = _create(model_name, None)
@@ -128,7 +161,7 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
             first = str(exc).splitlines()[0][:200]
             raise ModelError(f"checkpoint {pretrained!r}", f"does not fit {model_name} ({first})",
                              f"a state dict of open_clip {model_name}") from exc
-        desc, random_init = path.name, False
+        desc, random_init = (REFERENCE if pretrained == REFERENCE else path.name), False
     else:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if pretrained not in tags:

@@ -1,0 +1,65 @@
+"""`foclip reference build`: reproduce a shipped reference CLIP from the Debian packages, offline.
+
+data (openclipart-png + fonts-noto-color-emoji) -> open_clip_train on the CPU -> fp16 safetensors
+-> held-out zero-shot and recall -> card JSON + training-curve PNG. Reruns resume every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from foclip.cli.common import console
+
+MODELS = ("foclip-ref-vit", "foclip-ref-rn")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("reference", help="reference CLIPs trained by foclip on openly licensed data")
+    rsub = p.add_subparsers(dest="reference_command", required=True, metavar="ACTION")
+    b = rsub.add_parser("build", help="rebuild a reference checkpoint from scratch (data, training, card)")
+    b.add_argument("--model", default="foclip-ref-vit", choices=(*MODELS, "all"),
+                   help="which reference model (default: %(default)s)")
+    b.add_argument("--work", default=Path("reference_work"), type=Path,
+                   help="scratch folder: rendered data and trainer logs (default: %(default)s)")
+    b.add_argument("--out", default=Path("reference_out"), type=Path,
+                   help="where the checkpoint, card JSON and curve PNG go (default: %(default)s)")
+    b.add_argument("--epochs", type=int, default=None, help="override the shipped recipe's epochs")
+    b.add_argument("--seed", type=int, default=0, help="trainer seed and split salt (default: %(default)s)")
+    b.add_argument("--install", action="store_true",
+                   help="also copy the checkpoint and card into the package (what --pretrained reference loads)")
+    b.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from foclip.errors import InputError
+    from foclip.models.loader import REFERENCE_DIR
+    from foclip_train.reference.build import ReferenceBuild, run_build
+
+    if args.epochs is not None and args.epochs < 1:
+        raise InputError(f"--epochs {args.epochs}", "is out of range", "an integer >= 1")
+    for model in MODELS if args.model == "all" else (args.model,):
+        console.rule(f"[bold]{model}[/]")
+        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=True) as bar:
+            task = bar.add_task("rendering images", total=None)
+
+            def on_data(done: int, total: int, task=task) -> None:
+                bar.update(task, completed=done, total=total)
+
+            card = run_build(ReferenceBuild(model, args.work, args.out, args.epochs, args.seed), on_data,
+                             lambda s: console.print(f"step: {s}", highlight=False))
+        h = card["heldout"]
+        console.print(
+            f"{model}: zero-shot top-1 {h['zero_shot_top1']:.1f} % over {h['n_categories']} categories "
+            f"(chance {h['zero_shot_chance']:.1f} %), image->text R@1 {h['i2t_r1']:.1f} % / R@5 "
+            f"{h['i2t_r5']:.1f} % (held-out, {h['n_images']} images); train wall "
+            f"{card['wall_s']['train_log']} s; sha256 {card['sha256'][:16]}...", highlight=False)
+        if args.install:
+            for name in (card["weights"], f"{model}.json"):
+                shutil.copyfile(args.out / name, REFERENCE_DIR / name)
+            console.print(f"installed into {REFERENCE_DIR}", highlight=False)
+    return 0
