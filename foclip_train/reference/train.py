@@ -9,9 +9,12 @@ Rerunning with the same ``logs``/``name`` resumes from the latest epoch checkpoi
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +109,8 @@ def run_trainer(recipe: Recipe, data_dir: Path, logs: Path, name: str, workers: 
     from foclip.models.loader import register_configs
 
     register_configs()
-    code = main.main(trainer_argv(recipe, data_dir, logs, name, workers))
+    with _logging_restored():
+        code = main.main(trainer_argv(recipe, data_dir, logs, name, workers))
     if code not in (None, 0):
         raise FoclipError(f"open_clip_train run {name!r}", f"exited with code {code}",
                           f"a fresh --name or the same data (see {logs / name / 'out.log'})")
@@ -114,6 +118,25 @@ def run_trainer(recipe: Recipe, data_dir: Path, logs: Path, name: str, workers: 
     if not ckpt.is_file():
         raise FoclipError(f"run {name!r}", f"left no {ckpt.name}", "a finished training run")
     return ckpt
+
+
+@contextlib.contextmanager
+def _logging_restored() -> Iterator[None]:
+    # open_clip_train's setup_logging sets every logger to INFO and adds root handlers; undo that
+    # so a caller's logging (and torch's at-exit INFO dumps) are as they were.
+    root = logging.getLogger()
+    levels = {n: lg.level for n, lg in logging.root.manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    state = (root.level, list(root.handlers))
+    try:
+        yield
+    finally:
+        for h in root.handlers[len(state[1]):] if root.handlers[: len(state[1])] == state[1] else []:
+            h.close()
+        root.setLevel(state[0])
+        root.handlers[:] = state[1]
+        for n, lg in logging.root.manager.loggerDict.items():
+            if isinstance(lg, logging.Logger):
+                lg.setLevel(levels.get(n, logging.NOTSET))
 
 
 def to_safetensors(ckpt: Path, dst: Path) -> str:
