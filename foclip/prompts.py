@@ -114,5 +114,5 @@ def load_prompt_set(spec: str, seed: int = 0) -> PromptSet:
     if path.exists():
         return PromptSet(f"file:{path.stem}", tuple(_read_lines(path)))
     raise InputError(f"prompts {spec!r}", "is neither a built-in set nor an existing file",
-                     "`masterpieces`, `artistic`, `imagenet-N` (e.g. imagenet-100) or a UTF-8 text file, "
-                     "one prompt a line")
+                     "`masterpieces`, `artistic`, `imagenet-N` (e.g. imagenet-100), the reference CLIP's "
+                     f"{', '.join(f'`{k}`' for k in REFERENCE_SETS)}, or a UTF-8 text file, one prompt a line")

@@ -118,7 +118,7 @@ def print_split(counts: dict[str, dict[str, int]], bundle: Path) -> None:
     console.print(t)
 
 
-def _bundle_ok(bundle: Path, model: str) -> bool:
+def _bundle_ok(bundle: Path, model: str, pretrained: str) -> bool:
     from foclip.errors import FoclipError
     from foclip.manifest import read_manifest, verify_files
 
@@ -126,8 +126,9 @@ def _bundle_ok(bundle: Path, model: str) -> bool:
         manifest = read_manifest(bundle)
     except FoclipError:
         return False
-    # A bundle of another model (e.g. left by `--quick`) must not score this model's images.
-    return manifest.model_name == model and not verify_files(bundle, manifest)
+    # A bundle of another model or other weights (e.g. left by `--quick`) must not score this model's images.
+    same_weights = manifest.pretrained == pretrained or (pretrained == "random" and manifest.random_init)
+    return manifest.model_name == model and same_weights and not verify_files(bundle, manifest)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     _step("1/4 generate", ["generate", str(out / "photos"), "--out", str(adv), "--model", model,
                            "--pretrained", pretrained, "--prompts", prompts, "--iters", str(iters),
                            "--batch", "4"])
-    if _bundle_ok(bundle, model):
+    if _bundle_ok(bundle, model, pretrained):
         console.rule("[bold]2/4 export[/]")
         console.print(f"reusing the intact bundle in {bundle}")
     else:

@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="bundle folder to create (new or empty)")
     p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default ViT-B-32; foclip-tiny for tests)")
     p.add_argument("--pretrained", default="random",
-                   help="open_clip pretrained tag, checkpoint file, or `random` (seeded random init; default)")
+                   help="open_clip pretrained tag, checkpoint file, `reference` (foclip's shipped CLIPs: --model "
+                        "foclip-ref-vit or foclip-ref-rn), or `random` (seeded random init; default)")
     p.add_argument("--prompts", action="append", default=None, metavar="SET[,SET...]",
                    help="prompt sets to embed: artistic, imagenet-N, or a UTF-8 file (comma-separated or repeated; "
                         "default artistic)")

@@ -22,8 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume)")
     p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default: %(default)s)")
     p.add_argument("--pretrained", default="random",
-                   help="open_clip pretrained tag, checkpoint file (.safetensors/.pt/.bin) or `random` "
-                        "(default: %(default)s)")
+                   help="open_clip pretrained tag, checkpoint file (.safetensors/.pt/.bin), `reference` (foclip's "
+                        "shipped CLIPs: --model foclip-ref-vit or foclip-ref-rn) or `random` (default: %(default)s)")
     p.add_argument("--prompts", default="artistic",
                    help="`artistic`, `imagenet-N` or a text file, one prompt a line (default: %(default)s)")
     p.add_argument("--iters", type=int, default=d.iters, help="SGD steps per image (default: %(default)s)")
