@@ -53,6 +53,11 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or trt (default: %(default)s)")
     p.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default: %(default)s)")
     p.add_argument("--cascade", action="store_true", help="gray pass only where score_color >= tau_score")
+    p.add_argument("--probes", default="gray",
+                   help="colour-space probes (default gray, the paper's rule; e.g. gray,hue180,swap-rb for the "
+                        "multi-probe detector; the calibration must have been made with the same probes)")
+    p.add_argument("--no-self-check", action="store_true",
+                   help="skip each replica's start-up parity self-check of the graph (at your own risk)")
     p.set_defaults(func=run)
 
 
@@ -69,7 +74,8 @@ def config_from_args(args: argparse.Namespace):
                     max_request_pixels=int(args.max_request_mpx * 1_000_000), max_per_client=args.max_per_client)
     return ServeConfig(
         bundle=args.bundle, calibration=args.calibration, backend=args.backend, precision=args.precision,
-        cascade=args.cascade, host=args.host, port=args.port, replicas=args.replicas,
+        cascade=args.cascade, probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),
+        self_check=not args.no_self_check, host=args.host, port=args.port, replicas=args.replicas,
         gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica, threads=args.threads,
         max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_ongoing_requests=args.max_ongoing,
         max_queued_requests=args.max_queued, limits=limits, api_key_sha256=api_key_digest_from_env(args.api_key_env),

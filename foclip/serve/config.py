@@ -50,6 +50,8 @@ class ServeConfig:
     backend: str = "auto"  # auto -> ort-cuda when gpus_per_replica > 0, else ort-cpu
     precision: str = "fp32"
     cascade: bool = False
+    probes: tuple[str, ...] = ("gray",)
+    self_check: bool = True
     host: str = LOOPBACK
     port: int = 8000
     replicas: int = 1

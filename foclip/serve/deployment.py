@@ -134,7 +134,8 @@ class FoclipDetector:
         self.cfg = cfg
         self.detector = Detector.from_bundle(
             cfg.bundle, backend=cfg.resolved_backend, precision=cfg.precision,
-            calibration=cfg.calibration, cascade=cfg.cascade, batch_size=cfg.max_batch,
+            calibration=cfg.calibration, cascade=cfg.cascade, probes=cfg.probes, self_check=cfg.self_check,
+            batch_size=cfg.max_batch,
             threads=cfg.replica_threads(os.cpu_count() or 1),
             spin_wait=False,  # cores are shared with Serve's proxy and the request path (measured: +14% served)
         )

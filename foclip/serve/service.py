@@ -130,7 +130,8 @@ def validate_detector(cfg: ServeConfig, backend: str | None = None) -> dict[str,
     module, _, cls = cfg.detector_factory.partition(":")
     detector_cls = getattr(importlib.import_module(module), cls)
     with detector_cls.from_bundle(cfg.bundle, backend=backend or cfg.resolved_backend, precision=cfg.precision,
-                                  calibration=cfg.calibration, cascade=cfg.cascade, batch_size=1,
+                                  calibration=cfg.calibration, cascade=cfg.cascade, probes=cfg.probes,
+                                  self_check=cfg.self_check, batch_size=1,
                                   threads=1) as det:
         ramp = np.linspace(0, 255, 256 * 256 * 3).reshape(256, 256, 3).astype(np.uint8)
         buf = io.BytesIO()

@@ -117,6 +117,8 @@ def test_info_and_healthz(service, http):
     info = http.get("/v1/info").json()
     assert info["detector"]["model_name"] == "foclip-tiny"
     assert info["service"]["max_batch"] == 16 and info["service"]["api_key"] is True
+    check = info["detector"]["self_check"]  # each replica checked its graph at start (issue 8)
+    assert check["passed"] and check["graph"] == "image.fp32" and check["min_cosine"] >= check["gate"]
     assert httpx.get(f"{service.url}/healthz").status_code == 200  # no key needed for liveness
 
 
