@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"reusing the intact bundle in {bundle}")
     else:
         _step("2/4 export", ["export", "--out", str(bundle), "--model", model, "--pretrained", pretrained,
-                             "--prompts", prompts, "--precision", "fp32,int8", "--no-detect-graph", "--force"])
+                             "--prompts", prompts, "--precision", "fp32,int8", "--force"])
     calibration = out / "calibration.json"
     _step("3/4 calibrate", ["calibrate", str(bundle), "--originals", str(adv / "original"),
                             "--manipulated", str(adv / "manipulated"), "--out", str(calibration),
