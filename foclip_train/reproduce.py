@@ -243,12 +243,15 @@ class Section:
         title: heading in REPORT.md.
         compute: ``(records by set, config, context) -> dict`` (JSON-ready numbers).
         markdown: ``(numbers, config) -> str`` (the section's body in REPORT.md).
+        reads: extra attack folders under OUT (``adaptive``, ``transfer``) whose records are part of
+            the section's inputs (its cache key).
     """
 
     name: str
     title: str
     compute: Callable[[dict[str, list[dict[str, Any]]], ReproduceConfig, SectionContext], dict[str, Any]]
     markdown: Callable[[dict[str, Any], ReproduceConfig], str]
+    reads: tuple[str, ...] = ()
 
 
 def _ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -430,11 +433,11 @@ SECTIONS: list[Section] = [
     Section("table2", "Table 2: grayscale drop, originals vs manipulated", table2_compute, table2_markdown),
     Section("table3", "Table 3: detection by grayscale drop", table3_compute, table3_markdown),
     Section("adaptive", "Open question 1: an attacker who knows the detector (adaptive attacks, multi-probe "
-            "detector)", questions.adaptive_compute, questions.adaptive_markdown),
+            "detector)", questions.adaptive_compute, questions.adaptive_markdown, reads=("adaptive",)),
     Section("transfer", "Open question 2: transfer across models", questions.transfer_compute,
-            questions.transfer_markdown),
+            questions.transfer_markdown, reads=("transfer",)),
     Section("spectral", "Open question 3: where the manipulation lives (spatial frequency, luma vs chroma)",
-            questions.spectral_compute, questions.spectral_markdown),
+            questions.spectral_compute, questions.spectral_markdown, reads=("adaptive",)),
 ]
 
 
@@ -553,12 +556,12 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def _extra_records(out: Path) -> dict[str, Any]:
-    """Latest records of every extra attack folder (OUT/adaptive, OUT/transfer): part of a section's inputs."""
+def _extra_records(out: Path, tops: Sequence[str]) -> dict[str, Any]:
+    """Latest records of the extra attack folders under ``OUT/<top>`` (part of a section's inputs)."""
     from foclip_train.generate import latest_records
 
     found = {}
-    for top in ("adaptive", "transfer"):
+    for top in tops:
         for manifest in sorted((out / top).rglob("manifest.jsonl")) if (out / top).is_dir() else []:
             found[str(manifest.parent.relative_to(out))] = latest_records(manifest.parent)
     return found
@@ -569,11 +572,12 @@ def _run_sections(cfg: ReproduceConfig, ctx: SectionContext, by_set: dict[str, l
     """Compute each chosen section, or reuse its cached numbers when its inputs are unchanged.
 
     The cache key is a digest of the plain sets' records, the settings (not the section choice) and
-    the extra attack folders' records; a section that made attacks saves the key of its finished folders.
+    the records of the extra attack folders it reads; a section that made attacks saves the key of its
+    finished folders.
     """
     out, progress = ctx.out, ctx.progress
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sections"}
-    key = lambda: _digest({"records": by_set, "cfg": settings, "extra": _extra_records(out)})
+    key = lambda: _digest({"records": by_set, "cfg": settings, "extra": _extra_records(out, sec.reads)})
     results = {}
     chosen = [sec for sec in SECTIONS if sec.name in cfg.sections]
     progress.start("sections", "report sections", len(chosen))
