@@ -117,8 +117,13 @@ def probe_drop(scores: np.ndarray, names: Sequence[str], use: Sequence[str]) -> 
     return np.max(np.stack([drop(scores[:, 0], scores[:, c]) for c in cols]), axis=0)
 
 
-def select_probes(orig: np.ndarray, man: np.ndarray, names: Sequence[str], k: int) -> tuple[list[str], dict]:
+def select_probes(orig: np.ndarray, man: np.ndarray, names: Sequence[str], k: int
+                  ) -> tuple[list[str], dict[str, float], dict[str, float]]:
     """The ``k`` probes whose single drop best separates manipulated from original images.
+
+    Ranked by ROC-AUC of the probe's drop, ties (common on small sets, where several probes reach
+    1.0) broken by the separation margin: the gap between the mean drops of the two classes over
+    their pooled standard deviation (Cohen's d), then by :data:`PROBES` order.
 
     Args:
         orig: :func:`probe_scores` of originals.
@@ -127,13 +132,18 @@ def select_probes(orig: np.ndarray, man: np.ndarray, names: Sequence[str], k: in
         k: how many to keep.
 
     Returns:
-        ``(chosen probes, {probe: ROC-AUC of its drop})``; ties keep :data:`PROBES` order.
+        ``(chosen probes, {probe: ROC-AUC of its drop}, {probe: Cohen's d of its drop})``.
     """
     from foclip.runtime.calibration import roc_auc
 
-    aucs = {q: roc_auc(probe_drop(man, names, [q]), probe_drop(orig, names, [q])) for q in names}
-    ranked = sorted(names, key=lambda q: -aucs[q])  # stable: ties keep PROBES order
-    return ranked[:k], aucs
+    aucs, sep = {}, {}
+    for q in names:
+        do, dm = probe_drop(orig, names, [q]), probe_drop(man, names, [q])
+        aucs[q] = roc_auc(dm, do)
+        pooled = float(np.sqrt((np.var(do) + np.var(dm)) / 2)) or 1e-12
+        sep[q] = float((np.mean(dm) - np.mean(do)) / pooled)
+    ranked = sorted(names, key=lambda q: (-aucs[q], -sep[q]))  # stable: full ties keep PROBES order
+    return ranked[:k], aucs, sep
 
 
 def _detect(so: np.ndarray, do: np.ndarray, sm: np.ndarray, dm: np.ndarray, cfg: Any,
@@ -221,9 +231,8 @@ def adaptive_compute(by_set: dict[str, list[dict[str, Any]]], cfg: Any, ctx: Any
             sel_m.append(probe_scores(_paths(ctx.set_dir(other), recs, "manipulated"), lo, bo, w, names))
     if not sel_o:
         sel_o, sel_m, where = [so_all], [sm_plain], "the same images (in-sample: no other prompt set was run)"
-    chosen, sel_aucs = select_probes(np.concatenate(sel_o), np.concatenate(sel_m), names, cfg.multi_probes)
-    if chosen == ["gray"]:
-        chosen = ["gray"] + [q for q in sorted(names, key=lambda q: -sel_aucs[q]) if q != "gray"][:1]
+    chosen, sel_aucs, sel_sep = select_probes(np.concatenate(sel_o), np.concatenate(sel_m), names,
+                                              cfg.multi_probes)
 
     # Each attack: its manipulated images' probe scores and the indices of the plain images they match.
     attacks: dict[str, tuple[np.ndarray, list[int]]] = {"plain": (sm_plain, list(range(len(plain))))}
@@ -252,7 +261,7 @@ def adaptive_compute(by_set: dict[str, list[dict[str, Any]]], cfg: Any, ctx: Any
                          "improvement_of_means_pct": _impr_of_means(so, sm[:, 0]),
                          "mean_drop_orig": float(np.mean(do)), "mean_drop_adv": float(np.mean(dm)), **res})
     return {"prompt_set": name, "images": len(plain), "adaptive_weight": cfg.adaptive_weight,
-            "multi_probes": chosen, "selection": {"on": where, "auc_drop_per_probe": sel_aucs},
+            "multi_probes": chosen, "selection": {"on": where, "auc_drop_per_probe": sel_aucs, "cohens_d_per_probe": sel_sep},
             "target_fpr": cfg.target_fpr, "rows": rows}
 
 
@@ -262,14 +271,16 @@ def adaptive_markdown(res: dict[str, Any], cfg: Any) -> str:
         return f"Skipped: {res['skipped']}."
     t = res["target_fpr"]
     sel = res["selection"]
-    aucs = ", ".join(f"{q} {a:.3f}" for q, a in sorted(sel["auc_drop_per_probe"].items(), key=lambda kv: -kv[1]))
+    d = sel.get("cohens_d_per_probe", {})
+    aucs = ", ".join(f"{q} {a:.3f} (d {d.get(q, float('nan')):.2f})"
+                     for q, a in sorted(sel["auc_drop_per_probe"].items(), key=lambda kv: (-kv[1], -d.get(kv[0], 0))))
     lines = [
         f"Prompt set `{res['prompt_set']}`, {res['images']} images. Attacks: the paper's (plain); "
         f"`--adaptive gray` (the attacker also keeps the grayscale copy aligned, weight "
         f"{res['adaptive_weight']:g}); `--adaptive {','.join(res['multi_probes'])}` (adapted to the "
         "multi-probe detector). Multi-probe detector: tampered when score >= tau_score and the largest "
         f"relative drop over its probes >= tau_drop. Its {len(res['multi_probes'])} probes were chosen as the "
-        f"best single-probe drop AUCs on {sel['on']}: {aucs}.",
+        f"best single-probe drop AUCs (ties broken by Cohen's d of the drop) on {sel['on']}: {aucs}.",
         "",
         f"AUC (drop): threshold-free ROC-AUC of the detector's drop statistic, manipulated vs originals. "
         f"Held out: the rule calibrated on that attack's own images for a {t:.0%} FPR target, k-fold "

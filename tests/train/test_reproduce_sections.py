@@ -58,8 +58,9 @@ def test_select_probes_ranks_by_single_probe_auc():
     names = ["gray", "hue90", "swap-rb"]
     orig = np.array([[10.0, 9.0, 9.0, 9.0], [10.0, 9.5, 8.0, 9.0], [10.0, 9.0, 9.5, 9.0]])
     man = np.array([[10.0, 9.2, 2.0, 9.0], [10.0, 8.5, 1.0, 9.0], [10.0, 8.0, 3.0, 9.0]])
-    chosen, aucs = select_probes(orig, man, names, 2)
+    chosen, aucs, sep = select_probes(orig, man, names, 2)
     assert chosen == ["hue90", "gray"]
+    assert sep["hue90"] > sep["gray"] > 0 and sep["swap-rb"] == 0
     assert aucs["hue90"] == 1.0 and aucs["gray"] == pytest.approx(7 / 9) and aucs["swap-rb"] == 0.5
 
 
@@ -71,7 +72,8 @@ def test_adaptive_section_compares_three_attacks_under_two_detectors(run):
     assert res["selection"]["on"].startswith("the other prompt sets")
     aucs = res["selection"]["auc_drop_per_probe"]
     assert set(aucs) == set(PROBES)
-    assert sorted(aucs.values(), reverse=True)[:3] == [aucs[q] for q in res["multi_probes"]]
+    d = res["selection"]["cohens_d_per_probe"]
+    assert sorted(aucs, key=lambda q: (-aucs[q], -d[q]))[:3] == res["multi_probes"]
     rows = {(r["detector"].split(" ")[0], r["attack"]): r for r in res["rows"]}
     assert set(rows) == {(d, a) for d in ("gray", "multi-probe") for a in ("plain", "adaptive-gray", "adaptive-multi")}
     # The adaptive attacks went through run_generate with the probes in their manifests.
@@ -169,3 +171,11 @@ def test_drop_helper_matches_scoring():
     # Guard the single-probe case against foclip.scoring.drop itself.
     s = np.array([[5.0, 4.0], [2.0, 3.0]])
     assert np.allclose(probe_drop(s, ["gray"], ["gray"]), drop(s[:, 0], s[:, 1]))
+
+
+def test_select_probes_breaks_auc_ties_by_separation():
+    names = ["gray", "hue90"]
+    orig = np.array([[10.0, 9.0, 9.0], [10.0, 9.1, 9.1]])
+    man = np.array([[10.0, 8.0, 1.0], [10.0, 7.9, 1.1]])  # both probes separate perfectly; hue90 by far more
+    chosen, aucs, _ = select_probes(orig, man, names, 1)
+    assert aucs == {"gray": 1.0, "hue90": 1.0} and chosen == ["hue90"]
