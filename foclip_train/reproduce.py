@@ -567,17 +567,28 @@ def _extra_records(out: Path, tops: Sequence[str]) -> dict[str, Any]:
     return found
 
 
+def _code_digest(sec: Section) -> str:
+    """sha256 of the source file of a section's compute (an edited section recomputes; numbers stay honest)."""
+    import inspect
+
+    try:
+        return hashlib.sha256(Path(inspect.getfile(sec.compute)).read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return "unknown"
+
+
 def _run_sections(cfg: ReproduceConfig, ctx: SectionContext, by_set: dict[str, list[dict[str, Any]]]
                   ) -> dict[str, Any]:
     """Compute each chosen section, or reuse its cached numbers when its inputs are unchanged.
 
-    The cache key is a digest of the plain sets' records, the settings (not the section choice) and
-    the records of the extra attack folders it reads; a section that made attacks saves the key of its
+    The cache key is a digest of the plain sets' records, the settings (not the section choice), the
+    section's source file and the records of the extra attack folders it reads; a section that made attacks saves the key of its
     finished folders.
     """
     out, progress = ctx.out, ctx.progress
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sections"}
-    key = lambda: _digest({"records": by_set, "cfg": settings, "extra": _extra_records(out, sec.reads)})
+    key = lambda: _digest({"records": by_set, "cfg": settings, "extra": _extra_records(out, sec.reads),
+                           "code": _code_digest(sec)})
     results = {}
     chosen = [sec for sec in SECTIONS if sec.name in cfg.sections]
     progress.start("sections", "report sections", len(chosen))
