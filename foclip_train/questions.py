@@ -180,7 +180,7 @@ def _paths(folder: Path, recs: list[dict[str, Any]], key: str) -> list[Path]:
 
 
 def _f(v: float | None, fmt: str = "{:.3f}") -> str:
-    return "–" if v is None or (isinstance(v, float) and v != v) else fmt.format(v)
+    return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else fmt.format(v)
 
 
 def _pct(v: float | None) -> str:

@@ -579,7 +579,8 @@ def _code_digest(sec: Section) -> str:
 
 def _run_sections(cfg: ReproduceConfig, ctx: SectionContext, by_set: dict[str, list[dict[str, Any]]]
                   ) -> dict[str, Any]:
-    """Compute each chosen section, or reuse its cached numbers when its inputs are unchanged.
+    """Compute each chosen section, or reuse its cached numbers when its inputs are unchanged;
+    a section not chosen is reported when its cached numbers are still valid.
 
     The cache key is a digest of the plain sets' records, the settings (not the section choice), the
     section's source file and the records of the extra attack folders it reads; a section that made attacks saves the key of its
@@ -592,19 +593,22 @@ def _run_sections(cfg: ReproduceConfig, ctx: SectionContext, by_set: dict[str, l
     results = {}
     chosen = [sec for sec in SECTIONS if sec.name in cfg.sections]
     progress.start("sections", "report sections", len(chosen))
-    for sec in chosen:
+    for sec in SECTIONS:
         path = out / "sections" / f"{sec.name}.json"
         cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
         if cached and cached.get("inputs_digest") == key():
+            # Still valid (same inputs, settings and code): reported even when not chosen this run,
+            # so running one section does not drop the others from REPORT.md.
             results[sec.name] = cached["result"]
             ctx.wall_s[sec.name] = cached.get("wall_s")
-        else:
+        elif sec in chosen:
             t0 = time.perf_counter()
             results[sec.name] = sec.compute(by_set, cfg, ctx)
             ctx.wall_s[sec.name] = time.perf_counter() - t0  # includes the section's own attacks
             atomic_write_json(path, {"inputs_digest": key(), "result": results[sec.name],
                                      "wall_s": ctx.wall_s[sec.name]})
-        progress.advance("sections", 1, sec.name)
+        if sec in chosen:
+            progress.advance("sections", 1, sec.name)
     return results
 
 
