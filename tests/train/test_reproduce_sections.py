@@ -139,7 +139,7 @@ def test_spectral_section_splits_the_perturbation_and_compares_detectors(run):
 
 
 def test_rerun_reuses_sections_and_attacks(run, tiny_ckpt):
-    out, _, report = run
+    out, cfg, report = run
     before = {p.name: p.read_text() for p in (out / "sections").iterdir()}
     manifests = {p: p.read_text() for p in out.rglob("manifest.jsonl")}
     again = run_reproduce(cfg, out, figures=False)
