@@ -40,7 +40,9 @@ def _who(report: dict[str, Any]) -> str:
 
 def write_figures(out: Path, cfg: Any, by_set: dict[str, list[dict[str, Any]]], report: dict[str, Any],
                   set_dir: Callable[[Path, str], Path]) -> list[Path]:
-    """Write grid.png, roc.png, drops.png and curves.png under ``OUT/figures``.
+    """Write grid.png, roc.png, drops.png, curves.png (and spectrum*.png, adaptive.png) under ``OUT/figures``.
+
+    Figures of sections that were not run are skipped.
 
     Args:
         out: the report folder.
@@ -80,8 +82,14 @@ def write_figures(out: Path, cfg: Any, by_set: dict[str, list[dict[str, Any]]], 
         fig.suptitle(f"{first}: CLIPscore (0..{cfg.attack.score_scale:g})\n{who}", fontsize=9)
         written.append(_save(plt, fig, figs / "grid.png"))
 
+    sections = report["sections"]
+    written += _spectral_figures(plt, figs, sections.get("spectral"), who)
+    if "adaptive" in sections and "rows" in sections["adaptive"]:
+        written.append(_adaptive_figure(plt, figs, sections["adaptive"], who))
+    if "table3" not in sections:
+        return written
     every = [r for recs in by_set.values() for r in recs if not r.get("error")]
-    t3 = {r["prompt_set"]: r for r in report["sections"]["table3"]["rows"]}
+    t3 = {r["prompt_set"]: r for r in sections["table3"]["rows"]}
     fig, ax = plt.subplots(figsize=(5, 5))
     for name in list(cfg.prompt_sets) + ["all sets"]:
         recs = every if name == "all sets" else [r for r in by_set[name] if not r.get("error")]
@@ -129,3 +137,52 @@ def write_figures(out: Path, cfg: Any, by_set: dict[str, list[dict[str, Any]]], 
         ax.legend(fontsize=7)
         written.append(_save(plt, fig, figs / "curves.png"))
     return written
+
+
+def _spectral_figures(plt: Any, figs: Path, res: dict[str, Any] | None, who: str) -> list[Path]:
+    """spectrum.png (plain attack) and spectrum-<attack>.png per adaptive attack, via plot_spectrum."""
+    import os
+    import re
+    import tempfile
+
+    from foclip_train.spectral import plot_spectrum
+
+    if not res or "rows" not in res:
+        return []
+    written = []
+    figs.mkdir(parents=True, exist_ok=True)
+    for row in res["rows"]:
+        tag = "" if row["attack"] == "plain" else "-" + re.sub(r"[^A-Za-z0-9._+-]", "_", row["attack"])
+        path = figs / f"spectrum{tag}.png"
+        fd, tmp = tempfile.mkstemp(suffix=".png", dir=figs)  # plot_spectrum saves by path: rename when done
+        os.close(fd)
+        try:
+            plot_spectrum(row["spectrum"], tmp, f"perturbation energy, {row['attack']} attack, "
+                          f"{res['prompt_set']} ({row['images']} images)\n{who}")
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        written.append(path)
+    return written
+
+
+def _adaptive_figure(plt: Any, figs: Path, res: dict[str, Any], who: str) -> Path:
+    """adaptive.png: threshold-free drop AUC of each detector against each attack (grouped bars)."""
+    import numpy as np
+
+    dets = list(dict.fromkeys(r["detector"] for r in res["rows"]))
+    attacks = list(dict.fromkeys(r["attack"] for r in res["rows"]))
+    auc = {(r["detector"], r["attack"]): r["auc_drop"] for r in res["rows"]}
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    xs = np.arange(len(attacks))
+    width = 0.8 / max(len(dets), 1)
+    for i, d in enumerate(dets):
+        ax.bar(xs + (i - (len(dets) - 1) / 2) * width, [auc.get((d, a), np.nan) for a in attacks], width, label=d)
+    ax.axhline(0.5, color="gray", ls=":", lw=1)
+    ax.set_xticks(xs, attacks)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("ROC-AUC of the drop statistic")
+    ax.set_title(f"detectors vs attacks, {res['prompt_set']} ({res['images']} images)\n{who}", fontsize=9)
+    ax.legend(fontsize=7, loc="lower left")
+    return _save(plt, fig, figs / "adaptive.png")

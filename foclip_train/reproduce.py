@@ -17,8 +17,10 @@ held-out evaluation are :mod:`foclip.runtime.calibration`'s. Rerunning with the 
 skips images already done and sections whose inputs did not change.
 
 Sections are entries of :data:`SECTIONS` (a name, a title, a ``compute`` function from the
-per-set records to a JSON-ready dict, and a ``markdown`` function); later experiments (adaptive
-attacker, transfer, spectral) are added as further entries.
+per-set records, the config and a :class:`SectionContext` to a JSON-ready dict, and a ``markdown``
+function): Tables 1-3, then the paper's open questions (:mod:`foclip_train.questions`: adaptive
+attacker, cross-model transfer, spectral analysis), whose own attacks live under ``OUT/adaptive/``
+and ``OUT/transfer/``. ``ReproduceConfig.sections`` picks which sections run.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from typing import Any, Protocol
 
 from foclip.errors import InputError
 from foclip.manifest import atomic_write_bytes, atomic_write_json
+from foclip_train import questions
 from foclip_train.config import AttackConfig, GenerateConfig
 
 __all__ = [
@@ -46,12 +49,17 @@ __all__ = [
     "ProgressSink",
     "ReproduceConfig",
     "Section",
+    "SectionContext",
     "run_reproduce",
 ]
 
 DEFAULT_SETS = ("masterpieces", "artistic", "imagenet-25", "imagenet-50", "imagenet-100")
 QUICK_ITERS = 200
 FULL_ITERS = 1000
+QUICK_EXTRA_IMAGES = 4
+SECTION_NAMES = ("table1", "table2", "table3", "adaptive", "transfer", "spectral")
+TABLE_SECTIONS = ("table1", "table2", "table3")
+DEFAULT_TRANSFER = (("foclip-ref-vit", "reference"), ("foclip-ref-rn", "reference"))
 # The paper's headline figures (arXiv 2511.06947), as fractions or percent as labelled.
 PAPER = {
     "improvement_pct_masterpieces": 42.7,  # the paper's "artistic" experiment: ten masterpiece prompts
@@ -103,6 +111,13 @@ class ReproduceConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         target_fpr: FPR target of the detection thresholds (Table 3).
         folds: k of the held-out cross-validation.
+        sections: the report sections to compute (names from :data:`SECTION_NAMES`); Tables 1-3
+            need every prompt set attacked, the others only the first.
+        extra_images: images of the first prompt set used by the adaptive and transfer sections
+            (the first ones by name; each costs one attack per extra attacker or source model).
+        adaptive_weight: gamma of the adaptive attacks.
+        multi_probes: how many probes the multi-probe detector takes (chosen by measurement).
+        transfer_models: ``(model, pretrained)`` pairs of the transfer section.
     """
 
     model: str = "foclip-ref-vit"
@@ -117,8 +132,28 @@ class ReproduceConfig:
     device: str = "auto"
     target_fpr: float = 0.05
     folds: int = 5
+    sections: tuple[str, ...] = SECTION_NAMES
+    extra_images: int = 8
+    adaptive_weight: float = 1.0
+    multi_probes: int = 3
+    transfer_models: tuple[tuple[str, str], ...] = DEFAULT_TRANSFER
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sections", tuple(self.sections))
+        object.__setattr__(self, "transfer_models", tuple(tuple(m) for m in self.transfer_models))
+        bad = [n for n in self.sections if n not in SECTION_NAMES]
+        if bad or not self.sections or len(set(self.sections)) != len(self.sections):
+            raise InputError(f"sections {','.join(self.sections)}", "are not distinct section names",
+                             f"a comma-separated subset of {','.join(SECTION_NAMES)}")
+        if self.extra_images < 2:
+            raise InputError(f"extra_images={self.extra_images}", "is out of range", "an integer >= 2")
+        if not 1 <= self.multi_probes <= 6:
+            raise InputError(f"multi_probes={self.multi_probes}", "is out of range", "an integer in 1..6")
+        if not self.adaptive_weight >= 0:
+            raise InputError(f"adaptive_weight={self.adaptive_weight}", "is out of range", "a number >= 0")
+        if not self.transfer_models or any(len(m) != 2 or not all(m) for m in self.transfer_models):
+            raise InputError("transfer models", f"are {list(self.transfer_models)!r}",
+                             "model:pretrained pairs, e.g. foclip-ref-vit:reference")
         if not self.prompt_sets:
             raise InputError("prompt sets", "are empty", "at least one, e.g. masterpieces")
         if len(set(self.prompt_sets)) != len(self.prompt_sets):
@@ -136,9 +171,64 @@ class ReproduceConfig:
     def fingerprint(self) -> dict[str, Any]:
         """Settings that change what an already generated image is (a rerun must match them)."""
         d = dataclasses.asdict(self)
-        for k in ("prompt_sets", "target_fpr", "folds", "device"):
+        # The extra sections' attacks live in folders named by their own settings (model, probes,
+        # weight), so those settings do not change an image already made either.
+        for k in ("prompt_sets", "target_fpr", "folds", "device", "sections", "extra_images", "adaptive_weight",
+                  "multi_probes", "transfer_models"):
             d.pop(k)
         return d
+
+    def sets_to_attack(self) -> tuple[str, ...]:
+        """Prompt sets whose plain attack the chosen sections need."""
+        return self.prompt_sets if any(s in TABLE_SECTIONS for s in self.sections) else self.prompt_sets[:1]
+
+
+class SectionContext:
+    """What a section may use beyond the records: the report folder, a model cache, and attacks.
+
+    Attributes:
+        out: the report folder.
+        inputs: the image inputs of the run.
+        progress: the progress sink.
+    """
+
+    def __init__(self, cfg: ReproduceConfig, out: Path, inputs: list[str], progress: ProgressSink) -> None:
+        self.cfg, self.out, self.inputs, self.progress = cfg, out, inputs, progress
+        self._models: dict[tuple[str, str], Any] = {}
+        self._banks: dict[tuple[str, str, str], Any] = {}
+        self.wall_s: dict[str, float | None] = {}  # per section, when it was computed (None: unknown)
+
+    def set_dir(self, name: str) -> Path:
+        """The `foclip generate` folder of a prompt set's plain attack."""
+        return _set_dir(self.out, name)
+
+    def resources(self, model: str, pretrained: str, prompt_set: str) -> tuple[Any, Any]:
+        """``(LoadedClip, TorchTextBank)``, loaded once per model and per (model, prompt set).
+
+        Raises:
+            ModelError: the model cannot be loaded.
+        """
+        from foclip.models import load_clip
+        from foclip.prompts import load_prompt_set
+        from foclip_train.generate import resolve_device
+        from foclip_train.text_bank import build_text_bank
+
+        key = (model, pretrained)
+        if key not in self._models:
+            loaded = load_clip(model, pretrained, device=resolve_device(self.cfg.device), seed=self.cfg.seed)
+            if loaded.random_init:
+                self.progress.message(f"{model} has RANDOM weights ({loaded.pretrained}): its numbers test "
+                                      "mechanics only and say nothing about a trained CLIP")
+            self._models[key] = loaded
+        bkey = (model, pretrained, prompt_set)
+        if bkey not in self._banks:
+            self._banks[bkey] = build_text_bank(self._models[key], load_prompt_set(prompt_set, seed=self.cfg.seed))
+        return self._models[key], self._banks[bkey]
+
+    def generate(self, inputs: list[str], folder: Path, gcfg: GenerateConfig, resources: tuple[Any, Any],
+                 label: str) -> dict[str, Any]:
+        """Run `foclip generate` (resumable) with a progress bar; returns its summary."""
+        return _generate_one(inputs, folder, gcfg, resources, label, self.progress)
 
 
 # ----------------------------------------------------------------------------- sections
@@ -151,14 +241,17 @@ class Section:
     Attributes:
         name: file stem under ``sections/`` and key in report.json.
         title: heading in REPORT.md.
-        compute: ``(records by set, config) -> dict`` (JSON-ready numbers).
+        compute: ``(records by set, config, context) -> dict`` (JSON-ready numbers).
         markdown: ``(numbers, config) -> str`` (the section's body in REPORT.md).
+        reads: extra attack folders under OUT (``adaptive``, ``transfer``) whose records are part of
+            the section's inputs (its cache key).
     """
 
     name: str
     title: str
-    compute: Callable[[dict[str, list[dict[str, Any]]], ReproduceConfig], dict[str, Any]]
+    compute: Callable[[dict[str, list[dict[str, Any]]], ReproduceConfig, SectionContext], dict[str, Any]]
     markdown: Callable[[dict[str, Any], ReproduceConfig], str]
+    reads: tuple[str, ...] = ()
 
 
 def _ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -180,7 +273,8 @@ def _paper_improvement(name: str) -> tuple[float | None, str]:
     return None, "no paper counterpart"
 
 
-def table1_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig) -> dict[str, Any]:
+def table1_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig,
+                   ctx: SectionContext | None = None) -> dict[str, Any]:
     """Table 1: CLIPscore before and after FoCLIP, improvement %, per prompt set."""
     rows = []
     for name, recs in by_set.items():
@@ -231,7 +325,8 @@ def table1_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
     return "\n".join(lines)
 
 
-def table2_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig) -> dict[str, Any]:
+def table2_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig,
+                   ctx: SectionContext | None = None) -> dict[str, Any]:
     """Table 2: grayscale drop of originals vs manipulated images, per set and over all sets."""
     rows = []
     every: list[dict[str, Any]] = []
@@ -288,7 +383,8 @@ def _detection(ok: list[dict[str, Any]], cfg: ReproduceConfig) -> dict[str, Any]
             "warnings": sample_size_warnings(len(so), len(sm), cfg.target_fpr, "fpr", cfg.folds)}
 
 
-def table3_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig) -> dict[str, Any]:
+def table3_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig,
+                   ctx: SectionContext | None = None) -> dict[str, Any]:
     """Table 3: detection (score gate + drop threshold) per set and pooled, fit set and held out."""
     rows = []
     every: list[dict[str, Any]] = []
@@ -336,6 +432,12 @@ SECTIONS: list[Section] = [
     Section("table1", "Table 1: CLIPscore before and after FoCLIP", table1_compute, table1_markdown),
     Section("table2", "Table 2: grayscale drop, originals vs manipulated", table2_compute, table2_markdown),
     Section("table3", "Table 3: detection by grayscale drop", table3_compute, table3_markdown),
+    Section("adaptive", "Open question 1: an attacker who knows the detector (adaptive attacks, multi-probe "
+            "detector)", questions.adaptive_compute, questions.adaptive_markdown, reads=("adaptive",)),
+    Section("transfer", "Open question 2: transfer across models", questions.transfer_compute,
+            questions.transfer_markdown, reads=("transfer",)),
+    Section("spectral", "Open question 3: where the manipulation lives (spatial frequency, luma vs chroma)",
+            questions.spectral_compute, questions.spectral_markdown, reads=("adaptive",)),
 ]
 
 
@@ -377,36 +479,48 @@ def _check_config(cfg: ReproduceConfig, out: Path) -> None:
     atomic_write_json(path, {"fingerprint": mine, "config": json.loads(json.dumps(dataclasses.asdict(cfg)))})
 
 
-def _generate_sets(cfg: ReproduceConfig, out: Path, inputs: list[str], progress: ProgressSink) -> dict[str, Any]:
+def _generate_one(inputs: list[str], folder: Path, gcfg: GenerateConfig, resources: tuple[Any, Any], label: str,
+                  progress: ProgressSink) -> dict[str, Any]:
+    """One extra `foclip generate` run (resumable) with its own progress bar."""
+    from foclip_train.generate import plan_jobs, run_generate
+
+    jobs = plan_jobs(inputs, folder, gcfg)
+    key = f"gen:{folder}"
+    progress.start(key, label, max(len(jobs) * gcfg.attack.iters, 1))
+    if not jobs:
+        progress.advance(key, 1, "every image already done (resumed)")
+    state = {"n": 0}
+
+    def on_step(step: int, scores: list[float] | None) -> None:
+        if scores is not None:
+            state["n"] = len(scores)
+        elif step > 0:
+            progress.advance(key, state["n"])
+
+    return run_generate(inputs, folder, gcfg, resources=resources, on_step=on_step, jobs=jobs)
+
+
+def _generate_sets(cfg: ReproduceConfig, ctx: SectionContext) -> dict[str, Any]:
     """Run `foclip generate` for every prompt set that has work left; returns per-set summaries."""
     from foclip_train.generate import plan_jobs, run_generate
 
-    plans = {name: plan_jobs(inputs, _set_dir(out, name), cfg.generate_config(name)) for name in cfg.prompt_sets}
+    out, inputs, progress = ctx.out, ctx.inputs, ctx.progress
+    names = cfg.sets_to_attack()
+    plans = {name: plan_jobs(inputs, _set_dir(out, name), cfg.generate_config(name)) for name in names}
     todo = sum(len(j) for j in plans.values())
     iters = cfg.attack.iters
     progress.start("steps", "FoCLIP image-steps", max(todo * iters, 1))
     if not todo:
         progress.advance("steps", 1, "every image already done (resumed)")
-    loaded = None
     summaries = {}
-    for name in cfg.prompt_sets:
+    for name in names:
         d, jobs, gcfg = _set_dir(out, name), plans[name], cfg.generate_config(name)
         if not jobs:
             from foclip_train.generate import write_summary
 
             summaries[name] = write_summary(d) if (d / "manifest.jsonl").is_file() else None
             continue
-        from foclip.models import load_clip
-        from foclip.prompts import load_prompt_set
-        from foclip_train.generate import resolve_device
-        from foclip_train.text_bank import build_text_bank
-
-        if loaded is None:
-            loaded = load_clip(cfg.model, cfg.pretrained, device=resolve_device(cfg.device), seed=cfg.seed)
-            if loaded.random_init:
-                progress.message(f"{cfg.model} has RANDOM weights ({loaded.pretrained}): the tables test "
-                                 "mechanics only and say nothing about a trained CLIP")
-        bank = build_text_bank(loaded, load_prompt_set(name))
+        loaded, bank = ctx.resources(cfg.model, cfg.pretrained, name)
         trace: list[tuple[int, list[float]]] = []
         state = {"n": 0}
 
@@ -435,28 +549,66 @@ def _records_by_set(cfg: ReproduceConfig, out: Path) -> dict[str, list[dict[str,
     from foclip_train.generate import latest_records
 
     return {name: sorted(latest_records(_set_dir(out, name)).values(), key=lambda r: r["name"])
-            for name in cfg.prompt_sets}
+            for name in cfg.sets_to_attack()}
 
 
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
-def _run_sections(cfg: ReproduceConfig, out: Path, by_set: dict[str, list[dict[str, Any]]],
-                  progress: ProgressSink) -> dict[str, Any]:
-    """Compute each section, or reuse its cached numbers when its inputs are unchanged."""
-    key = _digest({"records": by_set, "cfg": dataclasses.asdict(cfg)})
+def _extra_records(out: Path, tops: Sequence[str]) -> dict[str, Any]:
+    """Latest records of the extra attack folders under ``OUT/<top>`` (part of a section's inputs)."""
+    from foclip_train.generate import latest_records
+
+    found = {}
+    for top in tops:
+        for manifest in sorted((out / top).rglob("manifest.jsonl")) if (out / top).is_dir() else []:
+            found[str(manifest.parent.relative_to(out))] = latest_records(manifest.parent)
+    return found
+
+
+def _code_digest(sec: Section) -> str:
+    """sha256 of the source file of a section's compute (an edited section recomputes; numbers stay honest)."""
+    import inspect
+
+    try:
+        return hashlib.sha256(Path(inspect.getfile(sec.compute)).read_bytes()).hexdigest()
+    except (OSError, TypeError):
+        return "unknown"
+
+
+def _run_sections(cfg: ReproduceConfig, ctx: SectionContext, by_set: dict[str, list[dict[str, Any]]]
+                  ) -> dict[str, Any]:
+    """Compute each chosen section, or reuse its cached numbers when its inputs are unchanged;
+    a section not chosen is reported when its cached numbers are still valid.
+
+    The cache key is a digest of the plain sets' records, the settings (not the section choice), the
+    section's source file and the records of the extra attack folders it reads; a section that made attacks saves the key of its
+    finished folders.
+    """
+    out, progress = ctx.out, ctx.progress
+    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sections"}
+    key = lambda: _digest({"records": by_set, "cfg": settings, "extra": _extra_records(out, sec.reads),
+                           "code": _code_digest(sec)})
     results = {}
-    progress.start("sections", "report sections", len(SECTIONS))
+    chosen = [sec for sec in SECTIONS if sec.name in cfg.sections]
+    progress.start("sections", "report sections", len(chosen))
     for sec in SECTIONS:
         path = out / "sections" / f"{sec.name}.json"
         cached = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        if cached and cached.get("inputs_digest") == key:
+        if cached and cached.get("inputs_digest") == key():
+            # Still valid (same inputs, settings and code): reported even when not chosen this run,
+            # so running one section does not drop the others from REPORT.md.
             results[sec.name] = cached["result"]
-        else:
-            results[sec.name] = sec.compute(by_set, cfg)
-            atomic_write_json(path, {"inputs_digest": key, "result": results[sec.name]})
-        progress.advance("sections", 1, sec.name)
+            ctx.wall_s[sec.name] = cached.get("wall_s")
+        elif sec in chosen:
+            t0 = time.perf_counter()
+            results[sec.name] = sec.compute(by_set, cfg, ctx)
+            ctx.wall_s[sec.name] = time.perf_counter() - t0  # includes the section's own attacks
+            atomic_write_json(path, {"inputs_digest": key(), "result": results[sec.name],
+                                     "wall_s": ctx.wall_s[sec.name]})
+        if sec in chosen:
+            progress.advance("sections", 1, sec.name)
     return results
 
 
@@ -501,23 +653,27 @@ def run_reproduce(cfg: ReproduceConfig, out_dir: str | Path, progress: ProgressS
     _check_config(cfg, out)
     t0 = time.perf_counter()
     inputs = prepare_inputs(cfg, out)
-    _generate_sets(cfg, out, inputs, progress)
+    ctx = SectionContext(cfg, out, inputs, progress)
+    _generate_sets(cfg, ctx)
     by_set = _records_by_set(cfg, out)
     if not any(_ok(r) for r in by_set.values()):
         raise InputError(f"images {' '.join(inputs)!r}", "gave no usable result",
                          "readable image files (see the per-set manifest.jsonl for each error)")
-    sections = _run_sections(cfg, out, by_set, progress)
+    sections = _run_sections(cfg, ctx, by_set)
     report = {
         "model": cfg.model, "pretrained": cfg.pretrained,
         "random_init": any(r.get("random_init") for recs in by_set.values() for r in _ok(recs)),
         "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
-        "prompt_sets": {r["prompt_set"]: {"sha256": r["prompt_set_sha256"], "prompts": r["prompt_count"],
-                                          "images": r["images"], "failures": r["failures"]}
-                        for r in sections["table1"]["rows"]},
+        "prompt_sets": {name: {"sha256": _ok(recs)[0]["prompt_set_sha256"] if _ok(recs) else None,
+                               "prompts": _ok(recs)[0]["prompt_count"] if _ok(recs) else None,
+                               "images": len(_ok(recs)), "failures": len(recs) - len(_ok(recs))}
+                        for name, recs in by_set.items()},
         "paper": dict(PAPER),
         "sections": sections,
-        "curves": {n: [[s, v] for s, v in c] for n, c in _traces(out, cfg.prompt_sets).items()},
+        "curves": {n: [[s, v] for s, v in c] for n, c in _traces(out, cfg.sets_to_attack()).items()},
         "wall_s_this_run": time.perf_counter() - t0,
+        "section_wall_s": {"units": "seconds, when the section was computed (with its own attacks)",
+                           **ctx.wall_s},
     }
     if figures:
         from foclip_train.report_figures import write_figures
@@ -546,7 +702,8 @@ def render_markdown(report: dict[str, Any], cfg: ReproduceConfig) -> str:
     ]
     body = []
     for sec in SECTIONS:
-        body += [f"## {sec.title}", "", sec.markdown(report["sections"][sec.name], cfg), ""]
+        if sec.name in report["sections"]:
+            body += [f"## {sec.title}", "", sec.markdown(report["sections"][sec.name], cfg), ""]
     figs = report.get("figures") or []
     if figs:
         body += ["## Figures", ""] + [f"![{p}](figures/{p})" for p in figs] + [""]

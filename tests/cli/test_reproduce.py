@@ -11,7 +11,7 @@ from foclip.prompts import load_prompt_set
 
 SETS = "masterpieces,imagenet-25"
 ARGS = ["--model", "foclip-tiny", "--pretrained", "random", "--prompt-sets", SETS, "--iters", "4",
-        "--max-images", "4", "--batch", "4", "--folds", "2"]
+        "--max-images", "4", "--batch", "4", "--folds", "2", "--sections", "table1,table2,table3"]
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +68,24 @@ def test_bad_prompt_set_is_one_line(tmp_path, capsys):
     assert main(["reproduce", "--out", str(tmp_path / "r"), "--model", "foclip-tiny", "--pretrained", "random",
                  "--prompt-sets", "masterpieces,masterpieces"]) == 1
     assert "name a set twice" in capsys.readouterr().err
+
+
+def test_bad_transfer_models_and_sections_are_one_line(tmp_path, capsys):
+    base = ["reproduce", "--out", str(tmp_path / "r"), "--model", "foclip-tiny", "--pretrained", "random"]
+    assert main([*base, "--transfer-models", "foclip-tiny"]) == 1
+    assert "--transfer-models item 'foclip-tiny' | is not model:pretrained" in capsys.readouterr().err
+    assert main([*base, "--sections", "table1,spectrum"]) == 1
+    assert "are not distinct section names" in capsys.readouterr().err
+
+
+def test_help_lists_the_new_sections(capsys):
+    with pytest.raises(SystemExit):
+        main(["reproduce", "--help"])
+    text = capsys.readouterr().out
+    for flag in ("--sections", "--transfer-models", "--adaptive-weight", "--multi-probes", "--extra-images"):
+        assert flag in text
+    from foclip_train import reproduce
+
+    # The CLI keeps its own copy of the names (fast --help): it must match the library's.
+    assert "table1,table2,table3,adaptive,transfer,spectral" in text.replace("\n", "")
+    assert reproduce.SECTION_NAMES == tuple(s.name for s in reproduce.SECTIONS)
