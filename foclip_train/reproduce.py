@@ -325,25 +325,29 @@ def table1_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
     return "\n".join(lines)
 
 
-def table2_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig,
-                   ctx: SectionContext | None = None) -> dict[str, Any]:
-    """Table 2: grayscale drop of originals vs manipulated images, per set and over all sets."""
-    rows = []
-    every: list[dict[str, Any]] = []
+def _per_set_and_all(by_set: dict[str, list[dict[str, Any]]],
+                     row: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per prompt set from its usable records, then one over every set pooled."""
+    rows, every = [], []
     for name, recs in by_set.items():
         ok = _ok(recs)
         every += ok
-        rows.append({"prompt_set": name, "images": len(ok),
-                     "mean_drop_orig": _mean([r["drop_orig"] for r in ok]),
-                     "mean_drop_adv": _mean([r["drop_adv"] for r in ok]),
-                     "median_drop_orig": statistics.median([r["drop_orig"] for r in ok]) if ok else None,
-                     "median_drop_adv": statistics.median([r["drop_adv"] for r in ok]) if ok else None})
-    rows.append({"prompt_set": "all sets", "images": len(every),
-                 "mean_drop_orig": _mean([r["drop_orig"] for r in every]),
-                 "mean_drop_adv": _mean([r["drop_adv"] for r in every]),
-                 "median_drop_orig": statistics.median([r["drop_orig"] for r in every]) if every else None,
-                 "median_drop_adv": statistics.median([r["drop_adv"] for r in every]) if every else None})
-    return {"rows": rows, "paper_drop_orig": PAPER["drop_original"], "paper_drop_adv": PAPER["drop_manipulated"]}
+        rows.append({"prompt_set": name, **row(ok)})
+    return [*rows, {"prompt_set": "all sets", **row(every)}]
+
+
+def _drop_row(ok: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"images": len(ok), "mean_drop_orig": _mean([r["drop_orig"] for r in ok]),
+            "mean_drop_adv": _mean([r["drop_adv"] for r in ok]),
+            "median_drop_orig": statistics.median([r["drop_orig"] for r in ok]) if ok else None,
+            "median_drop_adv": statistics.median([r["drop_adv"] for r in ok]) if ok else None}
+
+
+def table2_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig,
+                   ctx: SectionContext | None = None) -> dict[str, Any]:
+    """Table 2: grayscale drop of originals vs manipulated images, per set and over all sets."""
+    return {"rows": _per_set_and_all(by_set, _drop_row), "paper_drop_orig": PAPER["drop_original"],
+            "paper_drop_adv": PAPER["drop_manipulated"]}
 
 
 def table2_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
@@ -386,13 +390,7 @@ def _detection(ok: list[dict[str, Any]], cfg: ReproduceConfig) -> dict[str, Any]
 def table3_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig,
                    ctx: SectionContext | None = None) -> dict[str, Any]:
     """Table 3: detection (score gate + drop threshold) per set and pooled, fit set and held out."""
-    rows = []
-    every: list[dict[str, Any]] = []
-    for name, recs in by_set.items():
-        ok = _ok(recs)
-        every += ok
-        rows.append({"prompt_set": name, **_detection(ok, cfg)})
-    rows.append({"prompt_set": "all sets", **_detection(every, cfg)})
+    rows = _per_set_and_all(by_set, lambda ok: _detection(ok, cfg))
     return {"rows": rows, "target_fpr": cfg.target_fpr, "folds": cfg.folds,
             "paper_accuracy": PAPER["detection_accuracy"]}
 
