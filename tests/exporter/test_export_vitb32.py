@@ -24,4 +24,4 @@ def test_vit_b32_export_passes_gates(tmp_path):
     assert rep["image_encoder"]["int8"]["min_cosine"] >= 0.99
     assert rep["text_encoder"]["fp16"]["min_cosine"] >= 0.999
     sizes = {p.name: round(p.stat().st_size / 1e6, 1) for p in out.rglob("*.onnx")}
-    print(json.dumps({"export_seconds": rep["export_seconds"], "parity": m.extra["parity_summary"], "mb": sizes}))
+    print(json.dumps({"export_seconds": rep["export_seconds"], "parity": m.info["parity_summary"], "mb": sizes}))
