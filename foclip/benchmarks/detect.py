@@ -49,6 +49,7 @@ class BenchDetectConfig:
         checkpoint: baseline weights when the bundle came from a checkpoint file.
         skip_torch: leave out the PyTorch baseline.
         probes: colour-space probes of the multi-probe row (empty: no such row).
+        compare: more bundles of the same model and weights whose int8 graphs get rows too.
     """
 
     bundle: str
@@ -63,6 +64,7 @@ class BenchDetectConfig:
     checkpoint: str | None = None
     skip_torch: bool = False
     probes: tuple[str, ...] = ("gray", "hue180", "swap-rb")
+    compare: tuple[str, ...] = ()
 
 
 @dataclass
@@ -272,6 +274,36 @@ def _agreement(row: Row, ref: Row, tau_score: float, tau_drop: float) -> tuple[f
     return gated, drop_only, diff
 
 
+def _int8_bundles(bundle: Any, compare: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The bundles whose int8 image graph gets rows: ``[(folder, "[method]"), ...]``.
+
+    Raises:
+        InputError: a compare bundle holds another model, other weights or no int8 graph, or two
+            bundles carry the same int8 method.
+    """
+    from foclip.errors import InputError
+    from foclip.runtime import open_bundle
+
+    out: list[tuple[str, str]] = []
+    m0 = bundle.manifest
+    for b in (bundle, *(open_bundle(c) for c in compare)):
+        m = b.manifest
+        if (m.model_name, m.pretrained) != (m0.model_name, m0.pretrained):
+            raise InputError(f"compare bundle {str(b.path)!r}", f"holds {m.model_name} ({m.pretrained})",
+                             f"a bundle of {m0.model_name} ({m0.pretrained}), like the first")
+        if "int8" not in m.image_encoders:
+            if b is bundle:
+                continue
+            raise InputError(f"compare bundle {str(b.path)!r}", "has no int8 image graph",
+                             "a bundle exported with --precision ...,int8")
+        how = "[" + str(b.image_graph("int8").quantization.get("method", "?")) + "]"
+        if any(h == how for _, h in out):
+            raise InputError(f"compare bundle {str(b.path)!r}", f"repeats int8 method {how}",
+                             "bundles with different --int8-method")
+        out.append((str(b.path), how))
+    return out
+
+
 def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None = None) -> BenchDetectResult:
     """Run every row in interleaved rounds and return the figures.
 
@@ -320,15 +352,15 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
         tau_drop = float(np.nanmedian(first.drop))
         how = (f"bench-derived: tau_score = {cfg.clean_fraction:.0%} quantile of score_color of the first row, "
                "tau_drop = its median drop")
-    precisions = bundle.manifest.image_encoders
     gate = {"cascade": True, "tau_score": tau_score, "tau_drop": tau_drop}
-    if "int8" in precisions:
-        runners.append(runtime_row("(c) runtime int8", cfg.bundle, paths, precision="int8", graph="encoder",
+    int8_bundles = _int8_bundles(bundle, cfg.compare)  # (bundle dir, method) with an int8 image graph
+    for b, how in int8_bundles:
+        runners.append(runtime_row(f"(c) runtime int8 {how}", b, paths, precision="int8", graph="encoder",
                                    **common))
     runners.append(runtime_row("(d) runtime fp32 + cascade", cfg.bundle, paths, precision="fp32",
                                graph="encoder", **gate, **common))
-    if "int8" in precisions:
-        runners.append(runtime_row("(d') runtime int8 + cascade", cfg.bundle, paths, precision="int8",
+    for b, how in int8_bundles:
+        runners.append(runtime_row(f"(d') runtime int8 {how} + cascade", b, paths, precision="int8",
                                    graph="encoder", **gate, **common))
     if "fp32" in bundle.manifest.detect_graphs:
         runners.append(runtime_row("(e) fused detect graph fp32", cfg.bundle, paths, precision="fp32",
@@ -336,10 +368,11 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
     if cfg.probes and tuple(cfg.probes) != ("gray",):
         runners.append(runtime_row(f"(f) multi-probe fp32 ({','.join(cfg.probes)})", cfg.bundle, paths,
                                    precision="fp32", graph="encoder", probes=tuple(cfg.probes), **common))
-    for p in ("fp32", "int8"):
-        if p in precisions:
-            runners.append(encoder_only_row(f"encoder only {p}", cfg.bundle, paths, precision=p, graph="encoder",
-                                            **common))
+    runners.append(encoder_only_row("encoder only fp32", cfg.bundle, paths, precision="fp32", graph="encoder",
+                                    **common))
+    for b, how in int8_bundles:
+        runners.append(encoder_only_row(f"encoder only int8 {how}", b, paths, precision="int8", graph="encoder",
+                                        **common))
     # Interleaved rounds: every row once per round, so a change in machine load hits all rows alike;
     # each row reports its median-time pass.
     passes: list[list[Row]] = [[] for _ in runners]
@@ -363,8 +396,9 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
     e2e_notes = []
     for r in rows:
         if r.name.startswith("encoder only"):
-            p = r.name.split()[-1]
-            e2e = next((x for x in rows if x.name.startswith("(b)" if p == "fp32" else "(c)")), None)
+            p = r.name.removeprefix("encoder only ")
+            e2e = next((x for x in rows if x.name == ("(b) runtime fp32" if p == "fp32" else f"(c) runtime {p}")),
+                       None)
             if e2e is not None:
                 e2e_notes.append(f"{p}: end-to-end from files {e2e.rate:.2f}/s vs bare encoder {r.rate:.2f}/s "
                                  f"({e2e.seconds / r.seconds - 1:+.1%} time)")

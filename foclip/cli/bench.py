@@ -30,6 +30,10 @@ def _add_generate(bsub) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads, 0 = torch's default (default: %(default)s)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     p.add_argument("--no-native", action="store_true", help="skip the native-resolution attack row")
+    p.add_argument("--compile", action="store_true",
+                   help="add a row with the encoder under torch.compile (inductor), with its distance from eager")
+    p.add_argument("--channels-last", action="store_true",
+                   help="add a row with the encoder's weights in channels-last memory format")
     p.set_defaults(func=run_generate)
 
 
@@ -41,7 +45,7 @@ def run_generate(args: argparse.Namespace) -> int:
     from foclip_train.bench import BenchGenerateConfig, measure_generate
 
     cfg = BenchGenerateConfig(args.model, args.pretrained, args.batch, args.iters, args.check_every, args.rounds,
-                              args.threads, args.device, not args.no_native)
+                              args.threads, args.device, not args.no_native, args.compile, args.channels_last)
     res = measure_generate(cfg, on_loaded=random_weights_notice)
     t = Table(title=f"foclip bench generate: {cfg.model} ({res['pretrained']}), batch {cfg.batch}, "
                     f"{cfg.iters} iters, k={cfg.check_every}, {cfg.device}, {res['threads']} threads, "
@@ -51,6 +55,12 @@ def run_generate(args: argparse.Namespace) -> int:
     for r in res["rows"]:
         t.add_row(r["path"], f"{r['image_iters_per_s']:.2f}", f"{r['s_per_step']:.3f}", f"{r['vs_bare']:.2f}x")
     console.print(t)
+    for r in res["rows"]:
+        if "vs_eager_attack" in r:
+            console.print(f"{r['path']}: {r['vs_eager_attack']:.2f}x the eager attack step; largest difference from "
+                          f"eager after {cfg.iters} steps: {r['max_pixel_diff_vs_eager']} 8-bit level(s), score "
+                          f"{r['max_score_diff_vs_eager']:.2e}; first call {r['first_call_s']:.1f} s",
+                          highlight=False)
     console.print(f"overhead of the attack step over bare forward+backward: {res['overhead_pct']:+.1f} % "
                   f"(of which ~{res['check_share_pct']:.1f} % is {res['checks']} best-iterate checks, one forward "
                   f"each; {res['checks']}/{cfg.iters} checks here, ~1/k of a forward per step in long runs)",
@@ -77,6 +87,9 @@ def _add_detect(bsub) -> None:
     p.add_argument("--skip-torch", action="store_true", help="skip the PyTorch baseline")
     p.add_argument("--probes", default="gray,hue180,swap-rb",
                    help="probes of the multi-probe row (f), comma-separated; 'gray' alone drops the row")
+    p.add_argument("--compare", action="append", default=[], metavar="BUNDLE",
+                   help="another bundle of the same model exported with a different --int8-method: its int8 "
+                        "rows join the same rounds (repeatable)")
     p.add_argument("--out", default=None, help="also write the figures as JSON here")
     p.set_defaults(func=run_detect)
 
@@ -96,7 +109,7 @@ def run_detect(args: argparse.Namespace) -> int:
         bundle=args.bundle, images=tuple(args.images), samples=args.samples, batch=args.batch, repeat=args.repeat,
         threads=args.threads, decode_workers=args.decode_workers, clean_fraction=args.clean_fraction,
         calibration=args.calibration, checkpoint=args.checkpoint, skip_torch=args.skip_torch,
-        probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()))
+        probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()), compare=tuple(args.compare))
     res = run_bench_detect(cfg, log=lambda line: err_console.print(f"[dim]{escape(line)}[/]", highlight=False))
     table = Table(title=f"foclip bench detect — {res.model_name} ({res.pretrained}), {res.images} images, "
                         f"batch {res.batch}, {res.threads} threads")
@@ -118,7 +131,7 @@ def run_detect(args: argparse.Namespace) -> int:
                   "its largest probe drop); agree drop: same side of the first row's median drop; max|Δscore|: "
                   f"largest score_color difference to the first row (0..{res.score_scale:g} scale).", highlight=False)
     for line in res.end_to_end:
-        console.print(line, highlight=False)
+        console.print(escape(line), highlight=False)
     console.print(f"thresholds {res.thresholds}: tau_score {res.tau_score:.4g} (0..{res.score_scale:g}), "
                   f"tau_drop {res.tau_drop:.4g}; first row = {escape(res.rows[0].name)}", highlight=False)
     if args.out:

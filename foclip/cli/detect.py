@@ -60,6 +60,10 @@ def add_parser(sub: Any) -> None:
                         "same --probes)")
     p.add_argument("--max-file-mb", type=float, default=256.0,
                    help="larger files get the error file_too_large instead of being read (default 256)")
+    p.add_argument("--draft-factor", type=int, default=4,
+                   help="JPEGs at least 2N times the model size on the short side are DCT-scaled while "
+                        "decoding to no less than N times it; 0 = always full decode (open_clip's exact path); "
+                        "measured cost in docs/runtime.md (default 4)")
     p.add_argument("--no-self-check", action="store_true",
                    help="skip the start-up parity self-check of the graph on this machine (at your own risk)")
     p.add_argument("--format", default="table", choices=("table", "jsonl", "csv"),
@@ -189,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
     paths = _check_paths_before_loading(args)
     if not args.max_file_mb > 0:
         raise InputError("--max-file-mb", f"is {args.max_file_mb:g}", "a size in MiB > 0")
+    if args.draft_factor < 0:
+        raise InputError("--draft-factor", f"is {args.draft_factor}", "an integer >= 0 (0 = full decode)")
     if args.out:
         ensure_writable(args.out)  # before loading anything: a read-only folder fails in a second
     det = Detector.from_bundle(args.bundle, backend=args.backend, precision=args.precision,
@@ -196,7 +202,8 @@ def run(args: argparse.Namespace) -> int:
                                batch_size=args.batch, graph=args.graph, threads=args.threads,
                                probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),
                                self_check=not args.no_self_check,
-                               limits=DecodeLimits(max_file_bytes=int(args.max_file_mb * 1024 * 1024)))
+                               limits=DecodeLimits(max_file_bytes=int(args.max_file_mb * 1024 * 1024),
+                                                   draft_factor=args.draft_factor))
     random_weights_notice(det.manifest.pretrained)
     if not det.calibrated:
         err_console.print(f"[yellow]note:[/] no --calibration: default thresholds tau_score="
@@ -279,8 +286,8 @@ def run(args: argparse.Namespace) -> int:
     cal = "calibrated" if det.calibrated else "UNCALIBRATED defaults"
     rate = f"{total / seconds:.1f}" if seconds > 0 else "-"
     lines = [f"{total} image(s): {n_tampered} flagged as tampered, {n_ok - n_tampered} clean, {n_bad} unreadable.",
-             f"thresholds ({cal}): tau_score {det.config.tau_score:.4g} (0..{det.score_scale:g}), "
-             f"tau_drop {det.config.tau_drop:.4g}; {rate} images/s"]
+             (f"thresholds ({cal}): tau_score {det.config.tau_score:.4g} (0..{det.score_scale:g}), "
+             f"tau_drop {det.config.tau_drop:.4g}; {rate} images/s")]
     sc = det.self_check
     lines.append(f"self-check: {sc.graph} on {sc.backend}, min cosine {sc.min_cosine:.6f} vs gate {sc.gate} "
                  f"({'passed' if sc.passed else 'FAILED'})" if sc else "self-check: skipped (--no-self-check)")

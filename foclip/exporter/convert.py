@@ -60,8 +60,8 @@ INT8_METHODS: dict[str, Int8Method] = {m.name: m for m in (
     Int8Method("dynamic-s8", "dynamic", "QInt8", False, False, "CPUs with VNNI (avx512_vnni or avx_vnni) only: "
                "on AVX2 without VNNI its int16 accumulators saturate and accuracy drops"),
     Int8Method("dynamic-u8u8", "dynamic", "QUInt8", False, False, "any x86-64 CPU (unsigned weights, slower GEMM)"),
-    Int8Method("static-qdq", "static", "QInt8", True, True, "any x86-64 CPU; scales calibrated on the export's "
-               "sample photos (MinMax)"),
+    Int8Method("static-qdq", "static", "QInt8", True, True, "any x86-64 CPU; activation scales calibrated on the "
+               "export's sample photos (MinMax), MatMul/Gemm only"),
 )}
 DEFAULT_INT8_METHOD = "dynamic-u8s7"
 
@@ -119,6 +119,10 @@ class _PixelReader:
         return next(self._it, None)
 
 
+# Root-logger advice the quantiser prints on every export; neither changes what it writes.
+_QUANTISER_ADVICE = ("pre-processing before quantization", "is not constant. Please exclude this node")
+
+
 @contextlib.contextmanager
 def _without_preprocessing_advice() -> Iterator[None]:
     """Drop the quantiser's "Please consider to run pre-processing" root-logger warning for one call.
@@ -128,7 +132,7 @@ def _without_preprocessing_advice() -> Iterator[None]:
     and other warnings still reach stderr as they would have.
     """
     root = logging.getLogger()
-    advice = lambda record: "run pre-processing before quantization" not in record.getMessage()
+    advice = lambda record: not any(m in record.getMessage() for m in _QUANTISER_ADVICE)
     added = [] if root.handlers else [logging.lastResort]
     for h in added:
         root.addHandler(h)
@@ -179,8 +183,12 @@ def to_int8(src: Path, dst: Path, method: str = DEFAULT_INT8_METHOD, optimize: b
         else:
             name = onnx.load(str(model_in), load_external_data=False).graph.input[0].name
             batches = [calibration_pixels[i:i + 8].astype(np.float32) for i in range(0, len(calibration_pixels), 8)]
+            # MatMul/Gemm only: with every op quantised (Add, Softmax, LayerNorm inputs...) the static
+            # graph of ViT-B-32 fell to min cosine 0.976 on held-out photos; MatMul/Gemm alone gave
+            # 0.9996 (scripts/int8_candidates.py, docs/runtime.md).
             quantize_static(str(model_in), str(dst), _PixelReader(name, batches), quant_format=QuantFormat.QDQ,
-                            per_channel=m.per_channel, reduce_range=m.reduce_range, weight_type=wtype,
-                            activation_type=QuantType.QUInt8, extra_options=extra)
+                            op_types_to_quantize=["MatMul", "Gemm"], per_channel=m.per_channel,
+                            reduce_range=m.reduce_range, weight_type=wtype, activation_type=QuantType.QUInt8,
+                            extra_options=extra)
     onnx.checker.check_model(str(dst), full_check=True)
     return m

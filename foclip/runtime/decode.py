@@ -44,7 +44,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from foclip.manifest import PreprocessSpec
-from foclip.runtime.preprocess import to_uint8
+from foclip.runtime.preprocess import PIL_RESAMPLE, resized_hw, to_uint8
 
 # Error codes, stable across releases (documented in docs/runtime.md).
 ERROR_CODES: dict[str, str] = {
@@ -215,6 +215,21 @@ def _draft(img: Image.Image, image_size: int, limits: DecodeLimits) -> None:
     img.draft(img.mode, (max(1, w * target // short), max(1, h * target // short)))
 
 
+def _resize_drafted(img: Image.Image, full: tuple[int, int], spec: PreprocessSpec) -> Image.Image:
+    """Resize a DCT-scaled JPEG to the size the eval transform gives the full image.
+
+    libjpeg scales by 1/k and rounds the size up, so the drafted image holds the full frame plus
+    up to one partial pixel on the right and bottom. Resizing from the drafted size moved the
+    centre crop by up to a pixel of the model input (measured: up to 120 of 255 levels at edges for
+    a 64 px model); resizing the exact full-frame box to the full image's target keeps open_clip's
+    geometry. Done before EXIF rotation: the shortest-side target does not depend on orientation.
+    """
+    w, h = full
+    k = max(1, round(w / img.size[0]))
+    nh, nw = resized_hw(h, w, spec.image_size)
+    return img.resize((nw, nh), PIL_RESAMPLE[spec.interpolation], box=(0, 0, w / k, h / k))
+
+
 _HEAD_BYTES = 65536  # enough for the segments before a JPEG's scan in all but EXIF-heavy files
 HEADER_CAP_BYTES = 8 * 1024 * 1024  # PIL may read this far to identify a file; junk beyond is refused
 # The formats the documentation promises (PIL's JPEG opener also returns MPO, the phones' JPEGs).
@@ -255,7 +270,7 @@ class _CappedReader(io.RawIOBase):
 
 
 def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_bytes: int,
-                image_size: int = 0) -> Image.Image:
+                spec: PreprocessSpec | None = None) -> Image.Image:
     head = data.read(_HEAD_BYTES)
     data.seek(0)
     capped = _CappedReader(data, HEADER_CAP_BYTES)
@@ -280,11 +295,15 @@ def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_b
                         f"({exc.__class__.__name__}: {text})", "a valid image file") from exc
     _check_header(img, subject, limits)
     _check_floor(img, subject, head, n_bytes)
-    _draft(img, image_size, limits)
+    full = img.size
+    if spec is not None:
+        _draft(img, spec.image_size, limits)
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # animations: the first frame, as PIL's default
         img.load()
+        if img.size != full:
+            img = _resize_drafted(img, full, spec)
         img = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as exc:
         raise ItemError("too_many_pixels", subject, f"was refused by PIL's decompression-bomb guard "
@@ -299,7 +318,7 @@ def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_b
     return img
 
 
-def _open_path(path: Path, limits: DecodeLimits, image_size: int = 0) -> Image.Image:
+def _open_path(path: Path, limits: DecodeLimits, spec: PreprocessSpec | None = None) -> Image.Image:
     subject = f"{str(path)!r}"
     try:
         st = os.stat(path)
@@ -321,7 +340,7 @@ def _open_path(path: Path, limits: DecodeLimits, image_size: int = 0) -> Image.I
     try:
         # Streamed: PIL reads what it decodes; the file is never held whole in memory.
         with open(path, "rb", buffering=65536) as f:
-            return _open_bytes(f, subject, limits, st.st_size, image_size)
+            return _open_bytes(f, subject, limits, st.st_size, spec)
     except OSError as exc:  # I/O errors while PIL reads (decode errors are ItemErrors already)
         raise ItemError("unreadable", subject, f"cannot be read ({exc.strerror or exc})",
                         "a readable image file") from exc
@@ -336,7 +355,7 @@ def _from_array(arr: np.ndarray, subject: str, limits: DecodeLimits) -> Image.Im
     return img
 
 
-def load_image(item: Any, subject: str, limits: DecodeLimits, image_size: int = 0) -> Image.Image:
+def load_image(item: Any, subject: str, limits: DecodeLimits, spec: PreprocessSpec | None = None) -> Image.Image:
     """Open one item as a PIL image with EXIF orientation applied, checking header limits.
 
     Args:
@@ -344,8 +363,9 @@ def load_image(item: Any, subject: str, limits: DecodeLimits, image_size: int = 
             or a uint8 numpy array (H, W, 3 RGB; H, W, 4 RGBA; or H, W gray).
         subject: how the item is named in messages (usually its id).
         limits: header limits.
-        image_size: the model's input size; > 0 lets large JPEGs be DCT-scaled towards it
-            (``limits.draft_factor``); 0 decodes at full size.
+        spec: the model's preprocessing; given, large JPEGs are DCT-scaled towards its image size
+            (``limits.draft_factor``) and come back already resized to the size its eval
+            transform resizes them to; None decodes at full size.
 
     Returns:
         The PIL image in its own mode (conversion to RGB happens after resizing, as open_clip).
@@ -354,11 +374,11 @@ def load_image(item: Any, subject: str, limits: DecodeLimits, image_size: int = 
         ItemError: with one of the codes of :data:`ERROR_CODES`.
     """
     if isinstance(item, (str, os.PathLike)):
-        return _open_path(Path(item), limits, image_size)
+        return _open_path(Path(item), limits, spec)
     if isinstance(item, (bytes, bytearray, memoryview)):
         if len(item) == 0:
             raise ItemError("empty_file", subject, "is an empty byte string", "image file bytes")
-        return _open_bytes(io.BytesIO(item), subject, limits, len(item), image_size)
+        return _open_bytes(io.BytesIO(item), subject, limits, len(item), spec)
     if isinstance(item, Image.Image):
         _check_header(item, subject, limits)
         return item
@@ -387,7 +407,7 @@ def decode_item(item: Any, subject: str, spec: PreprocessSpec, limits: DecodeLim
     Raises:
         ItemError: with one of the codes of :data:`ERROR_CODES`.
     """
-    img = load_image(item, subject, limits, spec.image_size)
+    img = load_image(item, subject, limits, spec)
     try:
         return to_uint8(img, spec)
     except (OSError, ValueError) as exc:

@@ -12,7 +12,8 @@ from PIL import Image
 
 from foclip.manifest import PreprocessSpec
 
-_INTERP = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+# PIL resampling filter of each eval-transform interpolation name.
+PIL_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
 
 
 def resized_hw(h: int, w: int, size: int) -> tuple[int, int]:
@@ -33,7 +34,7 @@ def resize_crop_pil(img: Image.Image, spec: PreprocessSpec) -> Image.Image:
     w, h = img.size
     nh, nw = resized_hw(h, w, size)
     if (nh, nw) != (h, w):
-        img = img.resize((nw, nh), _INTERP[spec.interpolation])
+        img = img.resize((nw, nh), PIL_RESAMPLE[spec.interpolation])
     top, left = center_crop_box(nh, nw, size)
     if (nh, nw) != (size, size):
         img = img.crop((left, top, left + size, top + size))

@@ -62,6 +62,7 @@ class ServeConfig:
     batch_wait_ms: float = 5.0
     max_ongoing_requests: int | None = None  # None -> max_batch
     max_queued_requests: int = 256
+    draft_factor: int = 4  # JPEG DCT scaling in the replica's decoder (foclip.runtime.decode.DecodeLimits)
     retry_after_s: float = 1.0
     graceful_shutdown_timeout_s: float = 30.0
     limits: Limits = Limits()
@@ -107,6 +108,7 @@ class ServeConfig:
             ("--body-timeout-s", self.limits.body_timeout_s > 0, "seconds > 0"),
             ("--max-request-mpx", self.limits.max_request_pixels > 0, "megapixels > 0"),
             ("--max-per-client", self.limits.max_per_client >= 0, "an integer >= 0 (0 = no bound)"),
+            ("--draft-factor", self.draft_factor >= 0, "an integer >= 0 (0 = full decode)"),
             ("--max-queued", self.max_queued_requests >= 1 or self.max_queued_requests == -1,
              "an integer >= 1, or -1 for unbounded"),
         )

@@ -68,7 +68,7 @@ def run_build(b: ReferenceBuild, on_data: Callable[[int, int], None] | None = No
     build_dataset(data_dir, dataclasses.replace(b.data, seed=b.seed), on_data)
     t_data = time.perf_counter() - t0
     say("train (open_clip_train)")
-    name = f"{b.model}-s{b.seed}-e{recipe.epochs}"
+    name = f"{b.model}-s{b.seed}-e{recipe.epochs}" + (f"-c{recipe.crop_scale[0]:g}" if recipe.crop_scale else "")
     ckpt = run_trainer(recipe, data_dir, b.work / "logs", name)
     t_train = time.perf_counter() - t0 - t_data
     say("convert + evaluate")

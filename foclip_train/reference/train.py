@@ -33,6 +33,9 @@ class Recipe:
         warmup: warm-up steps.
         wd: weight decay.
         seed: open_clip_train's ``--seed``.
+        crop_scale: RandomResizedCrop area range of the training transform (``--aug-cfg scale=...``);
+            None keeps open_clip's default (0.9, 1.0). Colour jitter and grayscale augmentation stay
+            off: the detector under study measures how much a model leans on colour.
     """
 
     model: str
@@ -42,6 +45,7 @@ class Recipe:
     warmup: int = 40
     wd: float = 0.1
     seed: int = 0
+    crop_scale: tuple[float, float] | None = None
 
 
 # Sized to train in ~5-30 min on 2 cores (ViT ~0.5 s a step when quiet, 5-9 s when 4 other jobs share them).
@@ -88,7 +92,7 @@ def trainer_argv(recipe: Recipe, data_dir: Path, logs: Path, name: str, workers:
         "--val-frequency", "1", "--save-frequency", "1", "--zeroshot-frequency", "0",
         "--log-every-n-steps", "5", "--report-to", "",
         "--logs", str(logs), "--name", name, "--resume", "latest",
-    ]
+    ] + (["--aug-cfg", f"scale=({recipe.crop_scale[0]}, {recipe.crop_scale[1]})"] if recipe.crop_scale else [])
 
 
 def run_trainer(recipe: Recipe, data_dir: Path, logs: Path, name: str, workers: int = 1) -> Path:

@@ -82,9 +82,10 @@ def offline_rate(bundle: str, precision: str, folder: Path, batch: int) -> float
 class Server:
     """`foclip serve` in a subprocess (its own process group, stopped with SIGTERM)."""
 
-    def __init__(self, bundle: str, port: int, precision: str, replicas: int, threads: int | None, max_batch: int):
+    def __init__(self, bundle: str, port: int, precision: str, replicas: int, threads: int | None, max_batch: int,
+                 extra: tuple[str, ...] = ()):
         cmd = [str(BIN / "foclip"), "serve", bundle, "--host", HOST, "--port", str(port), "--precision", precision,
-               "--replicas", str(replicas), "--max-batch", str(max_batch), "--cpus-per-replica", "0.5"]
+               "--replicas", str(replicas), "--max-batch", str(max_batch), "--cpus-per-replica", "0.5", *extra]
         if threads:
             cmd += ["--threads", str(threads)]
         self.log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)  # noqa: SIM115 - lives with the server
@@ -139,6 +140,21 @@ class Server:
             reps += rss if p.pid in rep_pids else 0
         return {"tree_mib": round(total / 2**20, 1), "replicas_mib": round(reps / 2**20, 1)}
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds (user + system) so far of each process of the server, grouped by role."""
+        import psutil
+
+        out: dict[str, float] = {}
+        for p in self.processes():
+            try:
+                cmd = " ".join(p.cmdline())
+                t = p.cpu_times()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            role = next((name for key, name in CPU_ROLES if key in cmd), "other Ray processes")
+            out[role] = out.get(role, 0.0) + t.user + t.system
+        return out
+
     def stop(self) -> int:
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -146,6 +162,110 @@ class Server:
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
             return -9
+
+
+# Which process does what, by a piece of its command line (first match wins).
+CPU_ROLES = (("ServeReplica:foclip:FoclipDetector", "detector replica(s)"),
+             ("ServeReplica:foclip:FoclipIngress", "ingress (HTTP routes, multipart, limits)"),
+             ("ProxyActor", "Serve HTTP proxy"), ("ServeController", "Serve controller"),
+             ("raylet", "raylet"), ("gcs_server", "GCS"), ("foclip serve", "driver (foclip serve)"))
+
+
+def run_wrk(url: str, files: list[Path], users: int, seconds: int, work: Path) -> dict:
+    """Closed-loop load with wrk: ``users`` connections POSTing raw image bodies for ``seconds``.
+
+    wrk is an event-loop C client: one thread drives every connection, so the load generator itself
+    costs little CPU next to the service on the same cores (its CPU seconds are reported).
+    """
+    import psutil
+
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("wrk not found: apt-get install -y wrk (or use --generator locust)")
+    listing = work / "wrk_payloads.txt"
+    listing.write_text("".join(f"{p}\n" for p in files))
+    cmd = [wrk, "-t1", f"-c{users}", f"-d{seconds}s", "--timeout", "60s", "-s", str(HERE / "wrk_post.lua"), url]
+    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                        env={**os.environ, "FOCLIP_WRK_PAYLOADS": str(listing)})
+    cpu = 0.0
+    while proc.poll() is None:
+        try:
+            t = proc.cpu_times()
+            cpu = t.user + t.system
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.5)
+    out = proc.stdout.read()
+    m = re.search(r"^WRKJSON (\{.*\})$", out, re.MULTILINE)
+    if not m:
+        raise RuntimeError(f"no WRKJSON line in wrk output:\n{out}")
+    r = json.loads(m.group(1))
+    wall = r["duration_us"] / 1e6
+    return {"requests": r["requests"], "wall_s": round(wall, 1), "requests_per_s": round(r["requests"] / wall, 2),
+            "images_scored_per_s": round(r["s2xx"] / wall, 2), "p50_ms": round(r["p50_us"] / 1e3, 1),
+            "p95_ms": round(r["p95_us"] / 1e3, 1), "p99_ms": round(r["p99_us"] / 1e3, 1),
+            "max_ms": round(r["max_us"] / 1e3, 1), "mean_ms": round(r["mean_us"] / 1e3, 1),
+            "status_counts": {"2xx": r["s2xx"], "4xx": r["s4xx"], "5xx": r["s5xx"]},
+            "5xx": r["s5xx"], "socket_errors": {k[4:]: r[k] for k in r if k.startswith("err_")},
+            "load_generator_cpu_s": round(cpu, 2)}
+
+
+def wrk_run(args, payloads: Path, work: Path, offline: float | None = None) -> dict:
+    """Main run with wrk on the good images only; CPU seconds by process role over the timed window."""
+    srv = Server(args.bundle, args.port, args.precision, args.replicas, args.threads, args.max_batch,
+                 tuple(args.serve_arg))
+    files = sorted((payloads / "good").iterdir())
+    try:
+        srv.wait_ready()
+        run_wrk(srv.url, files, args.users, max(5, args.warmup_seconds), work)  # warm-up, not reported
+        rss_before, cpu0 = srv.rss_mib(), srv.cpu_seconds()
+        timeline: list[tuple[float, float, float]] = []  # (s since start, replicas MiB, whole tree MiB)
+        done = threading.Event()
+
+        def sample() -> None:
+            t0 = time.monotonic()
+            while not done.wait(args.rss_every):
+                r = srv.rss_mib()
+                timeline.append((round(time.monotonic() - t0, 1), r["replicas_mib"], r["tree_mib"]))
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        try:
+            res = run_wrk(srv.url, files, args.users, args.seconds, work)
+        finally:
+            done.set()
+            sampler.join()
+        cpu1 = srv.cpu_seconds()
+        rss_after = srv.rss_mib()
+        cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 1) for k in cpu1}
+        cpu["wrk (load generator)"] = res.pop("load_generator_cpu_s")
+        res.update(rss_before=rss_before, rss_after=rss_after, cpu_seconds_by_role=cpu,
+                   cpu_cores_busy=round(sum(cpu.values()) / res["wall_s"], 2), rss_timeline=timeline)
+        if args.rss_plot and timeline:
+            plot_rss(timeline, args.rss_plot, f"{args.users} closed-loop clients (wrk), {args.precision}, "
+                                              f"{args.replicas} replica(s), {args.seconds} s")
+    finally:
+        res_exit = srv.stop()
+    res["server_exit_code"] = res_exit
+    return res
+
+
+def plot_rss(timeline: list[tuple[float, float, float]], path: str, title: str) -> None:
+    """RSS of the detector replica(s) and of the whole server tree against time (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t, reps, tree = zip(*timeline, strict=True)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.plot(t, reps, label="detector replica(s)")
+    ax.plot(t, tree, label="all server processes")
+    ax.set(xlabel="seconds under load", ylabel="RSS (MiB)", title=title, ylim=(0, max(tree) * 1.1))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def run_locust(url: str, payloads: Path, users: int, requests: int, seconds: int, out: Path) -> list:
@@ -186,7 +306,8 @@ def summarize(log: list, offline: float | None = None) -> dict:
 
 
 def main_run(args, payloads: Path, work: Path, offline: float) -> dict:
-    srv = Server(args.bundle, args.port, args.precision, args.replicas, args.threads, args.max_batch)
+    srv = Server(args.bundle, args.port, args.precision, args.replicas, args.threads, args.max_batch,
+                 tuple(args.serve_arg))
     try:
         srv.wait_ready()
 
@@ -257,9 +378,10 @@ def report(res: dict) -> str:
     lines = [(f"## foclip serve load test: {res['bundle_model']} ({res['precision']}, random weights), "
              f"{res['replicas']} replica(s), {res['users']} users"), "",
              "| measure | value |", "|---|---|"]
-    for key in ("requests", "wall_s", "requests_per_s", "images_scored_per_s", "offline_images_per_s",
-                "offline_before_after", "ratio_to_offline", "p50_ms", "p95_ms", "p99_ms", "status_counts", "by_kind", "5xx",
-                "rss_before", "rss_after", "server_exit_code"):
+    for key in ("generator", "serve_args", "requests", "wall_s", "requests_per_s", "images_scored_per_s",
+                "offline_images_per_s", "offline_before_after", "ratio_to_offline", "p50_ms", "p95_ms", "p99_ms",
+                "status_counts", "by_kind", "5xx", "socket_errors", "rss_before", "rss_after", "cpu_cores_busy",
+                "cpu_seconds_by_role", "server_exit_code"):
         lines.append(f"| {key} | {m.get(key)} |")
     if f:
         lines += ["", "### replica killed mid-load (2 replicas, 1 ORT thread each)", "", "| measure | value |", "|---|---|"]
@@ -286,6 +408,15 @@ def main() -> int:
     ap.add_argument("--offline-images", type=int, default=512)
     ap.add_argument("--port", type=int, default=18080)
     ap.add_argument("--out", default="loadtest_report.json")
+    ap.add_argument("--generator", choices=("locust", "wrk"), default="locust",
+                    help="locust: the mixed good/bad traffic below; wrk: good images only, a low-CPU C client "
+                         "(the throughput ratio and latency figures)")
+    ap.add_argument("--seconds", type=int, default=60, help="wrk: length of the timed run")
+    ap.add_argument("--warmup-seconds", type=int, default=15, help="wrk: length of the warm-up run")
+    ap.add_argument("--rss-every", type=float, default=5.0, help="wrk: RSS sampling interval in seconds")
+    ap.add_argument("--rss-plot", default=None, help="wrk: write the RSS-against-time plot here (PNG)")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="extra `foclip serve` argument, e.g. --serve-arg=--batch-wait-ms=20 (repeatable)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="foclip-load-"))
     if args.export:
@@ -304,7 +435,8 @@ def main() -> int:
     # Offline before and after the served run: the machine is shared, so the mean of the two is the
     # fairest single figure and their spread shows the noise.
     before = offline_rate(args.bundle, args.precision, payloads / "offline", args.max_batch)
-    res["main"] = main_run(args, payloads, work, None)
+    res["main"] = (wrk_run if args.generator == "wrk" else main_run)(args, payloads, work, None)
+    res["main"].update(generator=args.generator, serve_args=args.serve_arg)
     after = offline_rate(args.bundle, args.precision, payloads / "offline", args.max_batch)
     res["offline_images_per_s"] = offline = round((before + after) / 2, 1)
     res["main"].update(offline_images_per_s=offline, offline_before_after=[before, after],

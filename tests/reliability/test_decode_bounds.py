@@ -115,3 +115,22 @@ def test_d9_files_are_streamed_not_read_whole(tmp_path):
     print(f"1 GiB sparse .jpg: {code}, peak RSS {peak_mb} MB")
     assert code in ("not_an_image", "truncated", "decode_failed")
     assert peak_mb < 300  # measured ~40 MB; reading the whole file would be > 1024 MB
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_dct_scaled_jpeg_keeps_the_full_images_geometry(sample_photos, orientation):
+    # A short side that is no multiple of 8, a 64 px model (1/8 scaling) and EXIF rotations: the
+    # resize must follow the full image's size, not libjpeg's rounded-up drafted size. Computing it
+    # from the drafted size shifted the crop (max difference 71-97 of 255 on this photo).
+    spec = PreprocessSpec(image_size=64)
+    big = Image.fromarray(sample_photos["rocket"]).resize((1531, 1021), Image.BICUBIC)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    big.save(buf, "JPEG", quality=92, exif=exif.tobytes())
+    full = decode_item(buf.getvalue(), "x", spec, DecodeLimits(draft_factor=0)).astype(int)
+    for factor in (1, 2, 4):
+        scaled = decode_item(buf.getvalue(), "x", spec, DecodeLimits(draft_factor=factor)).astype(int)
+        diff = np.abs(full - scaled)
+        print(f"orientation {orientation}, draft_factor {factor}: mean |d| {diff.mean():.3f}, max {diff.max()}")
+        assert diff.mean() < 1.0 and diff.max() <= 16, (factor, diff.mean(), diff.max())

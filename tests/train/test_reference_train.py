@@ -30,6 +30,11 @@ def test_argv_is_open_clip_trains_own_flags(tmp_path):
     assert args.model == "foclip-ref-vit" and args.device == "cpu" and args.precision == "fp32"
     assert args.resume == "latest" and args.seed == 0 and args.epochs == RECIPES["foclip-ref-vit"].epochs
     assert args.train_data.endswith("train.csv") and args.val_data.endswith("heldout.csv")
+    assert args.aug_cfg == {}  # open_clip's default crop; no colour or grayscale augmentation
+    import dataclasses
+
+    wide = dataclasses.replace(recipe_for("foclip-ref-rn"), crop_scale=(0.5, 1.0))
+    assert parse_args(trainer_argv(wide, tmp_path, tmp_path / "logs", "run")).aug_cfg == {"scale": (0.5, 1.0)}
 
 
 def test_unknown_model_and_missing_data(tmp_path):
