@@ -8,7 +8,8 @@ Measured side by side in one run, alternating, median over rounds:
   resize is a no-op): loss, SGD step and the best-iterate checks (step 0, every k, last);
 * attack at native size: the same on the photos at their own resolutions (adds the resize);
 * with ``compile``: the attack at the model size with the encoder wrapped in ``torch.compile``
-  (inductor); with ``channels_last``: the encoder's weights in channels-last memory format.
+  (inductor); with ``channels_last``: the encoder's weights in channels-last memory format; with
+  either, an unchanged copy of the encoder as the control (each variant works on its own copy).
   Each such row also reports how far its result is from eager's on the same images: the largest
   8-bit pixel difference of the returned images and the largest CLIPscore difference.
 
@@ -164,7 +165,8 @@ def measure_generate(args: BenchGenerateConfig, on_loaded: Callable[[str], None]
 def _variants(loaded: Any, args: BenchGenerateConfig) -> dict[str, Any]:
     """Encoders to time against eager: ``torch.compile`` (inductor) and/or channels-last weights.
 
-    Each wraps a separate copy of the model, so the eager rows keep theirs.
+    Each wraps a separate copy of the model, so the eager rows keep theirs; a plain copy ("eager
+    copy") runs too, as the control for what copying alone changes.
     """
     import copy
 
@@ -173,6 +175,9 @@ def _variants(loaded: Any, args: BenchGenerateConfig) -> dict[str, Any]:
     from foclip.models import ImageEncoder
 
     out: dict[str, Any] = {}
+    if args.channels_last or args.compile:
+        # The control: a plain copy, so that a gain of the rows below is not the copy's fresh memory.
+        out["eager copy"] = ImageEncoder(copy.deepcopy(loaded.model), loaded.preprocess).to(args.device).eval()
     if args.channels_last:
         model = copy.deepcopy(loaded.model).to(memory_format=torch.channels_last)
         out["channels-last"] = ImageEncoder(model, loaded.preprocess).to(args.device).eval()

@@ -53,6 +53,35 @@ def rate(bundle: str, precision: str, paths: list[str], batch: int, rounds: int)
     return len(paths) / best
 
 
+def plot(res: dict, png: Path) -> None:
+    """Two panels: det/s against batch size, and against images per call, one line per precision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for p, sweep in res["batch_sweep"].items():
+        xs = sorted(sweep, key=int)
+        a1.plot([int(x) for x in xs], [sweep[x] for x in xs], marker="o", label=p)
+    for p, sweep in res["volume_sweep"].items():
+        xs = sorted(sweep, key=int)
+        a2.plot([int(x) for x in xs], [sweep[x] for x in xs], marker="o", label=p)
+    a1.set(xscale="log", xlabel="batch size (images per encoder call)", ylabel="detections/s",
+           title=f"{res['images']} images, best of {res['rounds']}")
+    a2.set(xscale="log", xlabel="images per detect() call", ylabel="detections/s",
+           title=f"batch {res['batch']}, best of {res['rounds']}")
+    for a in (a1, a2):
+        a.set_ylim(bottom=0)
+        a.grid(alpha=0.3)
+        a.legend()
+    cpu = res["cpu"]
+    fig.suptitle(f"foclip detection cost: {Path(res['bundle']).name} on {cpu['model']}, {cpu['cores']} cores "
+                 f"({', '.join(cpu['flags'])})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle")
@@ -63,12 +92,11 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=32, help="batch of the volume sweep")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=Path("sweep"))
+    ap.add_argument("--replot", action="store_true", help="only redraw the PNG from an existing --out JSON")
     args = ap.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    if args.replot:
+        plot(json.loads(args.out.with_suffix(".json").read_text()), args.out.with_suffix(".png"))
+        return 0
     from foclip.benchmarks.images import write_sample_images
 
     precisions = args.precision or ["fp32"]
@@ -84,21 +112,7 @@ def main() -> int:
             res["volume_sweep"][p] = {n: rate(args.bundle, p, paths[:n], args.batch, args.rounds) for n in counts}
             print(p, "volume sweep", {n: round(r, 2) for n, r in res["volume_sweep"][p].items()}, flush=True)
     args.out.with_suffix(".json").write_text(json.dumps(res, indent=2))
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for p in precisions:
-        a1.plot(batches, [res["batch_sweep"][p][b] for b in batches], marker="o", label=p)
-        a2.plot(counts, [res["volume_sweep"][p][n] for n in counts], marker="o", label=p)
-    a1.set(xscale="log", xlabel="batch size (images per encoder call)", ylabel="detections/s",
-           title=f"{args.images} images")
-    a2.set(xscale="log", xlabel="images per detect() call", ylabel="detections/s", title=f"batch {args.batch}")
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
-        a.legend()
-    cpu = res["cpu"]
-    fig.suptitle(f"foclip detection cost: {Path(args.bundle).name} on {cpu['model']}, {cpu['cores']} cores "
-                 f"({', '.join(cpu['flags'])})", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(args.out.with_suffix(".png"), dpi=110)
+    plot(res, args.out.with_suffix(".png"))
     print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
     return 0
 

@@ -24,8 +24,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime threads per replica (default: the node's cores / replicas)")
     p.add_argument("--max-batch", type=int, default=64, help="largest batch Ray Serve forms (default: %(default)s)")
-    p.add_argument("--batch-wait-ms", type=float, default=5.0,
-                   help="how long a batch waits to fill (default: %(default)s ms)")
+    p.add_argument("--batch-wait-ms", type=float, default=None,
+                   help="how long a batch waits to fill (default: 200 ms on ort-cpu, 5 ms on GPU backends; "
+                        "measured in docs/serve.md)")
     p.add_argument("--max-ongoing", type=int, default=None,
                    help="requests one replica works on at once (default: --max-batch)")
     p.add_argument("--max-queued", type=int, default=256,
@@ -86,8 +87,14 @@ def config_from_args(args: argparse.Namespace):
     ).validate()
 
 
-class _StopDuringStartup(BaseException):
-    """SIGTERM / SIGINT arrived while the service was starting (a BaseException: nothing swallows it)."""
+class _StopDuringStartup(KeyboardInterrupt):
+    """SIGTERM / SIGINT arrived while the service was starting.
+
+    A KeyboardInterrupt because Ray's own signal check (run while its C++ core waits, e.g. inside
+    ``serve.run``) passes only KeyboardInterrupt and SystemExit on: any other exception raised by a
+    Python signal handler there is printed as "Exception ignored" and the stop is lost. Ray turns it
+    into a plain KeyboardInterrupt on the way out, so the caller checks its own stop flag.
+    """
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         svc = start_service(cfg, address=args.address, metrics_port=args.metrics_port,
                             ray_external=args.ray_external, after_init=install)
-    except _StopDuringStartup:
+    except KeyboardInterrupt:  # _StopDuringStartup, or what Ray made of it
+        if not stop.is_set():
+            raise
         console.print("stopped during startup", highlight=False)
         return 0
     except SystemExit as exc:

@@ -142,7 +142,7 @@ class FoclipDetector:
             spin_wait=False,  # cores are shared with Serve's proxy and the request path (measured: +14% served)
         )
         self._detect_batch.set_max_batch_size(cfg.max_batch)
-        self._detect_batch.set_batch_wait_timeout_s(cfg.batch_wait_ms / 1000.0)
+        self._detect_batch.set_batch_wait_timeout_s(cfg.resolved_batch_wait_ms / 1000.0)
         self._info = plain_json(self.detector.info())
         self.metrics = RayMetrics(float(find_key(self._info, "score_scale", 100.0)))
         self._trim = _libc_trim()
@@ -259,7 +259,7 @@ class FoclipIngress:
             "batching": self._batching,
             "service": {
                 "replicas": c.replicas, "gpus_per_replica": c.gpus_per_replica, "max_batch": c.max_batch,
-                "batch_wait_ms": c.batch_wait_ms, "max_ongoing_requests": c.resolved_max_ongoing,
+                "batch_wait_ms": c.resolved_batch_wait_ms, "max_ongoing_requests": c.resolved_max_ongoing,
                 "max_queued_requests": c.max_queued_requests, "max_body_bytes": c.limits.max_body_bytes,
                 "max_images": c.limits.max_images, "timeout_s": c.limits.timeout_s,
                 "body_timeout_s": c.limits.body_timeout_s, "max_request_pixels": c.limits.max_request_pixels,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from foclip.cli.main import main
 
 
@@ -21,3 +23,47 @@ def test_bench_generate_library_returns_figures():
                                                native=False))
     assert [r["path"].split(" (")[0] for r in res["rows"]] == ["bare forward+backward", "attack step"]
     assert all(r["image_iters_per_s"] > 0 for r in res["rows"]) and res["rows"][0]["vs_bare"] == 1.0
+
+
+def test_bench_generate_channels_last_row_reports_its_distance_from_eager():
+    from foclip_train.bench import BenchGenerateConfig, measure_generate
+
+    res = measure_generate(BenchGenerateConfig(model="foclip-tiny", batch=1, iters=2, rounds=1, threads=1,
+                                               native=False, channels_last=True))
+    row = res["rows"][-1]
+    assert row["path"].startswith("attack step, channels-last")
+    # the same weights and inputs in another memory layout: the same 8-bit result
+    assert row["max_pixel_diff_vs_eager"] <= 1 and row["max_score_diff_vs_eager"] < 1e-3
+    assert row["vs_eager_attack"] > 0 and row["first_call_s"] > 0
+
+
+@pytest.mark.slow
+def test_bench_generate_compile_row_runs_inductor():
+    from foclip_train.bench import BenchGenerateConfig, measure_generate
+
+    res = measure_generate(BenchGenerateConfig(model="foclip-tiny", batch=1, iters=2, rounds=1, threads=1,
+                                               native=False, compile=True))
+    row = res["rows"][-1]
+    assert row["path"].startswith("attack step, torch.compile (inductor)")
+    assert row["max_pixel_diff_vs_eager"] <= 1 and row["max_score_diff_vs_eager"] < 1e-3
+
+
+def test_sweep_and_draft_scripts_run_on_the_tiny_bundle(tiny_bundle, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    out = tmp_path / "sweep"
+    subprocess.run([sys.executable, str(root / "scripts" / "bench_sweep.py"), str(tiny_bundle), "--batches", "1,4",
+                    "--images", "4", "--counts", "2,4", "--batch", "2", "--rounds", "1", "--out", str(out)],
+                   check=True, capture_output=True)
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert set(res["batch_sweep"]["fp32"]) == {"1", "4"} and out.with_suffix(".png").stat().st_size > 0
+    draft = tmp_path / "draft.json"
+    subprocess.run([sys.executable, str(root / "scripts" / "decode_draft.py"), str(tiny_bundle), "--short", "600",
+                    "--photos", "2", "--factors", "0,1", "--rounds", "1", "--out", str(draft)],
+                   check=True, capture_output=True)
+    rows = json.loads(draft.read_text())["rows"]
+    assert rows["0"]["max_abs_score_diff"] == 0.0 and rows["1"]["agreement"] >= 0.5

@@ -216,6 +216,14 @@ def test_config_validation_and_key_env(monkeypatch):
     assert ServeConfig(bundle="b").resolved_backend == "ort-cpu"
     assert ServeConfig(bundle="b", gpus_per_replica=1).resolved_backend == "ort-cuda"
     assert ServeConfig(bundle="b", max_batch=16).resolved_max_ongoing == 16
+    # batching waits longer on CPU (measured, docs/serve.md) than on GPU backends; a given value wins
+    assert ServeConfig(bundle="b").resolved_batch_wait_ms == 200.0
+    assert ServeConfig(bundle="b", gpus_per_replica=1).resolved_batch_wait_ms == 5.0
+    assert ServeConfig(bundle="b", batch_wait_ms=0).resolved_batch_wait_ms == 0
+    with pytest.raises(InputError, match="--batch-wait-ms"):
+        ServeConfig(bundle="b", batch_wait_ms=-1).validate()
+    with pytest.raises(InputError, match="--draft-factor"):
+        ServeConfig(bundle="b", draft_factor=-1).validate()
     monkeypatch.delenv("FOCLIP_TEST_KEY", raising=False)
     with pytest.raises(InputError, match="FOCLIP_TEST_KEY"):
         api_key_digest_from_env("FOCLIP_TEST_KEY")
