@@ -15,12 +15,15 @@ The CPU (model, cores, SIMD flags) is written next to the figures; nothing is as
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from foclip.outputs import atomic_write_bytes, atomic_write_json
 
 
 def cpu_info() -> dict:
@@ -79,7 +82,9 @@ def plot(res: dict, png: Path) -> None:
     fig.suptitle(f"foclip detection cost: {Path(res['bundle']).name} on {cpu['model']}, {cpu['cores']} cores "
                  f"({', '.join(cpu['flags'])})", fontsize=9)
     fig.tight_layout()
-    fig.savefig(png, dpi=110)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    atomic_write_bytes(png, buf.getvalue())
 
 
 def main() -> int:
@@ -111,7 +116,7 @@ def main() -> int:
             print(p, "batch sweep", {b: round(r, 2) for b, r in res["batch_sweep"][p].items()}, flush=True)
             res["volume_sweep"][p] = {n: rate(args.bundle, p, paths[:n], args.batch, args.rounds) for n in counts}
             print(p, "volume sweep", {n: round(r, 2) for n, r in res["volume_sweep"][p].items()}, flush=True)
-    args.out.with_suffix(".json").write_text(json.dumps(res, indent=2))
+    atomic_write_json(args.out.with_suffix(".json"), res)
     plot(res, args.out.with_suffix(".png"))
     print(f"wrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
     return 0

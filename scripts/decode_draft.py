@@ -17,13 +17,14 @@ the score changes here are a lower bound for real high-resolution photos), then 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from foclip.outputs import atomic_write_json
 
 
 def main() -> int:
@@ -88,7 +89,7 @@ def main() -> int:
               f"{r['max_abs_score_diff']:.4f} | {r['mean_abs_score_diff']:.4f} | {r['max_abs_drop_diff']:.4f} | "
               f"{r['agreement']:.1%} |")
     if args.out:
-        args.out.write_text(json.dumps({"files": len(files), "shorts": shorts, "rows": rows}, indent=2))
+        atomic_write_json(args.out, {"files": len(files), "shorts": shorts, "rows": rows})
     return 0
 
 
