@@ -70,6 +70,7 @@ def measure_generate(args: BenchGenerateConfig, on_loaded: Callable[[str], None]
     import torch
     from PIL import Image
 
+    from foclip.benchmarks.cpu import cpu_info
     from foclip.errors import InputError
     from foclip.models import ImageEncoder, load_clip
     from foclip.prompts import load_prompt_set
@@ -159,7 +160,7 @@ def measure_generate(args: BenchGenerateConfig, on_loaded: Callable[[str], None]
     return {"rows": out_rows,
             "overhead_pct": (med["attack"] / med["bare"] - 1) * 100,
             "check_share_pct": checks * med["fwd"] / med["bare"] * 100, "checks": checks,
-            "threads": torch.get_num_threads(), "pretrained": loaded.pretrained}
+            "threads": torch.get_num_threads(), "pretrained": loaded.pretrained, "cpu": cpu_info()}
 
 
 def _variants(loaded: Any, args: BenchGenerateConfig) -> dict[str, Any]:

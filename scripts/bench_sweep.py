@@ -17,29 +17,13 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from foclip.benchmarks.cpu import cpu_info
 from foclip.outputs import atomic_write_bytes, atomic_write_json
-
-
-def cpu_info() -> dict:
-    """CPU model name, logical cores and the SIMD flags that decide int8 kernels."""
-    import os
-
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags: set[str] = set()
-    model = platform.processor()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags |= set(line.split(":", 1)[1].split())
-        elif line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-    return {"model": model, "cores": os.cpu_count(),
-            "flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})}
 
 
 def rate(bundle: str, precision: str, paths: list[str], batch: int, rounds: int) -> float:

@@ -14,27 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-
-def cpu_flags() -> dict[str, object]:
-    """The CPU model name and the SIMD flags that decide int8 kernels."""
-    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    flags = set()
-    model = platform.processor()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            flags |= set(line.split(":", 1)[1].split())
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-    return {"model": model, "cores": os.cpu_count(),
-            "flags": sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})}
+from foclip.benchmarks.cpu import cpu_info
 
 
 def main() -> None:
@@ -89,7 +75,7 @@ def main() -> None:
                 s.run(None, {"pixels": bench})
                 rows[k]["img_per_s"] = max(rows[k]["img_per_s"], args.batch / (time.perf_counter() - t0))
     base = rows["fp32"]["img_per_s"]
-    cpu = cpu_flags()
+    cpu = cpu_info()
     print(f"CPU: {cpu['model']}, {cpu['cores']} cores, flags {', '.join(cpu['flags'])}")
     print(f"model {args.model} ({args.pretrained}), {len(photos)} photos x (colour, gray) = {len(x)} rows, "
           f"batch {args.batch}, best of {args.rounds} interleaved rounds, onnxruntime {ort.__version__}")

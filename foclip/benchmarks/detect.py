@@ -83,10 +83,11 @@ class BenchDetectResult:
     rows: list[Row]
     figures: list[dict[str, Any]]
     end_to_end: list[str]
+    cpu: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures."""
-        return {"model_name": self.model_name, "pretrained": self.pretrained, "images": self.images,
+        return {"cpu": self.cpu, "model_name": self.model_name, "pretrained": self.pretrained, "images": self.images,
                 "batch": self.batch, "threads": self.threads, "tau_score": self.tau_score,
                 "tau_drop": self.tau_drop, "score_scale": self.score_scale, "rows": self.figures}
 
@@ -405,5 +406,7 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
     if tmp is not None:
         tmp.cleanup()
     m = bundle.manifest
+    from foclip.benchmarks.cpu import cpu_info
+
     return BenchDetectResult(m.model_name, m.pretrained, len(paths), cfg.batch, threads, tau_score, tau_drop, how,
-                             bundle.score_scale, rows, figures, e2e_notes)
+                             bundle.score_scale, rows, figures, e2e_notes, cpu_info())

@@ -41,6 +41,7 @@ def run_generate(args: argparse.Namespace) -> int:
     """Run ``foclip bench generate`` and print its table."""
     from rich.table import Table
 
+    from foclip.benchmarks.cpu import cpu_line
     from foclip.cli.common import console, random_weights_notice
     from foclip_train.bench import BenchGenerateConfig, measure_generate
 
@@ -61,6 +62,7 @@ def run_generate(args: argparse.Namespace) -> int:
                           f"eager after {cfg.iters} steps: {r['max_pixel_diff_vs_eager']} 8-bit level(s), score "
                           f"{r['max_score_diff_vs_eager']:.2e}; first call {r['first_call_s']:.1f} s",
                           highlight=False)
+    console.print(cpu_line(res["cpu"]), highlight=False)
     console.print(f"overhead of the attack step over bare forward+backward: {res['overhead_pct']:+.1f} % "
                   f"(of which ~{res['check_share_pct']:.1f} % is {res['checks']} best-iterate checks, one forward "
                   f"each; {res['checks']}/{cfg.iters} checks here, ~1/k of a forward per step in long runs)",
@@ -100,6 +102,7 @@ def run_detect(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from foclip.benchmarks.cpu import cpu_line
     from foclip.benchmarks.detect import BenchDetectConfig, run_bench_detect
     from foclip.cli.common import console, err_console, random_weights_notice
     from foclip.manifest import atomic_write_json, read_manifest
@@ -134,6 +137,7 @@ def run_detect(args: argparse.Namespace) -> int:
         console.print(escape(line), highlight=False)
     console.print(f"thresholds {res.thresholds}: tau_score {res.tau_score:.4g} (0..{res.score_scale:g}), "
                   f"tau_drop {res.tau_drop:.4g}; first row = {escape(res.rows[0].name)}", highlight=False)
+    console.print(cpu_line(res.cpu), highlight=False)
     if args.out:
         atomic_write_json(args.out, res.to_dict())
     return 0

@@ -15,6 +15,7 @@ def test_bench_detect_rows(tiny_bundle, tmp_path):
                "--out", str(out)])
     assert rc == 0
     d = json.loads(out.read_text())
+    assert d["cpu"]["cores"] >= 1 and isinstance(d["cpu"]["flags"], list)  # every figure names its CPU
     names = [r["row"] for r in d["rows"]]
     assert names[0].startswith("(a) PyTorch") and any(n.startswith("(b)") for n in names)
     assert any(n.startswith("(d)") for n in names) and any(n.startswith("(e) fused") for n in names)
