@@ -220,7 +220,7 @@ def _resize_drafted(img: Image.Image, full: tuple[int, int], spec: PreprocessSpe
 
     libjpeg scales by 1/k and rounds the size up, so the drafted image holds the full frame plus
     up to one partial pixel on the right and bottom. Resizing from the drafted size moved the
-    centre crop by up to a pixel of the model input (measured: up to 120 of 255 levels at edges for
+    centre crop by up to a pixel of the model input (measured: up to 128 of 255 levels at edges for
     a 64 px model); resizing the exact full-frame box to the full image's target keeps open_clip's
     geometry. Done before EXIF rotation: the shortest-side target does not depend on orientation.
     """
@@ -302,7 +302,7 @@ def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_b
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # animations: the first frame, as PIL's default
         img.load()
-        if img.size != full:
+        if spec is not None and img.size != full:  # DCT-scaled by _draft
             img = _resize_drafted(img, full, spec)
         img = ImageOps.exif_transpose(img)
     except Image.DecompressionBombError as exc:
