@@ -278,30 +278,31 @@ def _agreement(row: Row, ref: Row, tau_score: float, tau_drop: float) -> tuple[f
 def _int8_bundles(bundle: Any, compare: tuple[str, ...]) -> list[tuple[str, str]]:
     """The bundles whose int8 image graph gets rows: ``[(folder, "[method]"), ...]``.
 
+    Compare bundles are only read here (their manifest); each row's Detector opens and verifies
+    its bundle anyway, so hashing hundreds of MB here as well would be done twice.
+
     Raises:
         InputError: a compare bundle holds another model, other weights or no int8 graph, or two
             bundles carry the same int8 method.
     """
     from foclip.errors import InputError
-    from foclip.runtime import open_bundle
+    from foclip.manifest import read_manifest
 
     out: list[tuple[str, str]] = []
     m0 = bundle.manifest
-    for b in (bundle, *(open_bundle(c) for c in compare)):
-        m = b.manifest
+    for folder, m in ((str(bundle.path), m0), *((c, read_manifest(c)) for c in compare)):
+        where = f"compare bundle {folder!r}"
         if (m.model_name, m.pretrained) != (m0.model_name, m0.pretrained):
-            raise InputError(f"compare bundle {str(b.path)!r}", f"holds {m.model_name} ({m.pretrained})",
+            raise InputError(where, f"holds {m.model_name} ({m.pretrained})",
                              f"a bundle of {m0.model_name} ({m0.pretrained}), like the first")
         if "int8" not in m.image_encoders:
-            if b is bundle:
+            if m is m0:
                 continue
-            raise InputError(f"compare bundle {str(b.path)!r}", "has no int8 image graph",
-                             "a bundle exported with --precision ...,int8")
-        how = "[" + str(b.image_graph("int8").quantization.get("method", "?")) + "]"
+            raise InputError(where, "has no int8 image graph", "a bundle exported with --precision ...,int8")
+        how = "[" + str(m.image_encoders["int8"].quantization.get("method", "?")) + "]"
         if any(h == how for _, h in out):
-            raise InputError(f"compare bundle {str(b.path)!r}", f"repeats int8 method {how}",
-                             "bundles with different --int8-method")
-        out.append((str(b.path), how))
+            raise InputError(where, f"repeats int8 method {how}", "bundles with different --int8-method")
+        out.append((folder, how))
     return out
 
 

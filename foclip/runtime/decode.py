@@ -32,6 +32,7 @@ Work is bounded by the bytes received, not by what a header claims:
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import stat
@@ -166,8 +167,8 @@ def _jpeg_scan(head: bytes) -> tuple[bool | None, int]:
 def min_encoded_bytes(fmt: str | None, size: tuple[int, int], head: bytes) -> int:
     """The fewest bytes a complete image of ``size`` can take in format ``fmt`` (0 when unknown).
 
-    For JPEG the bound covers the bytes from the first scan on (what comes before it, such as
-    comments or EXIF, carries no pixels); the caller adds the offset of that scan.
+    For JPEG the bound is the offset of the first scan (what comes before it, such as comments or
+    EXIF, carries no pixels but is in the file) plus the fewest bytes the scan can take.
 
     Args:
         fmt: PIL's format name (``JPEG``, ``PNG``, ``GIF``, ...).
@@ -179,8 +180,9 @@ def min_encoded_bytes(fmt: str | None, size: tuple[int, int], head: bytes) -> in
         (arithmetic-coded JPEG, WebP, BMP, TIFF, ...).
     """
     w, h = size
-    if fmt == "JPEG" and _jpeg_scan(head)[0]:
-        return -(-w // 8) * -(-h // 8) // 8  # >= 1 bit per 8x8 luma block (its DC code)
+    if fmt == "JPEG":
+        huffman, scan_at = _jpeg_scan(head)
+        return scan_at + -(-w // 8) * -(-h // 8) // 8 if huffman else 0  # >= 1 bit per 8x8 luma block
     if fmt == "PNG" and len(head) >= 26 and head[12:16] == b"IHDR":
         depth, ctype = head[24], head[25]
         row = 1 + -(-w * _PNG_CHANNELS.get(ctype, 1) * depth // 8)  # filter byte + packed samples
@@ -192,8 +194,6 @@ def min_encoded_bytes(fmt: str | None, size: tuple[int, int], head: bytes) -> in
 
 def _check_floor(img: Image.Image, subject: str, head: bytes, n_bytes: int) -> None:
     need = min_encoded_bytes(img.format, img.size, head)
-    if need and img.format == "JPEG":
-        need += _jpeg_scan(head)[1]
     if n_bytes < need:
         w, h = img.size
         raise ItemError("truncated", subject, f"declares {w}x{h} pixels but holds only {n_bytes:,} bytes; "
@@ -237,6 +237,13 @@ HEADER_CAP_BYTES = 8 * 1024 * 1024  # PIL may read this far to identify a file; 
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
+@functools.cache
+def readable_formats() -> tuple[str, ...]:
+    """The :data:`FORMATS` this Pillow can open (its plugins registered once, not per image)."""
+    Image.init()
+    return tuple(f for f in FORMATS if f in Image.OPEN)
+
+
 class _CappedReader(io.RawIOBase):
     """A file view that ends reads at ``cap`` bytes while PIL identifies the file.
 
@@ -276,8 +283,7 @@ def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_b
     capped = _CappedReader(data, HEADER_CAP_BYTES)
     stream = io.BufferedReader(capped, 65536)
     try:
-        Image.init()
-        img = Image.open(stream, formats=[f for f in FORMATS if f in Image.OPEN])
+        img = Image.open(stream, formats=readable_formats())
         capped.cap = None  # identified: decoding may read the rest
     except Image.DecompressionBombError as exc:
         raise ItemError("too_many_pixels", subject, f"was refused by PIL's decompression-bomb guard "

@@ -281,8 +281,10 @@ def declared_pixels(data: bytes) -> int | None:
     """Width x height from an image's header (PIL reads only the header), or None if unreadable."""
     from PIL import Image
 
-    try:
-        with Image.open(io.BytesIO(data)) as img:
+    from foclip.runtime.decode import readable_formats
+
+    try:  # the formats the detector decodes: junk is not tried against every other Pillow plugin
+        with Image.open(io.BytesIO(data), formats=readable_formats()) as img:
             w, h = img.size
     except Exception:  # noqa: BLE001 - the Detector gives unreadable images their own error code
         return None
