@@ -76,7 +76,8 @@ def offline_rate(bundle: str, precision: str, folder: Path, batch: int) -> float
     if done.returncode not in (0, 3):  # 3: some images flagged (random weights flag many), still a full run
         raise RuntimeError(f"foclip detect exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
     out = done.stdout
-    m = re.search(r"images/s\s*│\s*([\d.]+)", out)
+    # the summary table ("images/s │ 25.5", over 50 images) or the summary line ("; 103.8 images/s")
+    m = re.search(r"images/s\s*│\s*([\d.]+)", out) or re.search(r"([\d.]+) images/s", out)
     if not m:
         raise RuntimeError(f"no images/s in foclip detect output:\n{out}")
     return float(m.group(1))
@@ -213,7 +214,7 @@ def run_wrk(url: str, files: list[Path], users: int, seconds: int, work: Path) -
             "load_generator_cpu_s": round(cpu, 2)}
 
 
-def wrk_run(args, payloads: Path, work: Path, offline: float | None = None) -> dict:
+def wrk_run(args, payloads: Path, work: Path) -> dict:
     """Main run with wrk on the good images only; CPU seconds by process role over the timed window."""
     srv = Server(args.bundle, args.port, args.precision, args.replicas, args.threads, args.max_batch,
                  tuple(args.serve_arg))
@@ -243,7 +244,7 @@ def wrk_run(args, payloads: Path, work: Path, offline: float | None = None) -> d
         import httpx
 
         info = httpx.get(srv.url + "/v1/info", timeout=30).json()
-        batching = next((v for k, v in _walk(info) if k == "batch_sizes"), None)
+        batching = info.get("batching", {}).get("batch_sizes")
         cpu = {k: round(cpu1[k] - cpu0.get(k, 0.0), 1) for k in cpu1}
         cpu["wrk (load generator)"] = res.pop("load_generator_cpu_s")
         res.update(rss_before=rss_before, rss_after=rss_after, cpu_seconds_by_role=cpu, batch_sizes=batching,
@@ -255,17 +256,6 @@ def wrk_run(args, payloads: Path, work: Path, offline: float | None = None) -> d
         res_exit = srv.stop()
     res["server_exit_code"] = res_exit
     return res
-
-
-def _walk(d: object):
-    """(key, value) of every dict entry in a JSON document, depth first."""
-    if isinstance(d, dict):
-        for k, v in d.items():
-            yield k, v
-            yield from _walk(v)
-    elif isinstance(d, list):
-        for v in d:
-            yield from _walk(v)
 
 
 def plot_rss(timeline: list[tuple[float, float, float]], path: str, title: str) -> None:
@@ -453,7 +443,10 @@ def main() -> int:
     # Offline before and after the served run: the machine is shared, so the mean of the two is the
     # fairest single figure and their spread shows the noise.
     before = offline_rate(args.bundle, args.precision, payloads / "offline", args.max_batch)
-    res["main"] = (wrk_run if args.generator == "wrk" else main_run)(args, payloads, work, None)
+    if args.generator == "wrk":
+        res["main"] = wrk_run(args, payloads, work)
+    else:
+        res["main"] = main_run(args, payloads, work, None)
     res["main"].update(generator=args.generator, serve_args=args.serve_arg)
     after = offline_rate(args.bundle, args.precision, payloads / "offline", args.max_batch)
     res["offline_images_per_s"] = offline = round((before + after) / 2, 1)
