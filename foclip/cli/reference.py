@@ -30,6 +30,13 @@ def add_parser(sub) -> None:
     b.add_argument("--install", action="store_true",
                    help="also copy the checkpoint and card into the package (what --pretrained reference loads)")
     b.set_defaults(func=run)
+    s = rsub.add_parser("select", help="compare candidate recipes on a validation split carved from the training split")
+    s.add_argument("--model", default="foclip-ref-rn", choices=MODELS, help="which reference model (default: %(default)s)")
+    s.add_argument("--work", default=Path("reference_work"), type=Path,
+                   help="scratch folder: data/ (built if missing) and select/ (default: %(default)s)")
+    s.add_argument("--candidates", default=None,
+                   help="comma-separated candidate names (default: all; see foclip_train/reference/select.py)")
+    s.set_defaults(func=run_select)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,4 +69,26 @@ def run(args: argparse.Namespace) -> int:
             for name in (card["weights"], f"{model}.json"):
                 shutil.copyfile(args.out / name, REFERENCE_DIR / name)
             console.print(f"installed into {REFERENCE_DIR}", highlight=False)
+    return 0
+
+
+def run_select(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from foclip_train.reference.data import BuildConfig, build_dataset
+    from foclip_train.reference.select import select_recipe
+
+    data_dir = args.work / "data"
+    build_dataset(data_dir, BuildConfig())
+    names = [n.strip() for n in args.candidates.split(",") if n.strip()] if args.candidates else None
+    rows = select_recipe(args.model, data_dir, args.work / "select" / args.model, names,
+                         lambda s: console.print(f"train: {s}", highlight=False))
+    t = Table(title=f"{args.model}: candidates on the validation split (fit {rows[0]['fit']}, val {rows[0]['val']})")
+    for col in ("candidate", "zero-shot top-1 %", "chance %", "i2t R@1 %", "i2t R@5 %", "train s"):
+        t.add_column(col)
+    for r in rows:
+        m = r["val_metrics"]
+        t.add_row(r["candidate"], f"{m['zero_shot_top1']:.1f}", f"{m['zero_shot_chance']:.1f}",
+                  f"{m['i2t_r1']:.1f}", f"{m['i2t_r5']:.1f}", f"{r['train_wall_s_this_call']:.0f}")
+    console.print(t)
     return 0

@@ -57,6 +57,10 @@ def add_parser(sub) -> None:
     p.add_argument("--probes", default="gray",
                    help="colour-space probes (default gray, the paper's rule; e.g. gray,hue180,swap-rb for the "
                         "multi-probe detector; the calibration must have been made with the same probes)")
+    p.add_argument("--topology", default="split", choices=("split", "fused"),
+                   help="split: HTTP replicas in front of detector replicas (a request on a replica that dies is "
+                        "retried on another); fused: each replica serves HTTP and detects, one process hop less "
+                        "(measured in docs/serve.md) (default: %(default)s)")
     p.add_argument("--draft-factor", type=int, default=4,
                    help="JPEG DCT scaling while decoding, as in `foclip detect` (0 = full decode) "
                         "(default: %(default)s)")
@@ -82,7 +86,7 @@ def config_from_args(args: argparse.Namespace):
         self_check=not args.no_self_check, host=args.host, port=args.port, replicas=args.replicas,
         gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica, threads=args.threads,
         max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms, max_ongoing_requests=args.max_ongoing,
-        draft_factor=args.draft_factor,
+        draft_factor=args.draft_factor, topology=args.topology,
         max_queued_requests=args.max_queued, limits=limits, api_key_sha256=api_key_digest_from_env(args.api_key_env),
     ).validate()
 

@@ -14,6 +14,7 @@ LOOPBACK = "127.0.0.1"
 # 2 cores, 32 clients, served 0.68x offline at 5 ms and 0.82x at 200 ms (2 replicas x 1 thread;
 # docs/serve.md). GPUs were not measured; they keep the short wait.
 CPU_BATCH_WAIT_MS = 200.0
+TOPOLOGIES = ("split", "fused")
 GPU_BATCH_WAIT_MS = 5.0
 
 
@@ -68,6 +69,7 @@ class ServeConfig:
     batch_wait_ms: float | None = None  # None -> CPU_BATCH_WAIT_MS on ort-cpu, GPU_BATCH_WAIT_MS otherwise
     max_ongoing_requests: int | None = None  # None -> max_batch
     max_queued_requests: int = 256
+    topology: str = "split"  # "split": HTTP and detector replicas; "fused": one deployment does both
     draft_factor: int = 4  # JPEG DCT scaling in the replica's decoder (foclip.runtime.decode.DecodeLimits)
     retry_after_s: float = 1.0
     graceful_shutdown_timeout_s: float = 30.0
@@ -121,6 +123,7 @@ class ServeConfig:
             ("--body-timeout-s", self.limits.body_timeout_s > 0, "seconds > 0"),
             ("--max-request-mpx", self.limits.max_request_pixels > 0, "megapixels > 0"),
             ("--max-per-client", self.limits.max_per_client >= 0, "an integer >= 0 (0 = no bound)"),
+            ("--topology", self.topology in TOPOLOGIES, f"one of {', '.join(TOPOLOGIES)}"),
             ("--draft-factor", self.draft_factor >= 0, "an integer >= 0 (0 = full decode)"),
             ("--max-queued", self.max_queued_requests >= 1 or self.max_queued_requests == -1,
              "an integer >= 1, or -1 for unbounded"),

@@ -1,6 +1,6 @@
 """The Ray Serve application: a light HTTP ingress in front of the detector replicas.
 
-Two deployments:
+Two deployments (topology ``split``, the default):
 
 * :class:`FoclipDetector` (``--replicas`` of them) opens the bundle itself (``Detector.from_bundle``
   in ``__init__``, nothing heavy is pickled from the driver) and gathers the images of all concurrent
@@ -12,6 +12,10 @@ Two deployments:
   once more, to another replica, within the request's deadline: a replica's death costs clients
   nothing. The ingress also answers 503 + Retry-After while the service drains for shutdown (it
   polls a small named actor, :class:`DrainFlag`, that the driver sets on SIGTERM).
+
+Topology ``fused`` deploys :class:`FoclipIngress` alone; each of its replicas holds a
+:class:`DetectorCore` (the class behind :data:`FoclipDetector`) and batches in-process: one
+process hop less per request, no retry on another replica when one dies.
 
 Importing this module imports Ray Serve and FastAPI (the ``serve`` extra).
 """
@@ -35,6 +39,7 @@ from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
 from foclip.serve.config import ServeConfig
+from foclip.serve.heap import HeapTrace
 from foclip.serve.http import (
     DetectService,
     HttpError,
@@ -115,15 +120,18 @@ class DrainFlag:
         return self.draining and len(fresh) >= min(self.replicas, len(self.reports)) and not any(fresh)
 
 
-@serve.deployment(name="FoclipDetector", max_constructor_retry_count=3)
-class FoclipDetector:
-    """One detector replica: a Detector and Serve's batcher in front of it.
+class DetectorCore:
+    """A Detector and Serve's batcher in front of it: the body of a detector replica.
+
+    Served as its own deployment (:data:`FoclipDetector`, topology ``split``) or held in-process by
+    the HTTP replica (topology ``fused``).
 
     Args:
         cfg: the service configuration (the bundle path is opened here, in the replica).
+        metrics: the process's metrics (None: create them).
     """
 
-    def __init__(self, cfg: ServeConfig) -> None:
+    def __init__(self, cfg: ServeConfig, metrics: Any = None) -> None:
         import importlib
 
         from foclip.runtime.decode import DecodeLimits
@@ -144,8 +152,9 @@ class FoclipDetector:
         self._detect_batch.set_max_batch_size(cfg.max_batch)
         self._detect_batch.set_batch_wait_timeout_s(cfg.resolved_batch_wait_ms / 1000.0)
         self._info = plain_json(self.detector.info())
-        self.metrics = RayMetrics(float(find_key(self._info, "score_scale", 100.0)))
+        self.metrics = metrics or RayMetrics(float(find_key(self._info, "score_scale", 100.0)))
         self._trim = _libc_trim()
+        self._heap = HeapTrace.from_env()  # opt-in soak diagnosis (foclip/serve/heap.py)
         self._batch_sizes: dict[int, int] = {}  # batch size -> how many batches ran at that size
 
     def info(self) -> dict[str, Any]:
@@ -173,10 +182,15 @@ class FoclipDetector:
             # keeps the replica's RSS at its peak for good (measured: see docs/serve.md).
             if self._trim is not None:
                 self._trim(0)
+            if self._heap is not None:
+                self._heap.tick()
 
     async def detect_items(self, items: list[Item]) -> list[dict[str, Any]]:
         """Score items (each joins Serve's batcher); one result dict per item, in order."""
         return list(await asyncio.gather(*(self._detect_batch(it) for it in items)))
+
+
+FoclipDetector = serve.deployment(name="FoclipDetector", max_constructor_retry_count=3)(DetectorCore)
 
 
 @serve.deployment(name="FoclipIngress", max_constructor_retry_count=3)
@@ -186,10 +200,11 @@ class FoclipIngress:
 
     Args:
         cfg: the service configuration.
-        detector: handle to the detector deployment.
+        detector: handle to the detector deployment, or None (topology ``fused``): this replica then
+            holds its own :class:`DetectorCore`.
     """
 
-    async def __init__(self, cfg: ServeConfig, detector: DeploymentHandle) -> None:
+    async def __init__(self, cfg: ServeConfig, detector: DeploymentHandle | None) -> None:
         from foclip.serve.metrics import RayMetrics
 
         # Serve pickles this (decorated) class by value, so the module-level call above never ran
@@ -197,9 +212,11 @@ class FoclipIngress:
         _bind_replica_grpc_to_loopback()
         self.cfg = cfg
         self.detector = detector
-        self._detector_info = await detector.info.remote()
+        # Topology "fused": no handle; this replica holds the detector and batches in-process.
+        self.local = DetectorCore(cfg) if detector is None else None
+        self._detector_info = self.local.info() if self.local else await detector.info.remote()
         score_scale = float(find_key(self._detector_info, "score_scale", 100.0))
-        self.metrics = RayMetrics(score_scale)
+        self.metrics = self.local.metrics if self.local else RayMetrics(score_scale)
         meta = {"score_scale": score_scale, "model": find_key(self._detector_info, "model_name", None),
                 "precision": cfg.precision, "backend": cfg.resolved_backend}
         self.service = DetectService(self._detect_items, self._info, meta, cfg.limits,
@@ -235,6 +252,8 @@ class FoclipIngress:
             await asyncio.sleep(DRAIN_POLL_S)
 
     async def _detect_items(self, items: list[Item]) -> list[dict[str, Any]]:
+        if self.local is not None:  # fused: the batcher is in this process; nothing to retry elsewhere
+            return await self.local.detect_items(items)
         # Within DetectService's deadline (it cancels this coroutine at timeout_s): one retry on a
         # live replica when the replica holding the request died or became unreachable.
         for attempt in (1, 2):
@@ -258,7 +277,8 @@ class FoclipIngress:
             "detector": self._detector_info,
             "batching": self._batching,
             "service": {
-                "replicas": c.replicas, "gpus_per_replica": c.gpus_per_replica, "max_batch": c.max_batch,
+                "topology": c.topology, "replicas": c.replicas, "gpus_per_replica": c.gpus_per_replica,
+                "max_batch": c.max_batch,
                 "batch_wait_ms": c.resolved_batch_wait_ms, "max_ongoing_requests": c.resolved_max_ongoing,
                 "max_queued_requests": c.max_queued_requests, "max_body_bytes": c.limits.max_body_bytes,
                 "max_images": c.limits.max_images, "timeout_s": c.limits.timeout_s,
@@ -277,7 +297,8 @@ class FoclipIngress:
     async def info(self, request: Request) -> JSONResponse:
         """The bundle's manifest summary, calibration, service limits and one replica's batch sizes."""
         with contextlib.suppress(Exception):  # a replica that is busy or gone must not fail /v1/info
-            sizes = await asyncio.wait_for(self.detector.batch_sizes.remote(), timeout=2.0)
+            sizes = (self.local.batch_sizes() if self.local is not None
+                     else await asyncio.wait_for(self.detector.batch_sizes.remote(), timeout=2.0))
             self._batching = {"batch_sizes": {str(k): v for k, v in sorted(sizes.items())},
                               "max_batch_seen": max(sizes, default=0), "note": "one replica's view"}
         return respond_info(self.service, request)
@@ -298,12 +319,27 @@ def build_app(cfg: ServeConfig) -> serve.Application:
     The ingress holds the HTTP-facing bounds (``max_ongoing_requests``, ``max_queued_requests``,
     503 + Retry-After past them); it needs no CPU reservation (it only parses and waits).
 
+    Topology ``fused`` binds one deployment only: each HTTP replica holds a detector (and takes the
+    detector's CPU/GPU reservation), so a request crosses no second process; a replica that dies
+    takes its requests with it (no retry on another replica).
+
     Args:
         cfg: the service configuration.
 
     Returns:
         The bound application for ``serve.run``.
     """
+    http_options = {
+        "num_replicas": cfg.replicas,
+        "max_ongoing_requests": cfg.resolved_max_ongoing,
+        "max_queued_requests": cfg.max_queued_requests,
+        "backpressure_config": BackpressureConfig(status_code=503, retry_after_s=cfg.retry_after_s),
+        "graceful_shutdown_timeout_s": cfg.graceful_shutdown_timeout_s,
+    }
+    if cfg.topology == "fused":
+        return FoclipIngress.options(
+            ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
+            **http_options).bind(cfg, None)
     detector = FoclipDetector.options(
         num_replicas=cfg.replicas,
         ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
@@ -311,11 +347,4 @@ def build_app(cfg: ServeConfig) -> serve.Application:
         max_queued_requests=-1,  # bounded by the ingress in front
         graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,
     ).bind(cfg)
-    return FoclipIngress.options(
-        num_replicas=cfg.replicas,
-        ray_actor_options={"num_cpus": 0},
-        max_ongoing_requests=cfg.resolved_max_ongoing,
-        max_queued_requests=cfg.max_queued_requests,
-        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=cfg.retry_after_s),
-        graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,
-    ).bind(cfg, detector)
+    return FoclipIngress.options(ray_actor_options={"num_cpus": 0}, **http_options).bind(cfg, detector)

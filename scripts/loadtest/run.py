@@ -170,7 +170,7 @@ class Server:
 
 # Which process does what, by a piece of its command line (first match wins).
 CPU_ROLES = (("ServeReplica:foclip:FoclipDetector", "detector replica(s)"),
-             ("ServeReplica:foclip:FoclipIngress", "ingress (HTTP routes, multipart, limits)"),
+             ("ServeReplica:foclip:FoclipIngress", "ingress (HTTP routes, multipart, limits; also the detector with --topology fused)"),
              ("ProxyActor", "Serve HTTP proxy"), ("ServeController", "Serve controller"),
              ("raylet", "raylet"), ("gcs_server", "GCS"), ("foclip serve", "driver (foclip serve)"))
 

@@ -7,6 +7,7 @@ import threading
 import time
 
 import httpx
+import pytest
 
 from foclip.cli.main import main
 
@@ -28,9 +29,10 @@ def test_out_of_range_option_is_refused(tiny_bundle, capsys):
     assert "--replicas" in " ".join(capsys.readouterr().err.split())
 
 
-def test_sigterm_lets_in_flight_requests_finish(tiny_bundle, uploads, serve_subprocess):
+@pytest.mark.parametrize("topology", ["split", "fused"])
+def test_sigterm_lets_in_flight_requests_finish(tiny_bundle, uploads, serve_subprocess, topology):
     # A long batch wait keeps the request in flight when SIGTERM arrives.
-    flags = ("--batch-wait-ms", "3000", "--max-batch", "8", "--threads", "1")
+    flags = ("--batch-wait-ms", "3000", "--max-batch", "8", "--threads", "1", "--topology", topology)
     with serve_subprocess(tiny_bundle, *flags) as (proc, url):
         got: dict = {}
 

@@ -1,6 +1,7 @@
 """The service on Ray Serve, in-process on a free loopback port, driven over real HTTP (httpx).
 
-One service (one local Ray) is shared by the module; it starts in ~10-20 s on a 2-core machine.
+One service (one local Ray) per topology (``split``: HTTP and detector deployments; ``fused``: one
+deployment doing both) is shared by the module's tests; each starts in ~10-20 s on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ KEY = "service-test-key"
 KEY_HEADER = {"x-api-key": KEY}
 
 
-@pytest.fixture(scope="module")
-def service(tiny_bundle):
+@pytest.fixture(scope="module", params=["split", "fused"])
+def service(tiny_bundle, request):
     import hashlib
 
     cfg = ServeConfig(
         bundle=str(tiny_bundle), port=free_port(), replicas=1, threads=1, max_batch=16, batch_wait_ms=20,
+        topology=request.param,
         limits=Limits(max_body_bytes=300_000, max_images=8, timeout_s=30),
         api_key_sha256=hashlib.sha256(KEY.encode()).hexdigest(),
     )
@@ -113,10 +115,11 @@ def test_concurrent_callers_are_batched(http, uploads):
     assert sum(int(k) * v for k, v in batching["batch_sizes"].items()) >= 48
 
 
-def test_info_and_healthz(service, http):
+def test_info_and_healthz(service, http, request):
     info = http.get("/v1/info").json()
     assert info["detector"]["model_name"] == "foclip-tiny"
     assert info["service"]["max_batch"] == 16 and info["service"]["api_key"] is True
+    assert info["service"]["topology"] == request.node.callspec.params["service"]
     check = info["detector"]["self_check"]  # each replica checked its graph at start (issue 8)
     assert check["passed"] and check["graph"] == "image.fp32" and check["min_cosine"] >= check["gate"]
     assert httpx.get(f"{service.url}/healthz").status_code == 200  # no key needed for liveness
