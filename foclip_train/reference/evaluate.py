@@ -26,6 +26,9 @@ class HeldoutMetrics:
         zero_shot_top1: top-1 over the clip-art top-level categories, prompt ``a clip art of {c}``.
         zero_shot_chance: 100 / number of categories.
         zero_shot_majority: share of the most frequent category (a constant guess).
+        zero_shot_balanced: mean over categories of the share of that category's images predicted
+            as it (chance: the same 100 / number of categories). Top-1 on these unbalanced
+            categories swings with the recall of the largest one; this does not.
         n_categories: categories present in the held-out clip art.
         n_zero_shot: held-out clip-art images scored.
         i2t_r1: image->text recall@1 over all held-out captions (a hit when the retrieved caption
@@ -44,6 +47,7 @@ class HeldoutMetrics:
     i2t_r5: float
     n_captions: int
     n_images: int
+    zero_shot_balanced: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -125,4 +129,5 @@ def evaluate_heldout(loaded, heldout_csv: Path) -> HeldoutMetrics:
         i2t_r5=float(100 * (top5 == own[:, None]).any(1).mean()),
         n_captions=len(captions),
         n_images=len(rows),
+        zero_shot_balanced=float(100 * np.mean([(pred[truth == k] == k).mean() for k in range(len(cats))])),
     )

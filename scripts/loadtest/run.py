@@ -334,7 +334,7 @@ def main_run(args, payloads: Path, work: Path, offline: float) -> dict:
 
 
 def fault_run(args, payloads: Path, work: Path) -> dict:
-    srv = Server(args.bundle, args.port + 1, args.precision, 2, 1, args.max_batch)
+    srv = Server(args.bundle, args.port + 1, args.precision, 2, 1, args.max_batch, tuple(args.serve_arg))
     events: dict = {}
     try:
         srv.wait_ready()
@@ -342,14 +342,17 @@ def fault_run(args, payloads: Path, work: Path) -> dict:
 
         def killer() -> None:
             time.sleep(args.kill_seconds / 3)
-            victim = srv.replicas()[0]
+            reps = srv.replicas()
+            # The process that detects: a FoclipDetector replica (split), else an HTTP replica (fused).
+            victim = next((p for p in reps if "FoclipDetector" in " ".join(p.cmdline())), reps[0])
+            events["killed_role"] = "FoclipDetector" if "FoclipDetector" in " ".join(victim.cmdline()) else "FoclipIngress"
             events["killed_pid"] = victim.pid
             t_kill = time.monotonic()
             events["kill_wall"] = time.time()
             os.kill(victim.pid, signal.SIGKILL)
             while time.monotonic() - t_kill < args.kill_seconds:
                 pids = {p.pid for p in srv.replicas()}
-                if len(pids) >= 2 and victim.pid not in pids:
+                if len(pids) >= len(reps) and victim.pid not in pids:
                     events["replica_process_back_after_s"] = round(time.monotonic() - t_kill, 1)
                     break
                 time.sleep(0.2)
@@ -394,7 +397,8 @@ def report(res: dict) -> str:
     if f:
         lines += ["", "### replica killed mid-load (2 replicas, 1 ORT thread each)", "", "| measure | value |", "|---|---|"]
         for key in ("requests", "wall_s", "requests_per_s", "kill_at_s", "status_counts", "around_kill_status_counts",
-                    "non_intended_sent_at_s", "replica_process_back_after_s", "replicas_at_start", "replicas_at_end",
+                    "non_intended_sent_at_s", "killed_role", "replica_process_back_after_s", "replicas_at_start",
+                    "replicas_at_end",
                     "request_after_recovery", "server_exit_code"):
             lines.append(f"| {key} | {f.get(key)} |")
     return "\n".join(lines)
