@@ -7,6 +7,8 @@ import argparse
 
 def add_parser(sub) -> None:
     """Register ``foclip serve``."""
+    from foclip.serve.config import TOPOLOGIES  # no Ray import: the config module is plain
+
     p = sub.add_parser(
         "serve", help="serve detection over HTTP with Ray Serve (batched across callers)",
         description="Serve POST /v1/detect, GET /v1/info and GET /healthz from a bundle on Ray Serve. "
@@ -57,7 +59,7 @@ def add_parser(sub) -> None:
     p.add_argument("--probes", default="gray",
                    help="colour-space probes (default gray, the paper's rule; e.g. gray,hue180,swap-rb for the "
                         "multi-probe detector; the calibration must have been made with the same probes)")
-    p.add_argument("--topology", default="split", choices=("split", "fused"),
+    p.add_argument("--topology", default="split", choices=TOPOLOGIES,
                    help="split: HTTP replicas in front of detector replicas (a request on a replica that dies is "
                         "retried on another); fused: each replica serves HTTP and detects, one process hop less "
                         "(measured in docs/serve.md) (default: %(default)s)")

@@ -14,8 +14,9 @@ LOOPBACK = "127.0.0.1"
 # 2 cores, 32 clients, served 0.68x offline at 5 ms and 0.82x at 200 ms (2 replicas x 1 thread;
 # docs/serve.md). GPUs were not measured; they keep the short wait.
 CPU_BATCH_WAIT_MS = 200.0
-TOPOLOGIES = ("split", "fused")
 GPU_BATCH_WAIT_MS = 5.0
+# "split": HTTP replicas in front of detector replicas; "fused": one deployment does both (deployment.py).
+TOPOLOGIES = ("split", "fused")
 
 
 @dataclass(frozen=True)

@@ -224,6 +224,8 @@ def test_config_validation_and_key_env(monkeypatch):
         ServeConfig(bundle="b", batch_wait_ms=-1).validate()
     with pytest.raises(InputError, match="--draft-factor"):
         ServeConfig(bundle="b", draft_factor=-1).validate()
+    with pytest.raises(InputError, match="--topology.*split, fused"):
+        ServeConfig(bundle="b", topology="merged").validate()
     monkeypatch.delenv("FOCLIP_TEST_KEY", raising=False)
     with pytest.raises(InputError, match="FOCLIP_TEST_KEY"):
         api_key_digest_from_env("FOCLIP_TEST_KEY")
