@@ -13,14 +13,14 @@ slows every row alike. Prints a Markdown table, the CPU flags that matter, and w
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from foclip.benchmarks.cpu import cpu_info
+from foclip.benchmarks.cpu import cpu_info, cpu_line
+from foclip.outputs import atomic_write_json
 
 
 def main() -> None:
@@ -76,7 +76,7 @@ def main() -> None:
                 rows[k]["img_per_s"] = max(rows[k]["img_per_s"], args.batch / (time.perf_counter() - t0))
     base = rows["fp32"]["img_per_s"]
     cpu = cpu_info()
-    print(f"CPU: {cpu['model']}, {cpu['cores']} cores, flags {', '.join(cpu['flags'])}")
+    print(cpu_line(cpu))
     print(f"model {args.model} ({args.pretrained}), {len(photos)} photos x (colour, gray) = {len(x)} rows, "
           f"batch {args.batch}, best of {args.rounds} interleaved rounds, onnxruntime {ort.__version__}")
     print("| graph | min cosine vs PyTorch | vs fp32 ONNX | img/s | vs fp32 | MB |")
@@ -85,8 +85,8 @@ def main() -> None:
         print(f"| {k} | {r['min_cosine_vs_pytorch']:.6f} | {r['min_cosine_vs_fp32_onnx']:.6f} | "
               f"{r['img_per_s']:.1f} | {r['img_per_s'] / base:.2f}x | {r['size_mb']:.1f} |")
     if args.out:
-        args.out.write_text(json.dumps({"cpu": cpu, "model": args.model, "pretrained": args.pretrained,
-                                        "batch": args.batch, "rounds": args.rounds, "rows": rows}, indent=2))
+        atomic_write_json(args.out, {"cpu": cpu, "model": args.model, "pretrained": args.pretrained,
+                                     "batch": args.batch, "rounds": args.rounds, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -128,10 +128,9 @@ class DetectorCore:
 
     Args:
         cfg: the service configuration (the bundle path is opened here, in the replica).
-        metrics: the process's metrics (None: create them).
     """
 
-    def __init__(self, cfg: ServeConfig, metrics: Any = None) -> None:
+    def __init__(self, cfg: ServeConfig) -> None:
         import importlib
 
         from foclip.runtime.decode import DecodeLimits
@@ -152,7 +151,7 @@ class DetectorCore:
         self._detect_batch.set_max_batch_size(cfg.max_batch)
         self._detect_batch.set_batch_wait_timeout_s(cfg.resolved_batch_wait_ms / 1000.0)
         self._info = plain_json(self.detector.info())
-        self.metrics = metrics or RayMetrics(float(find_key(self._info, "score_scale", 100.0)))
+        self.metrics = RayMetrics(float(find_key(self._info, "score_scale", 100.0)))
         self._trim = _libc_trim()
         self._heap = HeapTrace.from_env()  # opt-in soak diagnosis (foclip/serve/heap.py)
         self._batch_sizes: dict[int, int] = {}  # batch size -> how many batches ran at that size

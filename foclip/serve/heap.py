@@ -15,6 +15,8 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from foclip.outputs import atomic_write_bytes
+
 HEAP_DIR_ENV = "FOCLIP_HEAP_TRACE_DIR"
 HEAP_EVERY_ENV = "FOCLIP_HEAP_TRACE_EVERY_S"
 
@@ -37,7 +39,6 @@ class HeapTrace:
 
     def __init__(self, out_dir: Path, every_s: float = 60.0) -> None:
         self.path = out_dir / f"heap-{os.getpid()}.txt"
-        out_dir.mkdir(parents=True, exist_ok=True)
         self.every_s = every_s
         self.t0 = time.monotonic()
         self._next = self.t0 + every_s
@@ -66,6 +67,4 @@ class HeapTrace:
         top = snap.compare_to(self._base, "lineno")[:15]
         text = "\n".join(self._lines) + "\n\ngrowth since the first report, by source line:\n" + "\n".join(
             str(s) for s in top) + "\n"
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, text.encode("utf-8"))

@@ -12,15 +12,17 @@ from __future__ import annotations
 import csv
 import dataclasses
 import hashlib
+import io
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from foclip.errors import InputError
+from foclip.outputs import atomic_write_bytes, atomic_write_json
+from foclip_train.reference.build import evaluate_file
 from foclip_train.reference.evaluate import read_split
-from foclip_train.reference.train import Recipe, recipe_for, run_trainer
+from foclip_train.reference.train import Recipe, recipe_for, run_trainer, to_safetensors
 
 VAL_FRACTION = 0.10
 
@@ -64,14 +66,12 @@ def validation_split(data_dir: Path, out: Path, fraction: float = VAL_FRACTION, 
     for r in rows:
         h = int.from_bytes(hashlib.sha256(f"val{seed}:{Path(r['filepath']).name}".encode()).digest()[:8], "big")
         parts["val" if h / 2**64 < fraction else "fit"].append(r)
-    out.mkdir(parents=True, exist_ok=True)
     for part, name in (("fit", "train.csv"), ("val", "heldout.csv")):
-        tmp = out / f"{name}.tmp"
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(parts[part])
-        os.replace(tmp, out / name)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(parts[part])
+        atomic_write_bytes(out / name, buf.getvalue().encode("utf-8"))
     return {k: len(v) for k, v in parts.items()}
 
 
@@ -93,9 +93,6 @@ def select_recipe(model: str, data_dir: Path, work: Path, names: list[str] | Non
     Raises:
         InputError: an unknown candidate name.
     """
-    from foclip_train.reference.build import evaluate_file
-    from foclip_train.reference.train import to_safetensors
-
     say = on_step or (lambda _s: None)
     pool = candidates_for(model)
     for n in names or []:
@@ -119,8 +116,6 @@ def select_recipe(model: str, data_dir: Path, work: Path, names: list[str] | Non
         row = {"candidate": name, "recipe": dataclasses.asdict(recipe), "fit": counts["fit"],
                "val": counts["val"], "train_wall_s_this_call": round(wall, 1),
                "val_metrics": evaluate_file(model, weights, split_dir / "heldout.csv")}
-        tmp = dst.with_suffix(".tmp")
-        tmp.write_text(json.dumps(row, indent=2) + "\n")
-        os.replace(tmp, dst)
+        atomic_write_json(dst, row)
         rows.append(row)
     return sorted(rows, key=lambda r: -r["val_metrics"]["zero_shot_top1"])

@@ -344,8 +344,10 @@ def fault_run(args, payloads: Path, work: Path) -> dict:
             time.sleep(args.kill_seconds / 3)
             reps = srv.replicas()
             # The process that detects: a FoclipDetector replica (split), else an HTTP replica (fused).
-            victim = next((p for p in reps if "FoclipDetector" in " ".join(p.cmdline())), reps[0])
-            events["killed_role"] = "FoclipDetector" if "FoclipDetector" in " ".join(victim.cmdline()) else "FoclipIngress"
+            roles = {p.pid: "FoclipDetector" if "FoclipDetector" in " ".join(p.cmdline()) else "FoclipIngress"
+                     for p in reps}
+            victim = next((p for p in reps if roles[p.pid] == "FoclipDetector"), reps[0])
+            events["killed_role"] = roles[victim.pid]
             events["killed_pid"] = victim.pid
             t_kill = time.monotonic()
             events["kill_wall"] = time.time()
