@@ -70,4 +70,6 @@ class RayMetrics:
             if r.get("score_color") is not None:
                 self._score.observe(float(r["score_color"]))
             if r.get("drop") is not None:
-                self._drop.observe(float(r["drop"]))
+                # Ray's OpenTelemetry histograms drop negative records (with a log warning): a negative
+                # drop (the gray image scored higher) goes into the first bucket, as DROP_BOUNDS says.
+                self._drop.observe(max(float(r["drop"]), 0.0))

@@ -131,15 +131,17 @@ def test_metrics_present(service, http, uploads):
     http.post("/v1/detect", content=b"hello", headers={"content-type": "text/plain"})
     wanted = ("ray_foclip_requests_total", "ray_foclip_errors_total", "ray_foclip_request_latency_seconds_bucket",
               "ray_foclip_batch_size_bucket", "ray_foclip_score_color_bucket", "ray_foclip_drop_bucket")
+    tagged = ('code="body_too_large"', 'status="415"')
+    # Ray exports each series on its own schedule: wait for every one asserted below, not the first few.
     deadline = time.monotonic() + 30
     text = ""
     while time.monotonic() < deadline:
         text = httpx.get(service.metrics_url, timeout=10).text
-        if all(w in text for w in wanted):
+        if all(w in text for w in wanted + tagged):
             break
         time.sleep(0.5)
     missing = [w for w in wanted if w not in text]
     assert not missing, missing
-    assert 'code="body_too_large"' in text and 'status="415"' in text
+    assert all(t in text for t in tagged), [t for t in tagged if t not in text]
     # Ray Serve's own batching metrics sit beside ours
     assert "ray_serve_" in text
