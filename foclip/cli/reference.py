@@ -62,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
         h = card["heldout"]
         console.print(
             f"{model}: zero-shot top-1 {h['zero_shot_top1']:.1f} % over {h['n_categories']} categories "
-            f"(chance {h['zero_shot_chance']:.1f} %; balanced {h['zero_shot_balanced']:.1f} %), image->text R@1 {h['i2t_r1']:.1f} % / R@5 "
+            f"(chance {h['zero_shot_chance']:.1f} %, majority {h['zero_shot_majority']:.1f} %; balanced "
+            f"{h['zero_shot_balanced']:.1f} %; caption ensemble {_pct(h.get('ensemble_top1'))} / balanced "
+            f"{_pct(h.get('ensemble_balanced'))}), image->text R@1 {h['i2t_r1']:.1f} % / R@5 "
             f"{h['i2t_r5']:.1f} % (held-out, {h['n_images']} images); train wall "
             f"{card['wall_s']['train_log']} s; sha256 {card['sha256'][:16]}...", highlight=False)
         if args.install:
@@ -84,13 +86,18 @@ def run_select(args: argparse.Namespace) -> int:
     rows = select_recipe(args.model, data_dir, args.work / "select" / args.model, names,
                          lambda s: console.print(f"train: {s}", highlight=False))
     t = Table(title=f"{args.model}: candidates on the validation split (fit {rows[0]['fit']}, val {rows[0]['val']})")
-    for col in ("candidate", "zero-shot top-1 %", "balanced %", "chance %", "i2t R@1 %", "i2t R@5 %", "train s"):
+    for col in ("candidate", "ensemble top-1 %", "ensemble balanced %", "prompt top-1 %", "prompt balanced %",
+                "chance %", "i2t R@1 %", "i2t R@5 %", "train s"):
         t.add_column(col, no_wrap=col == "candidate")
     for r in rows:
         m = r["val_metrics"]
-        balanced = m.get("zero_shot_balanced")
-        t.add_row(r["candidate"], f"{m['zero_shot_top1']:.1f}", "-" if balanced is None else f"{balanced:.1f}",
+        t.add_row(r["candidate"], _pct(m.get("ensemble_top1"), ""), _pct(m.get("ensemble_balanced"), ""),
+                  f"{m['zero_shot_top1']:.1f}", _pct(m.get("zero_shot_balanced"), ""),
                   f"{m['zero_shot_chance']:.1f}", f"{m['i2t_r1']:.1f}", f"{m['i2t_r5']:.1f}",
                   f"{r['train_wall_s_this_call']:.0f}")
     console.print(t)
     return 0
+
+
+def _pct(v: float | None, unit: str = " %") -> str:
+    return "-" if v is None else f"{v:.1f}{unit}"

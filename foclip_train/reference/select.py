@@ -88,7 +88,9 @@ def select_recipe(model: str, data_dir: Path, work: Path, names: list[str] | Non
 
     Returns:
         One dict per candidate (name, recipe, fit/val counts, val metrics, train wall seconds),
-        sorted by val zero-shot top-1, highest first.
+        sorted by val zero-shot top-1 of the caption ensemble (the single prompt's for rows
+        without it), highest first. Rows measured before the ensemble existed are measured
+        again from their weights.
 
     Raises:
         InputError: an unknown candidate name.
@@ -103,19 +105,30 @@ def select_recipe(model: str, data_dir: Path, work: Path, names: list[str] | Non
     rows = []
     for name in names or list(pool):
         dst = work / f"{model}-{name}.json"
+        weights = work / f"{model}-{name}.safetensors"
         if dst.is_file():
-            rows.append(json.loads(dst.read_text()))
+            row = json.loads(dst.read_text())
+            if "ensemble_top1" not in row["val_metrics"] and weights.is_file():
+                # A row measured before the ensemble figure existed: measure again, do not retrain.
+                row["val_metrics"] = evaluate_file(model, weights, split_dir / "heldout.csv")
+                atomic_write_json(dst, row)
+            rows.append(row)
             continue
         recipe = pool[name]
         say(f"{name}: {recipe}")
         t0 = time.perf_counter()
         ckpt = run_trainer(recipe, split_dir, work / "logs", f"{model}-{name}")
         wall = time.perf_counter() - t0
-        weights = work / f"{model}-{name}.safetensors"
         to_safetensors(ckpt, weights)
         row = {"candidate": name, "recipe": dataclasses.asdict(recipe), "fit": counts["fit"],
                "val": counts["val"], "train_wall_s_this_call": round(wall, 1),
                "val_metrics": evaluate_file(model, weights, split_dir / "heldout.csv")}
         atomic_write_json(dst, row)
         rows.append(row)
-    return sorted(rows, key=lambda r: -r["val_metrics"]["zero_shot_top1"])
+    return sorted(rows, key=lambda r: -_rank_figure(r["val_metrics"]))
+
+
+def _rank_figure(m: dict) -> float:
+    # The caption-ensemble top-1 where measured (it moved 0.8 points across seeds on val where the
+    # single prompt moved 3.8), else the single-prompt top-1.
+    return m["ensemble_top1"] if m.get("ensemble_top1") is not None else m["zero_shot_top1"]

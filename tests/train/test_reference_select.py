@@ -57,3 +57,32 @@ def test_finished_candidates_are_not_retrained_and_rows_sort_best_first(tmp_path
     assert [r["candidate"] for r in rows] == [names[1], names[0]]
     with pytest.raises(InputError, match="candidate 'nope'"):
         select_recipe("foclip-ref-rn", data, work, ["nope"])
+
+
+def test_rows_without_ensemble_are_measured_again_not_retrained(tmp_path, monkeypatch):
+    from foclip_train.reference import select as sel
+
+    data = _train_csv(tmp_path / "data")
+    work = tmp_path / "select"
+    work.mkdir()
+    names = list(candidates_for("foclip-ref-rn"))[:3]
+    # 0: old row with weights (measured again); 1: old row without weights (kept); 2: new row.
+    for name, m in zip(names, ({"zero_shot_top1": 30.0}, {"zero_shot_top1": 20.0},
+                               {"zero_shot_top1": 5.0, "ensemble_top1": 25.0})):
+        (work / f"foclip-ref-rn-{name}.json").write_text(json.dumps({"candidate": name, "val_metrics": m}))
+    (work / f"foclip-ref-rn-{names[0]}.safetensors").write_bytes(b"w")
+    calls = []
+
+    def fake_eval(model, weights, heldout):
+        calls.append(weights.name)
+        return {"zero_shot_top1": 30.0, "ensemble_top1": 10.0}
+
+    monkeypatch.setattr(sel, "evaluate_file", fake_eval)
+    monkeypatch.setattr(sel, "run_trainer", lambda *a, **k: pytest.fail("a finished candidate was retrained"))
+    rows = select_recipe("foclip-ref-rn", data, work, names)
+    assert calls == [f"foclip-ref-rn-{names[0]}.safetensors"]
+    assert json.loads((work / f"foclip-ref-rn-{names[0]}.json").read_text())["val_metrics"]["ensemble_top1"] == 10.0
+    # Ranked by the ensemble where it exists (25, 10), the single prompt otherwise (20).
+    assert [r["candidate"] for r in rows] == [names[2], names[1], names[0]]
+    select_recipe("foclip-ref-rn", data, work, names)
+    assert len(calls) == 1  # measured once
