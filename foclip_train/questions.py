@@ -275,20 +275,20 @@ def adaptive_markdown(res: dict[str, Any], cfg: Any) -> str:
     aucs = ", ".join(f"{q} {a:.3f} (d {d.get(q, float('nan')):.2f})"
                      for q, a in sorted(sel["auc_drop_per_probe"].items(), key=lambda kv: (-kv[1], -d.get(kv[0], 0))))
     lines = [
-        f"Prompt set `{res['prompt_set']}`, {res['images']} images. Attacks: the paper's (plain); "
+        (f"Prompt set `{res['prompt_set']}`, {res['images']} images. Attacks: the paper's (plain); "
         f"`--adaptive gray` (the attacker also keeps the grayscale copy aligned, weight "
         f"{res['adaptive_weight']:g}); `--adaptive {','.join(res['multi_probes'])}` (adapted to the "
         "multi-probe detector). Multi-probe detector: tampered when score >= tau_score and the largest "
         f"relative drop over its probes >= tau_drop. Its {len(res['multi_probes'])} probes were chosen as the "
-        f"best single-probe drop AUCs (ties broken by Cohen's d of the drop) on {sel['on']}: {aucs}.",
+        f"best single-probe drop AUCs (ties broken by Cohen's d of the drop) on {sel['on']}: {aucs}."),
         "",
-        f"AUC (drop): threshold-free ROC-AUC of the detector's drop statistic, manipulated vs originals. "
+        (f"AUC (drop): threshold-free ROC-AUC of the detector's drop statistic, manipulated vs originals. "
         f"Held out: the rule calibrated on that attack's own images for a {t:.0%} FPR target, k-fold "
         f"(AUC of the gated statistic; TPR with its Wilson 95 % interval). Plain-calibrated: TPR of "
-        "thresholds fitted on the plain attack (the defender has not seen the adaptive one).",
+        "thresholds fitted on the plain attack (the defender has not seen the adaptive one)."),
         "",
-        "| detector | attack | images | improvement of means | drop orig / manip | AUC (drop) | "
-        f"AUC held out | TPR at {t:.0%} FPR, held out | TPR, plain-calibrated thresholds |",
+        ("| detector | attack | images | improvement of means | drop orig / manip | AUC (drop) | "
+        f"AUC held out | TPR at {t:.0%} FPR, held out | TPR, plain-calibrated thresholds |"),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in res["rows"]:
@@ -356,10 +356,10 @@ def transfer_markdown(res: dict[str, Any], cfg: Any) -> str:
     """The transfer table (source rows x target columns) as markdown."""
     if isinstance(res.get("skipped"), str):
         return f"Skipped: {res['skipped']}."
-    lines = [f"Prompt set `{res['prompt_set']}`, {res['images']} images attacked on each source model "
+    lines = [(f"Prompt set `{res['prompt_set']}`, {res['images']} images attacked on each source model "
              "(same attack settings), then scored on each target model with that target's own prompt "
              "embeddings and preprocessing. Cell: improvement of the mean CLIPscore / threshold-free "
-             "ROC-AUC of the grayscale drop (manipulated vs originals) / held-out AUC of the two-threshold rule.", ""]
+             "ROC-AUC of the grayscale drop (manipulated vs originals) / held-out AUC of the two-threshold rule."), ""]
     for s in res["skipped"]:
         lines.append(f"- not run: `{s['model']}` / `{s['pretrained']}`: {s['reason']}")
     if res["skipped"]:
@@ -436,10 +436,10 @@ def spectral_markdown(res: dict[str, Any], cfg: Any) -> str:
     bands = rows[0]["spectrum"]["bands"]
     size = res["image_size"]
     size = size[0] if isinstance(size, (list, tuple)) else size
-    lines = [f"Prompt set `{res['prompt_set']}`; perturbation = manipulated - original, both in the model's "
+    lines = [(f"Prompt set `{res['prompt_set']}`; perturbation = manipulated - original, both in the model's "
              f"{size} x {size} view (runtime decode, resize, crop), split into BT.601 Y / Cb / Cr and into "
              "radial frequency bands of the 2-D FFT (cycles per pixel), averaged over the images. Channel "
-             "share: fraction of the perturbation's energy; band columns: fraction of that channel's energy.", "",
+             "share: fraction of the perturbation's energy; band columns: fraction of that channel's energy."), "",
              "| attack | images | RMS change (0..1) | channel | share of energy | "
              + " | ".join(f"{lo:.3g}-{hi:.3g}" for lo, hi in bands) + " |",
              "|---|---|---|---|---|" + "---|" * len(bands)]
@@ -450,9 +450,9 @@ def spectral_markdown(res: dict[str, Any], cfg: Any) -> str:
             lines.append(f"{head} {c} | {sp['channel_share'][c]:.1%} | "
                          + " | ".join(f"{v:.1%}" for v in sp["band_share"][c]) + " |")
     stats = list(rows[0]["detector_auc"])
-    lines += ["", "Single-image detectors (no original needed), ROC-AUC manipulated vs originals (0.5 = chance; "
+    lines += ["", ("Single-image detectors (no original needed), ROC-AUC manipulated vs originals (0.5 = chance; "
               "below 0.5 the statistic points the other way; reported as measured). `gray drop` is the "
-              "grayscale rule's drop statistic on the same images.", "",
+              "grayscale rule's drop statistic on the same images."), "",
               "| attack | " + " | ".join(f"`{s}`" for s in stats) + " |", "|---|" + "---|" * len(stats)]
     for r in rows:
         lines.append(f"| {r['attack']} | " + " | ".join(_f(r["detector_auc"][s]) for s in stats) + " |")

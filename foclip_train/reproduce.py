@@ -311,11 +311,11 @@ def _num(v: float | None, digits: int = 3) -> str:
 def table1_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
     """Table 1 as markdown."""
     w = res["score_scale"]
-    lines = [f"CLIPscore on the 0..{w:g} scale (per-pair clamp, mean over the set's prompts), measured on the "
-             "saved files as the detector decodes them. Improvement = (after - before) / before.",
+    lines = [(f"CLIPscore on the 0..{w:g} scale (per-pair clamp, mean over the set's prompts), measured on the "
+             "saved files as the detector decodes them. Improvement = (after - before) / before."),
              "",
-             "| prompt set | prompts | images | before | after | improvement of means | median per image | "
-             "paper |",
+             ("| prompt set | prompts | images | before | after | improvement of means | median per image | "
+             "paper |"),
              "|---|---|---|---|---|---|---|---|"]
     for r in res["rows"]:
         paper = _pct(r["paper_improvement_pct"], sign=True) if r["paper_improvement_pct"] is not None else "–"
@@ -354,8 +354,8 @@ def table2_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
     """Table 2 as markdown (drops shown in percent)."""
     p = f"{res['paper_drop_orig'] * 100:.1f} % / {res['paper_drop_adv'] * 100:.1f} %"
     lines = ["Grayscale drop = (score - score_gray) / score; gray = luma 0.299 R + 0.587 G + 0.114 B.", "",
-             "| prompt set | images | originals: mean (median) | manipulated: mean (median) | "
-             "paper: originals / manipulated |", "|---|---|---|---|---|"]
+             ("| prompt set | images | originals: mean (median) | manipulated: mean (median) | "
+             "paper: originals / manipulated |"), "|---|---|---|---|---|"]
     pc = lambda v: _pct(None if v is None else v * 100)
     for r in res["rows"]:
         lines.append(f"| {r['prompt_set']} | {r['images']} | {pc(r['mean_drop_orig'])} ({pc(r['median_drop_orig'])}) "
@@ -398,13 +398,13 @@ def table3_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig
 def table3_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
     """Table 3 as markdown."""
     t = res["target_fpr"]
-    lines = [f"Rule: tampered = score >= tau_score and drop >= tau_drop, thresholds chosen for a {t:.0%} FPR "
+    lines = [(f"Rule: tampered = score >= tau_score and drop >= tau_drop, thresholds chosen for a {t:.0%} FPR "
              "target (foclip.runtime.calibration). Each row: originals vs their manipulated copies, scored "
              "with that set's prompts (\"all sets\" pools them; its rows reuse the same photos once per set, "
              "so they are not independent). Held out: seeded stratified "
-             f"{res['folds']}-fold cross-validation, [95 % interval: Wilson for rates, bootstrap for AUC].",
-             "", "| prompt set | originals / manipulated | accuracy, fit set | accuracy, held out | "
-             f"TPR at {t:.0%} FPR target, held out | FPR, held out | ROC-AUC, held out | paper accuracy |",
+             f"{res['folds']}-fold cross-validation, [95 % interval: Wilson for rates, bootstrap for AUC]."),
+             "", ("| prompt set | originals / manipulated | accuracy, fit set | accuracy, held out | "
+             f"TPR at {t:.0%} FPR target, held out | FPR, held out | ROC-AUC, held out | paper accuracy |"),
              "|---|---|---|---|---|---|---|---|"]
     paper = f"{res['paper_accuracy']:.0%}"
     for r in res["rows"]:
@@ -416,8 +416,8 @@ def table3_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
         if "skipped" in h:
             lines.append(f"| {r['prompt_set']} | {n} | {f['accuracy']:.1%} | {h['skipped']} | – | – | – | {paper} |")
             continue
-        ci = lambda k, fmt="{:.1%}": (fmt.format(h[k]) + " [" + fmt.format(h["ci95"][k][0]) + ", "
-                                      + fmt.format(h["ci95"][k][1]) + "]")
+        ci = lambda k, fmt="{:.1%}", h=h: (fmt.format(h[k]) + " [" + fmt.format(h["ci95"][k][0]) + ", "
+                                           + fmt.format(h["ci95"][k][1]) + "]")
         lines.append(f"| {r['prompt_set']} | {n} | {f['accuracy']:.1%} | {ci('accuracy')} | {ci('tpr')} | "
                      f"{ci('fpr')} | {ci('roc_auc', '{:.3f}')} | {paper} |")
     warns = sorted({w for r in res["rows"] for w in r.get("warnings", [])})
@@ -522,21 +522,22 @@ def _generate_sets(cfg: ReproduceConfig, ctx: SectionContext) -> dict[str, Any]:
         trace: list[tuple[int, list[float]]] = []
         state = {"n": 0}
 
-        def on_step(step: int, scores: list[float] | None, _name: str = name) -> None:
+        def on_step(step: int, scores: list[float] | None, _name: str = name,
+                    _trace: list = trace, _state: dict = state) -> None:
             if scores is not None:
-                trace.append((step, scores))
-                state["n"] = len(scores)
+                _trace.append((step, scores))
+                _state["n"] = len(scores)
                 progress.advance("steps", 0, f"{_name}: score {sum(scores) / len(scores):.2f}")
             elif step > 0:
-                progress.advance("steps", state["n"])
+                progress.advance("steps", _state["n"])
 
-        def on_batch(records: list[dict[str, Any]], _dir: Path = d) -> None:
+        def on_batch(records: list[dict[str, Any]], _dir: Path = d, _trace: list = trace) -> None:
             good = [r["name"] for r in records if not r.get("error")]
-            line = json.dumps({"names": good, "trace": list(trace)}) + "\n"
+            line = json.dumps({"names": good, "trace": list(_trace)}) + "\n"
             with open(_dir / "trace.jsonl", "a", encoding="utf-8") as f:  # append-only, like the manifest
                 f.write(line)
             progress.advance("steps", iters * (len(records) - len(good)))
-            trace.clear()
+            _trace.clear()
 
         summaries[name] = run_generate(inputs, d, gcfg, resources=(loaded, bank), on_step=on_step,
                                        on_batch=on_batch, jobs=jobs)
@@ -691,9 +692,9 @@ def render_markdown(report: dict[str, Any], cfg: ReproduceConfig) -> str:
         "# foclip reproduce: FoCLIP (arXiv 2511.06947) on this model and these images", "",
         f"- model: `{cfg.model}` / `{cfg.pretrained}` ({weights})",
         f"- images: {'the sample photos (scikit-image, scikit-learn, matplotlib)' if not cfg.images else ', '.join(cfg.images)}",
-        f"- attack: {a.iters} SGD steps, lr {a.lr:g}, momentum {a.momentum:g}, alpha {a.alpha:g}, beta {a.beta:g}, "
+        (f"- attack: {a.iters} SGD steps, lr {a.lr:g}, momentum {a.momentum:g}, alpha {a.alpha:g}, beta {a.beta:g}, "
         f"optimisation space `{a.space}`, saved at `{a.output}` size, best 8-bit iterate checked every "
-        f"{a.check_every} steps",
+        f"{a.check_every} steps"),
         "- prompt sets (sha256 of the prompts): " + ", ".join(
             f"`{n}` ({str(v['sha256'])[:12]}…)" for n, v in report["prompt_sets"].items()),
         "- every number is also in report.json; figures in figures/", "",

@@ -58,7 +58,7 @@ def test_library_logs_are_hidden_then_shown_with_verbose(capsys, monkeypatch):
 
     def noisy(args):
         logging.getLogger("some.library").warning("retrying download 3/5")
-        logging.warning("Please consider to run pre-processing before quantization")
+        logging.warning("Please consider to run pre-processing before quantization")  # noqa: LOG015 (the root logger on purpose)
         return 0
 
     real = cli_main.parse

@@ -171,8 +171,8 @@ def test_sample_size_warnings():
     assert sample_size_warnings(30, 30, 0.05) == []
     assert sample_size_warnings(12, 12, 0.05, mode="max-accuracy") == []
     assert sample_size_warnings(22, 40, 0.05) == [
-        "originals: 22 images resolve a 5.0% FPR target, but each 5-fold held-out fit sees only about 17; "
-        "needs at least 25 for the held-out figures"]
+        ("originals: 22 images resolve a 5.0% FPR target, but each 5-fold held-out fit sees only about 17; "
+        "needs at least 25 for the held-out figures")]
 
 
 def test_fit_calibration_saves_held_out_and_warnings(tmp_path):

@@ -31,10 +31,10 @@ def tiny_ckpt(tmp_path_factory):
 
 
 def _cfg(tiny_ckpt: str, **kw) -> ReproduceConfig:
-    base = dict(model="foclip-tiny", pretrained="random", max_images=4, prompt_sets=SETS, batch=4, folds=2,
-                attack=AttackConfig(iters=4, space="model", output="model"), extra_images=3,
-                sections=("table1", "adaptive", "transfer", "spectral"),
-                transfer_models=(("foclip-tiny", "random"), ("foclip-tiny", tiny_ckpt), ("foclip-ref-rn", "nope.pt")))
+    base = {"model": "foclip-tiny", "pretrained": "random", "max_images": 4, "prompt_sets": SETS, "batch": 4, "folds": 2,
+                "attack": AttackConfig(iters=4, space="model", output="model"), "extra_images": 3,
+                "sections": ("table1", "adaptive", "transfer", "spectral"),
+                "transfer_models": (("foclip-tiny", "random"), ("foclip-tiny", tiny_ckpt), ("foclip-ref-rn", "nope.pt"))}
     base.update(kw)
     return ReproduceConfig(**base)
 
