@@ -209,10 +209,14 @@ def _font_cmap(path: Path) -> set[int]:
     return set(TTFont(str(path), lazy=True).getBestCmap())
 
 
+def unit_hash(text: str) -> float:
+    """A stable number in [0, 1) from ``text`` (sha256): splits by image that reruns reproduce."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
+
+
 def split_of(key: str, cfg: BuildConfig) -> str:
     """``train`` or ``heldout`` from a salted hash of the image key (stable across runs)."""
-    h = int.from_bytes(hashlib.sha256(f"{cfg.seed}:{key}".encode()).digest()[:8], "big")
-    return "heldout" if (h / 2**64) < cfg.heldout_fraction else "train"
+    return "heldout" if unit_hash(f"{cfg.seed}:{key}") < cfg.heldout_fraction else "train"
 
 
 # ------------------------------------------------------------------------------------------ render

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 from foclip.errors import InputError
 from foclip.outputs import atomic_write_bytes, atomic_write_json
 from foclip_train.reference.build import evaluate_file
+from foclip_train.reference.data import unit_hash
 from foclip_train.reference.evaluate import read_split
 from foclip_train.reference.train import Recipe, recipe_for, run_trainer, to_safetensors
 
@@ -66,8 +66,7 @@ def validation_split(data_dir: Path, out: Path, fraction: float = VAL_FRACTION, 
     rows = read_split(data_dir / "train.csv")
     parts: dict[str, list[dict[str, str]]] = {"fit": [], "val": []}
     for r in rows:
-        h = int.from_bytes(hashlib.sha256(f"val{seed}:{Path(r['filepath']).name}".encode()).digest()[:8], "big")
-        parts["val" if h / 2**64 < fraction else "fit"].append(r)
+        parts["val" if unit_hash(f"val{seed}:{Path(r['filepath']).name}") < fraction else "fit"].append(r)
     for part, name in (("fit", "train.csv"), ("val", "heldout.csv")):
         buf = io.StringIO(newline="")
         w = csv.DictWriter(buf, fieldnames=list(rows[0]))

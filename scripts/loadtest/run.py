@@ -117,7 +117,8 @@ class Server:
         root = psutil.Process(self.proc.pid)
         return [root, *root.children(recursive=True)]
 
-    def replicas(self):
+    def replicas(self, deployment: str = ""):
+        """Serve replica processes of foclip, or only those of ``deployment`` (e.g. ``FoclipDetector``)."""
         import psutil
 
         out = []
@@ -126,7 +127,7 @@ class Server:
                 cmd = " ".join(p.cmdline())
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 cmd = ""  # a process that just went away
-            if "ServeReplica:foclip" in cmd:
+            if f"ServeReplica:foclip:{deployment}" in cmd:
                 out.append(p)
         return out
 
@@ -285,7 +286,7 @@ def run_locust(url: str, payloads: Path, users: int, requests: int, seconds: int
     return json.loads(out.read_text())
 
 
-def summarize(log: list, offline: float | None = None) -> dict:
+def summarize(log: list) -> dict:
     """Throughput, latency percentiles and status counts of a locust log."""
     if not log:
         return {"requests": 0}
@@ -307,13 +308,10 @@ def summarize(log: list, offline: float | None = None) -> dict:
         "by_kind": dict(sorted(by_kind.items())),
         "5xx": sum(v for k, v in statuses.items() if k.startswith("5") or k == "0"),
     }
-    if offline:
-        res["offline_images_per_s"] = offline
-        res["ratio_to_offline"] = round(res["images_scored_per_s"] / offline, 2)
     return res
 
 
-def main_run(args, payloads: Path, work: Path, offline: float) -> dict:
+def main_run(args, payloads: Path, work: Path) -> dict:
     srv = Server(args.bundle, args.port, args.precision, args.replicas, args.threads, args.max_batch,
                  tuple(args.serve_arg))
     try:
@@ -325,7 +323,7 @@ def main_run(args, payloads: Path, work: Path, offline: float) -> dict:
         rss_before = srv.rss_mib()
         log = run_locust(srv.url, payloads, args.users, args.requests, args.max_seconds, work / "main.json")
         rss_after = srv.rss_mib()
-        res = summarize(log, offline)
+        res = summarize(log)
         res.update(rss_before=rss_before, rss_after=rss_after)
     finally:
         res_exit = srv.stop()
@@ -344,10 +342,9 @@ def fault_run(args, payloads: Path, work: Path) -> dict:
             time.sleep(args.kill_seconds / 3)
             reps = srv.replicas()
             # The process that detects: a FoclipDetector replica (split), else an HTTP replica (fused).
-            roles = {p.pid: "FoclipDetector" if "FoclipDetector" in " ".join(p.cmdline()) else "FoclipIngress"
-                     for p in reps}
-            victim = next((p for p in reps if roles[p.pid] == "FoclipDetector"), reps[0])
-            events["killed_role"] = roles[victim.pid]
+            detectors = srv.replicas("FoclipDetector")
+            victim = (detectors or reps)[0]
+            events["killed_role"] = "FoclipDetector" if detectors else "FoclipIngress"
             events["killed_pid"] = victim.pid
             t_kill = time.monotonic()
             events["kill_wall"] = time.time()
@@ -449,10 +446,7 @@ def main() -> int:
     # Offline before and after the served run: the machine is shared, so the mean of the two is the
     # fairest single figure and their spread shows the noise.
     before = offline_rate(args.bundle, args.precision, payloads / "offline", args.max_batch)
-    if args.generator == "wrk":
-        res["main"] = wrk_run(args, payloads, work)
-    else:
-        res["main"] = main_run(args, payloads, work, None)
+    res["main"] = (wrk_run if args.generator == "wrk" else main_run)(args, payloads, work)
     res["main"].update(generator=args.generator, serve_args=args.serve_arg)
     after = offline_rate(args.bundle, args.precision, payloads / "offline", args.max_batch)
     res["offline_images_per_s"] = offline = round((before + after) / 2, 1)
