@@ -33,7 +33,7 @@ from typing import Any
 
 import ray
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
@@ -49,6 +49,7 @@ from foclip.serve.http import (
     respond_detect,
     respond_info,
 )
+from foclip.serve.v2 import V2Front, respond_v2
 
 api = FastAPI(title="foclip detection service", docs_url=None, redoc_url=None, openapi_url=None)
 DRAIN_NAMESPACE = "foclip"
@@ -221,6 +222,9 @@ class FoclipIngress:
         self.service = DetectService(self._detect_items, self._info, meta, cfg.limits,
                                      cfg.api_key_sha256, self.metrics)
         self.service.retry_after_s = cfg.retry_after_s
+        # The Open Inference Protocol on the same DetectService (foclip/serve/v2.py). This replica
+        # exists only once its detector (split: a detector replica) loaded and passed its self-check.
+        self.v2 = V2Front(self.service, self._detector_info)
         self._id = uuid.uuid4().hex
         self._batching: dict[str, Any] = {}
         self._drain = None
@@ -301,6 +305,13 @@ class FoclipIngress:
             self._batching = {"batch_sizes": {str(k): v for k, v in sorted(sizes.items())},
                               "max_batch_seen": max(sizes, default=0), "note": "one replica's view"}
         return respond_info(self.service, request)
+
+    @api.api_route("/v2", methods=["GET", "POST"])
+    @api.api_route("/v2/{path:path}", methods=["GET", "POST"])
+    async def v2_routes(self, request: Request, path: str = "") -> Response:
+        """The Open Inference Protocol (KServe v2) routes: metadata, health and infer (foclip/serve/v2.py)."""
+        self._ensure_poller()
+        return await respond_v2(self.v2, request, "/" + path if path else "")
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:

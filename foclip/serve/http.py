@@ -343,6 +343,58 @@ def shape_response(results: list[dict[str, Any]], meta: Mapping[str, Any]) -> tu
 DetectFn = Callable[[list[Item]], Awaitable[list[dict[str, Any]]]]
 
 
+class Route(Protocol):
+    """The wire format of one detection route: how its requests are read and its responses written.
+
+    :meth:`DetectService.handle` applies every bound and runs detection; a route only checks its
+    headers, turns a body into items and turns results into its response.
+    """
+
+    name: str  # the metrics label
+
+    def check_headers(self, headers: Mapping[str, str]) -> None:
+        """Refuse a request on its headers alone, before the body is read (raises HttpError)."""
+
+    async def parse(self, headers: Mapping[str, str], body: bytes, limits: Limits) -> list[Item]:
+        """The request's images, in order (raises HttpError for a malformed request)."""
+
+    def respond(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        """(status, body, extra headers) for the per-item results, in request order."""
+
+    def error_body(self, exc: HttpError) -> Any:
+        """The body of a whole-request failure."""
+
+
+class DetectRoute:
+    """``POST /v1/detect``: multipart or raw image bodies in, the JSON of :func:`shape_response` out.
+
+    Args:
+        raw_id: id of a raw-body image (the ``id`` query parameter).
+    """
+
+    name = "/v1/detect"
+
+    def __init__(self, raw_id: str = "image") -> None:
+        self.raw_id = raw_id
+
+    def check_headers(self, headers: Mapping[str, str]) -> None:
+        """415 on a media type the route does not take."""
+        check_media_type(headers.get("content-type"))
+
+    async def parse(self, headers: Mapping[str, str], body: bytes, limits: Limits) -> list[Item]:
+        """See :func:`parse_items`."""
+        return await parse_items(headers, body, limits, raw_id=self.raw_id)
+
+    def respond(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        """See :func:`shape_response`."""
+        status, body = shape_response(results, meta)
+        return status, body, {}
+
+    def error_body(self, exc: HttpError) -> Any:
+        """``{"error": {"code": ..., "message": ...}}``."""
+        return exc.payload()
+
+
 class DetectService:
     """The HTTP behaviour of the service around an async ``detect`` function.
 
@@ -383,6 +435,26 @@ class DetectService:
         Returns:
             (status, JSON body, extra headers).
         """
+        return await self.handle(DetectRoute(query.get("id", "image")), headers, body, client)
+
+    async def handle(self, route: "Route", headers: Mapping[str, str], body: AsyncIterator[bytes],
+                     client: str | None = None) -> tuple[int, Any, dict[str, str]]:
+        """Serve one detection request of any wire format: every bound, then the shared detection path.
+
+        The order is the service's contract whatever the route: drain, API key, per-client bound,
+        the route's header checks, declared length, body (size and time bounded), the route's
+        parsing, the pixel budget, detection (Serve's batcher, within the deadline), the route's
+        response. Only parsing and shaping differ between ``/v1/detect`` and the v2 protocol.
+
+        Args:
+            route: how this route reads its requests and writes its responses.
+            headers: request headers with lower-case keys.
+            body: the body's chunks.
+            client: the client's address (for the per-client bound), or None when unknown.
+
+        Returns:
+            (status, body as ``route`` shaped it, extra headers).
+        """
         t0 = time.perf_counter()
         counted = False
         self.in_flight += 1
@@ -397,20 +469,19 @@ class DetectService:
                                     "flight from this address", {"Retry-After": f"{self.retry_after_s:g}"})
                 self._per_client[client] += 1
                 counted = True
-            check_media_type(headers.get("content-type"))
+            route.check_headers(headers)
             check_declared_length(headers, self.limits)
             data = await read_body(body, self.limits)
-            items = await parse_items(headers, data, self.limits, raw_id=query.get("id", "image"))
+            items = await route.parse(headers, data, self.limits)
             items = apply_pixel_budget(items, self.limits.max_request_pixels)
             results = await self._run(items)
-            status, payload = shape_response(results, self.meta)
+            status, payload, extra = route.respond(results, self.meta)
             self.metrics.results(results)
             for r in results:
                 if r.get("error"):
                     self.metrics.error(r["error"]["code"])
-            extra: dict[str, str] = {}
         except HttpError as exc:
-            status, payload, extra = exc.status, exc.payload(), exc.headers
+            status, payload, extra = exc.status, route.error_body(exc), exc.headers
             self.metrics.error(exc.code)
         finally:
             self.in_flight -= 1
@@ -418,7 +489,7 @@ class DetectService:
                 self._per_client[client] -= 1
                 if self._per_client[client] <= 0:
                     del self._per_client[client]
-        self.metrics.request("/v1/detect", status, time.perf_counter() - t0)
+        self.metrics.request(route.name, status, time.perf_counter() - t0)
         return status, payload, extra
 
     async def _run(self, items: list[Item]) -> list[dict[str, Any]]:
@@ -441,16 +512,30 @@ class DetectService:
         return 200, self._info(), {}
 
 
-def create_app(service: DetectService):
+def create_app(service: DetectService, v2: Any = None):
     """A FastAPI app serving ``service`` without Ray (tests, debugging).
 
+    Args:
+        service: the request handling.
+        v2: a :class:`foclip.serve.v2.V2Front` around ``service`` to serve the v2 protocol, or None.
+
     Returns:
-        The ``fastapi.FastAPI`` application with ``/v1/detect``, ``/v1/info`` and ``/healthz``.
+        The ``fastapi.FastAPI`` application with ``/v1/detect``, ``/v1/info``, ``/healthz`` (and ``/v2/...``).
     """
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
     api = FastAPI(title="foclip detection service")
+
+    if v2 is not None:  # the Open Inference Protocol routes (foclip/serve/v2.py)
+        from starlette.responses import Response
+
+        from foclip.serve.v2 import respond_v2
+
+        @api.api_route("/v2", methods=["GET", "POST"])
+        @api.api_route("/v2/{path:path}", methods=["GET", "POST"])
+        async def v2_routes(request: Request, path: str = "") -> Response:
+            return await respond_v2(v2, request, "/" + path if path else "")
 
     @api.post("/v1/detect")
     async def detect(request: Request) -> JSONResponse:
