@@ -145,3 +145,24 @@ def test_metrics_present(service, http, uploads):
     assert all(t in text for t in tagged), [t for t in tagged if t not in text]
     # Ray Serve's own batching metrics sit beside ours
     assert "ray_serve_" in text
+
+
+def test_open_inference_protocol_v2(service, uploads, good_names):
+    """The v2 routes in both topologies, through the real client (tritonclient; full cases in test_v2_tritonclient.py)."""
+    import numpy as np
+
+    httpclient = pytest.importorskip("tritonclient.http")
+    url = service.url.removeprefix("http://")
+    names = [good_names[0], "truncated.jpg", good_names[1]]
+    with httpclient.InferenceServerClient(url) as client, httpx.Client(base_url=service.url) as plain:
+        assert client.is_server_ready() and client.is_model_ready("foclip")
+        inp = httpclient.InferInput("IMAGE", [len(names)], "BYTES")
+        inp.set_data_from_numpy(np.array([uploads[n] for n in names], dtype=object))
+        result = client.infer("foclip", [inp], headers=dict(KEY_HEADER))
+        v1 = plain.post("/v1/detect", headers=KEY_HEADER,
+                        files=[("f", (n, uploads[n], "application/octet-stream")) for n in names]).json()["results"]
+    errors = result.as_numpy("ERROR")
+    assert errors[1].startswith(b"truncated: ") and errors[0] == errors[2] == b""
+    for i in (0, 2):  # same detection path, same numbers as /v1/detect (float32 on the wire)
+        assert result.as_numpy("SCORE_COLOR")[i] == pytest.approx(v1[i]["score_color"], abs=1e-4)
+        assert bool(result.as_numpy("TAMPERED")[i]) == v1[i]["tampered"]

@@ -225,7 +225,7 @@ def test_bounds_of_v1_apply(detector, uploads):
 
 def test_metadata_routes_and_readiness(detector):
     state = {"ready": False}
-    http, _, _ = make(detector, ready=lambda: state["ready"])
+    http, svc, _ = make(detector, ready=lambda: state["ready"])
     assert http.get("/v2/health/live").status_code == 200
     assert http.get("/v2/health/ready").status_code == 503
     assert http.get("/v2/models/foclip/ready").status_code == 503
@@ -239,6 +239,8 @@ def test_metadata_routes_and_readiness(detector):
     assert meta["inputs"] == [{"name": "IMAGE", "datatype": "BYTES", "shape": [-1]}]
     assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == output_specs(("gray",))
     assert meta["parameters"]["score_scale"] == 100.0 and meta["parameters"]["self_check"] == "passed"
+    failed = V2Front(svc, {**detector.info(), "self_check": {"passed": False}})
+    assert failed.is_ready() is False  # a detector whose self-check failed never serves (its replica fails too)
     for path in ("/v2/models/clip", "/v2/models/foclip/versions/2", "/v2/models/clip/infer", "/v2/repository/index"):
         r = http.get(path) if "infer" not in path else http.post(path, json={})
         assert r.status_code == 404 and "error" in r.json(), path
