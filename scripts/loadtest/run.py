@@ -176,8 +176,10 @@ CPU_ROLES = (("ServeReplica:foclip:FoclipDetector", "detector replica(s)"),
              ("raylet", "raylet"), ("gcs_server", "GCS"), ("foclip serve", "driver (foclip serve)"))
 
 
-def run_wrk(url: str, files: list[Path], users: int, seconds: int, work: Path) -> dict:
+def run_wrk(url: str, files: list[Path], users: int, seconds: int, work: Path, protocol: str = "v1") -> dict:
     """Closed-loop load with wrk: ``users`` connections POSTing raw image bodies for ``seconds``.
+
+    ``protocol`` "v2" sends the same images as Open Inference Protocol binary-tensor requests.
 
     wrk is an event-loop C client: one thread drives every connection, so the load generator itself
     costs little CPU next to the service on the same cores (its CPU seconds are reported).
@@ -191,7 +193,7 @@ def run_wrk(url: str, files: list[Path], users: int, seconds: int, work: Path) -
     listing.write_text("".join(f"{p}\n" for p in files))
     cmd = [wrk, "-t1", f"-c{users}", f"-d{seconds}s", "--timeout", "60s", "-s", str(HERE / "wrk_post.lua"), url]
     proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                        env={**os.environ, "FOCLIP_WRK_PAYLOADS": str(listing)})
+                        env={**os.environ, "FOCLIP_WRK_PAYLOADS": str(listing), "FOCLIP_WRK_PROTOCOL": protocol})
     cpu = 0.0
     while proc.poll() is None:
         try:
