@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser(
         "serve", help="serve detection over HTTP with Ray Serve (batched across callers)",
-        description="Serve POST /v1/detect, GET /v1/info and GET /healthz from a bundle on Ray Serve. "
+        description="Serve POST /v1/detect, GET /v1/info, GET /healthz and the Open Inference Protocol (KServe v2: "
+                    "/v2/health/ready, /v2/models/foclip, /v2/models/foclip/infer) from a bundle on Ray Serve. "
                     "Starts a local Ray instance bound to loopback unless --address joins a cluster. "
                     "SIGTERM / Ctrl-C stop it after in-flight requests finish.",
     )
@@ -160,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
         svc.stop()
         console.print("stopped", highlight=False)
         return 0
-    console.print(f"serving on {svc.url}  (POST /v1/detect, GET /v1/info, GET /healthz)", highlight=False)
+    console.print(f"serving on {svc.url}  (POST /v1/detect, GET /v1/info, GET /healthz; "
+                  "v2 protocol: POST /v2/models/foclip/infer)", highlight=False)
     if svc.metrics_url:
         console.print(f"Prometheus metrics (ray_foclip_*, ray_serve_*): {svc.metrics_url}", highlight=False)
     try:

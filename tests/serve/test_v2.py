@@ -48,10 +48,12 @@ def detector(tiny_bundle):
     det.close()
 
 
-def make(detector, key=None, limits=None, ready=lambda: True):
+def make(detector, key=None, limits=None, ready=lambda: True, delay_s=0.0):
     import asyncio
 
     async def detect(items):
+        if delay_s:
+            await asyncio.sleep(delay_s)
         results = await asyncio.to_thread(detector.detect, [it.data for it in items], ids=[it.id for it in items])
         return [r.to_dict() for r in results]
 
@@ -221,6 +223,13 @@ def test_bounds_of_v1_apply(detector, uploads):
     assert r.status_code == 503 and "retry-after" in r.headers
     assert http.get("/v2/health/ready").status_code == 503 and http.get("/v2/health/live").status_code == 200
     assert rec.errors.count("unauthorized") == 3
+
+
+def test_deadline_is_504_with_the_protocol_body(detector, uploads):
+    http, _, _ = make(detector, limits=Limits(timeout_s=0.05), delay_s=1.0)
+    body, headers = binary_request([uploads["astronaut.jpg"]])
+    r = http.post("/v2/models/foclip/infer", content=body, headers=headers)
+    assert r.status_code == 504 and "did not finish" in r.json()["error"]
 
 
 def test_metadata_routes_and_readiness(detector):
