@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append((f"text bank {name}", f"{b.count} prompts, {b.embeddings_file}, sha256 {b.prompts_sha256[:16]}…"))
     for e in m.engines:
         rows.append((f"engine {e.graph}@{e.precision}", (f"{e.file} (TensorRT {e.tensorrt_version}, sm "
-                     f"{e.compute_capability}, batch {_fmt(e.profile)})")))
+                     f"{e.compute_capability}, batch {_fmt(e.profile)}; gate min cosine {e.gate_min_cosine})")))
     for k, v in rows:
         info.add_row(k, str(v))
     console.print(info)

@@ -122,8 +122,12 @@ def test_trt_on_a_default_bundle_with_a_stand_in_tensorrt(tiny_bundle, tmp_path,
         assert det.graph_key == "image.fp32" and det.self_check.passed and det.self_check.backend == "trt"
         got, want = det.detect(photos), ref.detect(photos)
         assert det.info()["backend_detail"]["engine"] == spec.file
+    # an fp16 engine computes in fp16 (the double rounds as TensorRT stores): scores agree within
+    # what its gate allows (score_scale * (1 - 0.999) = 0.1), not to fp32 round-off
+    assert det.self_check.gate == 0.999 and det.self_check.min_cosine < 0.99999999
     for g, w in zip(got, want):
-        assert g.ok and abs(g.score_color - w.score_color) < 1e-4 and abs(g.drop - w.drop) < 1e-4
+        assert g.ok and abs(g.score_color - w.score_color) < 0.1 and abs(g.score_gray - w.score_gray) < 0.1
+        assert 0 < abs(g.score_color - w.score_color) or 0 < abs(g.score_gray - w.score_gray)
     assert not fake_trt.buffers  # deactivate freed the device buffers
 
 
