@@ -60,7 +60,6 @@ def test_a_failing_second_build_leaves_the_bundle_as_it_was(tiny_bundle, tmp_pat
     manifest or the timing cache; open_bundle and `foclip inspect --verify` still pass."""
     b = _copy(tiny_bundle, tmp_path)
     first, _ = build_engine(b, EngineRequest("image.fp32", "fp32", (1, 4, 8)))
-    assert TIMING_CACHE not in read_manifest(b).files  # a cache, not a hashed artifact
     before, cache = _snapshot(b), (b / TIMING_CACHE).read_bytes()
     fake_trt.corrupt_engines = True
     with pytest.raises(SelfCheckError, match="below its gate"):
@@ -68,11 +67,16 @@ def test_a_failing_second_build_leaves_the_bundle_as_it_was(tiny_bundle, tmp_pat
     fake_trt.corrupt_engines, fake_trt.fail_builds = False, True
     with pytest.raises(BundleError, match="could not build"):
         build_engine(b, EngineRequest("text.fp32", "fp16", (1, 4, 8)))
+    capsys.readouterr()
+    assert main(["build-engine", str(b), "--graph", "text.fp32", "--batch", "1,4,8"]) == 1
+    assert "could not build" in capsys.readouterr().err
+    open_bundle(b)
+    assert main(["inspect", str(b), "--verify"]) == 0
+    assert main(["inspect", str(b), "--verify", "--backend", "trt"]) == 0
+    assert "0.99999" in capsys.readouterr().out  # the fp32 engine's gate, printed by --verify
     assert _snapshot(b) == before and (b / TIMING_CACHE).read_bytes() == cache
     assert not list((b / "engines").glob("*.fp16.*")) and not list((b / "engines").glob(".build-*"))
-    open_bundle(b)
-    capsys.readouterr()
-    assert main(["inspect", str(b), "--verify"]) == 0
+    assert TIMING_CACHE not in read_manifest(b).files  # a cache, not a hashed artifact
     fake_trt.fail_builds = False  # and the next build works and keeps the first engine
     second, built = build_engine(b, EngineRequest("image.fp32", "fp16", (1, 4, 8)))
     assert built and set(read_manifest(b).engines) == {first, second} and verify_files(b, read_manifest(b)) == []
@@ -112,6 +116,7 @@ def test_a_killed_build_leaves_the_bundle_as_it_was(tiny_bundle, tmp_path, fake_
                           timeout=300 * float(os.environ.get("FOCLIP_TEST_TIMEOUT_SCALE", "1")), check=False)
     assert proc.returncode == -9, proc.stderr[-2000:]
     m = read_manifest(b)
+    open_bundle(b)
     assert verify_files(b, m) == []
     if step == "_commit":  # killed after the record: the new engine is complete and listed
         assert len(m.engines) == 2
