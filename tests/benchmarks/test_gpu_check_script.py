@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,12 +59,13 @@ def test_skip_reasons_with_only_torch_cuda():
                for k in ("trt", "ort-cuda", "torch-cuda"))
 
 
-def test_torch_rows_run_and_the_others_say_why_not(tmp_path, monkeypatch):
+def test_torch_rows_run_and_the_others_say_why_not(tiny_bundle, tmp_path, monkeypatch):
     """The torch-only machine: torch rows measured (here on the CPU, foclip-tiny), trt and ort-cuda
     rows skipped with their reasons, all in one table and the JSON rows."""
     gc = _module()
     monkeypatch.setattr(gc, "SECONDS_PER_BATCH", 0.01)
     env = {"cuda": True, "device": "test", "skip": gc.skip_reasons(True, False, False, True)}
+    shutil.copytree(tiny_bundle, tmp_path / "bundles" / "foclip-tiny")  # the script reuses a bundle it finds
     rows = gc.run_rows(env, ("foclip-tiny:random",), (1, 2), tmp_path, torch_device="cpu")
     by = {(r.backend, r.precision): r for r in rows}
     fp32 = by[("torch-cuda", "fp32")]
