@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -273,8 +272,8 @@ def render(env: dict[str, Any], tests: dict[str, Any], rows: list[Row], batches:
     """The one table, plain text, and the lines that say what was skipped and why."""
     head = ["model", "backend", "precision", "gate", "min cosine", "result"]
     head += [f"det/s b{b}" for b in batches] + [f"p50/p99 ms b{b}" for b in batches]
-    lines = [f"device: {env['device'] or 'none'}; gpu tests: "
-             f"{tests.get('summary') or 'skipped: ' + env['skip']['tests']}"]
+    tests_line = tests.get("summary") or f"skipped: {env['skip']['tests']}"
+    lines = [f"device: {env['device'] or 'none'}; gpu tests: {tests_line}"]
     table = [head]
     for r in rows:
         result = {"ran": "pass" if r.passed else "FAIL", "failed": "ERROR", "skipped": "skipped"}[r.status]
@@ -316,8 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         0, 5)  # pytest 5: no gpu test collected
     report = {"device": env["device"], "cuda": env["cuda"], "verified": verified, "ok": ok and verified,
               "skip_reasons": env["skip"], "tests": tests, "batches": list(batches), "rows": [asdict(r) for r in rows],
-              "note": "det/s: images scored per second (colour + gray encoder rows and scoring; decode excluded); "
-                      "latency per batch call"}
+              "note": ("det/s: images scored per second (colour + gray encoder rows and scoring; decode "
+                       "excluded); latency per batch call")}
     from foclip.outputs import atomic_write_json
 
     atomic_write_json(out / "gpu_check.json", report)

@@ -170,7 +170,7 @@ def gpu_compute_capability() -> str:
         from foclip.runtime.backends import device_compute_capability
 
         return device_compute_capability()
-    except Exception:  # noqa: BLE001 - no cuda-python or no device: try torch, then nvidia-smi
+    except Exception:  # noqa: BLE001, S110 - no cuda-python or no device: try torch, then nvidia-smi
         pass
     try:  # torch is usually present where engines are built (the export extra)
         import torch
@@ -242,9 +242,8 @@ def unsupported_ops(onnx_path: Path, parser: Any = None) -> list[str]:
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             bad.add(f"{node.domain}::{node.op_type}")
-        elif node.op_type in TRT_UNSUPPORTED_OPS:
-            bad.add(node.op_type)
-        elif parser is not None and hasattr(parser, "supports_operator") and not parser.supports_operator(node.op_type):
+        elif node.op_type in TRT_UNSUPPORTED_OPS or (
+                parser is not None and hasattr(parser, "supports_operator") and not parser.supports_operator(node.op_type)):
             bad.add(node.op_type)
     return sorted(bad)
 

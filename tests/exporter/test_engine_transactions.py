@@ -42,7 +42,6 @@ def test_reduced_precision_engines_are_held_to_their_own_gate(tiny_bundle, tmp_p
     assert built and spec.gate_min_cosine == gate
     raw = json.loads((b / MANIFEST_NAME).read_text())
     assert raw["engines"][0]["gate_min_cosine"] == gate  # recorded in the manifest entry
-    from foclip.runtime.backends import create_runner, require_backend  # noqa: F401
     from foclip.runtime import backends
     from foclip.runtime.selfcheck import self_check
 
