@@ -44,6 +44,25 @@ def test_every_dynamic_axis_is_checked_against_the_engines_profile(engine_bundle
         r.run({"pixels_u8": np.zeros((2, 64, 64, 3), np.uint8), "text_bank": np.zeros((4097, 32), np.float32)})
 
 
+def test_a_detector_the_engine_profile_cannot_serve_is_refused_at_load(engine_bundle, monkeypatch):
+    """The largest call a detector will make is checked against the engine's profile at load, not
+    at the first batch: colour + gray rows of batch_size images, or the fused graph's text bank."""
+    with pytest.raises(BackendError, match=r"'pixels' \| has shape \(10, 3, 64, 64\).*max \(8, 3, 64, 64\)"):
+        Detector.from_bundle(engine_bundle, backend="trt", precision="fp32", graph="encoder", batch_size=5)
+    from foclip.runtime import detector
+    from foclip.runtime.bundle import TextBank
+
+    prompts = tuple(f"a photo number {i}" for i in range(4097))
+    emb = np.random.default_rng(0).normal(size=(4097, 32)).astype(np.float32)
+    with monkeypatch.context() as mp:  # 4097 custom prompts, without embedding them on 2 cores
+        mp.setattr(detector, "resolve_text_bank", lambda *a: TextBank("custom", prompts, emb, "0" * 64))
+        with pytest.raises(BackendError, match=r"'text_bank' \| has shape \(4097, 32\)"):
+            Detector.from_bundle(engine_bundle, backend="trt", precision="fp32", graph="fused", batch_size=2,
+                                 prompts=list(prompts))
+    with Detector.from_bundle(engine_bundle, backend="trt", precision="fp32", graph="fused", batch_size=8) as det:
+        assert det.fused and det.detect(_photos(3, 0))[0].ok
+
+
 def test_false_and_none_from_tensorrt_become_one_line_errors(engine_bundle, fake_trt):
     """Defect 3: set_input_shape / set_tensor_address / execute_async_v3 returning False, and
     create_execution_context returning None, each raise a BackendError naming the call."""
