@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         err_console.print("[yellow]no parity.json in this bundle[/]")
 
     problems = verify_files(bundle, m)
-    listed = set(m.files) | {MANIFEST_NAME}
+    from foclip.exporter.engine import LOCK_FILE, TIMING_CACHE
+
+    listed = set(m.files) | {MANIFEST_NAME, TIMING_CACHE, LOCK_FILE}  # a cache and a lock: not artifacts
     extra = sorted(p.relative_to(bundle).as_posix() for p in Path(bundle).rglob("*")
                    if p.is_file() and p.relative_to(bundle).as_posix() not in listed)
     for rel in extra:
