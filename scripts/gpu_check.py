@@ -114,17 +114,18 @@ def skip_reasons(cuda: bool, has_trt: bool, has_ort_cuda: bool, has_torch: bool)
     }
 
 
-def run_gpu_tests(out: Path) -> dict[str, Any]:
-    """Run every gpu-marked test; return its exit code and pytest's summary line."""
+def run_gpu_tests(out: Path, marker: str = "gpu") -> dict[str, Any]:
+    """Run every test ``marker`` selects (default: every gpu-marked one); return its exit code and
+    pytest's summary line (the full log goes to ``out/gpu_tests.log``)."""
     log = out / "gpu_tests.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider", "tests"],
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", marker, "-q", "-p", "no:cacheprovider", "tests"],
                           cwd=ROOT, env=env, capture_output=True, text=True, check=False)
     log.write_text(proc.stdout + proc.stderr)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    return {"returncode": proc.returncode, "summary": lines[-1] if lines else "", "log": str(log),
+    return {"marker": marker, "returncode": proc.returncode, "summary": lines[-1] if lines else "", "log": str(log),
             "seconds": round(time.perf_counter() - t0, 1)}
 
 
@@ -299,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="MODEL:PRETRAINED,... (default: %(default)s)")
     ap.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
     ap.add_argument("--skip-tests", action="store_true", help="do not run the gpu-marked tests")
+    ap.add_argument("--test-marker", default="gpu", help="pytest -m expression for the tests (default: %(default)s; "
+                                                         "'gpu and not slow' skips the hour-long paper protocol)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -306,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     env = probe()
     tests: dict[str, Any] = {}
     if not args.skip_tests and not env["skip"]["tests"]:
-        tests = run_gpu_tests(out)
+        tests = run_gpu_tests(out, args.test_marker)
     rows = run_rows(env, tuple(m for m in args.models.split(",") if m), batches, out)
     print(render(env, tests, rows, batches))
     ran = [r for r in rows if r.status == "ran"]
