@@ -47,6 +47,10 @@ KNOWN_REDUCE = ("mean",)
 KNOWN_DROP = ("relative",)
 KNOWN_TOKENIZER = ("open_clip-simple-bpe",)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+# Least cosine against the fp32 PyTorch reference that a TensorRT engine must reach, by the engine's
+# own precision (not its source graph's): fp32 as the fp32 ONNX graph; fp16 as the fp16 ONNX graph;
+# bf16 (7 explicit mantissa bits to fp16's 10) looser, see docs/export.md "Engine gates".
+ENGINE_GATES = {"fp32": 0.99999, "fp16": 0.999, "bf16": 0.995, "int8": 0.99}
 
 
 class ManifestError(ValueError):
@@ -338,6 +342,8 @@ class EngineSpec:
         compute_capability: GPU it was built for (``9.0``).
         profile: (min, opt, max) batch.
         key: cache key over the fields above.
+        gate_min_cosine: the gate the engine passed when built and must pass at load
+            (:data:`ENGINE_GATES` of its precision; manifests written before it was recorded get that).
     """
 
     graph: str
@@ -348,16 +354,22 @@ class EngineSpec:
     compute_capability: str
     profile: tuple[int, int, int]
     key: str
+    gate_min_cosine: float = -1.0  # -1: the precision's gate (set in __post_init__)
+
+    def __post_init__(self) -> None:
+        if self.gate_min_cosine < 0:
+            object.__setattr__(self, "gate_min_cosine", ENGINE_GATES.get(self.precision, ENGINE_GATES["fp32"]))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "engine") -> EngineSpec:
         profile = _list(d, "profile", where)
         if len(profile) != 3 or any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in profile):
             raise ManifestError(f"{where}.profile is {profile!r}, expected three positive batch sizes")
+        gate = _float(d, "gate_min_cosine", where, 0.0, 1.0) if isinstance(d, dict) and "gate_min_cosine" in d else -1.0
         return cls(_str(d, "graph", where), _choice(d, "precision", where, ("fp32", "fp16", "bf16", "int8")),
                    check_rel_path(_get(d, "file", where), f"{where}.file"), _str(d, "onnx_sha256", where),
                    _str(d, "tensorrt_version", where), _str(d, "compute_capability", where),
-                   tuple(profile), _str(d, "key", where))  # type: ignore[arg-type]
+                   tuple(profile), _str(d, "key", where), gate)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append((f"text bank {name}", f"{b.count} prompts, {b.embeddings_file}, sha256 {b.prompts_sha256[:16]}…"))
     for e in m.engines:
         rows.append((f"engine {e.graph}@{e.precision}", (f"{e.file} (TensorRT {e.tensorrt_version}, sm "
-                     f"{e.compute_capability}, batch {_fmt(e.profile)})")))
+                     f"{e.compute_capability}, batch {_fmt(e.profile)}; gate min cosine {e.gate_min_cosine})")))
     for k, v in rows:
         info.add_row(k, str(v))
     console.print(info)
@@ -99,7 +99,9 @@ def run(args: argparse.Namespace) -> int:
         err_console.print("[yellow]no parity.json in this bundle[/]")
 
     problems = verify_files(bundle, m)
-    listed = set(m.files) | {MANIFEST_NAME}
+    from foclip.exporter.engine import LOCK_FILE, TIMING_CACHE
+
+    listed = set(m.files) | {MANIFEST_NAME, TIMING_CACHE, LOCK_FILE}  # a cache and a lock: not artifacts
     extra = sorted(p.relative_to(bundle).as_posix() for p in Path(bundle).rglob("*")
                    if p.is_file() and p.relative_to(bundle).as_posix() not in listed)
     for rel in extra:

@@ -2,14 +2,22 @@
 
 An engine is built from one graph key (``image.fp32``, ``text.fp32``, ``detect.fp32``…), the
 same keys the detector chooses from, so ``--backend trt`` always finds the engine of the graph
-it runs. After the build the engine is loaded and run on the bundle's self-check reference set;
-an engine that misses the graph's parity gate is not recorded.
+it runs. Before anything is built the graph's ONNX ops are checked against the TensorRT ONNX
+parser's list of unsupported operators (:data:`TRT_UNSUPPORTED_OPS`), so ``--graph image.int8``
+(ONNX Runtime's DynamicQuantizeLinear/MatMulInteger) is refused with what to build instead.
 
-One optimisation profile from a (min, opt, max) batch triple; the bundle keeps a timing cache
-(``engines/timing.cache``) so that rebuilds are fast; an engine is cached under a key over
-everything that invalidates it (ONNX sha256, TensorRT version, GPU compute capability, precision,
-profile) and recorded in the manifest as an :class:`foclip.manifest.EngineSpec`; the manifest's
-file hashes are rewritten atomically after the engine and cache files are in place.
+A build is a transaction (Polygraphy's pattern): the plan is written to a temporary folder under
+``engines/``, loaded from there and run on the bundle's self-check reference set against the
+*engine precision's* gate (:data:`foclip.manifest.ENGINE_GATES`: fp32 0.99999, fp16 0.999, bf16
+0.995); only an engine that passes is renamed into place and recorded, under an ``fcntl`` lock on
+``engines/.lock``, with the gate it passed. A failed or killed build leaves the manifest and every
+file it lists exactly as they were (at worst an unlisted temporary file).
+
+One optimisation profile from a (min, opt, max) batch triple; the timing cache
+(``engines/timing.cache``) is a *cache*, not an artifact: it is not in the manifest's hashed file
+list, a damaged one is ignored, and it is merged with the build's own under the same lock. An
+engine is cached under a key over everything that invalidates it (ONNX sha256, TensorRT version,
+GPU compute capability, precision, profile) and recorded as an :class:`foclip.manifest.EngineSpec`.
 
 Only TensorRT 10 calls are used: ``build_serialized_network``, ``create_optimization_profile`` /
 ``set_shape``, ``create_timing_cache`` / ``set_timing_cache``; none of the removed
@@ -18,14 +26,18 @@ Only TensorRT 10 calls are used: ``build_serialized_network``, ``create_optimiza
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from foclip.errors import BackendError, BundleError, InputError, require
 from foclip.manifest import (
@@ -154,6 +166,12 @@ def gpu_compute_capability() -> str:
     Raises:
         BackendError: when no CUDA GPU can be found.
     """
+    try:  # cuda-python comes with the trt extra: the same answer the runtime checks a plan against
+        from foclip.runtime.backends import device_compute_capability
+
+        return device_compute_capability()
+    except Exception:  # noqa: BLE001, S110 - no cuda-python or no device: try torch, then nvidia-smi
+        pass
     try:  # torch is usually present where engines are built (the export extra)
         import torch
 
@@ -181,9 +199,90 @@ def _source_onnx(manifest: Manifest, graph_key: str) -> str:
     return manifest.graphs[graph_key].file
 
 
+# Operators the TensorRT 10 ONNX parser marks "N" (onnx-tensorrt docs/operators.md, TensorRT 10.x)
+# that an exported CLIP graph can contain: ONNX Runtime's dynamic int8 ops and the QLinear family.
+# TensorRT's own int8 comes from explicit QuantizeLinear/DequantizeLinear (Q/DQ) graphs instead.
+TRT_UNSUPPORTED_OPS = frozenset({
+    "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul",
+    "Bernoulli", "BitShift", "Col2Im", "Compress", "ConcatFromSequence", "DFT", "Det", "ImageDecoder",
+    "MaxRoiPool", "MaxUnpool", "MelWeightMatrix", "Multinomial", "NegativeLogLikelihoodLoss", "Optional",
+    "OptionalGetElement", "OptionalHasElement", "RegexFullMatch", "SequenceAt", "SequenceConstruct",
+    "SequenceEmpty", "SequenceErase", "SequenceInsert", "SequenceLength", "SequenceMap",
+    "SoftmaxCrossEntropyLoss", "SplitToSequence", "StringConcat", "StringNormalizer", "StringSplit",
+    "TfIdfVectorizer", "Unique", "AffineGrid", "CenterCropPad", "BitwiseAnd", "BitwiseNot", "BitwiseOr",
+    "BitwiseXor",
+})
+LOCK_FILE = "engines/.lock"
+
+
+def engine_gate(precision: str) -> float:
+    """The least cosine against PyTorch an engine of ``precision`` must reach (build and load)."""
+    from foclip.manifest import ENGINE_GATES
+
+    return ENGINE_GATES[precision]
+
+
+def unsupported_ops(onnx_path: Path, parser: Any = None) -> list[str]:
+    """ONNX ops of a graph that the TensorRT ONNX parser does not support.
+
+    Args:
+        onnx_path: the graph.
+        parser: a ``tensorrt.OnnxParser``; when given, its own ``supports_operator`` is asked too.
+
+    Returns:
+        Sorted op names (``domain::op`` for ops outside the default ONNX domain); empty when
+        everything is supported or when ``onnx`` is not installed (the parser then reports).
+    """
+    try:
+        import onnx
+    except ImportError:  # the parse itself still fails with TensorRT's own message
+        return []
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    bad = set()
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            bad.add(f"{node.domain}::{node.op_type}")
+        elif node.op_type in TRT_UNSUPPORTED_OPS or (
+                parser is not None and hasattr(parser, "supports_operator") and not parser.supports_operator(node.op_type)):
+            bad.add(node.op_type)
+    return sorted(bad)
+
+
+def _refuse_unsupported(onnx_path: Path, req: EngineRequest, parser: Any = None) -> None:
+    bad = unsupported_ops(onnx_path, parser)
+    if bad:
+        role = req.graph.split(".")[0]
+        raise InputError(f"--graph {req.graph}", f"has ops the TensorRT ONNX parser does not support "
+                         f"({', '.join(bad)})", f"a float graph: `--graph {role}.fp32 --precision fp16` "
+                         "(TensorRT int8 needs an explicit Q/DQ graph, which foclip does not export)")
+
+
+@contextmanager
+def bundle_lock(bundle: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``engines/.lock`` (blocks until free).
+
+    Every read-modify-write of the manifest and every timing-cache merge by ``build_engine`` runs
+    under it, so two builds into one bundle cannot lose each other's engine.
+    """
+    import fcntl
+
+    path = bundle / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
                  log: Callable[[str], None] | None = None) -> tuple[EngineSpec, bool]:
     """Build (or reuse) a TensorRT engine for one graph of a bundle, check it, record it.
+
+    A transaction: the plan goes to a temporary folder, is self-checked from there, and only then
+    renamed into place and recorded under :func:`bundle_lock`. When anything fails (or the
+    process dies) the manifest and the files it lists are unchanged.
 
     Args:
         bundle: bundle folder.
@@ -196,9 +295,9 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
     Raises:
         MissingExtraError: tensorrt is not installed (names ``pip install 'foclip[trt]'``).
         BundleError: the bundle fails its hash check or lacks the graph; the parse or build fails;
-            the built engine misses the graph's parity gate on the reference set (SelfCheckError).
+            the built engine misses its precision's gate on the reference set (SelfCheckError).
         BackendError: no GPU.
-        InputError: bad encoder, precision or profile.
+        InputError: bad encoder, precision or profile; a graph with ops TensorRT cannot parse.
     """
     log = log or (lambda _: None)
     check_request(req)
@@ -208,8 +307,9 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
     if problems:
         rel, why = problems[0]
         raise BundleError(str(bundle / rel), why, "the files `foclip export` wrote (re-export the bundle)")
-    trt = require("tensorrt", "trt")
     src = _source_onnx(manifest, req.graph)
+    _refuse_unsupported(bundle / src, req)  # before TensorRT is even imported: no GPU needed to say no
+    trt = require("tensorrt", "trt")
     sm = gpu_compute_capability()
     key = engine_key(manifest.files[src], trt.__version__, sm, req.precision, req.profile)
     for spec in manifest.engines:
@@ -218,40 +318,44 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
             log(f"engine cached: {spec.file}")
             return spec, False
     rel = engine_file(req, key)
-    log(f"building {rel} (TensorRT {trt.__version__}, sm {sm}, {req.precision}, batch {req.profile})")
-    plan, cache = _build(trt, bundle / src, manifest, req, bundle / TIMING_CACHE)
-    atomic_write_bytes(bundle / rel, plan)
-    atomic_write_bytes(bundle / TIMING_CACHE, cache)
-    spec = EngineSpec(req.graph, req.precision, rel, manifest.files[src], trt.__version__, sm, req.profile, key)
-    try:
-        result = _self_check(bundle, manifest, spec)
-    except BaseException:
-        (bundle / rel).unlink(missing_ok=True)
-        raise
-    log(f"self-check of {rel}: min cosine {result.min_cosine:.6f} (gate {result.gate})")
-    _record(bundle, spec)
+    gate = engine_gate(req.precision)
+    log(f"building {rel} (TensorRT {trt.__version__}, sm {sm}, {req.precision}, batch {req.profile}, gate {gate})")
+    (bundle / "engines").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=bundle / "engines") as tmp:
+        plan, config, cache = _build(trt, bundle / src, manifest, req, bundle / TIMING_CACHE, log)
+        trial_rel = Path(tmp).relative_to(bundle).as_posix() + "/" + Path(rel).name
+        atomic_write_bytes(bundle / trial_rel, plan)
+        spec = EngineSpec(req.graph, req.precision, rel, manifest.files[src], trt.__version__, sm, req.profile, key,
+                          gate)
+        result = _self_check(bundle, manifest, dataclasses.replace(spec, file=trial_rel))
+        log(f"self-check of {rel}: min cosine {result.min_cosine:.6f} (gate {result.gate})")
+        with bundle_lock(bundle):
+            _commit(bundle, bundle / trial_rel, spec)
+            _save_timing_cache(bundle / TIMING_CACHE, config, cache, log)
     return spec, True
 
 
 def _self_check(bundle: Path, manifest: Manifest, spec: EngineSpec):  # -> SelfCheckResult
-    """Run the new engine on the bundle's reference set; raise when it misses the gate."""
+    """Run the new engine (``spec.file``: its temporary path) on the reference set; raise below its gate."""
     from foclip.runtime.backends import EngineFromBundle, TrtRunner
     from foclip.runtime.bundle import Bundle, bundle_hash
     from foclip.runtime.selfcheck import require_pass, self_check
 
     files = {**manifest.files, spec.file: sha256_file(bundle / spec.file)}
-    trial = Bundle(bundle, manifest.with_changes(files=files, engines=(*manifest.engines, spec)), "")
+    trial = Bundle(bundle, manifest.with_changes(files=files, engines=(spec,)), "")
     trial = Bundle(bundle, trial.manifest, bundle_hash(trial.manifest))
     graph = trial.graph(spec.graph)
     with TrtRunner(EngineFromBundle(trial, graph, spec.precision)) as runner:
         return require_pass(self_check(trial, graph, runner))
 
 
-def _build(trt, onnx_path: Path, manifest: Manifest, req: EngineRequest, cache_path: Path) -> tuple[bytes, bytes]:
+def _build(trt: Any, onnx_path: Path, manifest: Manifest, req: EngineRequest, cache_path: Path,
+           log: Callable[[str], None]) -> tuple[bytes, Any, Any]:
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
+    _refuse_unsupported(onnx_path, req, parser)  # the installed parser's own word, too
     if not parser.parse_from_file(str(onnx_path)):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise BundleError(str(onnx_path), f"TensorRT cannot parse it ({errs[:300]})", "an ONNX file TensorRT supports")
@@ -259,25 +363,70 @@ def _build(trt, onnx_path: Path, manifest: Manifest, req: EngineRequest, cache_p
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
     if req.precision != "fp32":
         config.set_flag(getattr(trt.BuilderFlag, req.precision.upper()))
+    elif hasattr(trt.BuilderFlag, "TF32"):
+        # TensorRT allows TF32 (10-bit mantissa) matmuls by default on Ampere and later; an fp32
+        # engine is held to the fp32 gate, so it must compute in fp32.
+        config.clear_flag(trt.BuilderFlag.TF32)
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in input_shapes(manifest, req.graph, req.profile):
         profile.set_shape(name, lo, opt, hi)
     config.add_optimization_profile(profile)
-    old = cache_path.read_bytes() if cache_path.is_file() else b""
-    timing = config.create_timing_cache(old)
-    config.set_timing_cache(timing, ignore_mismatch=False)
+    timing = _load_timing_cache(config, cache_path, log)
+    config.set_timing_cache(timing, ignore_mismatch=True)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise BundleError(str(onnx_path), "TensorRT could not build an engine from it (see the log above)",
                           "a graph TensorRT supports at this precision")
-    return bytes(plan), bytes(config.get_timing_cache().serialize())
+    return bytes(plan), config, config.get_timing_cache()
+
+
+def _load_timing_cache(config: Any, path: Path, log: Callable[[str], None]) -> Any:
+    """The bundle's timing cache, or an empty one when it is missing or unreadable (it is only a cache)."""
+    data = b""
+    try:
+        data = path.read_bytes() if path.is_file() else b""
+    except OSError as exc:
+        log(f"timing cache {path} unreadable ({exc}); starting an empty one")
+    cache = config.create_timing_cache(data) if data else None
+    if cache is None:
+        if data:
+            log(f"timing cache {path} was not accepted by this TensorRT; starting an empty one")
+        cache = config.create_timing_cache(b"")
+    return cache
+
+
+def _save_timing_cache(path: Path, config: Any, cache: Any, log: Callable[[str], None]) -> None:
+    """Merge this build's timing cache into the bundle's (call under :func:`bundle_lock`)."""
+    try:
+        current = _load_timing_cache(config, path, log)
+        current.combine(cache, True)
+        atomic_write_bytes(path, bytes(current.serialize()))
+    except Exception as exc:  # noqa: BLE001 - a cache that cannot be saved costs build time, nothing else
+        log(f"timing cache not saved ({exc.__class__.__name__}: {exc})")
+
+
+def _commit(bundle: Path, trial: Path, spec: EngineSpec) -> None:
+    """Rename the checked engine into place, then record it (call under :func:`bundle_lock`).
+
+    The manifest is re-read under the lock (another build may have recorded an engine meanwhile);
+    if the source graph changed since the build started, the engine is refused.
+    """
+    manifest = read_manifest(bundle)
+    src = _source_onnx(manifest, spec.graph)
+    if manifest.files.get(src) != spec.onnx_sha256:
+        raise BundleError(str(bundle / src), "changed while the engine was being built",
+                          "an unchanged bundle (run `foclip build-engine` again)")
+    os.replace(trial, bundle / spec.file)
+    _record(bundle, spec)
 
 
 def _record(bundle: Path, spec: EngineSpec) -> None:
-    """Add ``spec`` to the manifest and re-hash the engine and timing cache, atomically."""
+    """Add ``spec`` to the manifest with its file's sha256, atomically (call under :func:`bundle_lock`).
+
+    The timing cache is dropped from ``files`` (bundles built before it was a cache listed it).
+    """
     manifest = read_manifest(bundle)
-    files = dict(manifest.files)
-    for rel in (spec.file, TIMING_CACHE):
-        files[rel] = sha256_file(bundle / rel)
+    files = {k: v for k, v in manifest.files.items() if k != TIMING_CACHE}
+    files[spec.file] = sha256_file(bundle / spec.file)
     engines = tuple(e for e in manifest.engines if e.key != spec.key) + (spec,)
     atomic_write_json(bundle / MANIFEST_NAME, manifest.with_changes(files=files, engines=engines).to_dict())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 import time
 from typing import Any
 
@@ -149,8 +150,35 @@ def find_engine(manifest: Manifest, graph_key: str, precision: str) -> EngineSpe
                       f"`foclip build-engine BUNDLE --graph {graph_key} --precision {precision}` first")
 
 
+def rebuild_command(bundle: Bundle, spec: EngineSpec) -> str:
+    """The ``foclip build-engine`` command that rebuilds ``spec`` on this machine."""
+    lo, opt, hi = spec.profile
+    return (f"`foclip build-engine {bundle.path} --graph {spec.graph} --precision {spec.precision} "
+            f"--batch {lo},{opt},{hi}`")
+
+
+def device_compute_capability(device: int = 0) -> str:
+    """Compute capability (``"major.minor"``) of a CUDA device, through cuda-python's runtime API.
+
+    Raises:
+        MissingExtraError: cuda-python is not installed.
+        BackendError: no device, or the CUDA call fails.
+    """
+    cu = _cudart()
+    attr = cu.cudaDeviceAttr
+    major = _cuda_check(cu.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, device),
+                        "cudaDeviceGetAttribute(ComputeCapabilityMajor)")
+    minor = _cuda_check(cu.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, device),
+                        "cudaDeviceGetAttribute(ComputeCapabilityMinor)")
+    return f"{int(major)}.{int(minor)}"
+
+
 class EngineFromBundle:
-    """Loader: a deserialised TensorRT engine built from one graph (checked TensorRT version)."""
+    """Loader: a deserialised TensorRT engine built from one graph.
+
+    A plan is tied to the exact TensorRT version and the GPU's compute capability it was built
+    with; both are checked before deserialising, each with one line naming the rebuild command.
+    """
 
     def __init__(self, bundle: Bundle, graph: GraphSpec, precision: str) -> None:
         self.bundle, self.graph, self.precision = bundle, graph, precision
@@ -159,14 +187,20 @@ class EngineFromBundle:
     def __call__(self) -> tuple[Any, Any]:
         trt = require("tensorrt", "trt")
         spec = self.spec
-        if spec.tensorrt_version.split(".")[0] != trt.__version__.split(".")[0]:
-            raise BundleError(f"engine {spec.file!r}", f"was built with TensorRT {spec.tensorrt_version}",
-                              f"an engine built with this TensorRT ({trt.__version__}); run `foclip build-engine`")
+        subject = f"engine {spec.file!r}"
+        if spec.tensorrt_version != trt.__version__:
+            raise BundleError(subject, f"was built with TensorRT {spec.tensorrt_version}, this is TensorRT "
+                              f"{trt.__version__} (plans are tied to the exact version)",
+                              f"an engine built here: {rebuild_command(self.bundle, spec)}")
+        sm = device_compute_capability()
+        if spec.compute_capability != sm:
+            raise BundleError(subject, f"was built for a GPU of compute capability {spec.compute_capability}, "
+                              f"this GPU is {sm}", f"an engine built here: {rebuild_command(self.bundle, spec)}")
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         engine = runtime.deserialize_cuda_engine(self.bundle.file(spec.file).read_bytes())
         if engine is None:
-            raise BundleError(f"engine {spec.file!r}", "cannot be deserialized on this GPU/TensorRT",
-                              "an engine built on this machine with `foclip build-engine`")
+            raise BundleError(subject, f"cannot be deserialized by TensorRT {trt.__version__} on this GPU (sm {sm})",
+                              f"an engine built here: {rebuild_command(self.bundle, spec)}")
         return runtime, engine
 
 
@@ -262,6 +296,11 @@ class Runner:
         self.rows += int(next(iter(feeds.values())).shape[0])
         return out
 
+    @property
+    def gate_min_cosine(self) -> float:
+        """The least cosine against PyTorch this runner's graph (or engine) must reach."""
+        return self.graph.gate_min_cosine
+
     def describe(self) -> dict[str, Any]:
         """What runs the graph (for :meth:`foclip.runtime.Detector.info`)."""
         return {"backend": self.name, "graph": self.graph.key, "file": self.graph.file}
@@ -326,10 +365,10 @@ def _cudart() -> Any:
     return cudart
 
 
-def _cuda_check(result: Any) -> Any:
+def _cuda_check(result: Any, call: str = "CUDA call") -> Any:
     err, *rest = result if isinstance(result, tuple) else (result,)
     if int(err) != 0:
-        raise BackendError("trt", f"CUDA call failed ({err})", "a working CUDA device")
+        raise BackendError(f"trt {call}", f"failed with CUDA error {err}", "a working CUDA device")
     return rest[0] if len(rest) == 1 else rest
 
 
@@ -338,6 +377,12 @@ class TrtRunner(Runner):
 
     Uses ``set_input_shape``, ``set_tensor_address`` and ``execute_async_v3`` on one CUDA stream;
     device buffers grow to the largest batch seen and are reused; :meth:`deactivate` frees them.
+    Every status TensorRT returns (None from ``create_execution_context``, False from
+    ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3``) is checked and raised as
+    a :class:`BackendError` naming the call, the tensor and the shape; every input dimension is
+    checked against the engine's own optimisation profile (``get_tensor_profile_shape``) first.
+    One context, stream and buffer set serve one call at a time: :meth:`run` holds a lock, so
+    concurrent ``Detector.detect`` calls are safe (they queue on the GPU anyway).
     """
 
     name = "trt"
@@ -347,20 +392,35 @@ class TrtRunner(Runner):
         self.loader = loader
         self.profile = loader.spec.profile
         self._buffers: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def gate_min_cosine(self) -> float:
+        """The engine's own gate (its precision's, as recorded when it was built)."""
+        return self.loader.spec.gate_min_cosine
 
     def _activate_impl(self) -> None:
         self._trt = require("tensorrt", "trt")
         self._cu = _cudart()
         self._runtime, self.engine = self.loader()
         self.context = self.engine.create_execution_context()
-        self.stream = _cuda_check(self._cu.cudaStreamCreate())
+        if self.context is None:
+            raise BackendError(f"trt create_execution_context for {self.loader.spec.file!r}", "returned None "
+                               "(out of GPU memory, or an engine this GPU cannot run)",
+                               "free GPU memory, or an engine built on this GPU with `foclip build-engine`")
+        self.stream = _cuda_check(self._cu.cudaStreamCreate(), "cudaStreamCreate")
         trt = self._trt
-        self._inputs, self._outputs = {}, []
+        self._inputs, self._outputs, self._profiles = {}, [], {}
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 shape = tuple(d if d >= 0 else None for d in self.engine.get_tensor_shape(name))
                 self._inputs[name] = (np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))), shape)
+                if None in shape:  # a dynamic input: the engine's own profile bounds every axis
+                    lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
+                    self._profiles[name] = (tuple(int(d) for d in lo), tuple(int(d) for d in hi))
+                else:
+                    self._profiles[name] = (shape, shape)
             else:
                 self._outputs.append(name)
 
@@ -378,40 +438,75 @@ class TrtRunner(Runner):
         ptr, size = self._buffers.get(name, (0, 0))
         if size < nbytes:
             if ptr:
-                _cuda_check(self._cu.cudaFree(ptr))
-            ptr = _cuda_check(self._cu.cudaMalloc(nbytes))
+                # the stream may still read the old buffer: let it finish before freeing it
+                _cuda_check(self._cu.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+                _cuda_check(self._cu.cudaFree(ptr), f"cudaFree({name!r})")
+            ptr = _cuda_check(self._cu.cudaMalloc(nbytes), f"cudaMalloc({name!r}, {nbytes} bytes)")
             self._buffers[name] = (ptr, nbytes)
         return ptr
 
+    def check_profile(self, feeds: dict[str, np.ndarray]) -> None:
+        """Every dimension of every input within the engine's optimisation profile.
+
+        Raises:
+            BackendError: naming the tensor, its shape and the profile's min and max shapes.
+        """
+        for name, arr in feeds.items():
+            lo, hi = self._profiles[name]
+            if len(lo) != arr.ndim or any(not a <= d <= b for d, a, b in zip(arr.shape, lo, hi)):
+                raise BackendError(f"trt input {name!r}", f"has shape {tuple(arr.shape)}, outside the engine's "
+                                   f"optimisation profile (min {lo}, max {hi})",
+                                   f"shapes within it (a batch or prompt count up to {hi[0]}), or an engine "
+                                   "built with a larger profile (`foclip build-engine --batch MIN,OPT,MAX`)")
+
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cu, trt = self._cu, self._trt
-        n = next(iter(feeds.values())).shape[0]
-        if not self.profile[0] <= n <= self.profile[2]:
-            raise BackendError("trt batch", f"is {n}", f"a batch within the engine profile {self.profile}")
+        self.check_profile(feeds)
+        with self._lock:
+            return self._run_locked(feeds)
+
+    def _run_locked(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        cu, trt, ctx = self._cu, self._trt, self.context
+        h2d, d2h = cu.cudaMemcpyKind.cudaMemcpyHostToDevice, cu.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        staged = []  # keep every host array alive until the stream has read it
         for name, arr in feeds.items():
             arr = np.ascontiguousarray(arr)
-            self.context.set_input_shape(name, arr.shape)
+            staged.append(arr)
+            if not ctx.set_input_shape(name, arr.shape):
+                raise BackendError(f"trt set_input_shape({name!r}, {tuple(arr.shape)})", "returned False",
+                                   "a shape within the engine's optimisation profile")
             ptr = self._device(name, arr.nbytes)
-            _cuda_check(cu.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes,
-                                           cu.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
-            self.context.set_tensor_address(name, ptr)
+            _cuda_check(cu.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream),
+                        f"cudaMemcpyAsync(host->device, {name!r})")
+            if not ctx.set_tensor_address(name, ptr):
+                raise BackendError(f"trt set_tensor_address({name!r})", "returned False",
+                                   "a valid device address for the tensor")
         outs = {}
         for name in self._outputs:
-            shape = tuple(self.context.get_tensor_shape(name))
+            shape = tuple(int(d) for d in ctx.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise BackendError(f"trt output {name!r}", f"has unresolved shape {shape} after set_input_shape",
+                                   "every input shape set (a bug: report it)")
             host = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
-            self.context.set_tensor_address(name, self._device(name, host.nbytes))
+            if not ctx.set_tensor_address(name, self._device(name, host.nbytes)):
+                raise BackendError(f"trt set_tensor_address({name!r})", "returned False",
+                                   "a valid device address for the tensor")
             outs[name] = host
-        if not self.context.execute_async_v3(self.stream):
-            raise BackendError("trt", "execute_async_v3 failed", "a valid engine and inputs")
+        if not ctx.execute_async_v3(self.stream):
+            shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in feeds.items())
+            raise BackendError(f"trt execute_async_v3 ({shapes})", "returned False",
+                               "an engine and inputs TensorRT accepts (see TensorRT's log above)")
         for name, host in outs.items():
-            _cuda_check(cu.cudaMemcpyAsync(host.ctypes.data, self._buffers[name][0], host.nbytes,
-                                           cu.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
-        _cuda_check(cu.cudaStreamSynchronize(self.stream))
+            _cuda_check(cu.cudaMemcpyAsync(host.ctypes.data, self._buffers[name][0], host.nbytes, d2h, self.stream),
+                        f"cudaMemcpyAsync(device->host, {name!r})")
+        # results exist only once the stream has run: nothing is read before this returns
+        _cuda_check(cu.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        del staged
         return {k: v.astype(np.float32, copy=False) for k, v in outs.items()}
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "engine": self.loader.spec.file, "engine_precision": self.loader.precision,
-                "tensorrt": self._trt.__version__ if self.is_active else None, "profile": list(self.profile)}
+                "tensorrt": self._trt.__version__ if self.is_active else None, "profile": list(self.profile),
+                "gate_min_cosine": self.gate_min_cosine}
 
 
 def create_runner(backend: str, bundle: Bundle, graph_key: str, engine_precision: str | None = None,

@@ -150,8 +150,9 @@ def _default_id(item: Any, index: int) -> str:
 class Detector:
     """Loads a bundle once and decides, per image, whether it was FoCLIP-manipulated.
 
-    Thread-safe for concurrent :meth:`detect` calls (ONNX Runtime sessions are); timing
-    counters are approximate under concurrency.
+    Thread-safe for concurrent :meth:`detect` calls on every backend (ONNX Runtime sessions are;
+    the TensorRT runner serialises calls on its one context); timing counters are approximate
+    under concurrency.
     """
 
     def __init__(self, bundle: Bundle, config: DetectConfig, text_bank: TextBank,
@@ -181,15 +182,35 @@ class Detector:
         self.backend: Runner = create_runner(config.backend, bundle, self.graph_key, engine_precision=config.precision,
                                              threads=config.threads, spin_wait=config.spin_wait)
         self.self_check: SelfCheckResult | None = None
-        if config.self_check:
-            try:
+        try:
+            self._check_engine_profile()
+            if config.self_check:
                 self.self_check = require_pass(self_check(bundle, self.backend.graph, self.backend))
-            except BaseException:
-                self.backend.deactivate()
-                raise
+        except BaseException:
+            self.backend.deactivate()
+            raise
         configure_pil(config.limits)
         self._pool: ThreadPoolExecutor | None = None
         self.reset_stats()
+
+    def _check_engine_profile(self) -> None:
+        """Refuse at load a batch size or text bank a TensorRT engine's profile cannot take.
+
+        The largest call this detector makes: ``batch_size`` rows per probe (plus the colour rows
+        without cascade), or for the fused graph ``batch_size`` images and the whole text bank.
+        """
+        check = getattr(self.backend, "check_profile", None)
+        if check is None:
+            return
+        n, s = self.config.batch_size, self.spec.image_size
+        if self.fused:
+            feeds = {"pixels_u8": np.broadcast_to(np.zeros(1, np.uint8), (n, s, s, 3)),
+                     "text_bank": self.text_bank.embeddings}
+        else:
+            probes = len(self.config.probes)
+            rows = max(n, n * probes) if self.config.cascade else n * (probes + 1)
+            feeds = {self.backend.graph.inputs[0].name: np.broadcast_to(np.zeros(1, np.float32), (rows, 3, s, s))}
+        check(feeds)
 
     # ----------------------------------------------------------------- construction
     @classmethod

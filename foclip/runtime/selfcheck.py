@@ -5,8 +5,10 @@ photos as uint8 model inputs, a few prompts as token ids, and the fp32 PyTorch e
 (photos as colour rows, then their luma-gray copies, as the detector feeds them). The self-check
 runs a loaded graph on those inputs with the backend that will serve it and compares:
 
-* image and text graphs: min cosine of each row with the PyTorch embedding, against the graph's
-  ``gate_min_cosine`` (fp32 0.99999, fp16 0.999, int8 0.99);
+* image and text graphs: min cosine of each row with the PyTorch embedding, against the runner's
+  gate: the graph's ``gate_min_cosine`` (fp32 0.99999, fp16 0.999, int8 0.99), or for a TensorRT
+  engine the gate of the *engine's* precision recorded with it (an fp16 engine built from
+  ``image.fp32`` is held to fp16's gate, not fp32's);
 * detect graphs: max |score difference| against the scores of the PyTorch embeddings (with the
   reference prompts as the text bank), turned into the same cosine scale (a cosine error of e on
   every pair moves a score by at most ``score_scale * e``).
@@ -49,7 +51,7 @@ class SelfCheckResult:
         backend: backend that ran it.
         min_cosine: least cosine against PyTorch over the reference rows (for a detect graph,
             ``1 - max score error / score_scale``).
-        gate: the graph's ``gate_min_cosine``.
+        gate: the gate it was held to (the graph's, or a TensorRT engine's own).
         passed: ``min_cosine >= gate``.
         rows: reference rows run.
         seconds: wall time of the check.
@@ -132,8 +134,9 @@ def self_check(bundle: Bundle, graph: GraphSpec, runner: _Runs) -> SelfCheckResu
         err = max(np.abs(out["score_color"] - want[:n]).max(), np.abs(out["score_gray"] - want[n:]).max())
         cos = float(1.0 - err / scale)
         rows = 2 * n
-    return SelfCheckResult(graph.key, getattr(runner, "name", "?"), cos, graph.gate_min_cosine,
-                           bool(cos >= graph.gate_min_cosine), rows, round(time.perf_counter() - t0, 4))
+    gate = float(getattr(runner, "gate_min_cosine", graph.gate_min_cosine))
+    return SelfCheckResult(graph.key, getattr(runner, "name", "?"), cos, gate,
+                           bool(cos >= gate), rows, round(time.perf_counter() - t0, 4))
 
 
 def require_pass(result: SelfCheckResult) -> SelfCheckResult:
