@@ -193,7 +193,8 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
         with _seeded(0):  # the init is overwritten; seeded only so the caller's RNG does not move
             model = _create(model_name, None)
         try:
-            open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+            with _open_clip_logging():
+                open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
         except (RuntimeError, KeyError, ValueError) as exc:  # missing/unexpected keys, shapes, conversions
             first = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
             raise ModelError(f"checkpoint {pretrained!r}", f"does not fit {model_name} ({first})",
@@ -214,9 +215,11 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
     if not isinstance(embed_dim, int):  # e.g. timm towers: ask the model (one forward pass)
         with torch.no_grad():
             embed_dim = int(model.encode_image(torch.zeros(1, 3, *_img_hw(model), device=device)).shape[-1])
+    with _open_clip_logging():
+        tokenizer = open_clip.get_tokenizer(model_name)
     return LoadedClip(
         model=model,
-        tokenizer=open_clip.get_tokenizer(model_name),
+        tokenizer=tokenizer,
         model_name=model_name,
         pretrained=desc,
         random_init=random_init,
@@ -273,11 +276,15 @@ class _DropRandomInitNotice(logging.Filter):
         return "No pretrained weights loaded" not in record.getMessage()
 
 
-def _create(model_name: str, pretrained: str | None, require_pretrained: bool = False) -> torch.nn.Module:
-    # open_clip logs through the root logger (logging.info/warning). For this call only: a filter
-    # drops its random-init notice and nothing else, and where the application configured no handler,
-    # a temporary last-resort one keeps logging.info() from installing a lasting stderr handler
-    # (basicConfig). Levels and handlers are left as the application set them.
+@contextlib.contextmanager
+def _open_clip_logging() -> Iterator[None]:
+    """Around one open_clip call: its root-logger records as the application configured, minus one.
+
+    open_clip logs through the root logger (``logging.info``/``warning``). A filter drops its
+    random-init notice and nothing else; where the application configured no handler, a temporary
+    last-resort one keeps ``logging.info()`` from installing a lasting stderr handler (basicConfig).
+    Levels and handlers are left as the application set them.
+    """
     root = logging.getLogger()
     notice = _DropRandomInitNotice()
     added = [] if root.handlers else [logging.lastResort]
@@ -285,9 +292,14 @@ def _create(model_name: str, pretrained: str | None, require_pretrained: bool = 
         root.addHandler(h)
     root.addFilter(notice)
     try:
-        return open_clip.create_model(model_name, pretrained=pretrained, device="cpu",
-                                      require_pretrained=require_pretrained, weights_only=True)
+        yield
     finally:
         root.removeFilter(notice)
         for h in added:
             root.removeHandler(h)
+
+
+def _create(model_name: str, pretrained: str | None, require_pretrained: bool = False) -> torch.nn.Module:
+    with _open_clip_logging():
+        return open_clip.create_model(model_name, pretrained=pretrained, device="cpu",
+                                      require_pretrained=require_pretrained, weights_only=True)
