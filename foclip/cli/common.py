@@ -27,7 +27,7 @@ _depth = [0]  # nesting of main() calls: the demo's steps run inside the demo's 
 # their records reach only the capture handler below.
 _SELF_PRINTING_LOGGERS = ("huggingface_hub",)
 _FILE_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
-# What the torch side (generate, reproduce, reference, bench generate) needs on top of a runtime-only
+# What the torch side (generate, export, reproduce, reference, bench generate) needs on top of a runtime-only
 # install; the ONNX Runtime extra is named too because the exporter's parity checks run it.
 TRAINING_EXTRA = "`pip install 'foclip[export,cpu]'` (`foclip[export,gpu]` next to onnxruntime-gpu)"
 
@@ -60,10 +60,10 @@ def random_weights_notice(pretrained: str) -> None:
                  "near 0 and say nothing about real CLIP behaviour; this run tests mechanics only.")
 
 
-def require_training(command: str) -> None:
+def require_torch_side(command: str) -> None:
     """Stop a command that needs torch and open_clip, on an install without them, with one line.
 
-    The commands that reach :mod:`foclip_train` call this first, so a runtime-only install
+    The commands that reach :mod:`foclip_train` (and ``foclip export``) call this first, so a runtime-only install
     (``pip install 'foclip[cpu]'``) says which extra to add instead of failing inside a load.
 
     Args:

@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 600 * float(os.environ.get("FOCLIP_TEST_TIMEOUT_SCALE", "1"))
 EXTRA_HINT = "pip install 'foclip[export,cpu]'"
-HIDDEN = ("torch", "torchvision", "open_clip", "open_clip_train")
+HIDDEN = ("torch", "torchvision", "open_clip", "open_clip_train", "ray")  # none of them in foclip[cpu]
 
 # Wraps every finder so that the hidden packages are "not installed" (find_spec gives None, an import
 # raises ModuleNotFoundError), and writes the names asked for to stderr at exit.
@@ -52,9 +52,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _without_torch(*argv: str) -> subprocess.CompletedProcess:
+def _without_torch(*argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", _HIDE, *argv], capture_output=True, text=True, env=_env(),
-                          timeout=TIMEOUT, check=False)
+                          cwd=cwd, timeout=TIMEOUT, check=False)
 
 
 def _asked(stderr: str) -> set[str]:
@@ -83,17 +83,27 @@ def test_serve_help_without_torch_or_open_clip():
 
 @pytest.mark.parametrize("command", [
     ["generate", "{photos}", "--out", "{tmp}/gen"],
+    ["export", "--out", "{tmp}/bundle"],
     ["reproduce", "--out", "{tmp}/rep"],
     ["bench", "generate"],
+    ["reference", "select"],
 ])
 def test_torch_side_commands_fail_in_one_line_naming_the_extra(command, sample_photo_dir, tmp_path):
     argv = [a.format(photos=sample_photo_dir, tmp=tmp_path) for a in command]
-    out = _without_torch(*argv)
+    out = _without_torch(*argv, cwd=tmp_path)  # relative default outputs (reference_work/) would land here
     lines = _error_lines(out.stderr)
     assert out.returncode == 1, out.stderr[-3000:]
-    assert len(lines) == 1 and lines[0].startswith(f"error: foclip {' '.join(command[:2 if command[0] == 'bench' else 1])} |")
+    name = " ".join(command[:2] if command[0] in ("bench", "reference") else command[:1])
+    assert len(lines) == 1 and lines[0].startswith(f"error: foclip {name} |"), lines
     assert EXTRA_HINT in lines[0] and "Traceback" not in out.stderr
     assert not any(tmp_path.iterdir())  # stopped before writing anything
+
+
+def test_serve_without_ray_says_which_extra(tiny_bundle, tmp_path):
+    out = _without_torch("serve", str(tiny_bundle), cwd=tmp_path)
+    lines = _error_lines(out.stderr)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert lines == ["error: ray | is not installed. Expected `pip install 'foclip[serve]'`."]
 
 
 @pytest.mark.slow
@@ -128,3 +138,7 @@ def test_pip_install_cpu_extra_in_a_fresh_venv_runs_detect_and_serve(tiny_bundle
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=TIMEOUT, check=False)
     lines = [x for x in gen.stderr.splitlines() if x.strip()]
     assert gen.returncode == 1 and len(lines) == 1 and EXTRA_HINT in lines[0], gen.stderr[-3000:]
+    served = subprocess.run([foclip, "serve", str(tiny_bundle)], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=TIMEOUT, check=False)
+    lines = [x for x in served.stderr.splitlines() if x.strip()]
+    assert served.returncode == 1 and len(lines) == 1 and "foclip[serve]" in lines[0], served.stderr[-3000:]
