@@ -39,6 +39,9 @@ def _add_generate(bsub) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     """Run ``foclip bench generate`` and print its table."""
+    from foclip.cli.common import require_torch_side
+
+    require_torch_side("foclip bench generate")
     from rich.table import Table
 
     from foclip.benchmarks.cpu import cpu_line

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import importlib.util
 import logging
 import os
 import shlex
@@ -26,6 +27,9 @@ _depth = [0]  # nesting of main() calls: the demo's steps run inside the demo's 
 # their records reach only the capture handler below.
 _SELF_PRINTING_LOGGERS = ("huggingface_hub",)
 _FILE_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
+# What the torch side (generate, export, reproduce, reference, bench generate) needs on top of a runtime-only
+# install; the ONNX Runtime extra is named too because the exporter's parity checks run it.
+TRAINING_EXTRA = "`pip install 'foclip[export,cpu]'` (`foclip[export,gpu]` next to onnxruntime-gpu)"
 
 
 @contextlib.contextmanager
@@ -54,6 +58,26 @@ def random_weights_notice(pretrained: str) -> None:
         say_once("random-weights",
                  "[bold yellow]note:[/] using a RANDOMLY INITIALISED CLIP (--pretrained random): scores are "
                  "near 0 and say nothing about real CLIP behaviour; this run tests mechanics only.")
+
+
+def require_torch_side(command: str) -> None:
+    """Stop a command that needs torch and open_clip, on an install without them, with one line.
+
+    The commands that reach :mod:`foclip_train` (and ``foclip export``) call this first, so a runtime-only install
+    (``pip install 'foclip[cpu]'``) says which extra to add instead of failing inside a load.
+
+    Args:
+        command: the command as the user typed it (``foclip generate``).
+
+    Raises:
+        FoclipError: torch or open_clip is not installed.
+    """
+    from foclip.errors import FoclipError
+
+    missing = [m for m in ("torch", "open_clip") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FoclipError(command, f"needs {' and '.join(missing)}, which this runtime-only install lacks",
+                          TRAINING_EXTRA)
 
 
 class _ListHandler(logging.Handler):

@@ -51,6 +51,9 @@ def split_prompt_specs(values: list[str] | None) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from foclip.cli.common import require_torch_side
+
+    require_torch_side("foclip export")
     from rich.markup import escape
     from rich.table import Table
 

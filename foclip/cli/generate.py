@@ -108,6 +108,9 @@ def run(args: argparse.Namespace) -> int:
     Everything that can be checked without the model (options, input paths, the work left, the
     weights source) is checked before the model loads.
     """
+    from foclip.cli.common import require_torch_side
+
+    require_torch_side("foclip generate")
     from foclip.cli.common import check_weights_source, require_paths
     from foclip.outputs import ensure_writable
 

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from foclip.cli.common import require_torch_side
+
+    require_torch_side("foclip reference build")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from foclip.errors import InputError
@@ -75,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_select(args: argparse.Namespace) -> int:
+    from foclip.cli.common import require_torch_side
+
+    require_torch_side("foclip reference select")
     from rich.table import Table
 
     from foclip_train.reference.data import BuildConfig, build_dataset

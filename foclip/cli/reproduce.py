@@ -114,6 +114,9 @@ class RichProgress:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``foclip reproduce``; prints where the report is and the three tables."""
+    from foclip.cli.common import require_torch_side
+
+    require_torch_side("foclip reproduce")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console, err_console

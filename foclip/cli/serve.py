@@ -113,11 +113,13 @@ def run(args: argparse.Namespace) -> int:
     import threading
 
     from foclip.cli.common import console, err_console, random_weights_notice
+    from foclip.errors import require
     from foclip.manifest import read_manifest
     from foclip.serve.config import LOOPBACK
     from foclip.serve.service import start_service
 
     cfg = config_from_args(args)
+    require("ray", "serve")  # before the bundle: a runtime-only install says which extra, in one line
     manifest = read_manifest(cfg.bundle)
     random_weights_notice(manifest.pretrained)
     if cfg.host not in (LOOPBACK, "localhost", "::1") and cfg.api_key_sha256 is None:

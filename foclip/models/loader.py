@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,8 @@ REFERENCE_DIR = Path(__file__).parent / "reference"
 REFERENCE_MODELS = ("foclip-ref-vit", "foclip-ref-rn")
 _registered = False
 
+HF_HUB_PREFIX = "hf-hub:"  # open_clip's schema: config and weights from a Hugging Face Hub repository
+_PICKLE_SUFFIXES = (".pt", ".bin", ".pth")
 CHOICES = (
     "an open_clip pretrained tag (downloads where a network exists), "
     "a local checkpoint file (.safetensors, .pt, .bin), `reference` (foclip's shipped "
@@ -77,31 +81,51 @@ class LoadedClip:
 
 
 def _check_name(model_name: str) -> None:
+    if model_name.startswith(HF_HUB_PREFIX):
+        if not model_name.removeprefix(HF_HUB_PREFIX).strip("/"):
+            raise ModelError(f"model {model_name!r}", "names no Hub repository", "hf-hub:ORG/REPO")
+        return
     names = open_clip.list_models()
     if model_name not in names:
         close = difflib.get_close_matches(model_name, names, n=5, cutoff=0.5)
         hint = f"one of open_clip's model names (close: {', '.join(close)})" if close else (
-            "one of open_clip's model names (see `open_clip.list_models()`)")
+            "one of open_clip's model names (see `open_clip.list_models()`) or hf-hub:ORG/REPO")
         raise ModelError(f"model {model_name!r}", "is not an open_clip model name", hint)
 
 
-def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _check_checkpoint(path: Path) -> None:
+    """Refuse, before open_clip reads it, a file that is not a plain state dict.
+
+    open_clip's ``load_state_dict`` retries a ``torch.load`` that raised TypeError without
+    ``weights_only`` (an unrestricted unpickle on torch < 2.6 or with TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD),
+    and indexes the first key of whatever it got. Reading the file here with ``weights_only=True`` first
+    keeps the safety whatever the torch version: a file that passes loads the same way there.
+    """
+    what = "a .safetensors file or a torch state dict (.pt/.bin) loadable with weights_only=True"
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+            from safetensors import safe_open
 
-            sd = load_file(str(path), device="cpu")
+            with safe_open(str(path), framework="pt", device="cpu") as f:  # reads the header only
+                keys = list(f.keys())
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # unreadable or not a checkpoint at all
-        raise ModelError(f"checkpoint {str(path)!r}", f"cannot be read ({exc.__class__.__name__})",
-                         "a .safetensors file or a torch state dict (.pt/.bin) loadable with weights_only=True"
-                         ) from exc
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise ModelError(f"checkpoint {str(path)!r}", "does not hold a state dict", "a mapping of tensors")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+            try:  # zip checkpoints (every torch.save since 1.6) map instead of reading the tensors
+                sd = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:
+                if "mmap" not in str(exc):
+                    raise
+                sd = torch.load(str(path), map_location="cpu", weights_only=True)  # legacy format
+            if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
+                sd = sd["state_dict"]
+            if not isinstance(sd, dict):
+                raise ModelError(f"checkpoint {str(path)!r}", "does not hold a state dict", "a mapping of tensors")
+            keys = list(sd)
+    except ModelError:
+        raise
+    except Exception as exc:  # unreadable, unsafe, or not a checkpoint at all
+        raise ModelError(f"checkpoint {str(path)!r}", f"cannot be read ({exc.__class__.__name__})", what) from exc
+    if not keys:
+        raise ModelError(f"checkpoint {str(path)!r}", "holds no tensors", "a state dict of an open_clip model")
 
 
 def preprocess_spec(model: torch.nn.Module) -> PreprocessSpec:
@@ -126,8 +150,15 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
               seed: int = 0) -> LoadedClip:
     """Load a CLIP in eval mode with every parameter frozen.
 
+    Checkpoint files go through open_clip's own ``load_checkpoint`` (its conversions of third-party
+    and older state dicts, strict), after a ``weights_only=True`` read that refuses anything but
+    tensors. The global torch RNG and the logging configuration are left as they were.
+
     Args:
-        model_name: an open_clip model name (``ViT-B-32``, ``ViT-L-14-336``, ``RN50``, ``foclip-tiny``...).
+        model_name: an open_clip model name (``ViT-B-32``, ``ViT-L-14-336``, ``RN50``, ``foclip-tiny``...)
+            or ``hf-hub:ORG/REPO`` (config and weights from that Hub repository, where a network
+            exists or it is cached; ``pretrained`` is then ignored, as open_clip does, except that
+            a checkpoint file is refused).
         pretrained: an open_clip pretrained tag, a path to a checkpoint file, ``reference`` (the
             shipped checkpoints of ``foclip-ref-vit`` / ``foclip-ref-rn``), or ``random``.
         device: torch device string.
@@ -138,27 +169,34 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
 
     Raises:
         ModelError: unknown model name, unknown tag, unreadable checkpoint, or weights that
-            cannot be downloaded. Never falls back to random weights silently.
+            cannot be downloaded (at once when offline). Never falls back to random weights silently.
     """
     register_configs()
     _check_name(model_name)
-    if pretrained == REFERENCE:
-        path = reference_checkpoint(model_name)
-    else:
-        path = Path(pretrained).expanduser()
-    if pretrained == "random":
-        torch.manual_seed(seed)
-        model = _create(model_name, None)
+    path = reference_checkpoint(model_name) if pretrained == REFERENCE else Path(pretrained).expanduser()
+    is_file = path.suffix in (".safetensors", *_PICKLE_SUFFIXES) or path.exists()
+    if model_name.startswith(HF_HUB_PREFIX):
+        if is_file and pretrained != REFERENCE:
+            raise ModelError(f"checkpoint {pretrained!r}", f"cannot be combined with {model_name}",
+                             "either an hf-hub: model (its repository holds the weights) or a built-in "
+                             "model name with a checkpoint file")
+        model = _download(model_name, None, f"model {model_name}")
+        desc, random_init = "hf-hub", False
+    elif pretrained == "random":
+        with _seeded(seed):
+            model = _create(model_name, None)
         desc, random_init = f"random(seed={seed})", True
-    elif path.suffix in (".safetensors", ".pt", ".bin", ".pth") or path.exists():
+    elif is_file:
         if not path.is_file():
             raise ModelError(f"checkpoint {pretrained!r}", "does not exist", CHOICES)
-        model = _create(model_name, None)
-        sd = _load_state_dict(path)
+        _check_checkpoint(path)
+        with _seeded(0):  # the init is overwritten; seeded only so the caller's RNG does not move
+            model = _create(model_name, None)
         try:
-            model.load_state_dict(sd, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).splitlines()[0][:200]
+            with _open_clip_logging():
+                open_clip.load_checkpoint(model, str(path), strict=True, weights_only=True)
+        except (RuntimeError, KeyError, ValueError) as exc:  # missing/unexpected keys, shapes, conversions
+            first = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
             raise ModelError(f"checkpoint {pretrained!r}", f"does not fit {model_name} ({first})",
                              f"a state dict of open_clip {model_name}") from exc
         desc, random_init = (REFERENCE if pretrained == REFERENCE else path.name), False
@@ -167,18 +205,7 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
         if pretrained not in tags:
             raise ModelError(f"pretrained {pretrained!r}", f"is not a tag of {model_name} nor a file",
                              f"{CHOICES}; tags of {model_name}: {', '.join(tags) or 'none'}")
-        offline = _hub_offline()
-        try:
-            model = _create(model_name, pretrained)
-        except Exception as exc:  # network or hub failures come in many classes
-            from foclip.network import OFFLINE_CHOICES
-
-            if offline:
-                raise ModelError(f"pretrained {model_name}/{pretrained}",
-                                 f"cannot be downloaded: {offline}, and it is not cached on this machine",
-                                 OFFLINE_CHOICES) from exc
-            raise ModelError(f"pretrained {model_name}/{pretrained}",
-                             f"weights could not be downloaded ({exc.__class__.__name__})", CHOICES) from exc
+        model = _download(model_name, pretrained, f"pretrained {model_name}/{pretrained}")
         desc, random_init = pretrained, False
     model = model.to(device).eval()
     for p in model.parameters():
@@ -188,9 +215,11 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
     if not isinstance(embed_dim, int):  # e.g. timm towers: ask the model (one forward pass)
         with torch.no_grad():
             embed_dim = int(model.encode_image(torch.zeros(1, 3, *_img_hw(model), device=device)).shape[-1])
+    with _open_clip_logging():
+        tokenizer = open_clip.get_tokenizer(model_name)
     return LoadedClip(
         model=model,
-        tokenizer=open_clip.get_tokenizer(model_name),
+        tokenizer=tokenizer,
         model_name=model_name,
         pretrained=desc,
         random_init=random_init,
@@ -198,6 +227,21 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
         embed_dim=embed_dim,
         context_length=int(text_cfg_ctx),
     )
+
+
+def _download(model_name: str, pretrained: str | None, subject: str) -> torch.nn.Module:
+    """A model whose weights come from the network (a tag, or an hf-hub: repository), or its cache."""
+    offline = _hub_offline()
+    try:
+        with _seeded(0):
+            return _create(model_name, pretrained, require_pretrained=True)
+    except Exception as exc:  # network or hub failures come in many classes
+        from foclip.network import OFFLINE_CHOICES
+
+        if offline:
+            raise ModelError(subject, f"cannot be downloaded: {offline}, and it is not cached on this machine",
+                             OFFLINE_CHOICES) from exc
+        raise ModelError(subject, f"weights could not be downloaded ({exc.__class__.__name__})", CHOICES) from exc
 
 
 def _hub_offline() -> str | None:
@@ -213,13 +257,49 @@ def _img_hw(model: torch.nn.Module) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def _create(model_name: str, pretrained: str | None) -> torch.nn.Module:
-    # open_clip logs a warning for random init; we say it ourselves, plainly, where it matters.
-    # Quieten the root logger for this call only, so other libraries' warnings are not lost.
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed the init of the model built inside, and give the caller its CPU RNG state back after.
+
+    open_clip initialises through the global generator, so a local ``torch.Generator`` cannot reach
+    it; ``fork_rng`` saves and restores the global state instead (CPU only: models are built on CPU).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+class _DropRandomInitNotice(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded" warning: foclip says it itself, plainly."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _open_clip_logging() -> Iterator[None]:
+    """Around one open_clip call: its root-logger records as the application configured, minus one.
+
+    open_clip logs through the root logger (``logging.info``/``warning``). A filter drops its
+    random-init notice and nothing else; where the application configured no handler, a temporary
+    last-resort one keeps ``logging.info()`` from installing a lasting stderr handler (basicConfig).
+    Levels and handlers are left as the application set them.
+    """
     root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))
+    notice = _DropRandomInitNotice()
+    added = [] if root.handlers else [logging.lastResort]
+    for h in added:
+        root.addHandler(h)
+    root.addFilter(notice)
     try:
-        return open_clip.create_model(model_name, pretrained=pretrained, device="cpu")
+        yield
     finally:
-        root.setLevel(level)
+        root.removeFilter(notice)
+        for h in added:
+            root.removeHandler(h)
+
+
+def _create(model_name: str, pretrained: str | None, require_pretrained: bool = False) -> torch.nn.Module:
+    with _open_clip_logging():
+        return open_clip.create_model(model_name, pretrained=pretrained, device="cpu",
+                                      require_pretrained=require_pretrained, weights_only=True)

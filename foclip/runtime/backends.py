@@ -533,12 +533,3 @@ def create_runner(backend: str, bundle: Bundle, graph_key: str, engine_precision
     if canon == "trt":
         return TrtRunner(EngineFromBundle(bundle, graph, engine_precision or graph.precision)).activate()
     return OrtRunner(SessionFromBundle(bundle, graph, canon, threads, spin_wait)).activate()
-
-
-def has_artifact(bundle: Bundle, backend: str, graph_key: str, engine_precision: str) -> bool:
-    """Whether ``backend`` has something to run for ``graph_key`` (the ONNX file, or an engine)."""
-    if graph_key not in bundle.manifest.graphs:
-        return False
-    if canonical_backend(backend) != "trt":
-        return True
-    return any(e.graph == graph_key and e.precision == engine_precision for e in bundle.manifest.engines)
