@@ -240,7 +240,16 @@ def flag_list(flags: set[str]) -> list[str]:
 
 
 def markdown(rows: list[Row], detects: list[dict[str, Any]], host_flags: list[str]) -> str:
-    """The matrix as Markdown tables (self-checks, then end-to-end detect)."""
+    """The matrix as Markdown tables (self-checks, then end-to-end detect).
+
+    Args:
+        rows: the self-check rows.
+        detects: the detect comparisons.
+        host_flags: the host's int8-relevant CPU flags (shown in every row).
+
+    Returns:
+        Markdown text.
+    """
     host = " ".join(host_flags) or "-"
     out = [("| case | method | graph | CPU | CPU flags seen by the program | host CPU flags | min cosine | gate | "
             "result | kernel (inferred from CPUID) |"),
@@ -267,7 +276,14 @@ def markdown(rows: list[Row], detects: list[dict[str, Any]], host_flags: list[st
 
 def cpu_flags(native: bool) -> set[str]:
     """The CPU flags this process sees: numpy's CPUID reading, plus /proc/cpuinfo's VNNI/AMX flags
-    when not emulated."""
+    when not emulated.
+
+    Args:
+        native: not under qemu (only then does /proc/cpuinfo describe this CPU).
+
+    Returns:
+        /proc/cpuinfo-style flag names.
+    """
     from numpy._core._multiarray_umath import __cpu_features__
 
     flags = {linux for np_name, linux in NUMPY_FLAGS.items() if __cpu_features__.get(np_name)}
@@ -278,9 +294,18 @@ def cpu_flags(native: bool) -> set[str]:
 
 
 def probe(specs: list[str], native: bool, out: Path) -> int:
-    """Self-check ``BUNDLE[:GRAPH,GRAPH]`` specs with ORT on this (possibly emulated) CPU; write JSON.
+    """Self-check ``BUNDLE[::GRAPH,GRAPH]`` specs with ORT on this (possibly emulated) CPU; write JSON.
 
-    Imports only ``foclip.runtime`` (numpy, onnxruntime), as a production host would.
+    Imports only ``foclip.runtime`` (numpy, onnxruntime), as a production host would. A graph that
+    cannot be loaded or run is recorded with its error, not raised: the parent judges it.
+
+    Args:
+        specs: bundle folders, each optionally followed by ``::`` and the graph keys to check.
+        native: not under qemu.
+        out: where the JSON goes.
+
+    Returns:
+        0.
     """
     import numpy
     import onnxruntime
