@@ -97,15 +97,22 @@ def image_statistics(rgb: np.ndarray, cutoff: float = HF_CUTOFF) -> dict[str, fl
     Returns:
         ``chroma_hf`` (share of chroma energy above the cut-off), ``luma_hf`` (the same for luma)
         and ``hf_chroma_share`` (chroma's share of all energy above the cut-off); the mean of each
-        channel is removed first.
+        channel is removed first. A channel whose energy has an RMS below half an 8-bit step (a
+        grayscale image's chroma) has no structure to share out: its statistics are 0.
     """
     x = ycbcr(rgb)
     x = x - x.mean(axis=(1, 2), keepdims=True)
     edges = (0.0, cutoff, 1.0)
     y, cb, cr = (band_energy(ch, edges) for ch in x)
     chroma = cb + cr
-    return {"chroma_hf": float(chroma[1] / (chroma.sum() or 1.0)), "luma_hf": float(y[1] / (y.sum() or 1.0)),
-            "hf_chroma_share": float(chroma[1] / ((chroma[1] + y[1]) or 1.0))}
+    # A grayscale image has no chroma, only float rounding (~1e-17): the ratio of two rounding
+    # errors flagged 86 % of grayscale photos (issue 23). Chroma (or luma) energy whose RMS is below
+    # half an 8-bit step carries no colour (or luma) structure: its share counts as 0.
+    floor = x[0].size * (0.5 / 255) ** 2
+    has_c, has_y = chroma.sum() > floor, y.sum() > floor
+    return {"chroma_hf": float(chroma[1] / chroma.sum()) if has_c else 0.0,
+            "luma_hf": float(y[1] / y.sum()) if has_y else 0.0,
+            "hf_chroma_share": float(chroma[1] / (chroma[1] + y[1])) if has_c and chroma[1] + y[1] > 0 else 0.0}
 
 
 def spectral_detectors(originals: Sequence[np.ndarray], manipulated: Sequence[np.ndarray]) -> dict[str, float]:
