@@ -85,7 +85,6 @@ def _transformed(src: Path, dest_dir: Path, name: str, seed: int) -> Path:
 
     if name == "none":
         return src
-    _, _, sub = TRANSFORMS[name]
     ext = ".jpg" if TRANSFORMS[name][0] == "jpeg" else ".png"
     dest = dest_dir / (src.stem + ext)
     if not dest.is_file():
@@ -133,7 +132,7 @@ def _stats(m: dict[str, np.ndarray], detector: tuple[str, Any]) -> tuple[np.ndar
 def _rate(flags: np.ndarray) -> dict[str, Any]:
     from foclip.runtime.calibration import wilson_interval
 
-    k, n = int(np.sum(flags)), int(len(flags))
+    k, n = int(np.sum(flags)), len(flags)
     return {"k": k, "n": n, "rate": k / n if n else None, "ci95": list(wilson_interval(k, n))}
 
 
@@ -201,7 +200,7 @@ def wild_compute(by_set: dict[str, list[dict[str, Any]]], cfg: Any, ctx: Any) ->
         JSON-ready numbers (see :func:`wild_markdown`).
     """
     from foclip.runtime.calibration import search_thresholds, threshold_edge_warnings
-    from foclip_train.questions import _ok, _paths, _generate_matched
+    from foclip_train.questions import _generate_matched, _ok, _paths
 
     name = cfg.prompt_sets[0]
     plain = sorted(_ok(by_set.get(name, [])), key=lambda r: r["source"])
@@ -256,8 +255,10 @@ def wild_compute(by_set: dict[str, list[dict[str, Any]]], cfg: Any, ctx: Any) ->
         for f in (0, 1):
             tr = folds != f if cross else np.ones(len(folds), bool)
             per_fold[f] = search_thresholds(so[tr], do[tr], sm[tr], dm[tr], cfg.target_fpr, "fpr")
-        thr[det] = {"tau_score": ts, "tau_drop": td, "per_fold": per_fold,
-                    "warnings": threshold_edge_warnings(so, do, sm, dm, ts, td)}
+        warns = threshold_edge_warnings(so, do, sm, dm, ts, td)
+        if spec[0] == "spectral":  # no score gate by design: only the statistic's own edge matters
+            warns = [x for x in warns if not x.startswith("tau_score is 0")]
+        thr[det] = {"tau_score": ts, "tau_drop": td, "per_fold": per_fold, "warnings": warns}
 
     def flags(m: dict[str, np.ndarray], det: str, recs: list[dict[str, Any]] | None) -> np.ndarray:
         s, d = _stats(m, detectors[det])

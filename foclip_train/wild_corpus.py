@@ -206,9 +206,10 @@ DERIVED: dict[str, tuple[str, Callable[[Image.Image], Image.Image]]] = {
     "saturated": ("colour saturation x2.5 (PIL ImageEnhance.Color)", lambda im: ImageEnhance.Color(im).enhance(2.5)),
 }
 
-WORDS = ("the quarterly report shows revenue growth in all regions while costs remained stable and "
+_TEXT = ("the quarterly report shows revenue growth in all regions while costs remained stable and "
          "customer satisfaction improved after the new release of the mobile application with faster "
-         "search better offline support and a redesigned settings page for teams and administrators").split()
+         "search better offline support and a redesigned settings page for teams and administrators")
+WORDS = tuple(_TEXT.split())
 
 
 def screenshot(seed: int, size: tuple[int, int] = (768, 480)) -> tuple[Image.Image, str]:

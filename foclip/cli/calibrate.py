@@ -116,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
     if args.folds < 0 or args.folds == 1:
         raise InputError(f"--folds {args.folds}", "is out of range", "0 (off) or an integer >= 2, e.g. 5")
     orig_dir, man_dir = resolve_class_dirs(args.originals, args.manipulated)
+    if args.clean:  # an empty or missing clean folder fails now, not after scoring
+        from foclip.runtime.inputs import clean_groups
+
+        clean_groups(args.clean)
     from foclip.cli.common import ensure_writable
 
     ensure_writable(args.out)  # a read-only or missing destination fails now, not after scoring

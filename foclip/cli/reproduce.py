@@ -20,7 +20,8 @@ def add_parser(sub: Any) -> None:
                     "grayscale drop (Table 2) and the drop detector with held-out thresholds (Table 3), each "
                     "beside the paper's figure; then the paper's open questions: adaptive attacks against the "
                     "grayscale rule and a multi-probe detector, transfer across models, and the perturbation's "
-                    "spectrum (luma/chroma, frequency bands). Writes DIR/REPORT.md, DIR/report.json and "
+                    "spectrum (luma/chroma, frequency bands); and the detectors in the wild: false positives on "
+                    "clean traffic (--clean) and attacks after JPEG/resizing/noise. Writes DIR/REPORT.md, DIR/report.json and "
                     "DIR/figures/*.png. Reruns skip finished work.")
     p.add_argument("images", nargs="*", metavar="IMAGES_OR_DIRS",
                    help="image files and/or folders (default: the sample photos shipped with scikit-image, "
