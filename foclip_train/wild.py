@@ -201,6 +201,7 @@ def wild_compute(by_set: dict[str, list[dict[str, Any]]], cfg: Any, ctx: Any) ->
     """
     from foclip.runtime.calibration import search_thresholds, threshold_edge_warnings
     from foclip_train.questions import _generate_matched, _ok, _paths
+    from foclip_train.spectral import RETIRED
 
     name = cfg.prompt_sets[0]
     plain = sorted(_ok(by_set.get(name, [])), key=lambda r: r["source"])
@@ -241,7 +242,7 @@ def wild_compute(by_set: dict[str, list[dict[str, Any]]], cfg: Any, ctx: Any) ->
     main_o, main_m = meas[(cfg.attack.output, "none")]
     chosen, chosen_how = _probes(cfg, ctx, main_o["scores"], main_m["scores"])
     detectors = {"gray rule": ("probe", ["gray"]), f"multi-probe ({','.join(chosen)})": ("probe", chosen),
-                 **{f"spectral {s}": ("spectral", s) for s in SPECTRAL}}
+                 **{f"spectral {s}" + (" (retired)" if s in RETIRED else ""): ("spectral", s) for s in SPECTRAL}}
 
     # Thresholds: all images (for clean traffic) and 2-fold cross-fitted (for the run's own images).
     folds = np.array([fold_of[r["source"]] for r in plain])

@@ -137,7 +137,7 @@ def test_wild_section_writes_both_tables(corpus, tmp_path):
     report = run_reproduce(cfg, out)
     res = report["sections"]["wild"]
     dets = set(res["thresholds"])
-    assert {"gray rule", "spectral chroma_hf", "spectral luma_hf", "spectral hf_chroma_share"} <= dets
+    assert {"gray rule", "spectral chroma_hf", "spectral luma_hf", "spectral hf_chroma_share (retired)"} <= dets
     assert len(dets) == 5
     groups = [r["group"] for r in res["fpr_rows"]]
     assert groups[:5] == ["gray", "photo", "saturated", "screenshot", "sepia"]
@@ -147,7 +147,7 @@ def test_wild_section_writes_both_tables(corpus, tmp_path):
             assert cell["n"] == r["n"] and 0 <= cell["k"] <= cell["n"] and cell["ci95"][0] - 1e-9 <= cell["rate"] <= cell["ci95"][1] + 1e-9
     # The pure-gray group cannot trip the chroma statistics.
     gray = res["fpr_rows"][0]["detectors"]
-    assert gray["spectral chroma_hf"]["k"] == 0 and gray["spectral hf_chroma_share"]["k"] == 0
+    assert gray["spectral chroma_hf"]["k"] == 0 and gray["spectral hf_chroma_share (retired)"]["k"] == 0
     surv = {(r["output"], r["transform"]): r for r in res["survival_rows"]}
     assert set(surv) == {(o, t) for o in ("model", "input") for t in TRANSFORMS}
     assert surv[("model", "none")]["n"] == 4 and surv[("input", "none")]["n"] == 2
