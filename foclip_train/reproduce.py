@@ -594,7 +594,7 @@ def _run_sections(cfg: ReproduceConfig, ctx: SectionContext, by_set: dict[str, l
     out, progress = ctx.out, ctx.progress
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sections"}
     key = lambda: _digest({"records": by_set, "cfg": settings, "extra": _extra_records(out, sec.reads),
-                           "code": _code_digest(sec)})
+                           "code": _code_digest(sec), **({"clean": _clean_listing(cfg.clean)} if sec.name == "wild" else {})})
     results = {}
     chosen = [sec for sec in SECTIONS if sec.name in cfg.sections]
     progress.start("sections", "report sections", len(chosen))
@@ -747,3 +747,13 @@ def _score_range(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig) 
         return {"prompt_set": first}
     so, sa = [r["score_orig"] for r in ok], [r["score_adv"] for r in ok]
     return {"prompt_set": first, "original": [min(so), max(so)], "manipulated": [min(sa), max(sa)]}
+
+
+def _clean_listing(folders: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every file under the clean folders: edited clean images recompute the wild section."""
+    found = []
+    for f in folders:
+        root = Path(f)
+        if root.is_dir():
+            found += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()]
+    return found

@@ -161,3 +161,13 @@ def test_wild_section_writes_both_tables(corpus, tmp_path):
     assert {"wild_fpr.png", "wild_survival.png"} <= set(report["figures"])
     saved = json.loads((out / "report.json").read_text())
     assert saved["sections"]["wild"]["fpr_rows"] == json.loads(json.dumps(res["fpr_rows"]))
+
+
+def test_clean_listing_changes_with_the_clean_folder(tmp_path):
+    from foclip_train.reproduce import _clean_listing
+
+    (tmp_path / "g").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "g" / "a.png")
+    before = _clean_listing([str(tmp_path)])
+    Image.new("RGB", (9, 9)).save(tmp_path / "g" / "b.png")
+    assert len(before) == 1 and len(_clean_listing([str(tmp_path)])) == 2
