@@ -456,4 +456,7 @@ def spectral_markdown(res: dict[str, Any], cfg: Any) -> str:
               "| attack | " + " | ".join(f"`{s}`" for s in stats) + " |", "|---|" + "---|" * len(stats)]
     for r in rows:
         lines.append(f"| {r['attack']} | " + " | ".join(_f(r["detector_auc"][s]) for s in stats) + " |")
+    from foclip_train.spectral import RETIRED
+
+    lines += ["", "Not offered as detectors: " + "; ".join(f"`{k}` ({v})" for k, v in RETIRED.items()) + "."]
     return "\n".join(lines)

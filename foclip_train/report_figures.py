@@ -84,6 +84,9 @@ def write_figures(out: Path, cfg: Any, by_set: dict[str, list[dict[str, Any]]], 
 
     sections = report["sections"]
     written += _spectral_figures(plt, figs, sections.get("spectral"), who)
+    from foclip_train.wild import wild_figures  # one figure per table of the wild section
+
+    written += wild_figures(plt, figs, sections.get("wild"), who)
     if "adaptive" in sections and "rows" in sections["adaptive"]:
         written.append(_adaptive_figure(plt, figs, sections["adaptive"], who))
     if "table3" not in sections:

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 from foclip.errors import InputError
 from foclip.manifest import atomic_write_bytes, atomic_write_json
-from foclip_train import questions
+from foclip_train import questions, wild
 from foclip_train.config import AttackConfig, GenerateConfig
 
 __all__ = [
@@ -57,7 +57,7 @@ DEFAULT_SETS = ("masterpieces", "artistic", "imagenet-25", "imagenet-50", "image
 QUICK_ITERS = 200
 FULL_ITERS = 1000
 QUICK_EXTRA_IMAGES = 4
-SECTION_NAMES = ("table1", "table2", "table3", "adaptive", "transfer", "spectral")
+SECTION_NAMES = ("table1", "table2", "table3", "adaptive", "transfer", "spectral", "wild")
 TABLE_SECTIONS = ("table1", "table2", "table3")
 DEFAULT_TRANSFER = (("foclip-ref-vit", "reference"), ("foclip-ref-rn", "reference"))
 # The paper's headline figures (arXiv 2511.06947), as fractions or percent as labelled.
@@ -118,6 +118,8 @@ class ReproduceConfig:
         adaptive_weight: gamma of the adaptive attacks.
         multi_probes: how many probes the multi-probe detector takes (chosen by measurement).
         transfer_models: ``(model, pretrained)`` pairs of the transfer section.
+        clean: folders of clean images for the wild section (each subfolder a group; empty: the
+            corpus of `foclip data wild`, built into ``OUT/wild/corpus``).
     """
 
     model: str = "foclip-ref-vit"
@@ -137,9 +139,11 @@ class ReproduceConfig:
     adaptive_weight: float = 1.0
     multi_probes: int = 3
     transfer_models: tuple[tuple[str, str], ...] = DEFAULT_TRANSFER
+    clean: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sections", tuple(self.sections))
+        object.__setattr__(self, "clean", tuple(str(c) for c in self.clean))
         object.__setattr__(self, "transfer_models", tuple(tuple(m) for m in self.transfer_models))
         bad = [n for n in self.sections if n not in SECTION_NAMES]
         if bad or not self.sections or len(set(self.sections)) != len(self.sections):
@@ -174,7 +178,7 @@ class ReproduceConfig:
         # The extra sections' attacks live in folders named by their own settings (model, probes,
         # weight), so those settings do not change an image already made either.
         for k in ("prompt_sets", "target_fpr", "folds", "device", "sections", "extra_images", "adaptive_weight",
-                  "multi_probes", "transfer_models"):
+                  "multi_probes", "transfer_models", "clean"):
             d.pop(k)
         return d
 
@@ -436,6 +440,8 @@ SECTIONS: list[Section] = [
             questions.transfer_markdown, reads=("transfer",)),
     Section("spectral", "Open question 3: where the manipulation lives (spatial frequency, luma vs chroma)",
             questions.spectral_compute, questions.spectral_markdown, reads=("adaptive",)),
+    Section("wild", "In the wild: false positives on clean traffic, attacks after JPEG and resizing",
+            wild.wild_compute, wild.wild_markdown, reads=("wild",)),
 ]
 
 
@@ -588,7 +594,7 @@ def _run_sections(cfg: ReproduceConfig, ctx: SectionContext, by_set: dict[str, l
     out, progress = ctx.out, ctx.progress
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sections"}
     key = lambda: _digest({"records": by_set, "cfg": settings, "extra": _extra_records(out, sec.reads),
-                           "code": _code_digest(sec)})
+                           "code": _code_digest(sec), **({"clean": _clean_listing(cfg.clean)} if sec.name == "wild" else {})})
     results = {}
     chosen = [sec for sec in SECTIONS if sec.name in cfg.sections]
     progress.start("sections", "report sections", len(chosen))
@@ -669,6 +675,7 @@ def run_reproduce(cfg: ReproduceConfig, out_dir: str | Path, progress: ProgressS
                         for name, recs in by_set.items()},
         "paper": dict(PAPER),
         "sections": sections,
+        "score_range": _score_range(by_set, cfg),
         "curves": {n: [[s, v] for s, v in c] for n, c in _traces(out, cfg.sets_to_attack()).items()},
         "wall_s_this_run": time.perf_counter() - t0,
         "section_wall_s": {"units": "seconds, when the section was computed (with its own attacks)",
@@ -700,10 +707,53 @@ def render_markdown(report: dict[str, Any], cfg: ReproduceConfig) -> str:
         "- every number is also in report.json; figures in figures/", "",
     ]
     body = []
+    limits = reference_limits_line(report, cfg)
     for sec in SECTIONS:
         if sec.name in report["sections"]:
-            body += [f"## {sec.title}", "", sec.markdown(report["sections"][sec.name], cfg), ""]
+            body += [f"## {sec.title}", ""] + ([limits, ""] if limits else []) + [
+                sec.markdown(report["sections"][sec.name], cfg), ""]
     figs = report.get("figures") or []
     if figs:
         body += ["## Figures", ""] + [f"![{p}](figures/{p})" for p in figs] + [""]
     return "\n".join(head + body)
+
+
+def reference_limits_line(report: dict[str, Any], cfg: ReproduceConfig) -> str:
+    """The one line every section computed on foclip's reference CLIPs carries (issue 23), or ``""``.
+
+    The reference models were trained on ~8 k clip-art and emoji pairs at 64 px: on photos their
+    scores sit near the floor, so a score threshold alone separates originals from manipulated
+    images, and their numbers stand in for the pipeline's mechanics, not for a web-scale CLIP.
+    """
+    if cfg.pretrained != "reference":
+        return ""
+    rng = report.get("score_range") or {}
+    span = ""
+    if rng.get("original"):
+        (o1, o2), (a1, a2) = rng["original"], rng["manipulated"]
+        gate = ("so a score threshold alone separates them" if a1 > o2 else "the score ranges overlap")
+        span = (f" here originals score {o1:.1f}-{o2:.1f} and manipulated images {a1:.1f}-{a2:.1f} of "
+                f"0..{cfg.attack.score_scale:g} on `{rng['prompt_set']}` ({gate});")
+    return (f"> Reference model (`{cfg.model}` / `reference`): a 64 px CLIP trained on ~8 k clip-art and emoji pairs;{span} "
+            "these numbers check the pipeline's mechanics and the direction of effects, not what a web-scale CLIP "
+            "would show (docs/reference.md).")
+
+
+def _score_range(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig) -> dict[str, Any]:
+    """Lowest and highest score of originals and manipulated images of the first prompt set."""
+    first = cfg.prompt_sets[0]
+    ok = [r for r in _ok(by_set.get(first, [])) if r.get("score_orig") is not None and r.get("score_adv") is not None]
+    if not ok:
+        return {"prompt_set": first}
+    so, sa = [r["score_orig"] for r in ok], [r["score_adv"] for r in ok]
+    return {"prompt_set": first, "original": [min(so), max(so)], "manipulated": [min(sa), max(sa)]}
+
+
+def _clean_listing(folders: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every file under the clean folders: edited clean images recompute the wild section."""
+    found = []
+    for f in folders:
+        root = Path(f)
+        if root.is_dir():
+            found += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()]
+    return found

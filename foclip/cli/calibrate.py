@@ -36,6 +36,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--folds", type=int, default=5,
                    help="k of the seeded k-fold held-out evaluation (default 5; 0 turns it off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out folds and the AUC bootstrap (default 0)")
+    p.add_argument("--clean", default=None, metavar="DIR",
+                   help="clean traffic (e.g. `foclip data wild --out DIR`): its images join the originals, so the "
+                        "FPR target is set on traffic-like images; each subfolder is a group whose fit-set and "
+                        "held-out FPR are printed")
     p.set_defaults(func=run)
 
 
@@ -98,19 +102,24 @@ def run(args: argparse.Namespace) -> int:
     """Score both classes, fit thresholds, print the report, write calibration.json (+ plots)."""
     import dataclasses
 
+    import numpy as np
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console, err_console, random_weights_notice
     from foclip.errors import InputError
     from foclip.runtime import Detector, fit_calibration
-    from foclip.runtime.calibration import save_plots
+    from foclip.runtime.calibration import clean_group_evaluation, save_plots
 
     if not 0.0 <= args.target_fpr < 1.0:  # checked before scoring, not after
         raise InputError(f"--target-fpr {args.target_fpr}", "is out of range", "a fraction in [0, 1), e.g. 0.05")
     if args.folds < 0 or args.folds == 1:
         raise InputError(f"--folds {args.folds}", "is out of range", "0 (off) or an integer >= 2, e.g. 5")
     orig_dir, man_dir = resolve_class_dirs(args.originals, args.manipulated)
+    if args.clean:  # an empty or missing clean folder fails now, not after scoring
+        from foclip.runtime.inputs import clean_groups
+
+        clean_groups(args.clean)
     from foclip.cli.common import ensure_writable
 
     ensure_writable(args.out)  # a read-only or missing destination fails now, not after scoring
@@ -125,7 +134,11 @@ def run(args: argparse.Namespace) -> int:
     with det, Progress(*columns, console=err_console) as progress:
         so, do, eo = _score_folder(det, orig_dir, "originals", progress)
         sm, dm, em = _score_folder(det, man_dir, "manipulated", progress)
+        clean = _score_clean(det, args.clean, progress) if args.clean else None
     bank = det.text_bank
+    if clean is not None:  # the clean images are negatives too: the FPR target covers them
+        n_lab_o = len(so)
+        so, do = np.concatenate([so, clean[0]]), np.concatenate([do, clean[1]])
     cal = fit_calibration(
         so, do, sm, dm, bundle_hash=det.bundle.bundle_hash, backend=det.config.backend,
         precision=det.config.precision, score_scale=det.score_scale,
@@ -135,10 +148,20 @@ def run(args: argparse.Namespace) -> int:
                        "random_init": det.manifest.random_init, "model_name": det.manifest.model_name,
                        "originals_dir": str(orig_dir), "manipulated_dir": str(man_dir)})
     cal = dataclasses.replace(cal, graph=det.graph_key, probes=tuple(det.config.probes))
+    if clean is not None:
+        cal.metrics["clean_groups"] = clean_group_evaluation(
+            so[:n_lab_o], do[:n_lab_o], sm, dm, clean[0], clean[1], clean[2], cal.tau_score, cal.tau_drop,
+            args.target_fpr, args.mode, max(args.folds, 2), args.seed)
+        cal.metrics["clean_dir"] = str(args.clean)
+        cal.metrics["clean_errors"] = clean[3]
     cal.save(args.out)
     console.print(results_table(cal, det.manifest.model_name, det.manifest.pretrained, args.target_fpr, eo, em))
     for line in cal.metrics.get("warnings", []):
         err_console.print(f"[yellow]small sample:[/] {escape(line)}", highlight=False)
+    for line in cal.metrics.get("threshold_warnings", []):
+        err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+    if "clean_groups" in cal.metrics:
+        console.print(clean_table(cal.metrics["clean_groups"], cal.target_fpr if cal.mode == "fpr" else None))
     console.print(f"wrote {args.out}", highlight=False)
     if args.plots:
         m_ = det.manifest
@@ -146,6 +169,54 @@ def run(args: argparse.Namespace) -> int:
         for path in save_plots(args.plots, so, do, sm, dm, cal, label=label):
             console.print(f"wrote {path}", highlight=False)
     return 0
+
+
+def _score_clean(det: Any, folder: str, progress: Any) -> tuple[Any, Any, list[str], int]:
+    """Score every group of a clean folder: ``(scores, drops, group per image, unreadable count)``."""
+    import numpy as np
+
+    from foclip.runtime.inputs import clean_groups
+
+    scores, drops, groups, errors = [], [], [], 0
+    for name, paths in clean_groups(folder).items():
+        task = progress.add_task(f"clean: {name}", total=len(paths))
+        for r in det.detect_iter(paths):
+            if r.ok and r.statistic is not None:
+                scores.append(r.score_color)
+                drops.append(r.statistic)
+                groups.append(name)
+            else:
+                errors += 1
+            progress.advance(task)
+    return np.asarray(scores, np.float64), np.asarray(drops, np.float64), groups, errors
+
+
+def clean_table(rows: dict[str, Any], target_fpr: float | None) -> Any:
+    """Per clean group: images, fit-set FPR and held-out FPR with Wilson 95 % intervals and counts.
+
+    Args:
+        rows: ``metrics["clean_groups"]`` (see :func:`foclip.runtime.calibration.clean_group_evaluation`).
+        target_fpr: the FPR target (``fpr`` mode), shown in the title.
+
+    Returns:
+        A rich Table.
+    """
+    from rich.table import Table
+
+    title = "false positives on clean traffic" + (f" (target {target_fpr:.1%})" if target_fpr is not None else "")
+    table = Table(title=title)
+    for col in ("group", "images", "FPR, fit set", "FPR, held out"):
+        table.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
+
+    def cell(fp: int, n: int, ci: Any) -> str:
+        return f"{fp}/{n} = {fp / n:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]"
+
+    for name, r in rows.items():
+        held = cell(r["held_out_fp"], r["n"], r["held_out_ci95"]) if "held_out_fp" in r else "-"
+        table.add_row(name, str(r["n"]), cell(r["fit_fp"], r["n"], r["fit_ci95"]), held)
+    table.caption = ("fit set: thresholds chosen on originals + these clean images; held out: each clean image "
+                     "judged by thresholds chosen without its fold; [Wilson 95 %]")
+    return table
 
 
 def _pct_ci(value: float, ci: Any) -> str:

@@ -30,6 +30,7 @@ COMMANDS = (
     ("serve", "serve"),
     ("bench", "bench"),
     ("reference", "reference"),
+    ("data", "data"),
 )
 EPILOG = ("exit codes: 0 success, 1 user error (one line, no traceback), 2 usage error; "
           "`foclip detect` also 3 flagged, 4 unreadable inputs, 5 both. "

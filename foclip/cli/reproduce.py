@@ -7,7 +7,7 @@ from typing import Any
 
 SETS = "masterpieces,artistic,imagenet-25,imagenet-50,imagenet-100"
 # Kept in step with foclip_train.reproduce (not imported here: the CLI's --help stays torch-free and fast).
-SECTION_NAMES = ("table1", "table2", "table3", "adaptive", "transfer", "spectral")
+SECTION_NAMES = ("table1", "table2", "table3", "adaptive", "transfer", "spectral", "wild")
 TRANSFER = "foclip-ref-vit:reference,foclip-ref-rn:reference"
 QUICK_EXTRA = 4
 
@@ -20,7 +20,8 @@ def add_parser(sub: Any) -> None:
                     "grayscale drop (Table 2) and the drop detector with held-out thresholds (Table 3), each "
                     "beside the paper's figure; then the paper's open questions: adaptive attacks against the "
                     "grayscale rule and a multi-probe detector, transfer across models, and the perturbation's "
-                    "spectrum (luma/chroma, frequency bands). Writes DIR/REPORT.md, DIR/report.json and "
+                    "spectrum (luma/chroma, frequency bands); and the detectors in the wild: false positives on "
+                    "clean traffic (--clean) and attacks after JPEG/resizing/noise. Writes DIR/REPORT.md, DIR/report.json and "
                     "DIR/figures/*.png. Reruns skip finished work.")
     p.add_argument("images", nargs="*", metavar="IMAGES_OR_DIRS",
                    help="image files and/or folders (default: the sample photos shipped with scikit-image, "
@@ -57,6 +58,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--transfer-models", default=TRANSFER,
                    help="comma-separated model:pretrained pairs of the transfer section; a model that cannot "
                         "be loaded is skipped with a note (default: %(default)s)")
+    p.add_argument("--clean", action="append", default=[], metavar="DIR",
+                   help="folder of clean images for the wild section (each subfolder a group; repeatable; "
+                        "default: the corpus of `foclip data wild`, built into OUT/wild/corpus)")
     p.set_defaults(func=run)
 
 
@@ -87,7 +91,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
                            max_images=args.max_images, prompt_sets=sets, attack=attack, batch=args.batch,
                            seed=args.seed, device=args.device, target_fpr=args.target_fpr, folds=args.folds,
                            sections=sections, extra_images=extra, adaptive_weight=args.adaptive_weight,
-                           multi_probes=args.multi_probes, transfer_models=tuple(pairs))
+                           multi_probes=args.multi_probes, transfer_models=tuple(pairs),
+                           clean=tuple(args.clean))
 
 
 class RichProgress:
@@ -135,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
         t2 = {r["prompt_set"]: r for r in secs["table2"]["rows"]}
         t3 = {r["prompt_set"]: r for r in secs["table3"]["rows"]}
         _print_summary(console, t1, t2, t3, report)
-    for name in ("adaptive", "transfer", "spectral"):
+    for name in ("adaptive", "transfer", "spectral", "wild"):
         if name in secs:
             console.print(f"section {name}: see REPORT.md", highlight=False)
     console.print(f"wrote {args.out}/REPORT.md and report.json", highlight=False)

@@ -537,6 +537,99 @@ def sample_size_warnings(n_originals: int, n_manipulated: int, target_fpr: float
     return out
 
 
+def threshold_edge_warnings(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np.ndarray,
+                            drop_man: np.ndarray, tau_score: float, tau_drop: float) -> list[str]:
+    """Say when a fitted threshold sits at the edge of its range (the rule then degenerates).
+
+    ``tau_score = 0`` is the search's lowest candidate: no score gate, so the rule fires on any
+    strongly coloured image whatever its score (issue 23). A ``tau_score`` above every score, or a
+    ``tau_drop`` above every gated drop, flags nothing; a ``tau_drop`` at or below every gated drop
+    flags every gated image, so the drop plays no part and the rule is a score threshold.
+
+    Args:
+        score_orig: score_color of originals.
+        drop_orig: drop of originals.
+        score_man: score_color of manipulated images.
+        drop_man: drop of manipulated images.
+        tau_score: the fitted score gate.
+        tau_drop: the fitted drop threshold.
+
+    Returns:
+        One line per threshold at an edge (empty when both are inside their ranges).
+    """
+    s = np.concatenate([np.asarray(score_orig, np.float64), np.asarray(score_man, np.float64)])
+    d = np.concatenate([np.asarray(drop_orig, np.float64), np.asarray(drop_man, np.float64)])
+    out = []
+    if tau_score <= 0.0:
+        out.append("tau_score is 0 (the lowest candidate): no score gate; the rule flags any image whose drop "
+                   f"reaches tau_drop {tau_drop:.4f}, whatever its score")
+    elif len(s) and tau_score > s.max():
+        out.append(f"tau_score {tau_score:.4f} is above every score ({s.max():.4f}): the rule flags nothing")
+    gated = d[s >= tau_score]
+    if len(gated) and tau_drop > gated.max():
+        out.append(f"tau_drop {tau_drop:.4f} is above every gated drop ({gated.max():.4f}): the rule flags nothing")
+    elif len(gated) and tau_drop <= gated.min():
+        out.append(f"tau_drop {tau_drop:.4f} is at or below every gated drop ({gated.min():.4f}): every image "
+                   f"with score >= tau_score {tau_score:.4f} is flagged; the drop plays no part")
+    return out
+
+
+def clean_group_evaluation(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np.ndarray,
+                           drop_man: np.ndarray, clean_score: np.ndarray, clean_drop: np.ndarray,
+                           groups: list[str], tau_score: float, tau_drop: float, target_fpr: float = 0.05,
+                           mode: str = "fpr", folds: int = 5, seed: int = 0) -> dict[str, Any]:
+    """False-positive rate per group of clean images, at the fitted thresholds and held out.
+
+    The thresholds are fitted on originals + clean images (all negatives) against the manipulated
+    ones; the fit-set FPR of a group is in-sample. Held out: the clean images are dealt into
+    ``k`` seeded folds; each fold is judged by thresholds searched on the originals, the other
+    folds' clean images and the manipulated images.
+
+    Args:
+        score_orig: score_color of the labelled originals.
+        drop_orig: their drop.
+        score_man: score_color of the manipulated images.
+        drop_man: their drop.
+        clean_score: score_color of the clean images.
+        clean_drop: their drop.
+        groups: the group of each clean image.
+        tau_score: the thresholds fitted on everything.
+        tau_drop: see ``tau_score``.
+        target_fpr: FPR target of the search.
+        mode: ``fpr`` or ``max-accuracy``.
+        folds: k (at least 2; fewer clean images than k: one per fold).
+        seed: fold seed.
+
+    Returns:
+        ``{group: {"n", "fit_fp", "fit_fpr", "fit_ci95", "held_out_fp", "held_out_fpr",
+        "held_out_ci95"}}`` (held-out keys absent when there are fewer than 2 clean images or folds < 2).
+    """
+    cs, cd = np.asarray(clean_score, np.float64), np.asarray(clean_drop, np.float64)
+    so, do = np.asarray(score_orig, np.float64), np.asarray(drop_orig, np.float64)
+    g = np.asarray(groups)
+    fit_flag = (cs >= tau_score) & (cd >= tau_drop)
+    k = min(int(folds), len(cs))
+    held = None
+    if k >= 2:
+        fold = _stratified_folds(len(cs), k, np.random.default_rng(seed))
+        held = np.zeros(len(cs), bool)
+        for f in range(k):
+            tr = fold != f
+            ts, td = search_thresholds(np.concatenate([so, cs[tr]]), np.concatenate([do, cd[tr]]), score_man,
+                                       drop_man, target_fpr, mode)
+            held[~tr] = (cs[~tr] >= ts) & (cd[~tr] >= td)
+    out: dict[str, Any] = {}
+    for name in sorted(set(groups)):
+        m = g == name
+        n, fp = int(m.sum()), int(fit_flag[m].sum())
+        row = {"n": n, "fit_fp": fp, "fit_fpr": fp / n, "fit_ci95": list(wilson_interval(fp, n))}
+        if held is not None:
+            hf = int(held[m].sum())
+            row.update(held_out_fp=hf, held_out_fpr=hf / n, held_out_ci95=list(wilson_interval(hf, n)))
+        out[name] = row
+    return out
+
+
 def fit_calibration(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np.ndarray,
                     drop_man: np.ndarray, *, bundle_hash: str, backend: str, precision: str,
                     score_scale: float, text_bank: dict[str, Any], target_fpr: float = 0.05,
@@ -562,8 +655,9 @@ def fit_calibration(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np
 
     Returns:
         The calibration; ``metrics`` holds the fit-set figures (see :func:`evaluate`),
-        ``held_out`` (see :func:`held_out_evaluation`) and ``warnings`` (see
-        :func:`sample_size_warnings`).
+        ``held_out`` (see :func:`held_out_evaluation`), ``warnings`` (see
+        :func:`sample_size_warnings`) and ``threshold_warnings`` (see
+        :func:`threshold_edge_warnings`).
 
     Raises:
         InputError: see :func:`search_thresholds`.
@@ -573,6 +667,12 @@ def fit_calibration(score_orig: np.ndarray, drop_orig: np.ndarray, score_man: np
     metrics["held_out"] = held_out_evaluation(score_orig, drop_orig, score_man, drop_man, target_fpr, mode,
                                               folds, seed)
     metrics["warnings"] = sample_size_warnings(len(score_orig), len(score_man), target_fpr, mode, folds)
+    # Degenerate thresholds are said, not left for the user to notice (issue 23).
+    metrics["threshold_warnings"] = threshold_edge_warnings(score_orig, drop_orig, score_man, drop_man, ts, td)
+    h = metrics["held_out"]
+    if "tau_score_range" in h and h["tau_score_range"][0] <= 0.0 < ts:
+        metrics["threshold_warnings"].append("at least one held-out fold chose tau_score 0 (no score gate): the "
+                                             "score gate is fragile on these data")
     metrics.update(extra_metrics or {})
     return Calibration(tau_score=ts, tau_drop=td, mode=mode, target_fpr=target_fpr, bundle_hash=bundle_hash,
                        backend=backend, precision=precision, score_scale=score_scale, text_bank=text_bank,

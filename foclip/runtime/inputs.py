@@ -66,3 +66,34 @@ def expand_inputs(inputs: Iterable[str]) -> Iterator[str]:
                     yield m
         else:
             yield str(p)
+
+
+def clean_groups(folder: str | Path) -> dict[str, list[str]]:
+    """Images of a clean-traffic folder by group: each first-level subfolder is a group (its
+    images found recursively); images directly in ``folder`` form a group named after it.
+
+    Args:
+        folder: e.g. the output of `foclip data wild`, or any folder of clean photos.
+
+    Returns:
+        ``{group: [paths]}`` (groups and paths sorted; groups without images left out).
+
+    Raises:
+        InputError: ``folder`` is not a folder, or holds no image.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise InputError(f"clean folder {str(folder)!r}", "is not a folder", "a folder of clean images")
+    groups: dict[str, list[str]] = {}
+    top = sorted(str(p) for p in root.iterdir()
+                 if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    if top:
+        groups[root.resolve().name or "clean"] = top
+    for sub in sorted(p for p in root.iterdir() if p.is_dir()):
+        found = list(expand_inputs([str(sub)]))
+        if found:
+            groups[sub.name] = found
+    if not groups:
+        raise InputError(f"clean folder {str(folder)!r}", "holds no image",
+                         f"image files ({', '.join(sorted(IMAGE_EXTENSIONS))}) in it or its subfolders")
+    return groups

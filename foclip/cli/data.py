@@ -1,0 +1,46 @@
+"""`foclip data wild --out DIR`: build the clean-traffic corpus (photos from Debian packages + generated groups)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    """Register ``foclip data``."""
+    p = sub.add_parser("data", help="build data sets foclip measures on (wild: clean traffic for false positives)",
+                       description="Data sets that foclip's reports measure on, each with a CSV data card.")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{wild}")
+    w = dsub.add_parser(
+        "wild", help="clean-traffic corpus: wallpaper photos and art from Debian packages, grayscale, sepia and "
+                     "saturated photos, screenshots with text",
+        description="Writes DIR/<group>/ images and DIR/data_card.csv (package, version, licence, transformation "
+                    "per file). Photos and art come from openly licensed Debian wallpaper packages "
+                    "(sudo apt-get install mate-backgrounds plasma-workspace-wallpapers lomiri-wallpapers-20.04 "
+                    "ukui-wallpapers gnome-backgrounds); packages not installed are skipped. Use it as "
+                    "`foclip reproduce --sections wild --clean DIR` or `foclip calibrate --clean DIR`.")
+    w.add_argument("--out", required=True, metavar="DIR", help="corpus folder (created; rerun rewrites it)")
+    w.add_argument("--screenshots", type=int, default=24, help="synthetic screenshots/slides (default: %(default)s)")
+    w.add_argument("--max-side", type=int, default=768, help="longest side in pixels (default: %(default)s)")
+    w.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the corpus and print its counts per group."""
+    from rich.markup import escape
+
+    from foclip.cli.common import console, err_console
+    from foclip.errors import InputError
+    from foclip_train.wild_corpus import build_corpus
+
+    if args.screenshots < 0:
+        raise InputError(f"--screenshots {args.screenshots}", "is out of range", "an integer >= 0")
+    if args.max_side < 32:
+        raise InputError(f"--max-side {args.max_side}", "is out of range", "an integer >= 32")
+    res = build_corpus(args.out, screenshots=args.screenshots, max_side=args.max_side,
+                       progress=lambda line: err_console.print(escape(line), highlight=False))
+    for what, why in res["skipped"].items():
+        err_console.print(f"[yellow]skipped:[/] {escape(what)} ({escape(why)})", highlight=False)
+    console.print(", ".join(f"{g} {n}" for g, n in res["counts"].items()), highlight=False)
+    console.print(f"wrote {args.out} and {res['data_card']}", highlight=False)
+    return 0
