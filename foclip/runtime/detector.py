@@ -37,9 +37,10 @@ from foclip.runtime.backends import Runner, canonical_backend, create_runner, re
 from foclip.runtime.bundle import Bundle, TextBank, open_bundle
 from foclip.runtime.calibration import Calibration
 from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode_item
+from foclip.runtime.parity import probe_stack
 from foclip.runtime.selfcheck import SelfCheckResult, require_pass, self_check
 from foclip.runtime.text_bank import resolve_text_bank
-from foclip.scoring import DEFAULT_PROBES, apply_probe, check_probes, clipscore
+from foclip.scoring import DEFAULT_PROBES, check_probes, clipscore
 
 DEFAULT_TAU_SCORE = 0.0
 DEFAULT_TAU_DROP = 0.35
@@ -458,12 +459,10 @@ class Detector:
             self.stats["gray_rows"] += n
             return {"color": out["score_color"].astype(np.float64), "gray": out["score_gray"].astype(np.float64)}
         t0 = time.perf_counter()
-        color = pixels_u8.transpose(0, 3, 1, 2).astype(np.float32)
-        color /= np.float32(255.0)  # in place: the same values as `/`, one (N, 3, S, S) copy fewer
         probes = self.config.probes
         bank = self.text_bank.embeddings
         if not self.config.cascade:
-            stacked = np.concatenate([color, *(apply_probe(color, p, channel_axis=1) for p in probes)])
+            stacked = probe_stack(pixels_u8, probes)
             self.stats["prepare_s"] += time.perf_counter() - t0
             emb = self._encode(stacked)
             self.stats["gray_rows"] += n * len(probes)
@@ -471,14 +470,14 @@ class Detector:
             scores = clipscore(emb, bank, self.score_scale)
             self.stats["score_s"] += time.perf_counter() - t1
             return {"color": scores[:n], **{p: scores[(i + 1) * n:(i + 2) * n] for i, p in enumerate(probes)}}
+        color = probe_stack(pixels_u8, ())
         self.stats["prepare_s"] += time.perf_counter() - t0
         out = {"color": clipscore(self._encode(color), bank, self.score_scale)}
         out.update({p: np.full(n, np.nan) for p in probes})
         gate = out["color"] >= self.config.tau_score
         if gate.any():
             t0 = time.perf_counter()
-            kept = color[gate]
-            rows = np.concatenate([apply_probe(kept, p, channel_axis=1) for p in probes])
+            rows = probe_stack(pixels_u8[gate], probes, color=False)
             self.stats["prepare_s"] += time.perf_counter() - t0
             scores = clipscore(self._encode(rows), bank, self.score_scale)
             m = int(gate.sum())
