@@ -32,10 +32,10 @@ import numpy as np
 from PIL import Image
 
 from foclip.errors import BundleError, InputError
-from foclip.manifest import PRECISIONS
 from foclip.runtime.backends import Runner, canonical_backend, create_runner, require_backend
 from foclip.runtime.bundle import Bundle, TextBank, open_bundle
 from foclip.runtime.calibration import Calibration
+from foclip.runtime.capabilities import caps, graph_candidates
 from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode_item
 from foclip.runtime.parity import probe_stack
 from foclip.runtime.selfcheck import SelfCheckResult, require_pass, self_check
@@ -180,6 +180,10 @@ class Detector:
         self.multi_probe = probes != DEFAULT_PROBES
         self.graph_key, self.fused = choose_graph(bundle, config.backend, config.precision, config.graph,
                                                   config.cascade or self.multi_probe)
+        if calibration is not None:
+            calibration.check_compatible(bundle.bundle_hash, text_bank.sha256, str(bundle.path),
+                                         score_scale=bundle.score_scale, graph=self.graph_key,
+                                         precision=config.precision, backend=config.backend, probes=probes)
         self.backend: Runner = create_runner(config.backend, bundle, self.graph_key, engine_precision=config.precision,
                                              threads=config.threads, spin_wait=config.spin_wait)
         self.self_check: SelfCheckResult | None = None
@@ -256,12 +260,6 @@ class Detector:
             calibration = Calibration.load(calibration)
         require_backend(config.backend)
         bank = resolve_text_bank(bundle, prompts, config.backend, config.threads)
-        if calibration is not None:
-            key, _ = choose_graph(bundle, config.backend, precision, config.graph,
-                                  cascade or tuple(config.probes) != DEFAULT_PROBES)
-            calibration.check_compatible(bundle.bundle_hash, bank.sha256, str(path), score_scale=bundle.score_scale,
-                                         graph=key, precision=precision, backend=canonical_backend(backend),
-                                         probes=tuple(config.probes))
         return cls(bundle, config, bank, calibration)
 
     # ----------------------------------------------------------------- public API
@@ -532,20 +530,18 @@ def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto
     if mode not in GRAPH_MODES:
         raise InputError("graph", f"is {mode!r}", f"one of {', '.join(GRAPH_MODES)}")
     canon = canonical_backend(backend)
+    row = caps(canon)
     m = bundle.manifest
-    if canon != "trt" and precision not in PRECISIONS:
+    if row.precision_selects == "graph" and precision not in row.precisions:
         raise InputError(f"precision {precision!r}", f"is not a precision of {canon} graphs",
                          "fp32, fp16 or int8 (bf16 is a TensorRT engine precision: --backend trt)")
 
     def candidates(role: str) -> list[str]:
-        if canon == "trt":
-            keys = {e.graph for e in m.engines if e.graph.startswith(f"{role}.") and e.precision == precision}
-            return sorted(keys, key=lambda k: (k != f"{role}.fp32", k))
-        return [f"{role}.{precision}"] if f"{role}.{precision}" in m.graphs else []
+        return graph_candidates(canon, m, role, precision)
 
     def missing(role: str) -> BundleError:
         where = f"bundle {str(bundle.path)!r}"
-        if canon == "trt":
+        if row.needs_engine:
             src = f"{role}.fp32"
             return BundleError(where, f"has no TensorRT engine at {precision} built from a {role} graph",
                                f"`foclip build-engine {bundle.path} --graph {src} --precision {precision}` first")
@@ -561,7 +557,7 @@ def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto
         if not candidates("detect"):
             raise missing("detect")
         return candidates("detect")[0], True
-    if mode == "auto" and not cascade and canon in ("ort-cuda", "trt") and candidates("detect"):
+    if mode == "auto" and not cascade and row.gpu and candidates("detect"):
         return candidates("detect")[0], True
     if not candidates("image"):
         raise missing("image")

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from foclip.errors import InputError
+from foclip.runtime.capabilities import default_backend, lookup
 
 LOOPBACK = "127.0.0.1"
 # On CPU a replica that starts a batch as soon as one request is there leaves the cores to
@@ -85,14 +86,15 @@ class ServeConfig:
         """The backend each replica asks the Detector for."""
         if self.backend != "auto":
             return self.backend
-        return "ort-cuda" if self.gpus_per_replica > 0 else "ort-cpu"
+        return default_backend(gpu=self.gpus_per_replica > 0)
 
     @property
     def resolved_batch_wait_ms(self) -> float:
         """How long Serve's batcher waits for a batch to fill (the default depends on the backend)."""
         if self.batch_wait_ms is not None:
             return self.batch_wait_ms
-        return CPU_BATCH_WAIT_MS if self.resolved_backend == "ort-cpu" else GPU_BATCH_WAIT_MS
+        row = lookup(self.resolved_backend)  # an unknown name fails at the Detector; GPU wait meanwhile
+        return GPU_BATCH_WAIT_MS if row is None or row.gpu else CPU_BATCH_WAIT_MS
 
     @property
     def resolved_max_ongoing(self) -> int:
