@@ -40,7 +40,7 @@ from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode
 from foclip.runtime.parity import probe_stack
 from foclip.runtime.selfcheck import SelfCheckResult, require_pass, self_check
 from foclip.runtime.text_bank import resolve_text_bank
-from foclip.scoring import DEFAULT_PROBES, check_probes, clipscore
+from foclip.scoring import DEFAULT_PROBES, PROBES, check_probes, clipscore
 
 DEFAULT_TAU_SCORE = 0.0
 DEFAULT_TAU_DROP = 0.35
@@ -173,7 +173,7 @@ class Detector:
             probes = check_probes(config.probes)
         except ValueError as exc:
             raise InputError("probes", str(exc).removeprefix(f"probes {list(config.probes)} "),
-                             "distinct names among gray, desat50, hue90, hue180, hue270, swap-rb") from None
+                             f"distinct names among {', '.join(PROBES)}") from None
         config = _replace(config, backend=canonical_backend(config.backend), probes=probes)
         self.config = config
         self.spec = self.manifest.preprocess

@@ -7,7 +7,6 @@ import os
 from dataclasses import dataclass
 
 from foclip.errors import InputError
-from foclip.runtime.capabilities import default_backend, lookup
 
 LOOPBACK = "127.0.0.1"
 # On CPU a replica that starts a batch as soon as one request is there leaves the cores to
@@ -86,6 +85,8 @@ class ServeConfig:
         """The backend each replica asks the Detector for."""
         if self.backend != "auto":
             return self.backend
+        from foclip.runtime.capabilities import default_backend  # lazy: this module stays plain (CLI --help)
+
         return default_backend(gpu=self.gpus_per_replica > 0)
 
     @property
@@ -93,6 +94,8 @@ class ServeConfig:
         """How long Serve's batcher waits for a batch to fill (the default depends on the backend)."""
         if self.batch_wait_ms is not None:
             return self.batch_wait_ms
+        from foclip.runtime.capabilities import lookup
+
         row = lookup(self.resolved_backend)  # an unknown name fails at the Detector; GPU wait meanwhile
         return GPU_BATCH_WAIT_MS if row is None or row.gpu else CPU_BATCH_WAIT_MS
 
