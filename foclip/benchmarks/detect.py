@@ -244,14 +244,12 @@ def encoder_only_row(name: str, bundle_dir: str, paths: list[str], **kwargs: Any
     """
     from foclip.runtime import Detector
     from foclip.runtime.decode import decode_item
-    from foclip.scoring import to_gray
+    from foclip.runtime.parity import probe_stack
 
     det = Detector.from_bundle(bundle_dir, **kwargs)
     u8 = np.stack([decode_item(p, p, det.spec, det.config.limits) for p in paths])
-    x = u8.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
     bs = det.config.batch_size
-    batches = [np.concatenate([x[i:i + bs], to_gray(x[i:i + bs], channel_axis=1)])
-               for i in range(0, len(paths), bs)]
+    batches = [probe_stack(u8[i:i + bs], det.config.probes) for i in range(0, len(paths), bs)]
     det._encode(batches[0])  # warm-up
 
     def one_pass() -> Row:

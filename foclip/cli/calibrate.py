@@ -9,6 +9,8 @@ from typing import Any
 
 def add_parser(sub: Any) -> None:
     """Register the ``calibrate`` sub-command."""
+    from foclip.scoring import DEFAULT_PROBES
+
     p = sub.add_parser(
         "calibrate", help="choose detection thresholds on originals and manipulated images",
         description="Scores originals and manipulated images with the runtime, chooses tau_score and "
@@ -28,7 +30,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8 (default fp32)")
     p.add_argument("--prompts", default=None, help="text bank or prompt file (default: the bundle's first bank)")
     p.add_argument("--batch", type=int, default=32, help="images per encoder call (default 32)")
-    p.add_argument("--probes", default="gray",
+    p.add_argument("--probes", default=",".join(DEFAULT_PROBES),  # scoring owns the default
                    help="colour-space probes the thresholds apply to (default gray: the paper's rule); "
                         "e.g. gray,hue180,swap-rb for the multi-probe statistic")
     p.add_argument("--no-self-check", action="store_true",

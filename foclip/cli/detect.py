@@ -37,6 +37,8 @@ FIELDS = ("id", "score_color", "score_gray", "drop", "tampered", "error_code", "
 
 def add_parser(sub: Any) -> None:
     """Register the ``detect`` sub-command."""
+    from foclip.scoring import DEFAULT_PROBES
+
     p = sub.add_parser(
         "detect", help="detect FoCLIP-manipulated images with an exported bundle (torch-free)",
         description="Score each image and its grayscale copy against the bundle's text bank; "
@@ -54,7 +56,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--graph", default="auto", choices=("auto", "encoder", "fused"),
                    help="encoder + numpy scoring, or the bundle's fused detection graph (default auto)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = one per core)")
-    p.add_argument("--probes", default="gray",
+    p.add_argument("--probes", default=",".join(DEFAULT_PROBES),  # scoring owns the default
                    help="colour-space probes scored in the same encoder call (default gray, the paper's rule); "
                         "several, e.g. gray,hue180,swap-rb, decide on the largest probe drop (calibrate with the "
                         "same --probes)")

@@ -123,19 +123,16 @@ def _verify(args: argparse.Namespace) -> int:
     from foclip.cli.common import console, err_console
     from foclip.runtime.backends import canonical_backend, create_runner, require_backend
     from foclip.runtime.bundle import open_bundle
+    from foclip.runtime.capabilities import caps, verify_targets
     from foclip.runtime.selfcheck import self_check
 
     bundle = open_bundle(args.bundle)
     backend = require_backend(args.backend)
-    if backend == "trt":
-        targets = [(e.graph, e.precision) for e in bundle.manifest.engines]
-    else:
-        targets = [(k, g.precision) for k, g in bundle.manifest.graphs.items()]
-    targets = [(k, p) for k, p in targets if args.precision in (None, p)]
+    targets = [(k, p) for k, p in verify_targets(backend, bundle.manifest) if args.precision in (None, p)]
     if not targets:
         err_console.print(f"[bold red]error:[/] {args.bundle} | has nothing to verify on {backend}"
                           f"{' at ' + args.precision if args.precision else ''}. Expected a graph"
-                          f"{' or engine (foclip build-engine)' if backend == 'trt' else ''}.", highlight=False)
+                          f"{' or engine (foclip build-engine)' if caps(backend).needs_engine else ''}.", highlight=False)
         return 1
     table = Table(title=f"self-check on this machine ({canonical_backend(backend)}; reference: fp32 PyTorch)")
     for col in ("graph", "precision", "min cosine", "gate", "result", "rows", "seconds"):

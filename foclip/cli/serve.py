@@ -7,6 +7,7 @@ import argparse
 
 def add_parser(sub) -> None:
     """Register ``foclip serve``."""
+    from foclip.scoring import DEFAULT_PROBES
     from foclip.serve.config import TOPOLOGIES  # no Ray import: the config module is plain
 
     p = sub.add_parser(
@@ -57,7 +58,7 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="auto", help="auto, ort-cpu, ort-cuda or trt (default: %(default)s)")
     p.add_argument("--precision", default="fp32", help="fp32, fp16 or int8 (default: %(default)s)")
     p.add_argument("--cascade", action="store_true", help="gray pass only where score_color >= tau_score")
-    p.add_argument("--probes", default="gray",
+    p.add_argument("--probes", default=",".join(DEFAULT_PROBES),  # scoring owns the default
                    help="colour-space probes (default gray, the paper's rule; e.g. gray,hue180,swap-rb for the "
                         "multi-probe detector; the calibration must have been made with the same probes)")
     p.add_argument("--topology", default="split", choices=TOPOLOGIES,

@@ -219,27 +219,25 @@ class _Exporter:
 
     def reference_pixels(self) -> np.ndarray:
         """float32 colour + gray rows of the parity photos (static int8 calibration input)."""
-        from foclip.runtime.preprocess import to_pixels
+        from foclip.runtime.parity import probe_stack
+        from foclip.runtime.preprocess import to_uint8
         from foclip.samples import sample_photos
-        from foclip.scoring import to_gray
 
-        color = np.stack([to_pixels(img, self.clip.preprocess) for _, img in sample_photos(8)])
-        return np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
+        return probe_stack(np.stack([to_uint8(img, self.clip.preprocess) for _, img in sample_photos(8)]))
 
     def write_reference(self, n_photos: int = 4, n_prompts: int = 8) -> ReferenceSpec:
         """The self-check reference set: a few photos' model inputs and prompts, with fp32 PyTorch
         embeddings, so any machine can check a graph where it runs (``foclip inspect --verify``)."""
         import torch
 
+        from foclip.runtime.parity import probe_stack
         from foclip.runtime.preprocess import to_uint8
         from foclip.samples import sample_photos
-        from foclip.scoring import to_gray
 
         c = self.clip
         photos = sample_photos(n_photos)
         u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
-        color = u8.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-        pixels = np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
+        pixels = probe_stack(u8)
         img_emb = self.image_encoder(torch.from_numpy(pixels)).numpy().astype(np.float32)
         prompts = [p for ps in self.prompt_sets for p in ps.prompts][:n_prompts]
         tokens = c.tokenizer(prompts).numpy().astype(np.int64)
@@ -282,16 +280,17 @@ class _Exporter:
 
         from foclip.exporter import parity
         from foclip.prompts import imagenet_prompts
-        from foclip.runtime.preprocess import to_pixels, to_uint8
+        from foclip.runtime.parity import probe_stack
+        from foclip.runtime.preprocess import to_uint8
         from foclip.runtime.tokenizer import load_tokenizer
         from foclip.samples import sample_photos
-        from foclip.scoring import to_gray
 
         c, cfg, tmp = self.clip, self.cfg, self.tmp
         self.log("checking parity with PyTorch (ONNX Runtime CPU; batch sizes 1, 3, 16)")
         photos = sample_photos(8)
-        color = np.stack([to_pixels(img, c.preprocess) for _, img in photos])
-        pixels = np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
+        u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
+        n_color = len(u8)
+        pixels = probe_stack(u8)  # colour rows, then the probes' (as the detector and self-check run them)
         while len(pixels) < 16:  # keep batch 16 meaningful when fewer photos are installed
             pixels = np.concatenate([pixels, pixels])[:16]
         img_ref = self.image_encoder(torch.from_numpy(pixels)).numpy().astype(np.float64)
@@ -324,27 +323,24 @@ class _Exporter:
 
         for spec in [g for g in graphs.values() if g.role in ("image", "text")]:
             image = spec.role == "image"
-            sess = parity.ort_session(tmp / spec.file, spec.precision)
-            r = parity.encoder_parity(sess, "pixels" if image else "tokens", pixels if image else tokens,
-                                      img_ref if image else txt_ref)
+            with parity.graph_runner(tmp, spec) as runner:
+                r = parity.encoder_parity(runner, spec.inputs[0].name, pixels if image else tokens,
+                                          img_ref if image else txt_ref, parity.GATES[spec.precision])
             got = r.pop("_embeddings")
             if image:
-                r["banks"] = {name: parity.score_parity(img_ref, got, len(color), bank, cfg.score_scale)
+                r["banks"] = {name: parity.score_parity(img_ref, got, n_color, bank, cfg.score_scale)
                               for name, bank in self.bank_embeddings.items()}
             report[f"{spec.role}_encoder"][spec.precision] = r
-            try:
-                parity.check_gate(r, spec.file, spec.precision)
-            except parity.ParityError as exc:
-                omit_or_raise(spec, exc)
+            if not r["passed"]:
+                omit_or_raise(spec, parity.gate_error(r, spec.file, spec.precision))
                 continue
             self.log(f"  {spec.file}: min cosine {r['min_cosine']:.7f}, max abs diff {r['max_abs_diff']:.2e}")
-        u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
-        ref2 = img_ref[:2 * len(color)]  # colour rows, then their gray copies
+        ref2 = img_ref[:2 * n_color]  # colour rows, then their gray copies (what the fused graph scores)
         for spec in [g for g in graphs.values() if g.role == "detect"]:
-            sess = parity.ort_session(tmp / spec.file, spec.precision)
-            report["detect_graph"][spec.precision] = {
-                name: parity.detect_parity(sess, u8, bank, ref2, cfg.score_scale, spec.precision, spec.file)
-                for name, bank in self.bank_embeddings.items()}
+            with parity.graph_runner(tmp, spec) as runner:
+                report["detect_graph"][spec.precision] = {
+                    name: parity.detect_parity(runner, u8, bank, ref2, cfg.score_scale, spec.precision, spec.file)
+                    for name, bank in self.bank_embeddings.items()}
         probe = TokenizerSpec(TOKENIZER_NAME, TOKENIZER_CONFIG_NAME)
         texts = [p for ps in self.prompt_sets for p in ps.prompts] + imagenet_prompts(200, cfg.seed)
         report["tokenizer"] = parity.tokenizer_parity(

@@ -50,8 +50,9 @@ from foclip.manifest import (
     sha256_file,
     verify_files,
 )
+from foclip.runtime.capabilities import caps
 
-ENGINE_PRECISIONS = ("fp16", "bf16", "fp32")
+ENGINE_PRECISIONS = caps("trt").precisions  # the backend table says what a TensorRT precision is
 PROMPTS_PROFILE_MAX = 4096  # most prompts a detect engine's text_bank input takes
 TIMING_CACHE = "engines/timing.cache"
 DEFAULT_PROFILE = (1, 16, 64)

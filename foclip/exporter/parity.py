@@ -1,4 +1,8 @@
-"""Parity of the exported graphs with PyTorch, run through ONNX Runtime (CPU).
+"""Parity of the exported graphs with PyTorch, run by the runtime's own runner (ONNX Runtime CPU).
+
+The comparison (cosine rows, the gate, ``compare``) and the pixel pipeline are the runtime's
+(:mod:`foclip.runtime.parity`); the graphs run through the ``OrtRunner(SessionFromBundle)`` the
+detector opens, so export-time parity checks the session that will serve.
 
 Reference: the fp32 PyTorch wrappers (:class:`foclip.models.ImageEncoder` / ``TextEncoder``) on
 the same inputs. Inputs: real photos (and their luma-gray copies, as the detector sees them) and
@@ -11,12 +15,17 @@ and for image encoders the CLIPscore / gray-score / drop differences on each bun
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from foclip.errors import BundleError
+from foclip.manifest import GraphSpec
+from foclip.runtime.backends import OrtRunner, SessionFromBundle
+from foclip.runtime.parity import Runs, compare, cosine_rows, passes_gate
 from foclip.scoring import CLAMP, clipscore, drop
 
 GATES = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
@@ -31,8 +40,32 @@ class ParityError(BundleError):
     """An exported graph disagrees with PyTorch beyond its gate."""
 
 
+@dataclass(frozen=True)
+class StagedGraphs:
+    """The export's temp folder, opened the way the runtime opens a bundle (by ``file(rel)``).
+
+    Parity runs before the manifest exists, so there is no closed world to check yet; the
+    session itself is the runtime's (:class:`foclip.runtime.backends.SessionFromBundle`).
+    """
+
+    path: Path
+
+    def file(self, rel: str) -> Path:
+        """Path of a staged file."""
+        return self.path / rel
+
+
+def graph_runner(folder: Path, spec: GraphSpec) -> OrtRunner:
+    """The runner the runtime opens for ``spec`` (``ort-cpu``), over the export's temp folder.
+
+    Returns:
+        An inactive :class:`OrtRunner` (use it in a ``with`` block).
+    """
+    return OrtRunner(SessionFromBundle(StagedGraphs(folder), spec, "ort-cpu"))  # type: ignore[arg-type]
+
+
 def ort_session(path: Path, precision: str) -> Any:
-    """A CPU ONNX Runtime session for one bundle graph.
+    """A raw CPU ONNX Runtime session of one graph file, opened by the runtime's loader (tests, scripts).
 
     Args:
         path: ONNX file.
@@ -41,57 +74,43 @@ def ort_session(path: Path, precision: str) -> Any:
     Returns:
         ``onnxruntime.InferenceSession``.
     """
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=ORT_CPU_DISABLED_OPTIMIZERS.get(precision, []))
+    graph = SimpleNamespace(file=Path(path).name,
+                            disabled_optimizers=tuple(ORT_CPU_DISABLED_OPTIMIZERS.get(precision, ())))
+    return SessionFromBundle(StagedGraphs(Path(path).parent), graph, "ort-cpu")()  # type: ignore[arg-type]
 
 
-def run_batched(session: Any, name: str, x: np.ndarray, batch: int) -> np.ndarray:
-    """Run ``session`` over ``x`` in chunks of ``batch`` rows.
-
-    Returns:
-        float64 array of the concatenated first outputs.
-    """
-    outs = [session.run(None, {name: x[i:i + batch]})[0] for i in range(0, len(x), batch)]
-    return np.concatenate(outs).astype(np.float64)
-
-
-def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine of each row of ``a`` with the same row of ``b`` (float64)."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-
-
-def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """min cosine and max abs difference of two (N, D) embedding arrays."""
-    return {"min_cosine": float(cosine_rows(ref, got).min()), "max_abs_diff": float(np.abs(ref - got).max())}
-
-
-def encoder_parity(session: Any, name: str, x: np.ndarray, ref: np.ndarray) -> dict[str, Any]:
+def encoder_parity(runner: Runs, name: str, x: np.ndarray, ref: np.ndarray, gate: float) -> dict[str, Any]:
     """Figures of one graph: full input at batch 16, then batch 1 and 3 on the leading rows.
 
     Args:
-        session: ONNX Runtime session.
+        runner: an active runner of the graph.
         name: the graph's input name.
         x: all inputs (at least 16 rows).
         ref: PyTorch fp32 embeddings of ``x``.
+        gate: least cosine the graph must reach (:data:`GATES` of its precision).
 
     Returns:
-        Dict with ``min_cosine``, ``max_abs_diff``, ``rows`` and ``batch_sizes``.
+        Dict with ``min_cosine``, ``max_abs_diff``, ``rows``, ``batch_sizes``, ``gate_min_cosine``
+        and ``passed`` (over every batch size).
     """
-    full = run_batched(session, name, x, 16)
-    out: dict[str, Any] = {**compare(ref, full), "rows": len(x), "batch_sizes": {}}
+    full = compare(runner, {name: x}, ref, gate, batch=16)
+    out: dict[str, Any] = {"min_cosine": full.min_cosine, "max_abs_diff": full.max_abs_diff, "rows": len(x),
+                           "batch_sizes": {}}
     for b in BATCH_SIZES:
-        got = run_batched(session, name, x[:b], b)
-        out["batch_sizes"][str(b)] = {**compare(ref[:b], got),
-                                      "max_abs_diff_vs_batch_16": float(np.abs(got - full[:b]).max())}
-        out["min_cosine"] = min(out["min_cosine"], out["batch_sizes"][str(b)]["min_cosine"])
-    out["_embeddings"] = full
+        c = compare(runner, {name: x[:b]}, ref[:b], gate, batch=b)
+        out["batch_sizes"][str(b)] = {"min_cosine": c.min_cosine, "max_abs_diff": c.max_abs_diff,
+                                      "max_abs_diff_vs_batch_16": float(np.abs(c.output - full.output[:b]).max())}
+        out["min_cosine"] = min(out["min_cosine"], c.min_cosine)
+    out["gate_min_cosine"] = gate
+    out["passed"] = passes_gate(out["min_cosine"], gate)
+    out["_embeddings"] = full.output
     return out
+
+
+def gate_error(report: dict[str, Any], subject: str, precision: str) -> ParityError:
+    """The error of a graph whose :func:`encoder_parity` report did not pass."""
+    return ParityError(subject, f"min cosine vs PyTorch is {report['min_cosine']:.7f}, below the {precision} "
+                       f"gate (max abs diff {report['max_abs_diff']:.3g})", f">= {report['gate_min_cosine']}")
 
 
 def score_parity(ref: np.ndarray, got: np.ndarray, n_color: int, bank: np.ndarray,
@@ -138,26 +157,12 @@ def random_token_rows(n: int, context_length: int, sot: int, eot: int, seed: int
     return rows
 
 
-def check_gate(report: dict[str, Any], subject: str, precision: str) -> None:
-    """Raise when a graph's min cosine is below its precision's gate.
-
-    Raises:
-        ParityError: with the observed figure.
-    """
-    gate = GATES[precision]
-    report["gate_min_cosine"] = gate
-    report["passed"] = bool(report["min_cosine"] >= gate)
-    if not report["passed"]:
-        raise ParityError(subject, f"min cosine vs PyTorch is {report['min_cosine']:.7f}, below the {precision} "
-                          f"gate (max abs diff {report['max_abs_diff']:.3g})", f">= {gate}")
-
-
-def detect_parity(session: Any, pixels_u8: np.ndarray, bank: np.ndarray, ref: np.ndarray, scale: float,
+def detect_parity(runner: Runs, pixels_u8: np.ndarray, bank: np.ndarray, ref: np.ndarray, scale: float,
                   precision: str, subject: str) -> dict[str, Any]:
     """Fused detection graph vs the PyTorch scores of the same photos.
 
     Args:
-        session: session of ``detect.<precision>.onnx``.
+        runner: an active runner of ``detect.<precision>.onnx``.
         pixels_u8: (N, S, S, 3) uint8 photos.
         bank: (P, D) prompt embeddings.
         ref: PyTorch embeddings, N colour rows then N gray rows.
@@ -177,7 +182,8 @@ def detect_parity(session: Any, pixels_u8: np.ndarray, bank: np.ndarray, ref: np
     out: dict[str, Any] = {"batch_sizes": {}, "score_tolerance": tol}
     worst = 0.0
     for b in sorted({1, 3, n}):
-        sc, sg = session.run(["score_color", "score_gray"], {"pixels_u8": pixels_u8[:b], "text_bank": bank})
+        got = runner.run({"pixels_u8": np.ascontiguousarray(pixels_u8[:b]), "text_bank": bank})
+        sc, sg = got["score_color"], got["score_gray"]
         fig = {"max_abs_diff_score_color": float(np.abs(sc - rc[:b]).max()),
                "max_abs_diff_score_gray": float(np.abs(sg - rg[:b]).max()),
                "max_abs_diff_drop": float(np.abs(drop(sc, sg) - drop(rc[:b], rg[:b])).max())}
@@ -211,9 +217,12 @@ __all__ = [
     "CLAMP",
     "GATES",
     "ParityError",
-    "check_gate",
+    "StagedGraphs",
+    "cosine_rows",
     "detect_parity",
     "encoder_parity",
+    "gate_error",
+    "graph_runner",
     "ort_session",
     "random_token_rows",
     "score_parity",

@@ -29,15 +29,8 @@ import numpy as np
 from foclip.errors import BackendError, BundleError, InternalError, require
 from foclip.manifest import EngineSpec, GraphSpec, Manifest
 from foclip.runtime.bundle import Bundle
+from foclip.runtime.capabilities import ALIASES, BACKENDS, caps
 
-BACKENDS = ("ort-cpu", "ort-cuda", "trt")
-_ALIASES = {
-    "ort-cpu": "ort-cpu", "ort": "ort-cpu", "cpu": "ort-cpu", "onnxruntime": "ort-cpu",
-    "onnxruntime-cpu": "ort-cpu", "cpuexecutionprovider": "ort-cpu",
-    "ort-cuda": "ort-cuda", "cuda": "ort-cuda", "gpu": "ort-cuda", "onnxruntime-cuda": "ort-cuda",
-    "onnxruntime-gpu": "ort-cuda", "cudaexecutionprovider": "ort-cuda",
-    "trt": "trt", "tensorrt": "trt",
-}
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
 
@@ -55,9 +48,9 @@ def canonical_backend(name: str) -> str:
         BackendError: for a name that matches no backend (lists the known ones).
     """
     key = name.strip().lower().replace("_", "-")
-    if key not in _ALIASES:
+    if key not in ALIASES:
         raise BackendError(f"backend {name!r}", "is not a known backend", f"one of: {', '.join(BACKENDS)}")
-    return _ALIASES[key]
+    return ALIASES[key]
 
 
 def available_backends() -> list[str]:
@@ -119,8 +112,7 @@ class SessionFromBundle:
         opts.log_severity_level = 3
         if not self.spin_wait:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if self.provider == "ort-cuda"
-                     else ["CPUExecutionProvider"])
+        providers = list(caps(self.provider).providers)
         path = self.bundle.file(self.graph.file)
         disabled = list(self.graph.disabled_optimizers) if self.provider == "ort-cpu" else []
         try:

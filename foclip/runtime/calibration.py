@@ -208,6 +208,12 @@ class Calibration:
         notes = []
         if graph is not None and self.graph_key != graph:
             notes.append(f"calibration was made with graph {self.graph_key}, the detector runs {graph}")
+        from foclip.runtime.capabilities import calibration_class
+
+        theirs, ours = calibration_class(self.backend), calibration_class(backend or "")
+        if theirs and ours and theirs != ours:  # the backend table's classes; unknown names only warn, as before
+            raise BundleError("calibration", f"was made on {self.backend}, whose scores {backend}'s parity gates do "
+                              "not bound", f"a calibration made on {backend}")
         if backend is not None and self.backend != backend:
             notes.append(f"calibration was made on {self.backend}, the detector runs {backend}")
         for note in notes:

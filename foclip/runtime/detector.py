@@ -32,14 +32,15 @@ import numpy as np
 from PIL import Image
 
 from foclip.errors import BundleError, InputError
-from foclip.manifest import PRECISIONS
 from foclip.runtime.backends import Runner, canonical_backend, create_runner, require_backend
 from foclip.runtime.bundle import Bundle, TextBank, open_bundle
 from foclip.runtime.calibration import Calibration
+from foclip.runtime.capabilities import caps, graph_candidates
 from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode_item
+from foclip.runtime.parity import probe_stack
 from foclip.runtime.selfcheck import SelfCheckResult, require_pass, self_check
 from foclip.runtime.text_bank import resolve_text_bank
-from foclip.scoring import DEFAULT_PROBES, apply_probe, check_probes, clipscore
+from foclip.scoring import DEFAULT_PROBES, PROBES, check_probes, clipscore
 
 DEFAULT_TAU_SCORE = 0.0
 DEFAULT_TAU_DROP = 0.35
@@ -172,13 +173,17 @@ class Detector:
             probes = check_probes(config.probes)
         except ValueError as exc:
             raise InputError("probes", str(exc).removeprefix(f"probes {list(config.probes)} "),
-                             "distinct names among gray, desat50, hue90, hue180, hue270, swap-rb") from None
+                             f"distinct names among {', '.join(PROBES)}") from None
         config = _replace(config, backend=canonical_backend(config.backend), probes=probes)
         self.config = config
         self.spec = self.manifest.preprocess
         self.multi_probe = probes != DEFAULT_PROBES
         self.graph_key, self.fused = choose_graph(bundle, config.backend, config.precision, config.graph,
                                                   config.cascade or self.multi_probe)
+        if calibration is not None:
+            calibration.check_compatible(bundle.bundle_hash, text_bank.sha256, str(bundle.path),
+                                         score_scale=bundle.score_scale, graph=self.graph_key,
+                                         precision=config.precision, backend=config.backend, probes=probes)
         self.backend: Runner = create_runner(config.backend, bundle, self.graph_key, engine_precision=config.precision,
                                              threads=config.threads, spin_wait=config.spin_wait)
         self.self_check: SelfCheckResult | None = None
@@ -255,12 +260,6 @@ class Detector:
             calibration = Calibration.load(calibration)
         require_backend(config.backend)
         bank = resolve_text_bank(bundle, prompts, config.backend, config.threads)
-        if calibration is not None:
-            key, _ = choose_graph(bundle, config.backend, precision, config.graph,
-                                  cascade or tuple(config.probes) != DEFAULT_PROBES)
-            calibration.check_compatible(bundle.bundle_hash, bank.sha256, str(path), score_scale=bundle.score_scale,
-                                         graph=key, precision=precision, backend=canonical_backend(backend),
-                                         probes=tuple(config.probes))
         return cls(bundle, config, bank, calibration)
 
     # ----------------------------------------------------------------- public API
@@ -458,12 +457,10 @@ class Detector:
             self.stats["gray_rows"] += n
             return {"color": out["score_color"].astype(np.float64), "gray": out["score_gray"].astype(np.float64)}
         t0 = time.perf_counter()
-        color = pixels_u8.transpose(0, 3, 1, 2).astype(np.float32)
-        color /= np.float32(255.0)  # in place: the same values as `/`, one (N, 3, S, S) copy fewer
         probes = self.config.probes
         bank = self.text_bank.embeddings
         if not self.config.cascade:
-            stacked = np.concatenate([color, *(apply_probe(color, p, channel_axis=1) for p in probes)])
+            stacked = probe_stack(pixels_u8, probes)
             self.stats["prepare_s"] += time.perf_counter() - t0
             emb = self._encode(stacked)
             self.stats["gray_rows"] += n * len(probes)
@@ -471,14 +468,14 @@ class Detector:
             scores = clipscore(emb, bank, self.score_scale)
             self.stats["score_s"] += time.perf_counter() - t1
             return {"color": scores[:n], **{p: scores[(i + 1) * n:(i + 2) * n] for i, p in enumerate(probes)}}
+        color = probe_stack(pixels_u8, ())
         self.stats["prepare_s"] += time.perf_counter() - t0
         out = {"color": clipscore(self._encode(color), bank, self.score_scale)}
         out.update({p: np.full(n, np.nan) for p in probes})
         gate = out["color"] >= self.config.tau_score
         if gate.any():
             t0 = time.perf_counter()
-            kept = color[gate]
-            rows = np.concatenate([apply_probe(kept, p, channel_axis=1) for p in probes])
+            rows = probe_stack(pixels_u8[gate], probes, color=False)
             self.stats["prepare_s"] += time.perf_counter() - t0
             scores = clipscore(self._encode(rows), bank, self.score_scale)
             m = int(gate.sum())
@@ -533,20 +530,18 @@ def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto
     if mode not in GRAPH_MODES:
         raise InputError("graph", f"is {mode!r}", f"one of {', '.join(GRAPH_MODES)}")
     canon = canonical_backend(backend)
+    row = caps(canon)
     m = bundle.manifest
-    if canon != "trt" and precision not in PRECISIONS:
+    if row.precision_selects == "graph" and precision not in row.precisions:
         raise InputError(f"precision {precision!r}", f"is not a precision of {canon} graphs",
                          "fp32, fp16 or int8 (bf16 is a TensorRT engine precision: --backend trt)")
 
     def candidates(role: str) -> list[str]:
-        if canon == "trt":
-            keys = {e.graph for e in m.engines if e.graph.startswith(f"{role}.") and e.precision == precision}
-            return sorted(keys, key=lambda k: (k != f"{role}.fp32", k))
-        return [f"{role}.{precision}"] if f"{role}.{precision}" in m.graphs else []
+        return graph_candidates(canon, m, role, precision)
 
     def missing(role: str) -> BundleError:
         where = f"bundle {str(bundle.path)!r}"
-        if canon == "trt":
+        if row.needs_engine:
             src = f"{role}.fp32"
             return BundleError(where, f"has no TensorRT engine at {precision} built from a {role} graph",
                                f"`foclip build-engine {bundle.path} --graph {src} --precision {precision}` first")
@@ -562,7 +557,7 @@ def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto
         if not candidates("detect"):
             raise missing("detect")
         return candidates("detect")[0], True
-    if mode == "auto" and not cascade and canon in ("ort-cuda", "trt") and candidates("detect"):
+    if mode == "auto" and not cascade and row.gpu and candidates("detect"):
         return candidates("detect")[0], True
     if not candidates("image"):
         raise missing("image")

@@ -29,7 +29,8 @@ import numpy as np
 from foclip.errors import BundleError
 from foclip.manifest import GraphSpec
 from foclip.runtime.bundle import Bundle
-from foclip.scoring import clipscore, to_gray
+from foclip.runtime.parity import compare, passes_gate, probe_stack
+from foclip.scoring import clipscore
 
 
 class _Runs(Protocol):
@@ -86,16 +87,12 @@ def _load(bundle: Bundle) -> dict[str, np.ndarray]:
     if out["pixels_file"].shape != (n, s, s, 3) or out["pixels_file"].dtype != np.uint8:
         raise BundleError("reference pixels", f"have shape {out['pixels_file'].shape} {out['pixels_file'].dtype}",
                           f"uint8 (N, {s}, {s}, 3)")
-    if out["image_embeddings_file"].shape != (2 * n, bundle.manifest.embed_dim):
+    rows = len(probe_stack(out["pixels_file"][:1])) * n  # colour rows, then each parity probe's
+    if out["image_embeddings_file"].shape != (rows, bundle.manifest.embed_dim):
         raise BundleError("reference image embeddings", f"have shape {out['image_embeddings_file'].shape}",
-                          f"(2N, embed_dim) = ({2 * n}, {bundle.manifest.embed_dim})")
+                          f"(rows of the probe stack, embed_dim) = ({rows}, {bundle.manifest.embed_dim}); "
+                          f"re-export the bundle with this foclip")
     return out
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)).clip(min=1e-30)
 
 
 def self_check(bundle: Bundle, graph: GraphSpec, runner: _Runs) -> SelfCheckResult:
@@ -115,28 +112,23 @@ def self_check(bundle: Bundle, graph: GraphSpec, runner: _Runs) -> SelfCheckResu
     t0 = time.perf_counter()
     ref = _load(bundle)
     u8 = ref["pixels_file"]
-    if graph.role == "text":
-        got = runner.run({graph.inputs[0].name: ref["tokens_file"].astype(np.int64)})[graph.outputs[0].name]
-        cos = float(_cosines(got, ref["text_embeddings_file"]).min())
-        rows = len(got)
-    elif graph.role == "image":
-        color = u8.transpose(0, 3, 1, 2).astype(np.float32) / np.float32(255.0)
-        pixels = np.concatenate([color, to_gray(color, channel_axis=1)]).astype(np.float32)
-        got = runner.run({graph.inputs[0].name: pixels})[graph.outputs[0].name]
-        cos = float(_cosines(got, ref["image_embeddings_file"]).min())
-        rows = len(got)
-    else:  # detect: scores against the reference prompts as the bank
-        scale = bundle.score_scale
-        bank = ref["text_embeddings_file"].astype(np.float32)
-        out = runner.run({"pixels_u8": np.ascontiguousarray(u8), "text_bank": bank})
-        n = len(u8)
-        want = clipscore(ref["image_embeddings_file"], bank, scale)
-        err = max(np.abs(out["score_color"] - want[:n]).max(), np.abs(out["score_gray"] - want[n:]).max())
-        cos = float(1.0 - err / scale)
-        rows = 2 * n
     gate = float(getattr(runner, "gate_min_cosine", graph.gate_min_cosine))
+    if graph.role in ("text", "image"):
+        feed, want = ((ref["tokens_file"].astype(np.int64), ref["text_embeddings_file"]) if graph.role == "text"
+                      else (probe_stack(u8), ref["image_embeddings_file"]))
+        c = compare(runner, {graph.inputs[0].name: feed}, want, gate, output=graph.outputs[0].name)
+        return SelfCheckResult(graph.key, getattr(runner, "name", "?"), c.min_cosine, gate, c.passed, c.rows,
+                               round(time.perf_counter() - t0, 4))
+    # detect: scores against the reference prompts as the bank (the fused graph scores colour + gray)
+    scale = bundle.score_scale
+    bank = ref["text_embeddings_file"].astype(np.float32)
+    out = runner.run({"pixels_u8": np.ascontiguousarray(u8), "text_bank": bank})
+    n = len(u8)
+    want = clipscore(ref["image_embeddings_file"], bank, scale)
+    err = max(np.abs(out["score_color"] - want[:n]).max(), np.abs(out["score_gray"] - want[n:2 * n]).max())
+    cos = float(1.0 - err / scale)
     return SelfCheckResult(graph.key, getattr(runner, "name", "?"), cos, gate,
-                           bool(cos >= gate), rows, round(time.perf_counter() - t0, 4))
+                           passes_gate(cos, gate), 2 * n, round(time.perf_counter() - t0, 4))
 
 
 def require_pass(result: SelfCheckResult) -> SelfCheckResult:

@@ -15,6 +15,7 @@ import numpy as np
 from foclip.errors import BundleError, InputError
 from foclip.runtime.backends import canonical_backend, create_runner
 from foclip.runtime.bundle import Bundle, TextBank
+from foclip.runtime.capabilities import text_bank_backend
 
 
 def _read_prompt_file(path: Path) -> tuple[str, ...]:
@@ -94,7 +95,7 @@ def embed_prompts(bundle: Bundle, prompts: Sequence[str], backend: str = "ort-cp
     if "fp32" not in graphs:
         raise BundleError(f"bundle {str(bundle.path)!r}", "has no fp32 text encoder",
                           "a bundle exported with its text encoder, or one of its text banks")
-    provider = "ort-cuda" if canonical_backend(backend) == "ort-cuda" else "ort-cpu"
+    provider = text_bank_backend(canonical_backend(backend))
     graph = graphs["fp32"]
     tokenize = load_tokenizer(bundle.path, bundle.manifest.tokenizer, bundle.manifest.context_length)
     parts = []

@@ -85,14 +85,19 @@ class ServeConfig:
         """The backend each replica asks the Detector for."""
         if self.backend != "auto":
             return self.backend
-        return "ort-cuda" if self.gpus_per_replica > 0 else "ort-cpu"
+        from foclip.runtime.capabilities import default_backend  # lazy: this module stays plain (CLI --help)
+
+        return default_backend(gpu=self.gpus_per_replica > 0)
 
     @property
     def resolved_batch_wait_ms(self) -> float:
         """How long Serve's batcher waits for a batch to fill (the default depends on the backend)."""
         if self.batch_wait_ms is not None:
             return self.batch_wait_ms
-        return CPU_BATCH_WAIT_MS if self.resolved_backend == "ort-cpu" else GPU_BATCH_WAIT_MS
+        from foclip.runtime.capabilities import lookup
+
+        row = lookup(self.resolved_backend)  # an unknown name fails at the Detector; GPU wait meanwhile
+        return GPU_BATCH_WAIT_MS if row is None or row.gpu else CPU_BATCH_WAIT_MS
 
     @property
     def resolved_max_ongoing(self) -> int:
