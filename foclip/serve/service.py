@@ -24,6 +24,7 @@ from typing import Any
 
 from foclip.errors import FoclipError, InputError, require
 from foclip.serve.config import LOOPBACK, ServeConfig
+from foclip.serve.edge import environment as edge_environment
 
 _SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Ray Serve's proxy binds its HTTP port with SO_REUSEPORT unless this is "0": a second `foclip serve`
@@ -266,6 +267,8 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
         # driver with a crash dump; `foclip serve` handles SIGTERM itself (clean stop, exit 0).
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         os.environ[_REUSE_PORT_ENV] = "0"  # inherited by the proxy: one service per port, never shared
+        # The proxy's head, slow-client and upload bounds (foclip/serve/edge.py), for every route.
+        os.environ.update(edge_environment(cfg.edge_limits()))
         ray.init(**kwargs)
         metrics_url = f"http://{_host_ip()}:{metrics_port}/metrics"
     else:
