@@ -158,8 +158,11 @@ class Calibration:
         if not isinstance(d.get("metrics", {}), dict):
             raise TypeError("metrics is not an object")
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        known.update(tau_score=num("tau_score", 0.0, math.inf), tau_drop=num("tau_drop", -math.inf, math.inf),
-                     target_fpr=num("target_fpr", 0.0, 1.0), score_scale=num("score_scale", 1e-6, 1e6),
+        # Scores are scale * mean(max(cos, 0)), in 0..score_scale, and drop = 1 - score_gray / score_color
+        # is at most 1: thresholds past those can flag nothing, so they are refused, not loaded as calibrated.
+        scale = num("score_scale", 1e-6, 1e6)
+        known.update(tau_score=num("tau_score", 0.0, scale), tau_drop=num("tau_drop", -math.inf, 1.0),
+                     target_fpr=num("target_fpr", 0.0, 1.0), score_scale=scale,
                      bundle_hash=text("bundle_hash"), backend=text("backend"), precision=text("precision"),
                      graph=text("graph", ""), created=text("created", ""), probes=probe_list())
         return cls(**known)

@@ -21,6 +21,7 @@ and data (``foclip calibrate``) before trusting a decision.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -165,6 +166,12 @@ class Detector:
             config = _replace(config, tau_score=calibration.tau_score, tau_drop=calibration.tau_drop)
         if config.batch_size < 1:
             raise InputError("batch_size", f"is {config.batch_size}", "a positive integer")
+        # Reachable ranges (scores in 0..score_scale, drop <= 1): a threshold outside can flag nothing.
+        if not (math.isfinite(config.tau_score) and 0.0 <= config.tau_score <= self.score_scale):
+            raise InputError("tau_score", f"is {config.tau_score!r}", f"a number from 0 to {self.score_scale:g} "
+                             "(the bundle's score scale)")
+        if not (math.isfinite(config.tau_drop) and config.tau_drop <= 1.0):
+            raise InputError("tau_drop", f"is {config.tau_drop!r}", "a finite fraction of at most 1")
         if config.graph not in GRAPH_MODES:
             raise InputError("graph", f"is {config.graph!r}", f"one of {', '.join(GRAPH_MODES)}")
         try:
