@@ -112,7 +112,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--folds {args.folds}", "is out of range", "0 (off) or an integer >= 2, e.g. 5")
     orig_dir, man_dir = resolve_class_dirs(args.originals, args.manipulated)
     from foclip.cli.common import ensure_writable
+    from foclip.outputs import refuse_overwriting_inputs
 
+    refuse_overwriting_inputs(args.out, folders=[args.bundle])
     ensure_writable(args.out)  # a read-only or missing destination fails now, not after scoring
     if args.plots:
         ensure_writable(args.plots, folder=True)

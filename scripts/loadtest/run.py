@@ -259,7 +259,38 @@ def wrk_run(args, payloads: Path, work: Path) -> dict:
     return res
 
 
-def plot_rss(timeline: list[tuple[float, float, float]], path: str, title: str) -> None:
+def idle_after(srv: Server, warm: dict[str, float], args) -> dict:
+    """RSS every ``--rss-every`` s for ``--idle-seconds`` after the load, per replica and in all.
+
+    Returns:
+        ``rss_idle_timeline`` ((s idle, replicas MiB, tree MiB) ...), ``rss_idle_end`` and
+        ``replicas_vs_warm`` (the replicas' RSS at the end over their warm baseline, 1.0 = back).
+    """
+    import psutil
+
+    timeline, t0 = [], time.monotonic()
+    per_replica: dict[str, float] = {}
+    while True:
+        r = srv.rss_mib()
+        timeline.append((round(time.monotonic() - t0, 1), r["replicas_mib"], r["tree_mib"]))
+        if time.monotonic() - t0 >= args.idle_seconds:
+            break
+        time.sleep(args.rss_every)
+    for p in srv.replicas():
+        try:
+            per_replica[f"{' '.join(p.cmdline()).split('ServeReplica:foclip:')[-1].split()[0]}:{p.pid}"] = round(
+                p.memory_info().rss / 2**20, 1)
+        except psutil.Error:
+            pass
+    if args.rss_plot:
+        plot_rss(timeline, args.rss_plot, f"after {args.users} clients: {args.idle_seconds:g} s idle "
+                                          f"(warm: replicas {warm['replicas_mib']:.0f} MiB)", xlabel="seconds idle")
+    return {"rss_idle_timeline": timeline, "rss_idle_end_per_replica": per_replica,
+            "replicas_vs_warm": round(timeline[-1][1] / max(warm["replicas_mib"], 1e-9), 3)}
+
+
+def plot_rss(timeline: list[tuple[float, float, float]], path: str, title: str,
+             xlabel: str = "seconds under load") -> None:
     """RSS of the detector replica(s) and of the whole server tree against time (PNG)."""
     import matplotlib
 
@@ -270,7 +301,7 @@ def plot_rss(timeline: list[tuple[float, float, float]], path: str, title: str) 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(t, reps, label="detector replica(s)")
     ax.plot(t, tree, label="all server processes")
-    ax.set(xlabel="seconds under load", ylabel="RSS (MiB)", title=title, ylim=(0, max(tree) * 1.1))
+    ax.set(xlabel=xlabel, ylabel="RSS (MiB)", title=title, ylim=(0, max(tree) * 1.1))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -325,6 +356,8 @@ def main_run(args, payloads: Path, work: Path) -> dict:
         rss_after = srv.rss_mib()
         res = summarize(log)
         res.update(rss_before=rss_before, rss_after=rss_after)
+        if args.idle_seconds > 0:
+            res.update(idle_after(srv, rss_before, args))
     finally:
         res_exit = srv.stop()
     res["server_exit_code"] = res_exit
@@ -390,7 +423,8 @@ def report(res: dict) -> str:
              "| measure | value |", "|---|---|"]
     for key in ("generator", "serve_args", "requests", "wall_s", "requests_per_s", "images_scored_per_s",
                 "offline_images_per_s", "offline_before_after", "ratio_to_offline", "p50_ms", "p95_ms", "p99_ms",
-                "status_counts", "by_kind", "5xx", "socket_errors", "batch_sizes", "rss_before", "rss_after", "cpu_cores_busy",
+                "status_counts", "by_kind", "5xx", "socket_errors", "batch_sizes", "rss_before", "rss_after",
+                "rss_idle_timeline", "rss_idle_end_per_replica", "replicas_vs_warm", "cpu_cores_busy",
                 "cpu_seconds_by_role", "server_exit_code"):
         lines.append(f"| {key} | {m.get(key)} |")
     if f:
@@ -425,7 +459,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=60, help="wrk: length of the timed run")
     ap.add_argument("--warmup-seconds", type=int, default=15, help="wrk: length of the warm-up run")
     ap.add_argument("--rss-every", type=float, default=5.0, help="wrk: RSS sampling interval in seconds")
-    ap.add_argument("--rss-plot", default=None, help="wrk: write the RSS-against-time plot here (PNG)")
+    ap.add_argument("--rss-plot", default=None, help="wrk: write the RSS-against-time plot here (PNG); locust with "
+                    "--idle-seconds: the RSS of the idle period after the load")
+    ap.add_argument("--idle-seconds", type=float, default=0.0,
+                    help="locust: after the load, sample RSS for this long idle and report it against the warm "
+                         "baseline (issue 24: back within 10 %% after 60 s)")
     ap.add_argument("--serve-arg", action="append", default=[],
                     help="extra `foclip serve` argument, e.g. --serve-arg=--batch-wait-ms=20 (repeatable)")
     args = ap.parse_args()
