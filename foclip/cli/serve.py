@@ -49,7 +49,7 @@ def add_parser(sub) -> None:
                         "a single header line may take at most 8 KiB (default: %(default)s)")
     p.add_argument("--header-timeout-s", type=float, default=10.0,
                    help="deadline for a request head to arrive -> 408, connection closed (default: %(default)s)")
-    p.add_argument("--max-uploads-per-client", type=int, default=8,
+    p.add_argument("--max-uploads-per-client", type=int, default=32,
                    help="request bodies read at once per client address, in the proxy -> 429; 0 = no bound "
                         "(default: %(default)s)")
     p.add_argument("--address", default=None, metavar="RAY_ADDRESS",

@@ -52,7 +52,7 @@ class Limits:
     max_header_bytes: int = 32 * 1024
     max_header_line_bytes: int = 8 * 1024
     header_timeout_s: float = 10.0
-    max_uploads_per_client: int = 8
+    max_uploads_per_client: int = 32
 
 
 @dataclass(frozen=True)

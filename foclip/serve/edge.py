@@ -63,7 +63,7 @@ class EdgeLimits:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 15.0
     max_body_bytes: int = 32 * 1024 * 1024
-    max_uploads_per_client: int = 8
+    max_uploads_per_client: int = 32
     retry_after_s: float = 1.0
 
     def to_env(self) -> str:
@@ -87,11 +87,12 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
     """A subclass of uvicorn's HTTP protocol ``base`` that bounds request heads in size and time.
 
     The head is found by its blank line in the raw bytes, before the parser sees them, so the bound
-    holds whatever the parser buffers. Counting starts at the connection and again after each
-    response (a pipelined head sent while a response is pending is parsed unbounded, as before).
+    holds whatever the parser buffers. Counting starts at the connection and again once the previous
+    request has been read whole and answered (a pipelined head sent while a response is pending is
+    parsed unbounded, as before).
 
     Args:
-        base: ``HttpToolsProtocol`` or ``H11Protocol``.
+        base: ``HttpToolsProtocol`` (its parser callbacks say where a request ends).
         limits: the bounds.
 
     Returns:
@@ -102,6 +103,7 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._edge_closed = False
+            self._message_done = False
             self._start_head()
 
         def _start_head(self) -> None:
@@ -112,6 +114,7 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
 
         def _end_head(self) -> None:
             self._in_head = False
+            self._message_done = False
             self._head = bytearray()
             if self._edge_timer is not None:
                 self._edge_timer.cancel()
@@ -152,9 +155,21 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
                     self._scan_from = size - len(lines[-1])
             super().data_received(data)
 
+        # The next head starts once the request has been read to its end AND answered: a response
+        # sent early (429, 413, 415) leaves the rest of its body to arrive, and those bytes are not a head.
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._message_done = True
+            if self.cycle is not None and self.cycle.response_complete:
+                self._next_head()
+
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self._edge_closed and not self.transport.is_closing():
+            if self._message_done:
+                self._next_head()
+
+        def _next_head(self) -> None:
+            if not self._edge_closed and not self._in_head and not self.transport.is_closing():
                 self._start_head()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -266,13 +281,17 @@ def install_protocol(limits: EdgeLimits) -> None:
 
     if getattr(uvicorn.Config, "_foclip_edge", False):
         return
-    protocol = edge_protocol(AutoHTTPProtocol, limits)
+    # Without httptools uvicorn parses with h11, which bounds a head itself (its incomplete-event
+    # limit, answered 400): that limit is set instead, and the head timeout is then uvicorn's own.
+    protocol = edge_protocol(AutoHTTPProtocol, limits) if AutoHTTPProtocol.__name__ == "HttpToolsProtocol" else None
 
     class EdgeConfig(uvicorn.Config):
         _foclip_edge = True
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
-            kwargs.setdefault("http", protocol)
+            if protocol is not None:
+                kwargs.setdefault("http", protocol)
+            kwargs.setdefault("h11_max_incomplete_event_size", limits.max_header_bytes)
             super().__init__(*args, **kwargs)
 
     uvicorn.Config = EdgeConfig  # type: ignore[misc]
