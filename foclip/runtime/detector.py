@@ -65,6 +65,9 @@ class DetectConfig:
         threads: ONNX Runtime intra-op threads; 0 = one per core.
         spin_wait: ONNX Runtime threads busy-wait between calls; fastest when the detector has
             the cores to itself, False where it shares them (the HTTP service's replicas).
+        mem_arena: keep ONNX Runtime's CPU memory arena. It keeps the largest batch's buffers for
+            good; False frees them after each batch, so a long-running process's RSS comes back
+            (the HTTP service's replicas; measured ~4 % slower, docs/serve.md).
         decode_workers: threads decoding the next batch while the current one runs; 0 decodes
             in the calling thread.
         limits: header limits applied before decoding.
@@ -85,6 +88,7 @@ class DetectConfig:
     graph: str = "auto"
     threads: int = 0
     spin_wait: bool = True
+    mem_arena: bool = True
     decode_workers: int = 2
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     self_check: bool = True
@@ -186,7 +190,8 @@ class Detector:
         self.graph_key, self.fused = choose_graph(bundle, config.backend, config.precision, config.graph,
                                                   config.cascade or self.multi_probe)
         self.backend: Runner = create_runner(config.backend, bundle, self.graph_key, engine_precision=config.precision,
-                                             threads=config.threads, spin_wait=config.spin_wait)
+                                             threads=config.threads, spin_wait=config.spin_wait,
+                                             mem_arena=config.mem_arena)
         self.self_check: SelfCheckResult | None = None
         if config.self_check:
             try:
