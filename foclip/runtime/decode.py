@@ -24,6 +24,12 @@ Work is bounded by the bytes received, not by what a header claims:
   stands for at most 4096 pixels). A file below that floor cannot hold its pixels: it is
   ``truncated`` before anything is decoded (a 693-byte JPEG that claims 9000x7000 pixels would
   otherwise be decoded into 190 MB of gray);
+* any image above ``ratio_free_pixels`` (8 Mpx) that would decode to more RGB bytes per byte sent than
+  real images of its format reach (``max_decode_ratio``, measured per format by
+  scripts/decode_ratios.py: 512, WebP 4x) is ``pixel_budget`` before decoding (an 8000x8000 black
+  lossless WebP is a few bytes; lossless WebP, TIFF and BMP have no useful "complete file" floor);
+* at most ``max_inflight_pixels`` are decoded at once in the process (:data:`DECODE_GATE`), so
+  concurrent large images queue instead of stacking their buffers;
 * large JPEGs are decoded with libjpeg's DCT scaling (``Image.draft``) down to no less than
   ``draft_factor`` times the model's image size on the shortest side, so memory and IDCT time
   follow the model's input, not the header. Images whose shortest side is below
