@@ -145,6 +145,19 @@ class Server:
             reps += rss if p.pid in rep_pids else 0
         return {"tree_mib": round(total / 2**20, 1), "replicas_mib": round(reps / 2**20, 1)}
 
+    def replica_rss_mib(self) -> dict[str, float]:
+        """RSS (MiB) of each Serve replica, keyed ``<deployment>:<pid>``."""
+        import psutil
+
+        out = {}
+        for p in self.replicas():
+            try:
+                name = " ".join(p.cmdline()).split("ServeReplica:foclip:")[-1].split()[0]
+                out[f"{name}:{p.pid}"] = round(p.memory_info().rss / 2**20, 1)
+            except (psutil.Error, IndexError):
+                pass
+        return out
+
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds (user + system) so far of each process of the server, grouped by role."""
         import psutil
@@ -266,22 +279,14 @@ def idle_after(srv: Server, warm: dict[str, float], args) -> dict:
         ``rss_idle_timeline`` ((s idle, replicas MiB, tree MiB) ...), ``rss_idle_end`` and
         ``replicas_vs_warm`` (the replicas' RSS at the end over their warm baseline, 1.0 = back).
     """
-    import psutil
-
     timeline, t0 = [], time.monotonic()
-    per_replica: dict[str, float] = {}
     while True:
         r = srv.rss_mib()
         timeline.append((round(time.monotonic() - t0, 1), r["replicas_mib"], r["tree_mib"]))
         if time.monotonic() - t0 >= args.idle_seconds:
             break
         time.sleep(args.rss_every)
-    for p in srv.replicas():
-        try:
-            per_replica[f"{' '.join(p.cmdline()).split('ServeReplica:foclip:')[-1].split()[0]}:{p.pid}"] = round(
-                p.memory_info().rss / 2**20, 1)
-        except psutil.Error:
-            pass
+    per_replica = srv.replica_rss_mib()
     if args.rss_plot:
         plot_rss(timeline, args.rss_plot, f"after {args.users} clients: {args.idle_seconds:g} s idle "
                                           f"(warm: replicas {warm['replicas_mib']:.0f} MiB)", xlabel="seconds idle")
@@ -351,13 +356,16 @@ def main_run(args, payloads: Path, work: Path) -> dict:
         # Warm up under the same load (batches of every size, allocator arenas at their working size)
         # so that RSS before/after compares steady states.
         run_locust(srv.url, payloads, args.users, args.warmup, args.max_seconds, work / "warmup.json")
-        rss_before = srv.rss_mib()
+        rss_before, warm_per_replica = srv.rss_mib(), srv.replica_rss_mib()
         log = run_locust(srv.url, payloads, args.users, args.requests, args.max_seconds, work / "main.json")
         rss_after = srv.rss_mib()
         res = summarize(log)
         res.update(rss_before=rss_before, rss_after=rss_after)
         if args.idle_seconds > 0:
             res.update(idle_after(srv, rss_before, args))
+            end = res["rss_idle_end_per_replica"]
+            res["rss_warm_per_replica"] = warm_per_replica
+            res["per_replica_vs_warm"] = {k: round(end[k] / warm_per_replica[k], 3) for k in end if k in warm_per_replica}
     finally:
         res_exit = srv.stop()
     res["server_exit_code"] = res_exit
@@ -424,7 +432,8 @@ def report(res: dict) -> str:
     for key in ("generator", "serve_args", "requests", "wall_s", "requests_per_s", "images_scored_per_s",
                 "offline_images_per_s", "offline_before_after", "ratio_to_offline", "p50_ms", "p95_ms", "p99_ms",
                 "status_counts", "by_kind", "5xx", "socket_errors", "batch_sizes", "rss_before", "rss_after",
-                "rss_idle_timeline", "rss_idle_end_per_replica", "replicas_vs_warm", "cpu_cores_busy",
+                "rss_idle_timeline", "rss_warm_per_replica", "rss_idle_end_per_replica", "per_replica_vs_warm",
+                "replicas_vs_warm", "cpu_cores_busy",
                 "cpu_seconds_by_role", "server_exit_code"):
         lines.append(f"| {key} | {m.get(key)} |")
     if f:
