@@ -26,6 +26,8 @@ callback replaces ``uvicorn.Config`` in the proxy process with a subclass that s
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import os
 from collections import Counter
@@ -77,6 +79,34 @@ class EdgeLimits:
         return cls(**json.loads(text)) if text else cls()
 
 
+@functools.cache
+def _ray_counters() -> tuple[Any, Any] | None:
+    """The service's ``foclip_requests`` and ``foclip_errors`` counters, in a Ray process (else None).
+
+    The proxy records what the edge refuses in the same series the replicas use (foclip/serve/
+    metrics.py), so a 413 or 431 answered here is counted like one answered by a replica.
+    """
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        from ray.util.metrics import Counter
+
+        return (Counter("foclip_requests", description="HTTP requests by route and status", tag_keys=("route", "status")),
+                Counter("foclip_errors", description="errors by code (request- and image-level)", tag_keys=("code",)))
+    except Exception:  # noqa: BLE001 - metrics must never fail a request
+        return None
+
+
+def _count(route: str, status: int, code: str) -> None:
+    counters = _ray_counters()
+    if counters is not None:
+        with contextlib.suppress(Exception):
+            counters[0].inc(1, tags={"route": route, "status": str(status)})
+            counters[1].inc(1, tags={"code": code})
+
+
 def _error_bytes(status: int, reason: str, code: str, message: str, extra: str = "") -> bytes:
     body = json.dumps({"error": {"code": code, "message": message}}).encode()
     return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n{extra}"
@@ -121,6 +151,8 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
                 self._edge_timer = None
 
         def _refuse(self, response: bytes) -> None:
+            status = int(response.split(b" ", 2)[1])
+            _count("(edge)", status, "headers_too_large" if status == 431 else "header_timeout")
             self._edge_closed = True
             self._end_head()
             if not self.transport.is_closing():
@@ -200,12 +232,19 @@ class BodyGate:
         client = (scope.get("client") or ("unknown", 0))[0]
         cap = self.limits.max_uploads_per_client
         if cap > 0 and self.open_uploads[client] >= cap:
+            _count(scope.get("path", ""), 429, "too_many_uploads")
             return await _reply(send, 429, "too_many_uploads", f"more than {cap} uploads open at once from this "
                                 "address", {"retry-after": f"{self.limits.retry_after_s:g}"})
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"").strip()
+        if declared.isdigit() and int(declared) > self.limits.max_body_bytes:  # refused before a byte is read
+            _count(scope.get("path", ""), 413, "body_too_large")
+            return await _reply(send, 413, "body_too_large", f"request body is {int(declared)} bytes; the limit is "
+                                f"{self.limits.max_body_bytes}", {"connection": "close"})
         self.open_uploads[client] += 1
         try:
             body = await self._read(receive)
         except _Refused as exc:
+            _count(scope.get("path", ""), exc.status, exc.code)
             return await _reply(send, exc.status, exc.code, exc.message, {"connection": "close"})
         finally:
             self.open_uploads[client] -= 1

@@ -289,13 +289,14 @@ def idle_after(srv: Server, warm: dict[str, float], args) -> dict:
     per_replica = srv.replica_rss_mib()
     if args.rss_plot:
         plot_rss(timeline, args.rss_plot, f"after {args.users} clients: {args.idle_seconds:g} s idle "
-                                          f"(warm: replicas {warm['replicas_mib']:.0f} MiB)", xlabel="seconds idle")
+                                          f"(warm: replicas {warm['replicas_mib']:.0f} MiB)", xlabel="seconds idle",
+                 warm=warm["replicas_mib"])
     return {"rss_idle_timeline": timeline, "rss_idle_end_per_replica": per_replica,
             "replicas_vs_warm": round(timeline[-1][1] / max(warm["replicas_mib"], 1e-9), 3)}
 
 
 def plot_rss(timeline: list[tuple[float, float, float]], path: str, title: str,
-             xlabel: str = "seconds under load") -> None:
+             xlabel: str = "seconds under load", warm: float | None = None) -> None:
     """RSS of the detector replica(s) and of the whole server tree against time (PNG)."""
     import matplotlib
 
@@ -304,7 +305,10 @@ def plot_rss(timeline: list[tuple[float, float, float]], path: str, title: str,
 
     t, reps, tree = zip(*timeline, strict=True)
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(t, reps, label="detector replica(s)")
+    ax.plot(t, reps, label="foclip replicas (ingress + detector)")
+    if warm is not None:
+        ax.axhline(warm, color="gray", linestyle="--", label="replicas warm")
+        ax.axhline(1.1 * warm, color="gray", linestyle=":", label="warm + 10 %")
     ax.plot(t, tree, label="all server processes")
     ax.set(xlabel=xlabel, ylabel="RSS (MiB)", title=title, ylim=(0, max(tree) * 1.1))
     ax.grid(alpha=0.3)
