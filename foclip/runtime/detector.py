@@ -36,7 +36,7 @@ from foclip.errors import BundleError, InputError
 from foclip.manifest import PRECISIONS
 from foclip.runtime.backends import Runner, canonical_backend, create_runner, require_backend
 from foclip.runtime.bundle import Bundle, TextBank, open_bundle
-from foclip.runtime.calibration import Calibration
+from foclip.runtime.calibration import MAX_TAU_DROP, Calibration
 from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode_item
 from foclip.runtime.selfcheck import SelfCheckResult, require_pass, self_check
 from foclip.runtime.text_bank import resolve_text_bank
@@ -174,7 +174,7 @@ class Detector:
         if not (math.isfinite(config.tau_score) and 0.0 <= config.tau_score <= self.score_scale):
             raise InputError("tau_score", f"is {config.tau_score!r}", f"a number from 0 to {self.score_scale:g} "
                              "(the bundle's score scale)")
-        if not (math.isfinite(config.tau_drop) and config.tau_drop <= 1.0):
+        if not (math.isfinite(config.tau_drop) and config.tau_drop <= MAX_TAU_DROP):
             raise InputError("tau_drop", f"is {config.tau_drop!r}", "a finite fraction of at most 1")
         if config.graph not in GRAPH_MODES:
             raise InputError("graph", f"is {config.graph!r}", f"one of {', '.join(GRAPH_MODES)}")
