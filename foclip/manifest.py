@@ -534,6 +534,10 @@ def read_manifest(bundle: str | os.PathLike[str]) -> Manifest:
     path = Path(bundle) / MANIFEST_NAME
     if not Path(bundle).is_dir():
         raise BundleError(str(bundle), "is not a folder", "a bundle folder written by `foclip export`")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        # The manifest is the closed world's root: one that points elsewhere could vouch for anything.
+        raise BundleError(str(path), "is not a regular file (a symlink or a folder)",
+                          "the manifest.json file `foclip export` wrote, inside the bundle")
     if not path.is_file():
         raise BundleError(str(bundle), "has no manifest.json", "a bundle folder written by `foclip export`")
     try:

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,33 @@ def ensure_writable(path: str | os.PathLike[str], folder: bool = False) -> None:
         raise OutputError(f"{str(target)!r}", "exists and is not a folder", "a folder for the outputs") from exc
     except OSError as exc:
         raise output_error(target, exc) from exc
+
+
+def refuse_overwriting_inputs(out: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = (),
+                              folders: Iterable[str | os.PathLike[str]] = ()) -> None:
+    """Refuse an output path that is one of the inputs or lies inside an input folder (a bundle).
+
+    Compared by real path, so a relative spelling, ``..`` or a symlink to the same file is caught.
+    The sidecars written next to ``out`` (``<out>.meta.json``) are checked too.
+
+    Args:
+        out: the output file.
+        inputs: files read by the run (images, a calibration).
+        folders: folders whose files the run reads (bundles); nothing inside may be written.
+
+    Raises:
+        OutputError: ``out`` (or its sidecar) would replace an input or a file inside a folder.
+    """
+    targets = {os.path.realpath(out), os.path.realpath(f"{out}.meta.json")}
+    for folder in folders:
+        root = os.path.realpath(folder)
+        if any(t == root or t.startswith(root + os.sep) for t in targets):
+            raise OutputError(f"--out {str(out)!r}", f"is inside the bundle {str(folder)!r}; writing it would "
+                              "change the bundle", "an output path outside the bundle folder")
+    for item in inputs:
+        if os.path.realpath(item) in targets:
+            raise OutputError(f"--out {str(out)!r}", f"is the input {str(item)!r}; writing it would replace "
+                              "that input", "an output path that is not one of the inputs")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -123,7 +123,9 @@ def run(args: argparse.Namespace) -> int:
 
         clean_groups(args.clean)
     from foclip.cli.common import ensure_writable
+    from foclip.outputs import refuse_overwriting_inputs
 
+    refuse_overwriting_inputs(args.out, folders=[args.bundle])
     ensure_writable(args.out)  # a read-only or missing destination fails now, not after scoring
     if args.plots:
         ensure_writable(args.plots, folder=True)

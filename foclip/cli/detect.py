@@ -198,6 +198,9 @@ def run(args: argparse.Namespace) -> int:
     if args.draft_factor < 0:
         raise InputError("--draft-factor", f"is {args.draft_factor}", "an integer >= 0 (0 = full decode)")
     if args.out:
+        from foclip.outputs import refuse_overwriting_inputs
+
+        refuse_overwriting_inputs(args.out, [*paths, *([args.calibration] if args.calibration else [])], [args.bundle])
         ensure_writable(args.out)  # before loading anything: a read-only folder fails in a second
     det = Detector.from_bundle(args.bundle, backend=args.backend, precision=args.precision,
                                calibration=args.calibration, prompts=args.prompts, cascade=args.cascade,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import errno
 import importlib
 import os
 import re
@@ -109,6 +110,41 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+# What the user can do about an OS error on a file, by errno (permissions, missing, wrong kind, full disk).
+_OS_ERRORS = {
+    errno.EACCES: ("permission denied", "a file this user may read or write (check its mode and owner)"),
+    errno.EPERM: ("operation not permitted", "a file this user may read or write (check its mode and owner)"),
+    errno.ENOENT: ("does not exist", "an existing path"),
+    errno.EISDIR: ("is a folder", "a file"),
+    errno.ENOTDIR: ("a part of the path is not a folder", "a path through folders"),
+    errno.ENOSPC: ("the disk is full", "free space on that file system"),
+    errno.EDQUOT: ("the disk quota is exceeded", "free quota on that file system"),
+    errno.EROFS: ("the file system is read-only", "a writable location"),
+    errno.ENAMETOOLONG: ("the name is too long", "a shorter path"),
+    errno.ELOOP: ("too many levels of symbolic links", "a path without a symlink loop"),
+    errno.EIO: ("input/output error", "a readable disk"),
+}
+
+
+def os_error(exc: OSError) -> Exception | None:
+    """The one-line user error for an OS error on a file (None when it is not one: a bug).
+
+    Args:
+        exc: the error a command raised.
+
+    Returns:
+        A FoclipError naming the file, the problem and what would work, or None for errors that
+        name no file or have an errno no user can act on.
+    """
+    from foclip.errors import FoclipError
+
+    known = _OS_ERRORS.get(exc.errno or -1)
+    if known is None or exc.filename is None:
+        return None
+    problem, expected = known
+    return FoclipError(repr(str(exc.filename)), problem, expected)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     from foclip.cli.common import err_console, library_logs, run_scope
@@ -127,6 +163,14 @@ def main(argv: list[str] | None = None) -> int:
 
                     # escape(): messages contain brackets such as `pip install 'foclip[trt]'`.
                     err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+                    return 1
+                except OSError as exc:
+                    user = os_error(exc)
+                    if user is None:
+                        raise  # not about a file the user named: a bug, keep its traceback
+                    from rich.markup import escape
+
+                    err_console.print(f"[bold red]error:[/] {escape(str(user))}", highlight=False, soft_wrap=True)
                     return 1
         except KeyboardInterrupt:
             return 130

@@ -46,6 +46,14 @@ def add_parser(sub) -> None:
     p.add_argument("--max-per-client", type=int, default=32,
                    help="requests in flight per client address and ingress replica -> 429; 0 = no bound "
                         "(use 0 behind a reverse proxy) (default: %(default)s)")
+    p.add_argument("--max-header-kb", type=float, default=32.0,
+                   help="largest request head (request line + headers), KiB, checked as it arrives -> 431; "
+                        "a single header line may take at most 8 KiB (default: %(default)s)")
+    p.add_argument("--header-timeout-s", type=float, default=10.0,
+                   help="deadline for a request head to arrive -> 408, connection closed (default: %(default)s)")
+    p.add_argument("--max-uploads-per-client", type=int, default=32,
+                   help="request bodies read at once per client address, in the proxy -> 429; 0 = no bound "
+                        "(default: %(default)s)")
     p.add_argument("--address", default=None, metavar="RAY_ADDRESS",
                    help="join this Ray cluster instead of starting a local one")
     p.add_argument("--metrics-port", type=int, default=0,
@@ -83,7 +91,9 @@ def config_from_args(args: argparse.Namespace):
 
     limits = Limits(max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_images=args.max_images,
                     timeout_s=args.timeout_s, body_timeout_s=args.body_timeout_s,
-                    max_request_pixels=int(args.max_request_mpx * 1_000_000), max_per_client=args.max_per_client)
+                    max_request_pixels=int(args.max_request_mpx * 1_000_000), max_per_client=args.max_per_client,
+                    max_header_bytes=int(args.max_header_kb * 1024), header_timeout_s=args.header_timeout_s,
+                    max_uploads_per_client=args.max_uploads_per_client)
     return ServeConfig(
         bundle=args.bundle, calibration=args.calibration, backend=args.backend, precision=args.precision,
         cascade=args.cascade, probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),

@@ -96,13 +96,15 @@ class SessionFromBundle:
     Session options: graph optimisation ``ORT_ENABLE_ALL`` less the graph's
     ``disabled_optimizers`` (CPU only); ``intra_op_num_threads`` = ``threads`` (0 = one per
     core); ``spin_wait=False`` stops idle intra-op threads from busy-waiting, which matters where
-    the cores are shared (an HTTP replica beside Serve's proxy).
+    the cores are shared (an HTTP replica beside Serve's proxy); ``mem_arena=False`` turns ONNX
+    Runtime's CPU memory arena off, so that a batch's buffers are freed after it (a long-running
+    service's RSS then comes back after a large batch; measured in docs/serve.md).
     """
 
     def __init__(self, bundle: Bundle, graph: GraphSpec, provider: str = "ort-cpu", threads: int = 0,
-                 spin_wait: bool = True) -> None:
+                 spin_wait: bool = True, mem_arena: bool = True) -> None:
         self.bundle, self.graph, self.provider = bundle, graph, provider
-        self.threads, self.spin_wait = int(threads), spin_wait
+        self.threads, self.spin_wait, self.mem_arena = int(threads), spin_wait, mem_arena
 
     def __call__(self) -> Any:
         ort = require("onnxruntime", "cpu" if self.provider == "ort-cpu" else "gpu")
@@ -110,6 +112,7 @@ class SessionFromBundle:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = self.threads or os.cpu_count() or 0
         opts.log_severity_level = 3
+        opts.enable_cpu_mem_arena = self.mem_arena
         if not self.spin_wait:
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = list(caps(self.provider).providers)
@@ -502,7 +505,7 @@ class TrtRunner(Runner):
 
 
 def create_runner(backend: str, bundle: Bundle, graph_key: str, engine_precision: str | None = None,
-                  threads: int = 0, spin_wait: bool = True) -> Runner:
+                  threads: int = 0, spin_wait: bool = True, mem_arena: bool = True) -> Runner:
     """An active runner for one graph of a bundle.
 
     Args:
@@ -512,6 +515,7 @@ def create_runner(backend: str, bundle: Bundle, graph_key: str, engine_precision
         engine_precision: for ``trt``: the engine's precision (default: the graph's).
         threads: ORT intra-op threads (0 = one per core).
         spin_wait: let idle ORT threads busy-wait (fastest when the cores are ours alone).
+        mem_arena: keep ONNX Runtime's CPU memory arena (False: buffers freed after each run).
 
     Returns:
         An activated runner (deactivate it, or use it in a ``with`` block).
@@ -524,4 +528,4 @@ def create_runner(backend: str, bundle: Bundle, graph_key: str, engine_precision
     graph = bundle.graph(graph_key)
     if canon == "trt":
         return TrtRunner(EngineFromBundle(bundle, graph, engine_precision or graph.precision)).activate()
-    return OrtRunner(SessionFromBundle(bundle, graph, canon, threads, spin_wait)).activate()
+    return OrtRunner(SessionFromBundle(bundle, graph, canon, threads, spin_wait, mem_arena)).activate()

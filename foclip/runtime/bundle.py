@@ -123,6 +123,9 @@ class Bundle:
         if emb.shape != (len(prompts), self.manifest.embed_dim):
             raise BundleError(f"text bank {name!r}", f"embeddings have shape {emb.shape}",
                               f"({len(prompts)}, {self.manifest.embed_dim})")
+        if not np.isfinite(emb).all():  # NaN scores would read as "clean" and write a bare NaN to JSONL
+            raise BundleError(f"text bank {name!r}", f"embeddings hold {int((~np.isfinite(emb)).sum())} NaN or "
+                              "infinite values", "finite embeddings as `foclip export` writes them")
         return TextBank(name, prompts, emb, spec.prompts_sha256)
 
     @property

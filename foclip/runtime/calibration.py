@@ -48,6 +48,7 @@ from foclip.errors import BundleError, InputError
 from foclip.manifest import atomic_write_json
 
 SCHEMA = 1
+MAX_TAU_DROP = 1.0 + 1e-9  # drop <= 1; see Calibration._checked
 
 
 class CalibrationWarning(UserWarning):
@@ -158,8 +159,12 @@ class Calibration:
         if not isinstance(d.get("metrics", {}), dict):
             raise TypeError("metrics is not an object")
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        known.update(tau_score=num("tau_score", 0.0, math.inf), tau_drop=num("tau_drop", -math.inf, math.inf),
-                     target_fpr=num("target_fpr", 0.0, 1.0), score_scale=num("score_scale", 1e-6, 1e6),
+        # Scores are scale * mean(max(cos, 0)), in 0..score_scale, and drop = 1 - score_gray / score_color
+        # is at most 1: thresholds past those can flag nothing, so they are refused, not loaded as calibrated.
+        # (MAX_TAU_DROP leaves room for the fitter's "flag none", the next float above a largest drop of 1.)
+        scale = num("score_scale", 1e-6, 1e6)
+        known.update(tau_score=num("tau_score", 0.0, scale), tau_drop=num("tau_drop", -math.inf, MAX_TAU_DROP),
+                     target_fpr=num("target_fpr", 0.0, 1.0), score_scale=scale,
                      bundle_hash=text("bundle_hash"), backend=text("backend"), precision=text("precision"),
                      graph=text("graph", ""), created=text("created", ""), probes=probe_list())
         return cls(**known)

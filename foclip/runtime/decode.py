@@ -24,6 +24,12 @@ Work is bounded by the bytes received, not by what a header claims:
   stands for at most 4096 pixels). A file below that floor cannot hold its pixels: it is
   ``truncated`` before anything is decoded (a 693-byte JPEG that claims 9000x7000 pixels would
   otherwise be decoded into 190 MB of gray);
+* any image above ``ratio_free_pixels`` (8 Mpx) that would decode to more RGB bytes per byte sent than
+  real images of its format reach (``max_decode_ratio``, measured per format by
+  scripts/decode_ratios.py: 512, WebP 4x) is ``pixel_budget`` before decoding (an 8000x8000 black
+  lossless WebP is a few bytes; lossless WebP, TIFF and BMP have no useful "complete file" floor);
+* at most ``max_inflight_pixels`` are decoded at once in the process (:data:`DECODE_GATE`), so
+  concurrent large images queue instead of stacking their buffers;
 * large JPEGs are decoded with libjpeg's DCT scaling (``Image.draft``) down to no less than
   ``draft_factor`` times the model's image size on the shortest side, so memory and IDCT time
   follow the model's input, not the header. Images whose shortest side is below
@@ -32,11 +38,14 @@ Work is bounded by the bytes received, not by what a header claims:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import os
 import stat
 import struct
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +67,9 @@ ERROR_CODES: dict[str, str] = {
                  "the size its header declares",
     "decode_failed": "the image header was read but its pixels could not be decoded",
     "too_many_pixels": "the image has more pixels than max_pixels (decompression-bomb guard)",
+    "pixel_budget": "the image would decode to more bytes per byte sent than its format's plausible "
+                    "ratio (max_decode_ratio; a few bytes declaring megapixels), or past a request's "
+                    "pixel budget (HTTP service)",
     "extreme_aspect": "the image's aspect ratio is above max_aspect",
     "too_small": "the image's shortest side is below min_side",
     "file_too_large": "the file is larger than max_file_bytes",
@@ -94,6 +106,14 @@ class DecodeLimits:
         max_file_bytes: refuse files larger than this many bytes (``file_too_large``).
         draft_factor: JPEGs are DCT-scaled while their shortest side stays at least this many times
             the model's image size; 0 turns DCT scaling off (every JPEG fully decoded).
+        max_decode_ratio: most decoded RGB bytes (3 x width x height, after DCT scaling) per byte of
+            the file, for every format but WebP; 4x this for WebP (:data:`DECODE_RATIO_WEBP_FACTOR`).
+            Past it the image is ``pixel_budget``. 0 turns the check off.
+        ratio_free_pixels: images of at most this many pixels are never refused by the ratio (a
+            flat-colour image is a legitimate file; only large declared sizes cost memory).
+        max_inflight_pixels: most pixels this process decodes at once, over all threads; further
+            decodes wait (:class:`DecodeGate`) so that concurrent large images queue instead of
+            stacking their buffers. 0 for no bound.
     """
 
     max_pixels: int = 64_000_000
@@ -101,6 +121,9 @@ class DecodeLimits:
     min_side: int = 8
     max_file_bytes: int = 256 * 1024 * 1024
     draft_factor: int = 4
+    max_decode_ratio: int = 512
+    ratio_free_pixels: int = 8_000_000
+    max_inflight_pixels: int = 96_000_000
 
 
 def configure_pil(limits: DecodeLimits) -> None:
@@ -140,31 +163,54 @@ _PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
 _GIF_PIXELS_PER_BYTE = 4096 * 8 // 3  # an LZW code has >= 3 bits and stands for <= 4096 pixels
 
 
-def _jpeg_scan(head: bytes) -> tuple[bool | None, int]:
-    """Walk a JPEG's segments up to its first scan.
+_MAX_JPEG_SEGMENTS = 4096  # a 30 MB ICC profile takes ~470 APP2 segments; junk ends the walk far sooner
+
+
+def _jpeg_scan(head: bytes | io.IOBase) -> tuple[bool | None, int]:
+    """Walk a JPEG's segments up to its first scan, by their lengths (no segment is read whole).
+
+    Args:
+        head: the file's first bytes, or a seekable stream of the whole file (its position is kept).
 
     Returns:
         (True for Huffman coding, False for arithmetic, None when no frame header is found;
-        the offset of the first scan's data, 0 when not within ``head``).
+        the offset of the first scan's data, 0 when not found).
     """
-    i, huffman = 2, None
-    while i + 4 <= len(head):
-        if head[i] != 0xFF:
-            return huffman, 0
-        marker = head[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        length = int.from_bytes(head[i + 2:i + 4], "big")
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            huffman = marker < 0xC8  # SOF0-3, 5-7: Huffman; SOF9-11, 13-15: arithmetic
-        elif marker == 0xDA:
-            return huffman, min(i + 2 + length, len(head))
-        i += 2 + length
-    return huffman, 0
+    if isinstance(head, (bytes, bytearray, memoryview)):
+        def read_at(at: int, n: int) -> bytes:
+            return bytes(head[at:at + n])
+    else:
+        stream, where = head, head.tell()
+
+        def read_at(at: int, n: int) -> bytes:
+            stream.seek(at)
+            return stream.read(n)
+    try:
+        i, huffman = 2, None
+        for _ in range(_MAX_JPEG_SEGMENTS):
+            seg = read_at(i, 4)
+            if len(seg) < 4 or seg[0] != 0xFF:
+                return huffman, 0
+            marker = seg[1]
+            if marker == 0xFF:  # fill byte
+                i += 1
+                continue
+            length = int.from_bytes(seg[2:4], "big")
+            if length < 2:
+                return huffman, 0
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                huffman = marker < 0xC8  # SOF0-3, 5-7: Huffman; SOF9-11, 13-15: arithmetic
+            elif marker == 0xDA:
+                return huffman, i + 2 + length
+            i += 2 + length
+        return huffman, 0
+    finally:
+        if not isinstance(head, (bytes, bytearray, memoryview)):
+            stream.seek(where)
 
 
-def min_encoded_bytes(fmt: str | None, size: tuple[int, int], head: bytes) -> int:
+def min_encoded_bytes(fmt: str | None, size: tuple[int, int], head: bytes,
+                      jpeg_scan: tuple[bool | None, int] | None = None) -> int:
     """The fewest bytes a complete image of ``size`` can take in format ``fmt`` (0 when unknown).
 
     For JPEG the bound is the offset of the first scan (what comes before it, such as comments or
@@ -174,6 +220,8 @@ def min_encoded_bytes(fmt: str | None, size: tuple[int, int], head: bytes) -> in
         fmt: PIL's format name (``JPEG``, ``PNG``, ``GIF``, ...).
         size: the declared (width, height).
         head: the first bytes of the file (enough for the JPEG segments before the scan).
+        jpeg_scan: :func:`_jpeg_scan` of the whole file when already known (metadata such as a
+            large ICC profile may put the scan beyond ``head``).
 
     Returns:
         A lower bound on the encoded size in bytes; 0 for formats without a useful bound
@@ -181,7 +229,7 @@ def min_encoded_bytes(fmt: str | None, size: tuple[int, int], head: bytes) -> in
     """
     w, h = size
     if fmt == "JPEG":
-        huffman, scan_at = _jpeg_scan(head)
+        huffman, scan_at = jpeg_scan or _jpeg_scan(head)
         return scan_at + -(-w // 8) * -(-h // 8) // 8 if huffman else 0  # >= 1 bit per 8x8 luma block
     if fmt == "PNG" and len(head) >= 26 and head[12:16] == b"IHDR":
         depth, ctype = head[24], head[25]
@@ -192,13 +240,77 @@ def min_encoded_bytes(fmt: str | None, size: tuple[int, int], head: bytes) -> in
     return 0
 
 
-def _check_floor(img: Image.Image, subject: str, head: bytes, n_bytes: int) -> None:
-    need = min_encoded_bytes(img.format, img.size, head)
+def _check_floor(img: Image.Image, subject: str, head: bytes, n_bytes: int,
+                 jpeg_scan: tuple[bool | None, int] | None = None) -> None:
+    need = min_encoded_bytes(img.format, img.size, head, jpeg_scan)
     if n_bytes < need:
         w, h = img.size
         raise ItemError("truncated", subject, f"declares {w}x{h} pixels but holds only {n_bytes:,} bytes; "
                         f"a complete {img.format} of that size takes at least {need:,} bytes",
                         "a complete image file")
+
+
+# The most decoded bytes per byte sent that real content reaches, measured on the 11 sample photos,
+# a flat-shaded clip-art drawing and a text screenshot (scripts/decode_ratios.py, docs/runtime.md):
+# lossless WebP 771 (the screenshot), PNG 203, deflate TIFF 224, lossy WebP 140, JPEG q10 154, GIF 44,
+# BMP 1 (RLE at most 383 by construction). A flat colour goes far beyond (PNG 1024, GIF 2552, lossless
+# WebP 57,143; an 8000x8000 black lossless WebP is a few bytes), hence DecodeLimits.ratio_free_pixels.
+DECODE_RATIO_WEBP_FACTOR = 4
+
+
+def decode_ratio_limit(fmt: str | None, limits: DecodeLimits) -> int:
+    """The most decoded RGB bytes per encoded byte accepted for ``fmt`` (0: no bound)."""
+    return limits.max_decode_ratio * (DECODE_RATIO_WEBP_FACTOR if fmt == "WEBP" else 1)
+
+
+def _check_ratio(img: Image.Image, subject: str, n_bytes: int, limits: DecodeLimits) -> None:
+    # img.size is the size it will be decoded at: a DCT-scaled JPEG costs only its drafted pixels.
+    w, h = img.size
+    ratio = decode_ratio_limit(img.format, limits)
+    if ratio <= 0 or w * h <= limits.ratio_free_pixels:
+        return
+    decoded = 3 * w * h
+    if decoded > ratio * n_bytes:
+        raise ItemError("pixel_budget", subject, f"declares {w}x{h} pixels ({decoded:,} bytes decoded) in "
+                        f"{n_bytes:,} bytes, more than the {ratio:,} decoded bytes per byte that real "
+                        f"{img.format} images reach (max_decode_ratio)",
+                        "an image whose size matches its content, or a smaller image")
+
+
+class DecodeGate:
+    """A process-wide bound on the pixels being decoded at once (a semaphore counted in pixels).
+
+    Every decode holds its pixels (after DCT scaling) from just before PIL allocates them until the
+    image has been resized; when the bound is reached, further decodes wait. An image larger than
+    the bound runs alone.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.in_use = 0
+        self.peak = 0
+
+    @contextlib.contextmanager
+    def hold(self, pixels: int, capacity: int) -> Iterator[None]:
+        """Hold ``pixels`` of ``capacity`` (0: no bound) for the body of the ``with``."""
+        if capacity <= 0:
+            yield
+            return
+        n = min(pixels, capacity)
+        with self._cond:
+            while self.in_use and self.in_use + n > capacity:
+                self._cond.wait()
+            self.in_use += n
+            self.peak = max(self.peak, self.in_use)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.in_use -= n
+                self._cond.notify_all()
+
+
+DECODE_GATE = DecodeGate()
 
 
 def _draft(img: Image.Image, image_size: int, limits: DecodeLimits) -> None:
@@ -277,10 +389,14 @@ class _CappedReader(io.RawIOBase):
 
 
 def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_bytes: int,
-                spec: PreprocessSpec | None = None) -> Image.Image:
+                spec: PreprocessSpec | None, stack: contextlib.ExitStack) -> Image.Image:
     head = data.read(_HEAD_BYTES)
     data.seek(0)
-    capped = _CappedReader(data, HEADER_CAP_BYTES)
+    jpeg_scan = _jpeg_scan(data) if head[:2] == b"\xff\xd8" else None
+    # PIL reads every segment before a JPEG's scan while identifying it: a large ICC profile or XMP
+    # packet is metadata, not junk, so the cap extends to the scan found by walking segment lengths.
+    cap = max(HEADER_CAP_BYTES, jpeg_scan[1] + _HEAD_BYTES) if jpeg_scan else HEADER_CAP_BYTES
+    capped = _CappedReader(data, cap)
     stream = io.BufferedReader(capped, 65536)
     try:
         img = Image.open(stream, formats=readable_formats())
@@ -300,10 +416,12 @@ def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_b
         raise ItemError("decode_failed", subject, f"image header cannot be read "
                         f"({exc.__class__.__name__}: {text})", "a valid image file") from exc
     _check_header(img, subject, limits)
-    _check_floor(img, subject, head, n_bytes)
+    _check_floor(img, subject, head, n_bytes, jpeg_scan)
     full = img.size
     if spec is not None:
         _draft(img, spec.image_size, limits)
+    _check_ratio(img, subject, n_bytes, limits)
+    stack.enter_context(DECODE_GATE.hold(img.size[0] * img.size[1], limits.max_inflight_pixels))
     try:
         if getattr(img, "n_frames", 1) > 1:
             img.seek(0)  # animations: the first frame, as PIL's default
@@ -324,7 +442,8 @@ def _open_bytes(data: io.BufferedIOBase, subject: str, limits: DecodeLimits, n_b
     return img
 
 
-def _open_path(path: Path, limits: DecodeLimits, spec: PreprocessSpec | None = None) -> Image.Image:
+def _open_path(path: Path, limits: DecodeLimits, spec: PreprocessSpec | None,
+               stack: contextlib.ExitStack) -> Image.Image:
     subject = f"{str(path)!r}"
     try:
         st = os.stat(path)
@@ -346,7 +465,7 @@ def _open_path(path: Path, limits: DecodeLimits, spec: PreprocessSpec | None = N
     try:
         # Streamed: PIL reads what it decodes; the file is never held whole in memory.
         with open(path, "rb", buffering=65536) as f:
-            return _open_bytes(f, subject, limits, st.st_size, spec)
+            return _open_bytes(f, subject, limits, st.st_size, spec, stack)
     except OSError as exc:  # I/O errors while PIL reads (decode errors are ItemErrors already)
         raise ItemError("unreadable", subject, f"cannot be read ({exc.strerror or exc})",
                         "a readable image file") from exc
@@ -378,13 +497,23 @@ def load_image(item: Any, subject: str, limits: DecodeLimits, spec: PreprocessSp
 
     Raises:
         ItemError: with one of the codes of :data:`ERROR_CODES`.
+
+    The pixels are counted by :data:`DECODE_GATE` while PIL decodes them; the returned image is
+    then the caller's memory (:func:`decode_item` holds them until they are resized).
     """
+    with contextlib.ExitStack() as stack:
+        return _load_image(item, subject, limits, spec, stack)
+
+
+def _load_image(item: Any, subject: str, limits: DecodeLimits, spec: PreprocessSpec | None,
+                stack: contextlib.ExitStack) -> Image.Image:
+    """:func:`load_image`, its decode held in :data:`DECODE_GATE` until ``stack`` closes."""
     if isinstance(item, (str, os.PathLike)):
-        return _open_path(Path(item), limits, spec)
+        return _open_path(Path(item), limits, spec, stack)
     if isinstance(item, (bytes, bytearray, memoryview)):
         if len(item) == 0:
             raise ItemError("empty_file", subject, "is an empty byte string", "image file bytes")
-        return _open_bytes(io.BytesIO(item), subject, limits, len(item), spec)
+        return _open_bytes(io.BytesIO(item), subject, limits, len(item), spec, stack)
     if isinstance(item, Image.Image):
         _check_header(item, subject, limits)
         return item
@@ -413,7 +542,12 @@ def decode_item(item: Any, subject: str, spec: PreprocessSpec, limits: DecodeLim
     Raises:
         ItemError: with one of the codes of :data:`ERROR_CODES`.
     """
-    img = load_image(item, subject, limits, spec)
+    with contextlib.ExitStack() as stack:  # the gate holds the decoded pixels until they are resized
+        img = _load_image(item, subject, limits, spec, stack)
+        return _to_uint8(img, subject, spec)
+
+
+def _to_uint8(img: Image.Image, subject: str, spec: PreprocessSpec) -> np.ndarray:
     try:
         return to_uint8(img, spec)
     except (OSError, ValueError) as exc:

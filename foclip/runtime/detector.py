@@ -21,6 +21,7 @@ and data (``foclip calibrate``) before trusting a decision.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,7 +35,7 @@ from PIL import Image
 from foclip.errors import BundleError, InputError
 from foclip.runtime.backends import Runner, canonical_backend, create_runner, require_backend
 from foclip.runtime.bundle import Bundle, TextBank, open_bundle
-from foclip.runtime.calibration import Calibration
+from foclip.runtime.calibration import MAX_TAU_DROP, Calibration
 from foclip.runtime.capabilities import caps, graph_candidates
 from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode_item
 from foclip.runtime.parity import probe_stack
@@ -65,6 +66,9 @@ class DetectConfig:
         threads: ONNX Runtime intra-op threads; 0 = one per core.
         spin_wait: ONNX Runtime threads busy-wait between calls; fastest when the detector has
             the cores to itself, False where it shares them (the HTTP service's replicas).
+        mem_arena: keep ONNX Runtime's CPU memory arena. It keeps the largest batch's buffers for
+            good; False frees them after each batch, so a long-running process's RSS comes back
+            (the HTTP service's replicas; measured ~4 % slower, docs/serve.md).
         decode_workers: threads decoding the next batch while the current one runs; 0 decodes
             in the calling thread.
         limits: header limits applied before decoding.
@@ -85,6 +89,7 @@ class DetectConfig:
     graph: str = "auto"
     threads: int = 0
     spin_wait: bool = True
+    mem_arena: bool = True
     decode_workers: int = 2
     limits: DecodeLimits = field(default_factory=DecodeLimits)
     self_check: bool = True
@@ -167,6 +172,12 @@ class Detector:
             config = _replace(config, tau_score=calibration.tau_score, tau_drop=calibration.tau_drop)
         if config.batch_size < 1:
             raise InputError("batch_size", f"is {config.batch_size}", "a positive integer")
+        # Reachable ranges (scores in 0..score_scale, drop <= 1): a threshold outside can flag nothing.
+        if not (math.isfinite(config.tau_score) and 0.0 <= config.tau_score <= self.score_scale):
+            raise InputError("tau_score", f"is {config.tau_score!r}", f"a number from 0 to {self.score_scale:g} "
+                             "(the bundle's score scale)")
+        if not (math.isfinite(config.tau_drop) and config.tau_drop <= MAX_TAU_DROP):
+            raise InputError("tau_drop", f"is {config.tau_drop!r}", "a finite fraction of at most 1")
         if config.graph not in GRAPH_MODES:
             raise InputError("graph", f"is {config.graph!r}", f"one of {', '.join(GRAPH_MODES)}")
         try:
@@ -185,7 +196,8 @@ class Detector:
                                          score_scale=bundle.score_scale, graph=self.graph_key,
                                          precision=config.precision, backend=config.backend, probes=probes)
         self.backend: Runner = create_runner(config.backend, bundle, self.graph_key, engine_precision=config.precision,
-                                             threads=config.threads, spin_wait=config.spin_wait)
+                                             threads=config.threads, spin_wait=config.spin_wait,
+                                             mem_arena=config.mem_arena)
         self.self_check: SelfCheckResult | None = None
         try:
             self._check_engine_profile()

@@ -83,6 +83,10 @@ def _load(bundle: Bundle) -> dict[str, np.ndarray]:
         except (OSError, ValueError) as exc:
             raise BundleError(f"reference file {getattr(ref, key)!r}", f"cannot be read ({exc})",
                               "the .npy files `foclip export` wrote") from exc
+    for key, arr in out.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            raise BundleError(f"reference file {getattr(ref, key)!r}", "holds NaN or infinite values",
+                              "the finite .npy files `foclip export` wrote")
     n, s = len(out["pixels_file"]), bundle.manifest.preprocess.image_size
     if out["pixels_file"].shape != (n, s, s, 3) or out["pixels_file"].dtype != np.uint8:
         raise BundleError("reference pixels", f"have shape {out['pixels_file'].shape} {out['pixels_file'].dtype}",

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from foclip.errors import InputError
+from foclip.serve.edge import EdgeLimits
 
 LOOPBACK = "127.0.0.1"
 # On CPU a replica that starts a batch as soon as one request is there leaves the cores to
@@ -34,6 +35,12 @@ class Limits:
         max_per_client: most requests one client address may have in flight in one ingress replica
             (more -> 429 + Retry-After); 0 for no bound (behind a reverse proxy every client
             shares its address).
+        max_header_bytes: largest request head, checked in the proxy as it arrives (-> 431).
+        max_header_line_bytes: longest line of a request head (-> 431).
+        header_timeout_s: time for a request head to arrive (-> 408, connection closed).
+        max_uploads_per_client: request bodies the proxy reads at once per client address
+            (-> 429 + Retry-After); 0 for no bound. Bodies are read whole in the proxy before a
+            replica sees the request, so a stalled upload holds no replica slot (foclip/serve/edge.py).
     """
 
     max_body_bytes: int = 32 * 1024 * 1024
@@ -42,6 +49,10 @@ class Limits:
     body_timeout_s: float = 15.0
     max_request_pixels: int = 256_000_000
     max_per_client: int = 32
+    max_header_bytes: int = 32 * 1024
+    max_header_line_bytes: int = 8 * 1024
+    header_timeout_s: float = 10.0
+    max_uploads_per_client: int = 32
 
 
 @dataclass(frozen=True)
@@ -79,6 +90,15 @@ class ServeConfig:
     app_name: str = "foclip"
     drain_actor: str | None = None  # name of the DrainFlag actor the driver sets on shutdown (set by start_service)
     detector_factory: str = "foclip.runtime:Detector"  # "module:Class" with from_bundle(); tests swap it
+
+    def edge_limits(self) -> EdgeLimits:
+        """The bounds the HTTP proxy applies before any route (foclip/serve/edge.py)."""
+        lim = self.limits
+        return EdgeLimits(max_header_bytes=lim.max_header_bytes,
+                          max_header_line_bytes=min(lim.max_header_line_bytes, lim.max_header_bytes),
+                          header_timeout_s=lim.header_timeout_s, body_timeout_s=lim.body_timeout_s,
+                          max_body_bytes=lim.max_body_bytes, max_uploads_per_client=lim.max_uploads_per_client,
+                          retry_after_s=self.retry_after_s)
 
     @property
     def resolved_backend(self) -> str:
@@ -129,6 +149,9 @@ class ServeConfig:
             ("--body-timeout-s", self.limits.body_timeout_s > 0, "seconds > 0"),
             ("--max-request-mpx", self.limits.max_request_pixels > 0, "megapixels > 0"),
             ("--max-per-client", self.limits.max_per_client >= 0, "an integer >= 0 (0 = no bound)"),
+            ("--max-header-kb", self.limits.max_header_bytes >= 1024, "a size >= 1 KiB"),
+            ("--header-timeout-s", self.limits.header_timeout_s > 0, "seconds > 0"),
+            ("--max-uploads-per-client", self.limits.max_uploads_per_client >= 0, "an integer >= 0 (0 = no bound)"),
             ("--topology", self.topology in TOPOLOGIES, f"one of {', '.join(TOPOLOGIES)}"),
             ("--draft-factor", self.draft_factor >= 0, "an integer >= 0 (0 = full decode)"),
             ("--max-queued", self.max_queued_requests >= 1 or self.max_queued_requests == -1,

@@ -13,6 +13,7 @@ the node's address, and every process it starts inherits the setting.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import socket
@@ -23,8 +24,12 @@ from typing import Any
 
 from foclip.errors import FoclipError, InputError, require
 from foclip.serve.config import LOOPBACK, ServeConfig
+from foclip.serve.edge import environment as edge_environment
 
 _SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# Ray Serve's proxy binds its HTTP port with SO_REUSEPORT unless this is "0": a second `foclip serve`
+# on the same port then shares it, and the kernel splits connections between two configurations.
+_REUSE_PORT_ENV = "SERVE_SOCKET_REUSE_PORT_ENABLED"
 
 
 @dataclass
@@ -104,6 +109,42 @@ def free_port(host: str = LOOPBACK) -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, before anything starts, a port that another process (another service) listens on.
+
+    A plain bind without SO_REUSEPORT fails on Linux when any socket, a SO_REUSEPORT one included,
+    listens on the port; SO_REUSEADDR lets it pass over connections of a stopped service still in
+    TIME_WAIT, which would not stop the service from binding.
+
+    Args:
+        host: the address the service will bind.
+        port: the TCP port.
+
+    Raises:
+        InputError: the port is taken, not ours to bind, or the host is not an address of this machine.
+    """
+    subject = f"--host {host} --port {port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise InputError(subject, f"the host cannot be resolved ({exc.strerror})", "an address of this machine") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(subject, "the port is already in use (another `foclip serve`, Ray Serve or "
+                                 "other program listens there)", "a free port; stop the other service or "
+                                 "choose another --port") from None
+            if exc.errno == errno.EACCES:
+                raise InputError(subject, "binding the port is not permitted (ports below 1024 need privileges)",
+                                 "a port >= 1024") from None
+            raise InputError(subject, f"cannot be bound ({exc.strerror})", "an address of this machine and a "
+                             "free port") from None
 
 
 def validate_detector(cfg: ServeConfig, backend: str | None = None) -> dict[str, Any]:
@@ -207,6 +248,8 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
         # On a cluster the driver may have no GPU: check with the CPU backend there (bundle,
         # calibration and precision are what matter); locally, with the replicas' own backend.
         validate_detector(cfg, None if embedded else "ort-cpu")
+    if embedded:  # a joined cluster's proxy may already own the port (it serves this app there)
+        check_port_free(cfg.host, cfg.port)
     if embedded:
         _loopback_ray(not ray_external)
     ray = require("ray", "serve")
@@ -223,6 +266,9 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
         # Ray's C++ failure handler would catch a SIGTERM that lands inside ray.init and end the
         # driver with a crash dump; `foclip serve` handles SIGTERM itself (clean stop, exit 0).
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
+        os.environ[_REUSE_PORT_ENV] = "0"  # inherited by the proxy: one service per port, never shared
+        # The proxy's head, slow-client and upload bounds (foclip/serve/edge.py), for every route.
+        os.environ.update(edge_environment(cfg.edge_limits()))
         ray.init(**kwargs)
         metrics_url = f"http://{_host_ip()}:{metrics_port}/metrics"
     else:
@@ -270,4 +316,4 @@ def _host_ip() -> str:
     return ray.util.get_node_ip_address()
 
 
-__all__ = ["RunningService", "free_port", "replica_failure", "start_service", "validate_detector"]
+__all__ = ["RunningService", "check_port_free", "free_port", "replica_failure", "start_service", "validate_detector"]

@@ -145,6 +145,19 @@ class Server:
             reps += rss if p.pid in rep_pids else 0
         return {"tree_mib": round(total / 2**20, 1), "replicas_mib": round(reps / 2**20, 1)}
 
+    def replica_rss_mib(self) -> dict[str, float]:
+        """RSS (MiB) of each Serve replica, keyed ``<deployment>:<pid>``."""
+        import psutil
+
+        out = {}
+        for p in self.replicas():
+            try:
+                name = " ".join(p.cmdline()).split("ServeReplica:foclip:")[-1].split()[0]
+                out[f"{name}:{p.pid}"] = round(p.memory_info().rss / 2**20, 1)
+            except (psutil.Error, IndexError):
+                pass
+        return out
+
     def cpu_seconds(self) -> dict[str, float]:
         """CPU seconds (user + system) so far of each process of the server, grouped by role."""
         import psutil
@@ -261,7 +274,31 @@ def wrk_run(args, payloads: Path, work: Path) -> dict:
     return res
 
 
-def plot_rss(timeline: list[tuple[float, float, float]], path: str, title: str) -> None:
+def idle_after(srv: Server, warm: dict[str, float], args) -> dict:
+    """RSS every ``--rss-every`` s for ``--idle-seconds`` after the load, per replica and in all.
+
+    Returns:
+        ``rss_idle_timeline`` ((s idle, replicas MiB, tree MiB) ...), ``rss_idle_end`` and
+        ``replicas_vs_warm`` (the replicas' RSS at the end over their warm baseline, 1.0 = back).
+    """
+    timeline, t0 = [], time.monotonic()
+    while True:
+        r = srv.rss_mib()
+        timeline.append((round(time.monotonic() - t0, 1), r["replicas_mib"], r["tree_mib"]))
+        if time.monotonic() - t0 >= args.idle_seconds:
+            break
+        time.sleep(args.rss_every)
+    per_replica = srv.replica_rss_mib()
+    if args.rss_plot:
+        plot_rss(timeline, args.rss_plot, f"after {args.users} clients: {args.idle_seconds:g} s idle "
+                                          f"(warm: replicas {warm['replicas_mib']:.0f} MiB)", xlabel="seconds idle",
+                 warm=warm["replicas_mib"])
+    return {"rss_idle_timeline": timeline, "rss_idle_end_per_replica": per_replica,
+            "replicas_vs_warm": round(timeline[-1][1] / max(warm["replicas_mib"], 1e-9), 3)}
+
+
+def plot_rss(timeline: list[tuple[float, float, float]], path: str, title: str,
+             xlabel: str = "seconds under load", warm: float | None = None) -> None:
     """RSS of the detector replica(s) and of the whole server tree against time (PNG)."""
     import matplotlib
 
@@ -270,9 +307,12 @@ def plot_rss(timeline: list[tuple[float, float, float]], path: str, title: str) 
 
     t, reps, tree = zip(*timeline, strict=True)
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot(t, reps, label="detector replica(s)")
+    ax.plot(t, reps, label="foclip replicas (ingress + detector)")
+    if warm is not None:
+        ax.axhline(warm, color="gray", linestyle="--", label="replicas warm")
+        ax.axhline(1.1 * warm, color="gray", linestyle=":", label="warm + 10 %")
     ax.plot(t, tree, label="all server processes")
-    ax.set(xlabel="seconds under load", ylabel="RSS (MiB)", title=title, ylim=(0, max(tree) * 1.1))
+    ax.set(xlabel=xlabel, ylabel="RSS (MiB)", title=title, ylim=(0, max(tree) * 1.1))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -322,11 +362,16 @@ def main_run(args, payloads: Path, work: Path) -> dict:
         # Warm up under the same load (batches of every size, allocator arenas at their working size)
         # so that RSS before/after compares steady states.
         run_locust(srv.url, payloads, args.users, args.warmup, args.max_seconds, work / "warmup.json")
-        rss_before = srv.rss_mib()
+        rss_before, warm_per_replica = srv.rss_mib(), srv.replica_rss_mib()
         log = run_locust(srv.url, payloads, args.users, args.requests, args.max_seconds, work / "main.json")
         rss_after = srv.rss_mib()
         res = summarize(log)
         res.update(rss_before=rss_before, rss_after=rss_after)
+        if args.idle_seconds > 0:
+            res.update(idle_after(srv, rss_before, args))
+            end = res["rss_idle_end_per_replica"]
+            res["rss_warm_per_replica"] = warm_per_replica
+            res["per_replica_vs_warm"] = {k: round(end[k] / warm_per_replica[k], 3) for k in end if k in warm_per_replica}
     finally:
         res_exit = srv.stop()
     res["server_exit_code"] = res_exit
@@ -392,7 +437,9 @@ def report(res: dict) -> str:
              "| measure | value |", "|---|---|"]
     for key in ("generator", "serve_args", "requests", "wall_s", "requests_per_s", "images_scored_per_s",
                 "offline_images_per_s", "offline_before_after", "ratio_to_offline", "p50_ms", "p95_ms", "p99_ms",
-                "status_counts", "by_kind", "5xx", "socket_errors", "batch_sizes", "rss_before", "rss_after", "cpu_cores_busy",
+                "status_counts", "by_kind", "5xx", "socket_errors", "batch_sizes", "rss_before", "rss_after",
+                "rss_idle_timeline", "rss_warm_per_replica", "rss_idle_end_per_replica", "per_replica_vs_warm",
+                "replicas_vs_warm", "cpu_cores_busy",
                 "cpu_seconds_by_role", "server_exit_code"):
         lines.append(f"| {key} | {m.get(key)} |")
     if f:
@@ -427,7 +474,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=60, help="wrk: length of the timed run")
     ap.add_argument("--warmup-seconds", type=int, default=15, help="wrk: length of the warm-up run")
     ap.add_argument("--rss-every", type=float, default=5.0, help="wrk: RSS sampling interval in seconds")
-    ap.add_argument("--rss-plot", default=None, help="wrk: write the RSS-against-time plot here (PNG)")
+    ap.add_argument("--rss-plot", default=None, help="wrk: write the RSS-against-time plot here (PNG); locust with "
+                    "--idle-seconds: the RSS of the idle period after the load")
+    ap.add_argument("--idle-seconds", type=float, default=0.0,
+                    help="locust: after the load, sample RSS for this long idle and report it against the warm "
+                         "baseline (issue 24: back within 10 %% after 60 s)")
     ap.add_argument("--serve-arg", action="append", default=[],
                     help="extra `foclip serve` argument, e.g. --serve-arg=--batch-wait-ms=20 (repeatable)")
     args = ap.parse_args()

@@ -80,7 +80,7 @@ def test_small_run_prints_a_verdict_per_image_and_names_unreadable_files(tiny_bu
     assert "unreadable (not_an_image): " in err and "notes.jpg" in err
 
 
-@pytest.mark.parametrize(("tau_score", "expected"), [(1e9, 0), (0.0, 3)])
+@pytest.mark.parametrize(("tau_score", "expected"), [(100.0, 0), (0.0, 3)])  # 100: the top of the scale
 def test_exit_code_says_whether_anything_was_flagged(tiny_bundle, sample_photo_dir, tmp_path, tau_score, expected):
     cal = _calibration(tiny_bundle, tmp_path / "cal.json", tau_score=tau_score, tau_drop=-1e9)
     args = ["detect", str(tiny_bundle), str(sample_photo_dir), "--calibration", str(cal), "--threads", "1"]
@@ -110,7 +110,7 @@ def test_large_run_lists_only_flagged_and_unreadable(tiny_bundle, sample_photo_d
     monkeypatch.setattr(detect, "TABLE_ROWS", 2)
     bad = tmp_path / "broken.gif"
     bad.write_text("x")
-    cal = _calibration(tiny_bundle, tmp_path / "cal.json", tau_score=1e9, tau_drop=-1e9)  # flags nothing
+    cal = _calibration(tiny_bundle, tmp_path / "cal.json", tau_score=100.0, tau_drop=-1e9)  # top of the scale: flags nothing
     assert main(["detect", str(tiny_bundle), str(sample_photo_dir), str(bad), "--calibration", str(cal),
                  "--threads", "1"]) == 4
     out = capsys.readouterr().out

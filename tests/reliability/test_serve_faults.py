@@ -110,9 +110,11 @@ def test_d5_every_listener_is_loopback_and_d3_drain_answers_503(tiny_bundle, upl
 
 
 def padded_bomb(bomb: bytes) -> bytes:
-    """The bomb with a comment segment that lifts it over the byte floor (decoded, DCT-scaled)."""
-    pad = b"\xff\xfe" + (65000).to_bytes(2, "big") + b"\0" * 64998
-    return bomb[:2] + pad + pad + bomb[2:]
+    """The bomb with padding after its end that lifts it over the byte floor (decoded, DCT-scaled).
+
+    Padding before the scan (a comment segment) no longer counts: the floor starts at the scan,
+    wherever the segment walk finds it (issue 24)."""
+    return bomb + b"\0" * 130_000
 
 
 def stall(port: int, n: int) -> list[socket.socket]:

@@ -1,0 +1,357 @@
+"""Bounds at the HTTP edge: request heads, slow clients and open uploads, before any route runs.
+
+Ray Serve's proxy (uvicorn) parses requests with httptools, which takes a request head of any size,
+and hands a request to an ingress replica as soon as its head is in, so an upload that stalls holds
+one of the replica's ``max_ongoing_requests`` slots until ``body_timeout_s``. Two pieces run in the
+proxy process and apply to every route (``/v1/*``, ``/v2/*``, ``/healthz``):
+
+* :func:`edge_protocol` wraps uvicorn's HTTP protocol: a request head longer than
+  ``max_header_bytes`` in all, or with a line longer than ``max_header_line_bytes``, is answered
+  431 and the connection closed as soon as those bytes arrive (nothing is parsed past the bound,
+  no API key is checked); a head that is not complete ``header_timeout_s`` after the connection
+  opened (or after the previous response) is answered 408 and closed.
+* :class:`BodyGate` (an ASGI middleware) reads a request body in the proxy, within
+  ``body_timeout_s`` (408) and ``max_body_bytes`` (413), before the request is routed: a stalled
+  upload holds a coroutine and a socket in the proxy, never a replica slot. At most
+  ``max_uploads_per_client`` bodies are read at once per client address (more -> 429 +
+  Retry-After).
+
+``foclip serve`` installs both through Ray Serve's documented proxy callback
+(``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` = :func:`proxy_callback`, the limits in
+``FOCLIP_EDGE_LIMITS``), set in the environment the local Ray inherits. The protocol reaches
+uvicorn through ``uvicorn.Config``'s ``http`` argument (Ray builds the Config without one), so the
+callback replaces ``uvicorn.Config`` in the proxy process with a subclass that sets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import os
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
+LIMITS_ENV = "FOCLIP_EDGE_LIMITS"
+CALLBACK = "foclip.serve.edge:proxy_callback"
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class EdgeLimits:
+    """Bounds applied in the proxy before a request reaches any route.
+
+    Attributes:
+        max_header_bytes: largest request head (request line and headers) -> 431.
+        max_header_line_bytes: longest single line of the head -> 431.
+        header_timeout_s: time for a whole head to arrive after the connection opens or the previous
+            response ends -> 408 and close.
+        body_timeout_s: time for a whole body to arrive -> 408 and close.
+        max_body_bytes: largest body -> 413.
+        max_uploads_per_client: bodies read at once per client address -> 429 (0: no bound).
+        retry_after_s: the Retry-After of a 429.
+    """
+
+    max_header_bytes: int = 32 * 1024
+    max_header_line_bytes: int = 8 * 1024
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 15.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_uploads_per_client: int = 32
+    retry_after_s: float = 1.0
+
+    def to_env(self) -> str:
+        """The JSON that :meth:`from_env` reads back."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_env(cls) -> EdgeLimits:
+        """The limits in ``FOCLIP_EDGE_LIMITS`` (defaults when unset)."""
+        text = os.environ.get(LIMITS_ENV)
+        return cls(**json.loads(text)) if text else cls()
+
+
+@functools.cache
+def _ray_counters() -> tuple[Any, Any] | None:
+    """The service's ``foclip_requests`` and ``foclip_errors`` counters, in a Ray process (else None).
+
+    The proxy records what the edge refuses in the same series the replicas use (foclip/serve/
+    metrics.py), so a 413 or 431 answered here is counted like one answered by a replica.
+    """
+    try:
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        from ray.util.metrics import Counter
+
+        return (Counter("foclip_requests", description="HTTP requests by route and status", tag_keys=("route", "status")),
+                Counter("foclip_errors", description="errors by code (request- and image-level)", tag_keys=("code",)))
+    except Exception:  # noqa: BLE001 - metrics must never fail a request
+        return None
+
+
+def _count(route: str, status: int, code: str) -> None:
+    counters = _ray_counters()
+    if counters is not None:
+        with contextlib.suppress(Exception):
+            counters[0].inc(1, tags={"route": route, "status": str(status)})
+            counters[1].inc(1, tags={"code": code})
+
+
+def _error_bytes(status: int, reason: str, code: str, message: str, extra: str = "") -> bytes:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n{extra}"
+            f"content-length: {len(body)}\r\n\r\n").encode() + body
+
+
+def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyncio.Protocol]:
+    """A subclass of uvicorn's HTTP protocol ``base`` that bounds request heads in size and time.
+
+    The head is found by its blank line in the raw bytes, before the parser sees them, so the bound
+    holds whatever the parser buffers. Counting starts at the connection and again once the previous
+    request has been read whole and answered (a pipelined head sent while a response is pending is
+    parsed unbounded, as before).
+
+    Args:
+        base: ``HttpToolsProtocol`` (its parser callbacks say where a request ends).
+        limits: the bounds.
+
+    Returns:
+        The protocol class to give uvicorn (``Config(http=...)``).
+    """
+
+    class EdgeProtocol(base):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._edge_closed = False
+            self._message_done = False
+            self._start_head()
+
+        def _start_head(self) -> None:
+            self._head = bytearray()
+            self._scan_from = 0
+            self._in_head = True
+            self._edge_timer = self.loop.call_later(limits.header_timeout_s, self._head_timeout)
+
+        def _end_head(self) -> None:
+            self._in_head = False
+            self._message_done = False
+            self._head = bytearray()
+            if self._edge_timer is not None:
+                self._edge_timer.cancel()
+                self._edge_timer = None
+
+        def _refuse(self, response: bytes) -> None:
+            status = int(response.split(b" ", 2)[1])
+            _count("(edge)", status, "headers_too_large" if status == 431 else "header_timeout")
+            self._edge_closed = True
+            self._end_head()
+            if not self.transport.is_closing():
+                self.transport.write(response)
+                self.transport.close()
+
+        def _head_timeout(self) -> None:
+            self._edge_timer = None
+            if self._in_head and not self._edge_closed:
+                self._refuse(_error_bytes(408, "Request Timeout", "header_timeout",
+                                          f"the request head did not arrive within {limits.header_timeout_s:g} s"))
+
+        def data_received(self, data: bytes) -> None:
+            if self._edge_closed:
+                return
+            if self._in_head:
+                self._head.extend(data)
+                end = self._head.find(b"\r\n\r\n")
+                size = len(self._head) if end < 0 else end + 4
+                lines = bytes(self._head[self._scan_from:size]).split(b"\n")
+                if size > limits.max_header_bytes:
+                    return self._refuse(_error_bytes(
+                        431, "Request Header Fields Too Large", "headers_too_large",
+                        f"the request head exceeds {limits.max_header_bytes} bytes"))
+                if max(len(line) for line in lines) > limits.max_header_line_bytes:
+                    return self._refuse(_error_bytes(
+                        431, "Request Header Fields Too Large", "headers_too_large",
+                        f"a request header line exceeds {limits.max_header_line_bytes} bytes"))
+                if end >= 0:
+                    self._end_head()
+                else:
+                    self._scan_from = size - len(lines[-1])
+            super().data_received(data)
+
+        # The next head starts once the request has been read to its end AND answered: a response
+        # sent early (429, 413, 415) leaves the rest of its body to arrive, and those bytes are not a head.
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._message_done = True
+            if self.cycle is not None and self.cycle.response_complete:
+                self._next_head()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if self._message_done:
+                self._next_head()
+
+        def _next_head(self) -> None:
+            if not self._edge_closed and not self._in_head and not self.transport.is_closing():
+                self._start_head()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._edge_closed = True
+            self._end_head()
+            super().connection_lost(exc)
+
+    EdgeProtocol.__name__ = EdgeProtocol.__qualname__ = f"Edge{base.__name__}"
+    return EdgeProtocol
+
+
+class BodyGate:
+    """ASGI middleware: read each request body whole, within bounds, before the app sees the request.
+
+    Args:
+        app: the wrapped ASGI application (Ray Serve's proxy router).
+        limits: the bounds (body timeout, size, open uploads per client).
+    """
+
+    def __init__(self, app: Callable[..., Awaitable[None]], limits: EdgeLimits | None = None) -> None:
+        self.app = app
+        self.limits = limits or EdgeLimits.from_env()
+        self.open_uploads: Counter[str] = Counter()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not _has_body(scope):
+            return await self.app(scope, receive, send)
+        client = (scope.get("client") or ("unknown", 0))[0]
+        cap = self.limits.max_uploads_per_client
+        if cap > 0 and self.open_uploads[client] >= cap:
+            _count(scope.get("path", ""), 429, "too_many_uploads")
+            return await _reply(send, 429, "too_many_uploads", f"more than {cap} uploads open at once from this "
+                                "address", {"retry-after": f"{self.limits.retry_after_s:g}"})
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"").strip()
+        if declared.isdigit() and int(declared) > self.limits.max_body_bytes:  # refused before a byte is read
+            _count(scope.get("path", ""), 413, "body_too_large")
+            return await _reply(send, 413, "body_too_large", f"request body is {int(declared)} bytes; the limit is "
+                                f"{self.limits.max_body_bytes}", {"connection": "close"})
+        self.open_uploads[client] += 1
+        try:
+            body = await self._read(receive)
+        except _Refused as exc:
+            _count(scope.get("path", ""), exc.status, exc.code)
+            return await _reply(send, exc.status, exc.code, exc.message, {"connection": "close"})
+        finally:
+            self.open_uploads[client] -= 1
+            if self.open_uploads[client] <= 0:
+                del self.open_uploads[client]
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the client's disconnect, when it comes
+
+        await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes:
+        chunks, size = [], 0
+
+        async def collect() -> None:
+            nonlocal size
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Refused(400, "client_disconnected", "the client closed the connection during the upload")
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.limits.max_body_bytes:
+                    raise _Refused(413, "body_too_large",
+                                   f"request body exceeds the limit of {self.limits.max_body_bytes} bytes")
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return
+
+        try:
+            await asyncio.wait_for(collect(), self.limits.body_timeout_s)
+        except asyncio.TimeoutError:
+            raise _Refused(408, "body_timeout", f"the request body did not arrive within "
+                           f"{self.limits.body_timeout_s:g} s ({size} bytes received)") from None
+        return b"".join(chunks)
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def _has_body(scope: Scope) -> bool:
+    headers = dict(scope.get("headers") or [])
+    length = headers.get(b"content-length")
+    if length is not None:
+        return length.strip() not in (b"0", b"")
+    return b"transfer-encoding" in headers
+
+
+async def _reply(send: Send, status: int, code: str, message: str, headers: dict[str, str]) -> None:
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def install_protocol(limits: EdgeLimits) -> None:
+    """Make every ``uvicorn.Config`` built in this process without ``http=`` use :func:`edge_protocol`.
+
+    Args:
+        limits: the bounds.
+    """
+    import uvicorn
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    if getattr(uvicorn.Config, "_foclip_edge", False):
+        return
+    # Without httptools uvicorn parses with h11, which bounds a head itself (its incomplete-event
+    # limit, answered 400): that limit is set instead, and the head timeout is then uvicorn's own.
+    protocol = edge_protocol(AutoHTTPProtocol, limits) if AutoHTTPProtocol.__name__ == "HttpToolsProtocol" else None
+
+    class EdgeConfig(uvicorn.Config):
+        _foclip_edge = True
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            if protocol is not None:
+                kwargs.setdefault("http", protocol)
+            kwargs.setdefault("h11_max_incomplete_event_size", limits.max_header_bytes)
+            super().__init__(*args, **kwargs)
+
+    uvicorn.Config = EdgeConfig  # type: ignore[misc]
+
+
+def proxy_callback() -> list[Any]:
+    """Ray Serve's HTTP proxy callback: install the head bounds, return the body gate middleware.
+
+    Returns:
+        ``[Middleware(BodyGate, limits=...)]`` for Ray Serve to wrap its proxy app with.
+    """
+    from starlette.middleware import Middleware
+
+    limits = EdgeLimits.from_env()
+    install_protocol(limits)
+    return [Middleware(BodyGate, limits=limits)]
+
+
+def environment(limits: EdgeLimits) -> dict[str, str]:
+    """The environment variables that make a local Ray's Serve proxy apply ``limits``."""
+    return {CALLBACK_ENV: CALLBACK, LIMITS_ENV: limits.to_env()}
+
+
+__all__ = ["BodyGate", "EdgeLimits", "edge_protocol", "environment", "install_protocol", "proxy_callback"]
