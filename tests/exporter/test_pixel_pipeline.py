@@ -111,8 +111,8 @@ def test_detector_feeds_the_same_pixels(batch, recorded, monkeypatch, cascade):
     sink: list[np.ndarray] = []
     encode = Detector._encode
     monkeypatch.setattr(Detector, "_encode", lambda self, px: (sink.append(px.copy()), encode(self, px))[1])
-    # tau_score below every score: cascade runs the gray pass for all rows
-    with Detector.from_bundle(recorded[0], batch_size=N, threads=1, cascade=cascade, tau_score=-1.0) as det:
+    # tau_score 0 is at or below every score (pairs are clamped at 0): cascade runs the gray pass for all rows
+    with Detector.from_bundle(recorded[0], batch_size=N, threads=1, cascade=cascade, tau_score=0.0) as det:
         det.score_probes(batch)
     got = np.concatenate(sink) if cascade else sink[0]
     assert len(sink) == (2 if cascade else 1) and _same(got, _expected(batch))
