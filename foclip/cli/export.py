@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from foclip.cli.common import PRETRAINED_HELP
+from foclip.prompts import builtin_help
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="export a CLIP to an ONNX bundle with a parity report",
@@ -12,12 +15,10 @@ def add_parser(sub) -> None:
                                    "the tokenizer and a manifest, and check everything against PyTorch.")
     p.add_argument("--out", required=True, type=Path, help="bundle folder to create (new or empty)")
     p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default ViT-B-32; foclip-tiny for tests)")
-    p.add_argument("--pretrained", default="random",
-                   help="open_clip pretrained tag, checkpoint file, `reference` (foclip's shipped CLIPs: --model "
-                        "foclip-ref-vit or foclip-ref-rn), or `random` (seeded random init; default)")
+    p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
     p.add_argument("--prompts", action="append", default=None, metavar="SET[,SET...]",
-                   help="prompt sets to embed: artistic, imagenet-N, or a UTF-8 file (comma-separated or repeated; "
-                        "default artistic)")
+                   help=f"prompt sets to embed: built-in ({builtin_help()}) or a UTF-8 file, one prompt a "
+                        "line (comma-separated or repeated; default artistic)")
     p.add_argument("--precision", default="fp32,fp16,int8",
                    help="image-encoder precisions, comma-separated (fp32 always included; default fp32,fp16,int8)")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
@@ -54,12 +55,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from foclip.cli.common import check_weights_source, console, err_console, random_weights_notice
+    from foclip.cli.common import (check_weights_source, console, err_console, random_weights_notice,
+                                   resolve_pretrained)
     from foclip.exporter import ExportConfig, export_bundle
     from foclip.exporter.bundle import check_out_dir
 
     cfg = ExportConfig(
-        model_name=args.model, pretrained=args.pretrained, prompts=split_prompt_specs(args.prompts),
+        model_name=args.model, pretrained=resolve_pretrained(args.model, args.pretrained), prompts=split_prompt_specs(args.prompts),
         precisions=tuple(s.strip() for s in args.precision.split(",") if s.strip()), opset=args.opset,
         seed=args.seed, detect_graph=args.detect_graph and not args.no_detect_graph,
         int8_method=args.int8_method, int8_optimize=args.int8_optimize,

@@ -17,7 +17,7 @@ from PIL import Image
 
 from foclip.cli.main import main
 
-TINY = ["--model", "foclip-tiny", "--device", "cpu"]
+TINY = ["--model", "foclip-tiny", "--pretrained", "random", "--device", "cpu"]
 
 
 def _manifest(out: Path) -> list[dict]:

@@ -1,0 +1,87 @@
+"""Reruns that notice (issue 25): other settings are refused in one line naming them and the flag that
+starts fresh; the same settings resume; `--pretrained` never defaults to random weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from foclip.cli.main import main
+
+TINY = ["--model", "foclip-tiny", "--pretrained", "random", "--device", "cpu"]
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return " ".join(err.split())  # rich wraps long lines at the console width
+
+
+def test_generate_rerun_with_other_settings_is_refused_and_fresh_starts_over(tmp_path, sample_photo_dir, capsys):
+    out = tmp_path / "adv"
+    photo = str(sample_photo_dir / "rocket.jpg")
+    assert main(["generate", photo, "--out", str(out), "--iters", "2", *TINY]) == 0
+    first = (out / "manifest.jsonl").read_text()
+    capsys.readouterr()
+    # The issue's case: another model, prompt set and step count once printed "nothing to do".
+    rc = main(["generate", photo, "--out", str(out), "--iters", "3", "--prompts", "masterpieces", *TINY])
+    err = one_line(capsys)
+    assert rc == 1, err
+    assert "prompts artistic (this run: masterpieces)" in err and "iters 2 (this run: 3)" in err
+    assert "--fresh" in err and "nothing to do" not in err
+    assert (out / "manifest.jsonl").read_text() == first  # nothing touched
+    # The same settings resume (nothing left to do), batch size does not define the images.
+    assert main(["generate", photo, "--out", str(out), "--iters", "2", "--batch", "2", *TINY]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    # --fresh discards the earlier run and makes the folder anew with the new settings.
+    assert main(["generate", photo, "--out", str(out), "--iters", "3", "--fresh", *TINY]) == 0
+    records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [r["iters"] for r in records] == [3]
+
+
+def test_generate_rerun_with_an_edited_prompt_file_is_refused(tmp_path, sample_photo_dir, capsys):
+    out, prompts = tmp_path / "adv", tmp_path / "p.txt"
+    prompts.write_text("a red apple\n")
+    photo = str(sample_photo_dir / "rocket.jpg")
+    assert main(["generate", photo, "--out", str(out), "--iters", "1", "--prompts", str(prompts), *TINY]) == 0
+    prompts.write_text("a green apple\n")
+    capsys.readouterr()
+    assert main(["generate", photo, "--out", str(out), "--iters", "1", "--prompts", str(prompts), *TINY]) == 1
+    err = one_line(capsys)
+    assert "prompts file:p (sha256" in err and "--fresh" in err
+
+
+@pytest.mark.parametrize("command", [["generate", "x.png", "--out", "o"], ["export", "--out", "b"],
+                                     ["bench", "generate"]])
+def test_pretrained_is_required_for_models_without_reference_weights(command, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.png").write_bytes(b"")
+    assert main([*command, "--model", "ViT-B-32"]) == 1
+    err = one_line(capsys)
+    assert "--model ViT-B-32 | needs --pretrained" in err and "`random`" in err
+    assert not (tmp_path / "b").exists() and not (tmp_path / "o").exists()
+
+
+def test_pretrained_defaults_to_reference_for_reference_models():
+    import argparse
+
+    from foclip.cli.common import resolve_pretrained
+    from foclip.cli.generate import config_from_args
+    from foclip.cli.main import parse
+
+    assert resolve_pretrained("foclip-ref-rn", None) == "reference"
+    assert resolve_pretrained("ViT-B-32", "random") == "random"
+    args = parse(["generate", "x.png", "--out", "o", "--model", "foclip-ref-vit"])
+    assert isinstance(args, argparse.Namespace) and config_from_args(args).pretrained == "reference"
+
+
+@pytest.mark.parametrize("command", ["generate", "export", "reproduce"])
+def test_help_never_calls_random_the_default(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")  # argparse wraps help at hyphens ("clipart-\nheldout")
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "default: random" not in text and "random` (default" not in text and "only when typed" in text
+    for name in ("masterpieces", "artistic", "imagenet-N", "clipart", "clipart-heldout"):
+        assert name in text  # the prompt sets come from foclip.prompts' registry
