@@ -15,6 +15,30 @@ from typing import Any
 from foclip.errors import FoclipError
 
 
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
+
+
+def weights_desc(pretrained: str, seed: int) -> str:
+    """``--pretrained`` as the model loader records it: ``random(seed=N)``, a file's name, a tag.
+
+    Args:
+        pretrained: the ``--pretrained`` value.
+        seed: the random-init seed.
+
+    Returns:
+        The description the loader writes into records and manifests.
+    """
+    from pathlib import Path
+
+    if pretrained == "random":
+        return f"random(seed={seed})"
+    if pretrained != "reference":
+        p = Path(pretrained).expanduser()
+        if p.suffix in _CHECKPOINT_SUFFIXES or p.exists():
+            return p.name
+    return pretrained
+
+
 class SettingsChanged(FoclipError):
     """A rerun asks for other settings than those its output was made with."""
 

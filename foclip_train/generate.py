@@ -184,17 +184,6 @@ ATTACK_SETTINGS = ("iters", "lr", "momentum", "alpha", "beta", "check_every", "s
                    "output", "adaptive", "adaptive_weight")
 
 
-def _weights_desc(pretrained: str, seed: int) -> str:
-    """``--pretrained`` as the loader records it (``random(seed=N)``, a file's name, a tag)."""
-    if pretrained == "random":
-        return f"random(seed={seed})"
-    if pretrained != "reference":
-        p = Path(pretrained).expanduser()
-        if p.suffix in (".safetensors", ".pt", ".bin", ".pth") or p.exists():
-            return p.name
-    return pretrained
-
-
 def run_settings(cfg: GenerateConfig, prompt_set: Any = None) -> dict[str, Any]:
     """The settings that define a folder's images, as its manifest records them.
 
@@ -207,10 +196,11 @@ def run_settings(cfg: GenerateConfig, prompt_set: Any = None) -> dict[str, Any]:
         under ``prompts_sha256`` for the comparison.
     """
     from foclip.prompts import load_prompt_set
+    from foclip.rerun import weights_desc
 
     ps = prompt_set or load_prompt_set(cfg.prompts, seed=cfg.seed)
     a = cfg.attack
-    return {"model": cfg.model, "pretrained": _weights_desc(cfg.pretrained, cfg.seed), "prompts": ps.name,
+    return {"model": cfg.model, "pretrained": weights_desc(cfg.pretrained, cfg.seed), "prompts": ps.name,
             "prompts_sha256": ps.sha256, **{k: list(getattr(a, k)) if k == "adaptive" else getattr(a, k)
                                              for k in ATTACK_SETTINGS}}
 

@@ -51,6 +51,40 @@ def split_prompt_specs(values: list[str] | None) -> tuple[str, ...]:
     return tuple(out)
 
 
+def rerun_is_done(cfg, out: Path) -> bool:
+    """A rerun into a bundle folder: True when it holds a bundle of these very settings (nothing to do).
+
+    Args:
+        cfg: this run's :class:`foclip.exporter.ExportConfig`.
+        out: the ``--out`` folder.
+
+    Returns:
+        False when ``out`` holds no bundle manifest (the usual checks follow).
+
+    Raises:
+        SettingsChanged: the bundle was exported with other settings (each named; ``--force`` replaces it).
+    """
+    from foclip.cli.common import console
+    from foclip.manifest import MANIFEST_NAME
+    from foclip.rerun import refuse_changed
+
+    path = out.expanduser() / MANIFEST_NAME
+    if not path.is_file():
+        return False
+    try:
+        import json
+
+        old = json.loads(path.read_text(encoding="utf-8")).get("info", {}).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return False  # not a readable bundle: check_out_dir says the folder is not empty
+    if not isinstance(old, dict):
+        return False  # a bundle from before settings were kept
+    refuse_changed(f"--out {str(out)!r}", "a bundle", old, cfg.settings(), "--force to replace it")
+    console.print(f"nothing to do: {out} already holds a bundle exported with these settings "
+                  "(--force exports it again)", highlight=False)
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
@@ -67,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         int8_method=args.int8_method, int8_optimize=args.int8_optimize,
     )
     # Checked before torch and the model load: the output folder and the weights source.
+    if not args.force and rerun_is_done(cfg, Path(args.out)):
+        return 0
     check_out_dir(Path(args.out).expanduser().absolute(), args.force)
     check_weights_source(cfg.model_name, cfg.pretrained)
     random_weights_notice(cfg.pretrained)

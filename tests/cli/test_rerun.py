@@ -85,3 +85,50 @@ def test_help_never_calls_random_the_default(command, capsys, monkeypatch):
     assert "default: random" not in text and "random` (default" not in text and "only when typed" in text
     for name in ("masterpieces", "artistic", "imagenet-N", "clipart", "clipart-heldout"):
         assert name in text  # the prompt sets come from foclip.prompts' registry
+
+
+def test_a_killed_export_leaves_nothing_a_later_export_trips_over(tmp_path, capsys):
+    """SIGKILL an export mid-build: its hidden partial folder is removed by the next export, which says so."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    scale = float(os.environ.get("FOCLIP_TEST_TIMEOUT_SCALE", "1"))
+    out = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "foclip.cli.main", "export", "--out", str(out), "--model",
+                             "foclip-tiny", "--pretrained", "random", "--precision", "fp32"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 120 * scale
+    try:
+        while not list(tmp_path.glob(".b.partial-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert list(tmp_path.glob(".b.partial-*")), "the export never started building"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    left = list(tmp_path.glob(".b.partial-*"))
+    if out.exists():  # the kill came after the bundle was published: nothing is left to clean
+        assert not left
+        return
+    assert left and str(proc.pid) in left[0].name
+    assert main(["export", "--out", str(out), "--model", "foclip-tiny", "--pretrained", "random",
+                 "--precision", "fp32"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"removed {left[0].name}, the unfinished build of an export that was killed" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+
+
+def test_an_export_killed_between_its_renames_gets_its_old_bundle_back(tmp_path):
+    from foclip.exporter.bundle import clean_leftovers
+
+    out = tmp_path / "b"
+    (tmp_path / ".b.old-x1y2" / "bundle").mkdir(parents=True)
+    (tmp_path / ".b.old-x1y2" / "bundle" / "manifest.json").write_text("{}")
+    (tmp_path / ".b.partial-1-zz").mkdir()  # pid 1 is alive but not an export: pid 1 is never ours
+    (tmp_path / ".b.partial-abc").mkdir()   # from a foclip that did not name its pid
+    lines = clean_leftovers(out)
+    assert (out / "manifest.json").is_file() and not (tmp_path / ".b.old-x1y2").exists()
+    assert not (tmp_path / ".b.partial-abc").exists() and (tmp_path / ".b.partial-1-zz").exists()
+    assert any("restored b" in line for line in lines)
