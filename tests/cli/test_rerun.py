@@ -132,3 +132,82 @@ def test_an_export_killed_between_its_renames_gets_its_old_bundle_back(tmp_path)
     assert (out / "manifest.json").is_file() and not (tmp_path / ".b.old-x1y2").exists()
     assert not (tmp_path / ".b.partial-abc").exists() and (tmp_path / ".b.partial-1-zz").exists()
     assert any("restored b" in line for line in lines)
+
+
+def _detect_rows(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_detect_out_resumes_cuts_a_torn_line_and_refuses_other_settings(tiny_bundle, sample_photo_dir, tmp_path,
+                                                                         capsys):
+    out = tmp_path / "r.jsonl"
+    base = ["detect", str(tiny_bundle), str(sample_photo_dir), "--threads", "1", "--exit-zero", "--out", str(out)]
+    assert main(base) == 0
+    full = _detect_rows(out)
+    n = len(full)
+    assert json.loads((tmp_path / "r.jsonl.meta.json").read_text())["complete"] is True
+    # What a kill leaves: two whole lines and a torn third, the run not marked complete.
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text(lines[0] + lines[1] + lines[2][:20])
+    capsys.readouterr()
+    assert main(base) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"resumed: 2 of {n} input(s)" in err
+    rows = _detect_rows(out)
+    assert sorted(r["id"] for r in rows) == sorted(r["id"] for r in full)  # each once, none lost
+    by_id = {r["id"]: r for r in full}
+    assert all(r["score_color"] == pytest.approx(by_id[r["id"]]["score_color"]) for r in rows if not r["error"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.jsonl", "r.jsonl.meta.json"]  # no hidden temp files
+    # Other settings: refused in one line naming them and --fresh; the file untouched.
+    before = out.read_text()
+    assert main([*base, "--precision", "int8"]) == 1
+    err = one_line(capsys)
+    assert "precision fp32 (this run: int8)" in err and "--fresh" in err and out.read_text() == before
+    assert main([*base, "--precision", "int8", "--fresh"]) == 0
+    assert {r["id"] for r in _detect_rows(out)} == {r["id"] for r in full}
+    assert json.loads((tmp_path / "r.jsonl.meta.json").read_text())["settings"]["precision"] == "int8"
+
+
+def test_detect_out_refuses_a_file_it_did_not_write(tiny_bundle, sample_photo_dir, tmp_path, capsys):
+    out = tmp_path / "notes.csv"
+    out.write_text("my,own,data\n")
+    assert main(["detect", str(tiny_bundle), str(sample_photo_dir), "--threads", "1", "--out", str(out)]) == 1
+    assert "--fresh" in one_line(capsys) and out.read_text() == "my,own,data\n"
+
+
+def test_a_killed_detect_is_resumed_without_losing_or_repeating_rows(tiny_bundle, sample_photo_dir, tmp_path):
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    scale = float(os.environ.get("FOCLIP_TEST_TIMEOUT_SCALE", "1"))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    src = sorted(sample_photo_dir.iterdir())
+    for i in range(400):
+        shutil.copy(src[i % len(src)], photos / f"{i:03d}{src[i % len(src)].suffix}")
+    out = tmp_path / "r.csv"
+    cmd = [sys.executable, "-m", "foclip.cli.main", "detect", str(tiny_bundle), str(photos), "--batch", "1",
+           "--threads", "1", "--exit-zero", "--no-self-check", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120 * scale
+    try:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if out.is_file() and out.read_text().count("\n") > 5:  # readiness: rows are being written
+                break
+            time.sleep(0.01)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    written = out.read_text().count("\n") - 1
+    assert 0 < written < 400, "the run was not killed midway"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no hidden temp file
+    assert main(["detect", str(tiny_bundle), str(photos), "--batch", "8", "--threads", "1", "--exit-zero",
+                 "--no-self-check", "--out", str(out)]) == 0
+    import csv
+
+    ids = [r["id"] for r in csv.DictReader(out.open())]
+    assert sorted(ids) == sorted(str(p) for p in photos.iterdir())
