@@ -80,7 +80,8 @@ def _norm(value: Any) -> Any:
     return value
 
 
-def refuse_changed(subject: str, what: str, old: Mapping[str, Any], new: Mapping[str, Any], fresh: str) -> None:
+def refuse_changed(subject: str, what: str, old: Mapping[str, Any], new: Mapping[str, Any], fresh: str,
+                   same: str = "the same settings (a rerun resumes)") -> None:
     """Raise when a rerun's settings differ from those its output was made with.
 
     Args:
@@ -89,6 +90,7 @@ def refuse_changed(subject: str, what: str, old: Mapping[str, Any], new: Mapping
         old: the recorded settings.
         new: this run's settings.
         fresh: the flag and what it does (``--fresh to discard the earlier results``).
+        same: what a rerun with the same settings does.
 
     Raises:
         SettingsChanged: one line naming every differing setting and ``fresh``.
@@ -96,4 +98,4 @@ def refuse_changed(subject: str, what: str, old: Mapping[str, Any], new: Mapping
     diffs = differences(old, new)
     if diffs:
         raise SettingsChanged(subject, f"holds {what} made with other settings: {'; '.join(diffs)}",
-                              f"the same settings (a rerun resumes), another output, or {fresh}")
+                              f"{same}, another output, or {fresh}")

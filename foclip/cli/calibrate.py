@@ -36,6 +36,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--folds", type=int, default=5,
                    help="k of the seeded k-fold held-out evaluation (default 5; 0 turns it off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the held-out folds and the AUC bootstrap (default 0)")
+    p.add_argument("--force", action="store_true",
+                   help="replace an --out calibration made with other settings (bundle, precision, prompts, probes, "
+                        "folders, target, mode, folds, seed); without it such a rerun is refused")
     p.set_defaults(func=run)
 
 
@@ -121,6 +124,13 @@ def run(args: argparse.Namespace) -> int:
                                probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),
                                self_check=not args.no_self_check)
     random_weights_notice(det.manifest.pretrained)
+    settings = _settings(det, args, orig_dir, man_dir)
+    if not args.force:
+        try:
+            check_rerun(args.out, settings)
+        except BaseException:
+            det.close()
+            raise
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with det, Progress(*columns, console=err_console) as progress:
         so, do, eo = _score_folder(det, orig_dir, "originals", progress)
@@ -133,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         target_fpr=args.target_fpr, mode=args.mode, folds=args.folds, seed=args.seed,
         extra_metrics={"errors": {"original": eo, "manipulated": em},
                        "random_init": det.manifest.random_init, "model_name": det.manifest.model_name,
-                       "originals_dir": str(orig_dir), "manipulated_dir": str(man_dir)})
+                       "originals_dir": str(orig_dir), "manipulated_dir": str(man_dir), "settings": settings})
     cal = dataclasses.replace(cal, graph=det.graph_key, probes=tuple(det.config.probes))
     cal.save(args.out)
     console.print(results_table(cal, det.manifest.model_name, det.manifest.pretrained, args.target_fpr, eo, em))
@@ -146,6 +156,37 @@ def run(args: argparse.Namespace) -> int:
         for path in save_plots(args.plots, so, do, sm, dm, cal, label=label):
             console.print(f"wrote {path}", highlight=False)
     return 0
+
+
+def _settings(det: Any, args: argparse.Namespace, orig_dir: Path, man_dir: Path) -> dict[str, Any]:
+    """The settings that define a calibration (kept under ``metrics.settings``; a rerun compares them)."""
+    return {"bundle_hash": det.bundle.bundle_hash, "backend": det.config.backend, "precision": det.config.precision,
+            "prompts": det.text_bank.name, "prompts_sha256": det.text_bank.sha256[:12],
+            "probes": list(det.config.probes), "originals": str(orig_dir.resolve()),
+            "manipulated": str(man_dir.resolve()), "target_fpr": args.target_fpr, "mode": args.mode,
+            "folds": args.folds, "seed": args.seed}
+
+
+def check_rerun(out: str, settings: dict[str, Any]) -> None:
+    """Refuse to replace a calibration made with other settings (unless ``--force``).
+
+    A file without recorded settings (not a calibration, or one from an older foclip) is replaced
+    as before.
+
+    Raises:
+        SettingsChanged: one line naming each differing setting and ``--force``.
+    """
+    import json
+
+    from foclip.rerun import refuse_changed
+
+    try:
+        old = json.loads(Path(out).read_text(encoding="utf-8"))["metrics"]["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if isinstance(old, dict):
+        refuse_changed(f"--out {out!r}", "a calibration", old, settings, "--force to replace it",
+                       same="the same settings (it is computed again)")
 
 
 def _pct_ci(value: float, ci: Any) -> str:

@@ -79,7 +79,8 @@ def rerun_is_done(cfg, out: Path) -> bool:
         return False  # not a readable bundle: check_out_dir says the folder is not empty
     if not isinstance(old, dict):
         return False  # a bundle from before settings were kept
-    refuse_changed(f"--out {str(out)!r}", "a bundle", old, cfg.settings(), "--force to replace it")
+    refuse_changed(f"--out {str(out)!r}", "a bundle", old, cfg.settings(), "--force to replace it",
+                   same="the same settings (nothing to do)")
     console.print(f"nothing to do: {out} already holds a bundle exported with these settings "
                   "(--force exports it again)", highlight=False)
     return True
