@@ -14,7 +14,6 @@ from typing import Any
 
 from foclip.errors import FoclipError
 
-
 _CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".bin", ".pth")
 
 

@@ -90,8 +90,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from foclip.cli.common import (check_weights_source, console, err_console, random_weights_notice,
-                                   resolve_pretrained)
+    from foclip.cli.common import (
+        check_weights_source,
+        console,
+        err_console,
+        random_weights_notice,
+        resolve_pretrained,
+    )
     from foclip.exporter import ExportConfig, export_bundle
     from foclip.exporter.bundle import check_out_dir
 

@@ -7,8 +7,8 @@ import importlib
 from typing import Any
 
 from foclip.cli.common import PRETRAINED_HELP
-from foclip.prompts import builtin_help
 from foclip.errors import FoclipError
+from foclip.prompts import builtin_help
 
 
 def add_parser(sub) -> None:
