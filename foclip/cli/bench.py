@@ -109,6 +109,15 @@ def run_detect(args: argparse.Namespace) -> int:
     from foclip.cli.common import console, err_console, random_weights_notice
     from foclip.manifest import atomic_write_json, read_manifest
 
+    if args.out:  # a folder or an unwritable place fails now, not after the benchmark
+        from foclip.outputs import ensure_writable
+
+        ensure_writable(args.out)
+    if args.images:  # a typo fails here, in one line, not as a traceback from the decoder
+        from foclip.cli.common import require_paths
+        from foclip.runtime.inputs import expand_inputs
+
+        require_paths(list(expand_inputs(args.images)) or args.images, "image", "image files, folders, globs or @lists")
     random_weights_notice(read_manifest(args.bundle).pretrained)
     cfg = BenchDetectConfig(
         bundle=args.bundle, images=tuple(args.images), samples=args.samples, batch=args.batch, repeat=args.repeat,

@@ -133,6 +133,9 @@ def _bundle_ok(bundle: Path, model: str, pretrained: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
+    from foclip.outputs import ensure_writable
+
+    ensure_writable(out, folder=True)  # a file or an unwritable place fails now, in one line
     model, iters = ("foclip-tiny", 10) if args.quick else (args.model, args.iters)
     pretrained = "random" if args.quick else args.pretrained
     prompts = args.prompts or ("clipart" if pretrained == "reference" else "artistic")

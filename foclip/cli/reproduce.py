@@ -128,6 +128,11 @@ def run(args: argparse.Namespace) -> int:
     from foclip_train.reproduce import run_reproduce
 
     cfg = config_from_args(args)
+    from foclip.cli.common import require_paths
+    from foclip.outputs import ensure_writable
+
+    require_paths(args.images, "input", "an image file or a folder of images")
+    ensure_writable(args.out, folder=True)  # a file as --out, or an unwritable place: one line, before any work
     console.print(f"foclip reproduce: {cfg.model} ({cfg.pretrained}), {len(cfg.prompt_sets)} prompt sets, "
                   f"{cfg.attack.iters} steps, {cfg.attack.space} space -> {args.out}", highlight=False)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
