@@ -81,10 +81,9 @@ def run(args: argparse.Namespace) -> int:
 def run_select(args: argparse.Namespace) -> int:
     from rich.table import Table
 
+    from foclip.outputs import ensure_writable
     from foclip_train.reference.data import BuildConfig, build_dataset
     from foclip_train.reference.select import select_recipe
-
-    from foclip.outputs import ensure_writable
 
     ensure_writable(args.work, folder=True)
     data_dir = args.work / "data"
