@@ -230,8 +230,11 @@ def check_weights_source(model: str, pretrained: str) -> None:
             hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
             raise ModelError(f"checkpoint {pretrained!r}", f"does not exist{hint}", OFFLINE_CHOICES)
         return
+    from foclip.errors import did_you_mean
+
     reason = go_offline_if_unreachable()
     if reason and weight_cache_is_empty():
         raise ModelError(f"pretrained {model}/{pretrained}",
-                         f"cannot be downloaded: {reason}, and no weights are cached on this machine",
+                         f"cannot be downloaded: {reason}, and no weights are cached on this machine"
+                         + did_you_mean(pretrained, ("random", "reference")),
                          OFFLINE_CHOICES)

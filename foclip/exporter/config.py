@@ -56,7 +56,10 @@ class ExportConfig:
         """
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
-            raise InputError(f"precision {bad[0]!r}", "is not an export precision", f"some of {', '.join(PRECISIONS)}")
+            from foclip.errors import did_you_mean
+
+            raise InputError(f"precision {bad[0]!r}", "is not an export precision" + did_you_mean(bad[0], PRECISIONS),
+                             f"some of {', '.join(PRECISIONS)}")
         return tuple(p for p in PRECISIONS if p == "fp32" or p in self.precisions)
 
     def settings(self) -> dict:

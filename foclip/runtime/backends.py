@@ -55,7 +55,10 @@ def canonical_backend(name: str) -> str:
     """
     key = name.strip().lower().replace("_", "-")
     if key not in _ALIASES:
-        raise BackendError(f"backend {name!r}", "is not a known backend", f"one of: {', '.join(BACKENDS)}")
+        from foclip.errors import did_you_mean
+
+        raise BackendError(f"backend {name!r}", "is not a known backend" + did_you_mean(key, list(_ALIASES)),
+                           f"one of: {', '.join(BACKENDS)}")
     return _ALIASES[key]
 
 

@@ -170,7 +170,11 @@ class Detector:
         try:
             probes = check_probes(config.probes)
         except ValueError as exc:
-            raise InputError("probes", str(exc).removeprefix(f"probes {list(config.probes)} "),
+            from foclip.errors import did_you_mean
+            from foclip.scoring import PROBES
+
+            hints = "".join(did_you_mean(p, PROBES) for p in config.probes if p not in PROBES)
+            raise InputError("probes", str(exc).removeprefix(f"probes {list(config.probes)} ") + hints,
                              "distinct names among gray, desat50, hue90, hue180, hue270, swap-rb") from None
         config = _replace(config, backend=canonical_backend(config.backend), probes=probes)
         self.config = config
@@ -514,7 +518,10 @@ def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto
     canon = canonical_backend(backend)
     m = bundle.manifest
     if canon != "trt" and precision not in PRECISIONS:
-        raise InputError(f"precision {precision!r}", f"is not a precision of {canon} graphs",
+        from foclip.errors import did_you_mean
+
+        raise InputError(f"precision {precision!r}", f"is not a precision of {canon} graphs"
+                         + did_you_mean(precision, PRECISIONS),
                          "fp32, fp16 or int8 (bf16 is a TensorRT engine precision: --backend trt)")
 
     def candidates(role: str) -> list[str]:
