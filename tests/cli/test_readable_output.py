@@ -84,3 +84,77 @@ def test_mistyped_pretrained_and_sections_get_did_you_mean(tmp_path, capsys, mon
     assert main(["reproduce", "--out", str(tmp_path / "r"), "--model", "foclip-tiny", "--pretrained", "random",
                  "--sections", "tabel1"]) == 1
     assert "(did you mean 'table1'" in _error_line(capsys)
+
+
+@pytest.fixture
+def kept_figures(monkeypatch):
+    """Figures the plotting code creates, kept open (it closes them after saving) for inspection."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kept = []
+    monkeypatch.setattr(plt, "close", lambda fig=None: kept.append(fig))
+    yield kept
+    for fig in kept:
+        matplotlib.pyplot.figure(fig.number) if fig is not None else None
+    matplotlib.pyplot.close("all")
+
+
+def _lines(ax) -> list[str]:
+    return [ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith("_")]
+
+
+def test_calibration_plots_count_in_integers_say_what_and_merge_identical_curves(tmp_path, kept_figures):
+    import numpy as np
+
+    from foclip.runtime import fit_calibration
+    from foclip.runtime.calibration import save_plots
+
+    rng = np.random.default_rng(0)
+    so, sm = rng.uniform(20, 30, 7), rng.uniform(20, 30, 7)  # few images: fractional ticks appeared here
+    do, dm = rng.uniform(0, 0.2, 7), rng.uniform(0.3, 0.8, 7)
+    cal = fit_calibration(so, do, sm, dm, bundle_hash="0" * 64, backend="ort-cpu", precision="fp32",
+                          score_scale=100.0, text_bank={"name": "artistic", "sha256": "0" * 64, "count": 1},
+                          target_fpr=0.0, mode="fpr", folds=0, seed=0)
+    save_plots(tmp_path, so, do, sm, dm, cal, label="foclip-ref-vit, weights reference")
+    roc, hist_score, hist_drop = (f.axes[0] for f in kept_figures)
+    for ax, what in ((hist_score, "score_color"), (hist_drop, "drop")):
+        title = ax.get_title()
+        assert title.startswith(f"{what} of originals and manipulated") and "foclip-ref-vit, weights reference" in title
+        assert all(float(t).is_integer() for t in ax.get_yticks())
+    assert "ROC" in roc.get_title() and "7 manipulated vs 7 originals" in roc.get_title()
+    if cal.tau_score <= min(so.min(), sm.min()):  # the gate passes everything: the two curves coincide
+        assert any("(identical curves)" in label for label in _lines(roc))
+
+
+def test_roc_curves_that_coincide_are_drawn_once_with_joined_labels(kept_figures):
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from foclip.runtime.calibration import plot_roc_curves
+
+    fig, ax = plt.subplots()
+    perfect = (np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 1.0]))
+    drawn = plot_roc_curves(ax, [("masterpieces", *perfect), ("artistic", *perfect), ("all sets", *perfect),
+                                 ("imagenet-25", np.array([0.0, 0.5, 1.0]), np.array([0.0, 0.5, 1.0]))],
+                            bold="all sets")
+    assert drawn == 2
+    assert _lines(ax) == ["masterpieces = artistic = all sets (identical curves)", "imagenet-25"]
+    plt.close(fig)
+
+
+def test_adaptive_figure_labels_every_bar_even_a_zero_auc(tmp_path, kept_figures):
+    from foclip_train.report_figures import _adaptive_figure, _plt
+
+    res = {"prompt_set": "clipart", "images": 4, "rows": [
+        {"detector": "gray", "attack": "plain", "auc_drop": 1.0},
+        {"detector": "gray", "attack": "adaptive-gray", "auc_drop": 0.0},
+        {"detector": "multi-probe", "attack": "plain", "auc_drop": 0.75}]}
+    _adaptive_figure(_plt(), tmp_path, res, "foclip-ref-vit / reference")
+    ax = kept_figures[-1].axes[0]
+    labels = [t.get_text() for t in ax.texts]
+    assert "0.00" in labels and "1.00" in labels and "0.75" in labels  # a zero AUC is labelled, not blank
+    assert "ROC-AUC of each detector" in ax.get_title() and "foclip-ref-vit / reference" in ax.get_title()
