@@ -147,6 +147,7 @@ def run(args: argparse.Namespace) -> int:
     cal = dataclasses.replace(cal, graph=det.graph_key, probes=tuple(det.config.probes))
     cal.save(args.out)
     console.print(results_table(cal, det.manifest.model_name, det.manifest.pretrained, args.target_fpr, eo, em))
+    warn_floor(det, so)
     for line in cal.metrics.get("warnings", []):
         err_console.print(f"[yellow]small sample:[/] {escape(line)}", highlight=False)
     console.print(f"wrote {args.out}", highlight=False)
@@ -187,6 +188,34 @@ def check_rerun(out: str, settings: dict[str, Any]) -> None:
     if isinstance(old, dict):
         refuse_changed(f"--out {out!r}", "a calibration", old, settings, "--force to replace it",
                        same="the same settings (it is computed again)")
+
+
+def warn_floor(det: Any, score_orig: Any) -> None:
+    """Warn when the text bank scores near the floor on the bundle's reference photos or on the originals."""
+    import json
+
+    from rich.markup import escape
+
+    from foclip.cli.common import err_console
+    from foclip.scoring import floor_warning
+
+    if det.manifest.random_init:  # the random-weights note already says every score is meaningless
+        return
+    name, scale = det.text_bank.name, det.score_scale
+    try:  # the export's PyTorch figures (read as JSON: calibrate stays torch-free)
+        report = json.loads((Path(det.bundle.path) / "parity.json").read_text(encoding="utf-8"))
+        fig = report["image_encoder"]["fp32"]["banks"][name]
+        fig = fig if isinstance(fig.get("ref_mean_score_color"), (int, float)) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        fig = None
+    n = len(det.manifest.reference.photos) if det.manifest.reference else 0
+    figures = [(fig["ref_mean_score_color"], f"the bundle's {n} reference photos")] if fig else []
+    if len(score_orig):
+        figures.append((float(score_orig.mean()), f"the {len(score_orig)} originals"))
+    for mean, images in figures:
+        line = floor_warning(name, mean, scale, images)
+        if line:
+            err_console.print(f"[bold yellow]warning:[/] {escape(line)}.", highlight=False, soft_wrap=True)
 
 
 def _pct_ci(value: float, ci: Any) -> str:

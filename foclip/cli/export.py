@@ -129,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             table.add_row(key, "-", f"{fig['max_abs_diff_score']:.2e} (score, 0..{manifest.scoring.score_scale:g})", "")
     console.print(table)
+    warn_floor(manifest, args.out)
     total = sum(f.stat().st_size for f in Path(args.out).rglob("*") if f.is_file()) / 1e6
     omitted = manifest.info.get("omitted", {})
     console.print(f"wrote the bundle folder [bold]{escape(str(args.out))}[/]: {total:.1f} MB on disk, "
@@ -142,6 +143,25 @@ def run(args: argparse.Namespace) -> int:
                               f"the others are usable. Expected a graph within its gate: try {fix}.", highlight=False)
         return EXIT_PARTIAL
     return 0
+
+
+def warn_floor(manifest, out: Path) -> None:
+    """Warn about each text bank whose reference-set score is near the floor (trained weights only)."""
+    from rich.markup import escape
+
+    from foclip.cli.common import err_console
+    from foclip.exporter import parity_report
+    from foclip.scoring import floor_warning
+
+    if manifest.random_init:  # the random-weights note already says every score is meaningless
+        return
+    banks = parity_report(out).get("image_encoder", {}).get("fp32", {}).get("banks", {})
+    n = len(manifest.reference.photos) if manifest.reference else 0
+    for name, fig in banks.items():
+        line = floor_warning(name, fig.get("ref_mean_score_color", float("inf")), manifest.scoring.score_scale,
+                             f"the bundle's {n} reference photos")
+        if line:
+            err_console.print(f"[bold yellow]warning:[/] {escape(line)}.", highlight=False, soft_wrap=True)
 
 
 EXIT_PARTIAL = 4  # bundle written, but a precision missed its parity gate and was left out

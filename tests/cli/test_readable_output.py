@@ -158,3 +158,56 @@ def test_adaptive_figure_labels_every_bar_even_a_zero_auc(tmp_path, kept_figures
     labels = [t.get_text() for t in ax.texts]
     assert "0.00" in labels and "1.00" in labels and "0.75" in labels  # a zero AUC is labelled, not blank
     assert "ROC-AUC of each detector" in ax.get_title() and "foclip-ref-vit / reference" in ax.get_title()
+
+
+def test_floor_rule():
+    from foclip.scoring import FLOOR_FRACTION, floor_warning
+
+    assert FLOOR_FRACTION == 0.05
+    # The measured cases (docs/runtime.md): reference ViT on imagenet-100 vs on its own clipart set.
+    assert "imagenet-100" in floor_warning("imagenet-100", 1.02, 100.0, "the bundle's 4 reference photos")
+    assert floor_warning("clipart", 11.32, 100.0, "the bundle's 4 reference photos") is None
+    assert floor_warning("x", 0.13, 2.5, "y") is None and floor_warning("x", 0.12, 2.5, "y")  # scale-relative
+
+
+def _fake_bundle(tmp_path, banks: dict[str, float], random_init: bool = False):
+    import json
+    from types import SimpleNamespace
+
+    (tmp_path / "parity.json").write_text(json.dumps({"image_encoder": {"fp32": {"banks": {
+        name: {"ref_mean_score_color": v} for name, v in banks.items()}}}}))
+    return SimpleNamespace(random_init=random_init, reference=SimpleNamespace(photos=["a", "b", "c", "d"]),
+                           scoring=SimpleNamespace(score_scale=100.0))
+
+
+def test_export_warns_when_a_bank_scores_near_the_floor(tmp_path, capsys):
+    from foclip.cli.export import warn_floor
+
+    warn_floor(_fake_bundle(tmp_path, {"clipart": 11.32, "imagenet-100": 1.02}), tmp_path)
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("warning:") == 1 and "text bank 'imagenet-100' | scores 1.02 on 0..100 on the bundle's 4" in err
+    warn_floor(_fake_bundle(tmp_path, {"imagenet-100": 0.2}, random_init=True), tmp_path)
+    assert "warning" not in capsys.readouterr().err  # random weights: the random-weights note says it all
+
+
+def test_calibrate_warns_when_its_bank_scores_near_the_floor(tmp_path, capsys):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from foclip.cli.calibrate import warn_floor
+
+    det = SimpleNamespace(manifest=_fake_bundle(tmp_path, {"imagenet-100": 1.02}),
+                          text_bank=SimpleNamespace(name="imagenet-100"), score_scale=100.0,
+                          bundle=SimpleNamespace(path=tmp_path))
+    warn_floor(det, np.array([0.5, 1.5, 2.0]))
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("warning:") == 2 and "the bundle's 4 reference photos" in err and "the 3 originals" in err
+
+
+@pytest.mark.slow
+def test_export_of_the_reference_vit_warns_about_imagenet(tmp_path, capsys):
+    assert main(["export", "--out", str(tmp_path / "b"), "--model", "foclip-ref-vit", "--prompts",
+                 "clipart,imagenet-25", "--precision", "fp32"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "text bank 'imagenet-25' | scores" in err and "text bank 'clipart'" not in err
