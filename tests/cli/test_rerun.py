@@ -126,7 +126,7 @@ def test_an_export_killed_between_its_renames_gets_its_old_bundle_back(tmp_path)
     out = tmp_path / "b"
     (tmp_path / ".b.old-x1y2" / "bundle").mkdir(parents=True)
     (tmp_path / ".b.old-x1y2" / "bundle" / "manifest.json").write_text("{}")
-    (tmp_path / ".b.partial-1-zz").mkdir()  # pid 1 is alive but not an export: pid 1 is never ours
+    (tmp_path / ".b.partial-1-zz").mkdir()  # named by a live process (pid 1): left alone
     (tmp_path / ".b.partial-abc").mkdir()   # from a foclip that did not name its pid
     lines = clean_leftovers(out)
     assert (out / "manifest.json").is_file() and not (tmp_path / ".b.old-x1y2").exists()
