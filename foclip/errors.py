@@ -21,6 +21,23 @@ class FoclipError(Exception):
         super().__init__(msg)
 
 
+def did_you_mean(value: str, choices, cutoff: float = 0.6) -> str:
+    """`` (did you mean 'fp16'?)`` for a mistyped ``value``, or ``""`` when nothing is close.
+
+    Args:
+        value: what was typed.
+        choices: the valid values.
+        cutoff: difflib similarity needed (0..1).
+
+    Returns:
+        The hint, with a leading space, to append to an error's problem.
+    """
+    import difflib
+
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=2, cutoff=cutoff)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
 class InputError(FoclipError):
     """An input file, image, prompt file or option value is unusable."""
 

@@ -30,6 +30,22 @@ REFERENCE_SETS = {"clipart": "clipart.txt", "clipart-heldout": "clipart_heldout.
 BUILTIN += tuple(REFERENCE_SETS)
 
 
+def builtin_help() -> str:
+    """The built-in set names for ``--help`` texts, from this registry: ``masterpieces, artistic, ...``."""
+    return ", ".join("imagenet-N (e.g. imagenet-100)" if n == "imagenet-N" else n for n in BUILTIN)
+
+
+def close_set_names(spec: str) -> list[str]:
+    """Built-in set names close to a mistyped ``spec`` (for "did you mean")."""
+    import difflib
+
+    names = [n for n in BUILTIN if n != "imagenet-N"]
+    if spec.lower().startswith("imagenet") or "-" in spec and spec.split("-")[-1].isdigit():
+        tail = spec.rsplit("-", 1)[-1]
+        names.append(f"imagenet-{tail}" if tail.isdigit() else "imagenet-100")
+    return difflib.get_close_matches(spec, names, n=2, cutoff=0.6)
+
+
 @dataclass(frozen=True)
 class PromptSet:
     """An ordered list of prompts with a stable name and hash."""
@@ -113,6 +129,8 @@ def load_prompt_set(spec: str, seed: int = 0) -> PromptSet:
     path = Path(spec).expanduser()
     if path.exists():
         return PromptSet(f"file:{path.stem}", tuple(_read_lines(path)))
-    raise InputError(f"prompts {spec!r}", "is neither a built-in set nor an existing file",
+    close = close_set_names(spec)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    raise InputError(f"prompts {spec!r}", f"is neither a built-in set nor an existing file{hint}",
                      "`masterpieces`, `artistic`, `imagenet-N` (e.g. imagenet-100), the reference CLIP's "
                      f"{', '.join(f'`{k}`' for k in REFERENCE_SETS)}, or a UTF-8 text file, one prompt a line")

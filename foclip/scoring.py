@@ -21,6 +21,31 @@ LUMA = (0.299, 0.587, 0.114)
 DEFAULT_SCALE = 100.0
 HESSEL_SCALE = 2.5
 CLAMP = "per-pair"
+# A prompt bank whose mean score_color on a set of photos is below this fraction of the scale is "at
+# the floor": the model finds no prompt of the bank in the photos, and the relative drop divides by a
+# near-zero score (noise). Measured on the 4 reference photos of an export (docs/runtime.md): the
+# reference ViT scores 0.8 / 1.0 on imagenet-25 / imagenet-100 and 11-21 on its own and the artistic
+# sets; the reference RN 6.3-27.5 on all of them.
+FLOOR_FRACTION = 0.05
+
+
+def floor_warning(bank: str, mean_score: float, scale: float, images: str) -> str | None:
+    """One line when ``bank`` scores near the floor on ``images`` (see :data:`FLOOR_FRACTION`), else None.
+
+    Args:
+        bank: the text bank's name.
+        mean_score: mean score_color of the images on it (0..scale).
+        scale: the score scale w.
+        images: what the images are (``the bundle's 4 reference photos``).
+
+    Returns:
+        The warning text, or None.
+    """
+    if mean_score >= FLOOR_FRACTION * scale:
+        return None
+    return (f"text bank {bank!r} | scores {mean_score:.2f} on 0..{scale:g} on {images} (below "
+            f"{FLOOR_FRACTION:.0%} of the scale): the model finds few of its prompts in such images, so drops "
+            "on it are noise. Expected a bank in the model's vocabulary (e.g. clipart for the reference CLIPs)")
 
 
 def clipscore(image_emb: np.ndarray, text_emb: np.ndarray, scale: float = DEFAULT_SCALE) -> np.ndarray:

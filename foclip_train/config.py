@@ -78,7 +78,11 @@ class AttackConfig:
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise InputError(f"attack {name}={getattr(self, name)!r}", "is out of range", expected)
+                from foclip.errors import did_you_mean
+
+                hint = "".join(did_you_mean(a, PROBES) for a in self.adaptive if a not in PROBES) if (
+                    name == "adaptive") else did_you_mean(getattr(self, name), AMP_NAMES) if name == "amp" else ""
+                raise InputError(f"attack {name}={getattr(self, name)!r}", "is out of range" + hint, expected)
         if self.output == "model" and self.space != "model":
             raise InputError("attack output='model'", "needs space='model'",
                              "output='input' with space='native', or space='model'")
@@ -115,6 +119,9 @@ class GenerateConfig:
         if self.batch < 1:
             raise InputError(f"batch={self.batch}", "is out of range", "an integer >= 1")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise InputError(f"device {self.device!r}", "is not supported", "auto, cpu, cuda or cuda:N")
+            from foclip.errors import did_you_mean
+
+            raise InputError(f"device {self.device!r}", "is not supported" + did_you_mean(self.device, ("auto", "cpu", "cuda")),
+                             "auto, cpu, cuda or cuda:N")
 
 

@@ -177,6 +177,95 @@ def plan_jobs(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLi
     return jobs
 
 
+# ----------------------------------------------------------------------------- rerun settings
+
+# The record fields that decide what an image of the folder looks like (batch, device and Ray do not).
+ATTACK_SETTINGS = ("iters", "lr", "momentum", "alpha", "beta", "check_every", "score_scale", "amp", "space",
+                   "output", "adaptive", "adaptive_weight")
+
+
+def run_settings(cfg: GenerateConfig, prompt_set: Any = None) -> dict[str, Any]:
+    """The settings that define a folder's images, as its manifest records them.
+
+    Args:
+        cfg: the run's config.
+        prompt_set: the resolved :class:`foclip.prompts.PromptSet` (read from ``cfg.prompts`` when None).
+
+    Returns:
+        ``{"model", "pretrained", "prompts", <attack fields>}``; ``prompts`` carries the set's sha256
+        under ``prompts_sha256`` for the comparison.
+    """
+    from foclip.prompts import load_prompt_set
+    from foclip.rerun import weights_desc
+
+    ps = prompt_set or load_prompt_set(cfg.prompts, seed=cfg.seed)
+    a = cfg.attack
+    return {"model": cfg.model, "pretrained": weights_desc(cfg.pretrained, cfg.seed), "prompts": ps.name,
+            "prompts_sha256": ps.sha256, **{k: list(getattr(a, k)) if k == "adaptive" else getattr(a, k)
+                                             for k in ATTACK_SETTINGS}}
+
+
+def recorded_settings(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The settings of the folder's last manifest record (None when it has none)."""
+    records = read_records(out_dir)
+    if not records:
+        return None
+    r = records[-1]
+    old = {"model": r.get("model"), "pretrained": r.get("pretrained"), "prompts": r.get("prompt_set"),
+           "prompts_sha256": r.get("prompt_set_sha256")}
+    old.update({k: r[k] for k in ATTACK_SETTINGS if k in r})
+    return old
+
+
+def check_rerun(out_dir: str | os.PathLike[str], cfg: GenerateConfig) -> None:
+    """Refuse a rerun into a folder whose images were made with other settings.
+
+    Without this a rerun with another model, prompt set or step count found every image "done" and
+    kept the old ones. Checked before any model loads.
+
+    Args:
+        out_dir: the output folder.
+        cfg: this run's config.
+
+    Raises:
+        SettingsChanged: one line naming each differing setting and ``--fresh``.
+    """
+    from foclip.rerun import refuse_changed
+
+    old = recorded_settings(out_dir)
+    if old is None:
+        return
+    new = run_settings(cfg)
+    old_sha, new_sha = old.pop("prompts_sha256", None), new.pop("prompts_sha256")
+    if old_sha == new_sha:  # the same prompts, whatever the set is called
+        old["prompts"] = new["prompts"]
+    elif old_sha is not None and old["prompts"] == new["prompts"]:  # an edited prompt file
+        old["prompts"] = f"{old['prompts']} (sha256 {old_sha[:8]})"
+        new["prompts"] = f"{new['prompts']} (sha256 {new_sha[:8]})"
+    refuse_changed(f"--out {str(out_dir)!r}", "images", old, new, "--fresh to discard the earlier results")
+
+
+def clear_outputs(out_dir: str | os.PathLike[str]) -> int:
+    """Remove what `foclip generate` wrote in ``out_dir`` (``--fresh``); nothing else is touched.
+
+    Returns:
+        The number of files removed.
+    """
+    import shutil
+
+    out = Path(out_dir)
+    n = 0
+    for sub in ("manipulated", "original"):
+        if (out / sub).is_dir():
+            n += sum(1 for p in (out / sub).rglob("*") if p.is_file())
+            shutil.rmtree(out / sub)
+    for name in (MANIFEST_JSONL, SUMMARY_JSON):
+        if (out / name).is_file():
+            (out / name).unlink()
+            n += 1
+    return n
+
+
 # ----------------------------------------------------------------------------- manifest
 
 

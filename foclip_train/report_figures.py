@@ -57,7 +57,7 @@ def write_figures(out: Path, cfg: Any, by_set: dict[str, list[dict[str, Any]]], 
     import numpy as np
     from PIL import Image
 
-    from foclip.runtime.calibration import roc_curve
+    from foclip.runtime.calibration import integer_counts, plot_roc_curves, roc_curve
     from foclip.scoring import to_gray
 
     plt = _plt()
@@ -94,6 +94,7 @@ def write_figures(out: Path, cfg: Any, by_set: dict[str, list[dict[str, Any]]], 
     every = [r for recs in by_set.values() for r in recs if not r.get("error")]
     t3 = {r["prompt_set"]: r for r in sections["table3"]["rows"]}
     fig, ax = plt.subplots(figsize=(5, 5))
+    curves = []
     for name in list(cfg.prompt_sets) + ["all sets"]:
         recs = every if name == "all sets" else [r for r in by_set[name] if not r.get("error")]
         row = t3.get(name, {})
@@ -102,12 +103,14 @@ def write_figures(out: Path, cfg: Any, by_set: dict[str, list[dict[str, Any]]], 
         stat = lambda s, d, ts=row["tau_score"]: np.where(np.asarray(s) >= ts, d, -np.inf)
         fpr, tpr = roc_curve(stat([r["score_adv"] for r in recs], [r["drop_adv"] for r in recs]),
                              stat([r["score_orig"] for r in recs], [r["drop_orig"] for r in recs]))
-        ax.plot(fpr, tpr, lw=2.5 if name == "all sets" else 1,
-                label=f"{name} (fit-set AUC {row['fit']['roc_auc']:.3f})")
-    ax.plot([0, 1], [0, 1], ":", color="gray")
+        curves.append((f"{name} (fit-set AUC {row['fit']['roc_auc']:.3f})", fpr, tpr))
+    bold = next((c[0] for c in curves if c[0].startswith("all sets")), None)
+    plot_roc_curves(ax, curves, bold=bold)  # coinciding curves drawn once, labels joined
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="chance")
     ax.set_xlabel("false-positive rate (originals)")
     ax.set_ylabel("true-positive rate (manipulated)")
-    ax.set_title(f"ROC of the grayscale-drop detector\n{who}", fontsize=9)
+    ax.set_title(f"ROC of the grayscale-drop detector per prompt set: FoCLIP images vs originals\n{who}",
+                 fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     written.append(_save(plt, fig, figs / "roc.png"))
 
@@ -124,7 +127,8 @@ def write_figures(out: Path, cfg: Any, by_set: dict[str, list[dict[str, Any]]], 
     ax.axvline(0.632, color="C1", ls="--", lw=1, label="paper: FoCLIP 63.2 %")
     ax.set_xlabel("grayscale drop (fraction; values outside the 1-99 % range drawn at the edges)")
     ax.set_ylabel("images (all prompt sets)")
-    ax.set_title(f"grayscale drop\n{who}", fontsize=9)
+    integer_counts(ax)
+    ax.set_title(f"grayscale drop of originals and FoCLIP images, all prompt sets\n{who}", fontsize=9)
     ax.legend(fontsize=7)
     written.append(_save(plt, fig, figs / "drops.png"))
 
@@ -181,11 +185,15 @@ def _adaptive_figure(plt: Any, figs: Path, res: dict[str, Any], who: str) -> Pat
     xs = np.arange(len(attacks))
     width = 0.8 / max(len(dets), 1)
     for i, d in enumerate(dets):
-        ax.bar(xs + (i - (len(dets) - 1) / 2) * width, [auc.get((d, a), np.nan) for a in attacks], width, label=d)
+        values = [auc.get((d, a), np.nan) for a in attacks]
+        bars = ax.bar(xs + (i - (len(dets) - 1) / 2) * width, values, width, label=d)
+        # Every bar carries its value: an AUC of 0 (the attack fully evades) is otherwise no bar at all.
+        ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.2f}" for v in values], fontsize=6, padding=1)
     ax.axhline(0.5, color="gray", ls=":", lw=1)
     ax.set_xticks(xs, attacks)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("ROC-AUC of the drop statistic")
-    ax.set_title(f"detectors vs attacks, {res['prompt_set']} ({res['images']} images)\n{who}", fontsize=9)
+    ax.set_title(f"ROC-AUC of each detector (bars) against each attack, {res['prompt_set']} "
+                 f"({res['images']} images)\n{who}", fontsize=9)
     ax.legend(fontsize=7, loc="lower left")
     return _save(plt, fig, figs / "adaptive.png")

@@ -147,7 +147,10 @@ class ReproduceConfig:
         object.__setattr__(self, "transfer_models", tuple(tuple(m) for m in self.transfer_models))
         bad = [n for n in self.sections if n not in SECTION_NAMES]
         if bad or not self.sections or len(set(self.sections)) != len(self.sections):
-            raise InputError(f"sections {','.join(self.sections)}", "are not distinct section names",
+            from foclip.errors import did_you_mean
+
+            hints = "".join(did_you_mean(n, SECTION_NAMES) for n in bad)
+            raise InputError(f"sections {','.join(self.sections)}", "are not distinct section names" + hints,
                              f"a comma-separated subset of {','.join(SECTION_NAMES)}")
         if self.extra_images < 2:
             raise InputError(f"extra_images={self.extra_images}", "is out of range", "an integer >= 2")

@@ -10,6 +10,8 @@ import argparse
 import importlib
 import importlib.util
 
+from foclip.cli.common import PRETRAINED_HELP
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks: `foclip bench generate`, `foclip bench detect`")
@@ -22,7 +24,7 @@ def add_parser(sub) -> None:
 def _add_generate(bsub) -> None:
     p = bsub.add_parser("generate", help="image-iterations/s of the FoCLIP step vs bare forward+backward")
     p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default: %(default)s)")
-    p.add_argument("--pretrained", default="random", help="tag, checkpoint file or random (default: %(default)s)")
+    p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
     p.add_argument("--batch", type=int, default=4, help="images per step (default: %(default)s)")
     p.add_argument("--iters", type=int, default=10, help="steps per timed run (default: %(default)s)")
     p.add_argument("--check-every", type=int, default=10, help="best-iterate check interval k (default: %(default)s)")
@@ -45,10 +47,10 @@ def run_generate(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from foclip.benchmarks.cpu import cpu_line
-    from foclip.cli.common import console, random_weights_notice
+    from foclip.cli.common import console, random_weights_notice, resolve_pretrained
     from foclip_train.bench import BenchGenerateConfig, measure_generate
 
-    cfg = BenchGenerateConfig(args.model, args.pretrained, args.batch, args.iters, args.check_every, args.rounds,
+    cfg = BenchGenerateConfig(args.model, resolve_pretrained(args.model, args.pretrained), args.batch, args.iters, args.check_every, args.rounds,
                               args.threads, args.device, not args.no_native, args.compile, args.channels_last)
     res = measure_generate(cfg, on_loaded=random_weights_notice)
     t = Table(title=f"foclip bench generate: {cfg.model} ({res['pretrained']}), batch {cfg.batch}, "
@@ -110,6 +112,15 @@ def run_detect(args: argparse.Namespace) -> int:
     from foclip.cli.common import console, err_console, random_weights_notice
     from foclip.manifest import atomic_write_json, read_manifest
 
+    if args.out:  # a folder or an unwritable place fails now, not after the benchmark
+        from foclip.outputs import ensure_writable
+
+        ensure_writable(args.out)
+    if args.images:  # a typo fails here, in one line, not as a traceback from the decoder
+        from foclip.cli.common import require_paths
+        from foclip.runtime.inputs import expand_inputs
+
+        require_paths(list(expand_inputs(args.images)) or args.images, "image", "image files, folders, globs or @lists")
     random_weights_notice(read_manifest(args.bundle).pretrained)
     cfg = BenchDetectConfig(
         bundle=args.bundle, images=tuple(args.images), samples=args.samples, batch=args.batch, repeat=args.repeat,

@@ -42,6 +42,9 @@ def add_parser(sub: Any) -> None:
                    help="clean traffic (e.g. `foclip data wild --out DIR`): its images join the originals, so the "
                         "FPR target is set on traffic-like images; each subfolder is a group whose fit-set and "
                         "held-out FPR are printed")
+    p.add_argument("--force", action="store_true",
+                   help="replace an --out calibration made with other settings (bundle, precision, prompts, probes, "
+                        "folders, target, mode, folds, seed); without it such a rerun is refused")
     p.set_defaults(func=run)
 
 
@@ -134,6 +137,13 @@ def run(args: argparse.Namespace) -> int:
                                probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()),
                                self_check=not args.no_self_check)
     random_weights_notice(det.manifest.pretrained)
+    settings = _settings(det, args, orig_dir, man_dir)
+    if not args.force:
+        try:
+            check_rerun(args.out, settings)
+        except BaseException:
+            det.close()
+            raise
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with det, Progress(*columns, console=err_console) as progress:
         so, do, eo = _score_folder(det, orig_dir, "originals", progress)
@@ -150,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         target_fpr=args.target_fpr, mode=args.mode, folds=args.folds, seed=args.seed,
         extra_metrics={"errors": {"original": eo, "manipulated": em},
                        "random_init": det.manifest.random_init, "model_name": det.manifest.model_name,
-                       "originals_dir": str(orig_dir), "manipulated_dir": str(man_dir)})
+                       "originals_dir": str(orig_dir), "manipulated_dir": str(man_dir), "settings": settings})
     cal = dataclasses.replace(cal, graph=det.graph_key, probes=tuple(det.config.probes))
     if clean is not None:
         cal.metrics["clean_groups"] = clean_group_evaluation(
@@ -160,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         cal.metrics["clean_errors"] = clean[3]
     cal.save(args.out)
     console.print(results_table(cal, det.manifest.model_name, det.manifest.pretrained, args.target_fpr, eo, em))
+    warn_floor(det, so)
     for line in cal.metrics.get("warnings", []):
         err_console.print(f"[yellow]small sample:[/] {escape(line)}", highlight=False)
     for line in cal.metrics.get("threshold_warnings", []):
@@ -221,6 +232,66 @@ def clean_table(rows: dict[str, Any], target_fpr: float | None) -> Any:
     table.caption = ("fit set: thresholds chosen on originals + these clean images; held out: each clean image "
                      "judged by thresholds chosen without its fold; [Wilson 95 %]")
     return table
+
+
+def _settings(det: Any, args: argparse.Namespace, orig_dir: Path, man_dir: Path) -> dict[str, Any]:
+    """The settings that define a calibration (kept under ``metrics.settings``; a rerun compares them)."""
+    return {"bundle_hash": det.bundle.bundle_hash, "backend": det.config.backend, "precision": det.config.precision,
+            "prompts": det.text_bank.name, "prompts_sha256": det.text_bank.sha256[:12],
+            "probes": list(det.config.probes), "originals": str(orig_dir.resolve()),
+            "manipulated": str(man_dir.resolve()), "target_fpr": args.target_fpr, "mode": args.mode,
+            "folds": args.folds, "seed": args.seed,
+            "clean": str(Path(args.clean).resolve()) if args.clean else None}
+
+
+def check_rerun(out: str, settings: dict[str, Any]) -> None:
+    """Refuse to replace a calibration made with other settings (unless ``--force``).
+
+    A file without recorded settings (not a calibration, or one from an older foclip) is replaced
+    as before.
+
+    Raises:
+        SettingsChanged: one line naming each differing setting and ``--force``.
+    """
+    import json
+
+    from foclip.rerun import refuse_changed
+
+    try:
+        old = json.loads(Path(out).read_text(encoding="utf-8"))["metrics"]["settings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if isinstance(old, dict):
+        refuse_changed(f"--out {out!r}", "a calibration", old, settings, "--force to replace it",
+                       same="the same settings (it is computed again)")
+
+
+def warn_floor(det: Any, score_orig: Any) -> None:
+    """Warn when the text bank scores near the floor on the bundle's reference photos or on the originals."""
+    import json
+
+    from rich.markup import escape
+
+    from foclip.cli.common import err_console
+    from foclip.scoring import floor_warning
+
+    if det.manifest.random_init:  # the random-weights note already says every score is meaningless
+        return
+    name, scale = det.text_bank.name, det.score_scale
+    try:  # the export's PyTorch figures (read as JSON: calibrate stays torch-free)
+        report = json.loads((Path(det.bundle.path) / "parity.json").read_text(encoding="utf-8"))
+        fig = report["image_encoder"]["fp32"]["banks"][name]
+        fig = fig if isinstance(fig.get("ref_mean_score_color"), (int, float)) else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        fig = None
+    n = len(det.manifest.reference.photos) if det.manifest.reference else 0
+    figures = [(fig["ref_mean_score_color"], f"the bundle's {n} reference photos")] if fig else []
+    if len(score_orig):
+        figures.append((float(score_orig.mean()), f"the {len(score_orig)} originals"))
+    for mean, images in figures:
+        line = floor_warning(name, mean, scale, images)
+        if line:
+            err_console.print(f"[bold yellow]warning:[/] {escape(line)}.", highlight=False, soft_wrap=True)
 
 
 def _pct_ci(value: float, ci: Any) -> str:

@@ -194,6 +194,40 @@ def require_paths(paths: Sequence[str], what: str, expected: str) -> None:
             raise InputError(f"{what} {raw!r}", f"does not exist{hint}", expected)
 
 
+REFERENCE_PREFIX = "foclip-ref-"
+PRETRAINED_HELP = ("weights: an open_clip pretrained tag (e.g. openai), a checkpoint file (.safetensors/.pt/.bin), "
+                   "`reference` (foclip's shipped CLIPs, the default for --model foclip-ref-vit / foclip-ref-rn) "
+                   "or `random` (seeded random init, mechanics only; used only when typed). Required for other "
+                   "models")
+
+
+def resolve_pretrained(model: str, pretrained: str | None) -> str:
+    """The weights a run uses: ``--pretrained`` as typed, else ``reference`` for foclip's reference models.
+
+    foclip never picks random weights on its own: for any other model ``--pretrained`` must be given
+    (``random`` included), so a run can never end with random-init results nobody asked for.
+
+    Args:
+        model: the ``--model`` value.
+        pretrained: the ``--pretrained`` value, None when not given.
+
+    Returns:
+        The weights source.
+
+    Raises:
+        ModelError: no ``--pretrained`` for a model that is not a reference model.
+    """
+    from foclip.errors import ModelError
+
+    if pretrained:
+        return pretrained
+    if model.startswith(REFERENCE_PREFIX):
+        return "reference"
+    raise ModelError(f"--model {model}", "needs --pretrained (foclip never uses random weights unless asked)",
+                     f"--pretrained TAG (an open_clip tag of {model}, e.g. openai for ViT-B-32), a checkpoint "
+                     "file, `random` (mechanics only), or --model foclip-ref-vit (offline, `reference` weights)")
+
+
 def check_weights_source(model: str, pretrained: str) -> None:
     """Check ``--pretrained`` before any model loads: a missing checkpoint file, or a tag with no network.
 
@@ -220,8 +254,11 @@ def check_weights_source(model: str, pretrained: str) -> None:
             hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
             raise ModelError(f"checkpoint {pretrained!r}", f"does not exist{hint}", OFFLINE_CHOICES)
         return
+    from foclip.errors import did_you_mean
+
     reason = go_offline_if_unreachable()
     if reason and weight_cache_is_empty():
         raise ModelError(f"pretrained {model}/{pretrained}",
-                         f"cannot be downloaded: {reason}, and no weights are cached on this machine",
+                         f"cannot be downloaded: {reason}, and no weights are cached on this machine"
+                         + did_you_mean(pretrained, ("random", "reference")),
                          OFFLINE_CHOICES)

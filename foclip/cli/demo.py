@@ -131,8 +131,30 @@ def _bundle_ok(bundle: Path, model: str, pretrained: str) -> bool:
     return manifest.model_name == model and same_weights and not verify_files(bundle, manifest)
 
 
+def _fresh_if_changed(gen: list[str], adv: Path) -> list[str]:
+    """``["--fresh"]`` when the demo's images were made with other settings (e.g. by ``--quick``), else ``[]``.
+
+    A demo rerun with the same settings resumes; one with other settings starts its images over
+    instead of stopping at generate's refusal (the demo has no --fresh of its own).
+    """
+    from foclip.cli.generate import config_from_args
+    from foclip.cli.main import parse
+    from foclip.rerun import SettingsChanged
+    from foclip_train.generate import check_rerun
+
+    try:
+        check_rerun(adv, config_from_args(parse(gen)))
+    except SettingsChanged:
+        console.print(f"note: the images in {adv} were made with other settings: starting them over", highlight=False)
+        return ["--fresh"]
+    return []
+
+
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
+    from foclip.outputs import ensure_writable
+
+    ensure_writable(out, folder=True)  # a file or an unwritable place fails now, in one line
     model, iters = ("foclip-tiny", 10) if args.quick else (args.model, args.iters)
     pretrained = "random" if args.quick else args.pretrained
     prompts = args.prompts or ("clipart" if pretrained == "reference" else "artistic")
@@ -140,9 +162,9 @@ def run(args: argparse.Namespace) -> int:
     photos = write_sample_photos(out / "photos")
     console.print(f"{len(photos)} sample photos (scikit-image, scikit-learn, matplotlib) in {out / 'photos'}")
     adv, bundle = out / "generated", out / "bundle"
-    _step("1/4 generate", ["generate", str(out / "photos"), "--out", str(adv), "--model", model,
-                           "--pretrained", pretrained, "--prompts", prompts, "--iters", str(iters),
-                           "--batch", "4"])
+    gen = ["generate", str(out / "photos"), "--out", str(adv), "--model", model, "--pretrained", pretrained,
+           "--prompts", prompts, "--iters", str(iters), "--batch", "4"]
+    _step("1/4 generate", gen + _fresh_if_changed(gen, adv))
     if _bundle_ok(bundle, model, pretrained):
         console.rule("[bold]2/4 export[/]")
         console.print(f"reusing the intact bundle in {bundle}")
@@ -152,10 +174,10 @@ def run(args: argparse.Namespace) -> int:
     calibration = out / "calibration.json"
     _step("3/4 calibrate", ["calibrate", str(bundle), "--originals", str(adv / "original"),
                             "--manipulated", str(adv / "manipulated"), "--out", str(calibration),
-                            "--plots", str(out / "plots")])
+                            "--plots", str(out / "plots"), "--force"])  # recomputed each run
     detections = out / "detections.jsonl"
     _step("4/4 detect", ["detect", str(bundle), str(adv / "original"), str(adv / "manipulated"),
-                         "--calibration", str(calibration), "--out", str(detections)], ok_codes=(0, 3))
+                         "--calibration", str(calibration), "--out", str(detections), "--fresh"], ok_codes=(0, 3))
     console.rule()
     print_split(split_verdicts(detections, adv / "original", adv / "manipulated"), bundle)
     console.print(f"adversarial set {adv}/, bundle {bundle}/, calibration {calibration}, "

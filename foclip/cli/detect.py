@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import io
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from foclip.outputs import output_error, umask_mode
+from foclip.outputs import output_error
 
 # Like linters: a script can tell "nothing found" from "something found" from "could not run".
 EXIT_CODES = {
@@ -72,20 +72,135 @@ def add_parser(sub: Any) -> None:
                    help=f"stdout: a verdict table (a row per image up to {TABLE_ROWS} images, else the flagged "
                         "and unreadable ones and a summary), or a JSON line / CSV row per image (default table)")
     p.add_argument("--out", default=None,
-                   help="also write every result to this file, atomically: CSV when it ends in .csv, else JSON lines")
+                   help="also write every result to this file as it comes (CSV when it ends in .csv, else JSON "
+                        "lines; FILE.meta.json holds the settings); a rerun skips the inputs already in it")
+    p.add_argument("--fresh", action="store_true",
+                   help="with --out: discard the results already in the file and score every input again "
+                        "(needed when the settings differ from that run's)")
     p.add_argument("--exit-zero", action="store_true",
                    help="exit 0 even when an image is flagged or an input is unreadable (user errors still exit 1)")
     p.set_defaults(func=run)
 
 
-def _open_out(out: str | None) -> tuple[Any, str | None]:
-    if not out:
-        return None, None
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, umask_mode())  # mkstemp makes 0600; the result should look like any file the user writes
-    return os.fdopen(fd, "w", encoding="utf-8", newline=""), tmp
+def _settings(det: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that define a results file's rows (kept in its ``.meta.json``; a rerun compares them)."""
+    return {"bundle_hash": det.bundle.bundle_hash, "backend": det.config.backend, "precision": det.config.precision,
+            "graph": det.graph_key, "prompts": det.text_bank.name, "prompts_sha256": det.text_bank.sha256[:12],
+            "probes": list(det.config.probes), "cascade": det.config.cascade,
+            "tau_score": det.config.tau_score, "tau_drop": det.config.tau_drop,
+            "draft_factor": args.draft_factor, "max_file_mb": args.max_file_mb}
+
+
+class _Prior:
+    """A result row read back from an earlier run's --out file (the fields the table and counts use)."""
+
+    def __init__(self, d: dict[str, Any]) -> None:
+        self.d = d
+        self.id = str(d.get("id"))
+        self.error = d.get("error") or None
+        self.ok = self.error is None
+        self.score_color, self.score_gray, self.drop = d.get("score_color"), d.get("score_gray"), d.get("drop")
+        self.tampered = bool(d.get("tampered"))
+
+
+def _from_csv(row: dict[str, str]) -> dict[str, Any]:
+    def num(v: str | None) -> float | None:
+        return float(v) if v not in (None, "") else None
+
+    err = {"code": row["error_code"], "message": row.get("error_message") or ""} if row.get("error_code") else None
+    return {"id": row["id"], "score_color": num(row.get("score_color")), "score_gray": num(row.get("score_gray")),
+            "drop": num(row.get("drop")), "tampered": row.get("tampered") == "True", "error": err,
+            "calibrated": row.get("calibrated") == "True", "score_scale": num(row.get("score_scale"))}
+
+
+class ResultsFile:
+    """``detect --out``: rows appended as they come, so that a killed run loses nothing already written.
+
+    The file is written in place (no temp file), one whole line per result, flushed at once; its
+    ``<file>.meta.json`` holds the settings that define the rows and ``complete`` (false until the run
+    ends). A rerun with the same settings keeps the rows it finds (a line torn by a kill is cut off)
+    and scores only the inputs not yet in the file; other settings are refused (``--fresh`` starts over).
+    """
+
+    def __init__(self, path: str, settings: dict[str, Any], fresh: bool) -> None:
+        """Open ``path`` for appending, after reading back (or, with ``fresh``, removing) earlier rows.
+
+        Raises:
+            SettingsChanged: the file holds rows made with other settings.
+            OutputError: the file exists but is not a results file of `foclip detect`, or cannot be written.
+        """
+        from foclip.outputs import OutputError
+        from foclip.rerun import refuse_changed
+
+        self.path, self.meta = Path(path), Path(f"{path}.meta.json")
+        self.fmt = "csv" if str(path).lower().endswith(".csv") else "jsonl"
+        self.settings = settings
+        self.prior: list[dict[str, Any]] = []
+        if fresh:
+            for p in (self.path, self.meta):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        if self.path.is_file() and self.path.stat().st_size:
+            try:
+                old = json.loads(self.meta.read_text(encoding="utf-8")).get("settings")
+            except (OSError, ValueError, AttributeError):
+                old = None
+            if not isinstance(old, dict):
+                raise OutputError(f"--out {path!r}", f"exists and has no {self.meta.name} with the settings of "
+                                  "the `foclip detect` run that wrote it", "a new file, or --fresh to replace it")
+            refuse_changed(f"--out {path!r}", "results", old, settings, "--fresh to score every input again")
+            self.prior = self._read_back()
+        try:
+            self._write_meta({"complete": False})
+            self.fh = open(self.path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - closed in close()
+            self.writer = _Writer(self.fh, self.fmt, header=self.fh.tell() == 0)
+        except OSError as exc:
+            raise output_error(path, exc) from exc
+
+    def _read_back(self) -> list[dict[str, Any]]:
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # a line torn by a kill: cut it off, its image is scored again
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+        text = data[:end].decode("utf-8", errors="replace")
+        if self.fmt == "csv":
+            reader = csv.DictReader(io.StringIO(text))
+            if reader.fieldnames and tuple(reader.fieldnames) != FIELDS:
+                from foclip.outputs import OutputError
+
+                raise OutputError(f"--out {str(self.path)!r}", "holds CSV columns other than foclip detect's",
+                                  "a new file, or --fresh to replace it")
+            return [_from_csv(r) for r in reader]
+        rows = []
+        for line in text.splitlines():
+            with contextlib.suppress(ValueError):
+                d = json.loads(line)
+                if isinstance(d, dict) and "id" in d:
+                    rows.append(d)
+        return rows
+
+    def _write_meta(self, extra: dict[str, Any]) -> None:
+        from foclip.manifest import atomic_write_json
+
+        atomic_write_json(self.meta, {**extra, "settings": self.settings})
+
+    def write(self, d: dict[str, Any]) -> None:
+        """Append one result and hand it to the OS (a kill after this loses nothing)."""
+        self.writer.write(d)
+        self.fh.flush()
+
+    def finish(self, info: dict[str, Any]) -> None:
+        """Sync the rows to disk and mark the run complete in the meta file."""
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        self._write_meta({**info, "complete": True})
+
+    def close(self) -> None:
+        """Close without marking complete (an interrupted run; a rerun resumes)."""
+        with contextlib.suppress(OSError):  # closing a file on a full disk fails too; report the first error
+            self.fh.close()
 
 
 def _row(d: dict[str, Any]) -> dict[str, Any]:
@@ -97,10 +212,10 @@ def _row(d: dict[str, Any]) -> dict[str, Any]:
 class _Writer:
     """Writes results as JSON lines or CSV rows to a text stream."""
 
-    def __init__(self, fh: Any, fmt: str) -> None:
+    def __init__(self, fh: Any, fmt: str, header: bool = True) -> None:
         self.fh, self.fmt = fh, fmt
         self.csv = csv.DictWriter(fh, fieldnames=FIELDS, lineterminator="\n") if fmt == "csv" else None
-        if self.csv is not None:
+        if self.csv is not None and header:
             self.csv.writeheader()
 
     def write(self, d: dict[str, Any]) -> None:
@@ -197,6 +312,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--max-file-mb", f"is {args.max_file_mb:g}", "a size in MiB > 0")
     if args.draft_factor < 0:
         raise InputError("--draft-factor", f"is {args.draft_factor}", "an integer >= 0 (0 = full decode)")
+    if args.fresh and not args.out:
+        raise InputError("--fresh", "only applies with --out", "--out FILE --fresh")
     if args.out:
         from foclip.outputs import refuse_overwriting_inputs
 
@@ -214,51 +331,62 @@ def run(args: argparse.Namespace) -> int:
         err_console.print(f"[yellow]note:[/] no --calibration: default thresholds tau_score="
                           f"{det.config.tau_score:g}, tau_drop={det.config.tau_drop:g}; results say "
                           "\"calibrated\": false.", highlight=False)
+    results = None
+    try:
+        if args.out:
+            results = ResultsFile(args.out, _settings(det, args), args.fresh)
+    except BaseException:
+        det.close()
+        raise
+    prior = [_Prior(d) for d in (results.prior if results else [])]
+    asked = set(paths)
+    prior = [r for r in prior if r.id in asked]  # rows of other inputs stay in the file, uncounted
+    done = {r.id for r in prior}
+    todo = [p for p in paths if p not in done]
+    if prior:
+        err_console.print(f"resumed: {len(prior)} of {len(paths)} input(s) already in {args.out} (kept, not "
+                          f"scored again; --fresh scores them again); {len(todo)} to do", highlight=False)
     total = len(paths)
-    fh, tmp = _open_out(args.out)
-    out_writer = _Writer(fh, "csv" if str(args.out).lower().endswith(".csv") else "jsonl") if fh else None
     stdout_writer = _Writer(sys.stdout, args.format) if args.format != "table" else None
     codes: Counter[str] = Counter()
     n_ok = n_tampered = 0
     kept: list[Any] = []  # the rows the table shows
     unreadable: list[Any] = []
+
+    def count(r: Any) -> None:
+        nonlocal n_ok, n_tampered
+        if r.ok:
+            n_ok += 1
+            n_tampered += bool(r.tampered)
+        else:
+            codes[r.error["code"]] += 1
+            unreadable.append(r)
+        if total <= TABLE_ROWS or ((r.tampered or not r.ok) and len(kept) < TABLE_ROWS):
+            kept.append(r)
+
+    for r in prior:
+        count(r)
     t0 = time.perf_counter()
     # A bar on the terminal only, and never over JSON/CSV rows going to the same terminal.
     show_bar = err_console.is_terminal and (stdout_writer is None or not sys.stdout.isatty())
     try:
         columns = (TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         with Progress(*columns, console=err_console, transient=True, disable=not show_bar) as progress:
-            task = progress.add_task("detect", total=total)
-            for r in det.detect_iter(paths):
-                if r.ok:
-                    n_ok += 1
-                    n_tampered += bool(r.tampered)
-                else:
-                    codes[r.error["code"]] += 1
-                    unreadable.append(r)
-                if total <= TABLE_ROWS or ((r.tampered or not r.ok) and len(kept) < TABLE_ROWS):
-                    kept.append(r)
+            task = progress.add_task("detect", total=len(todo))
+            for r in det.detect_iter(todo):
+                count(r)
                 d = r.to_dict()
-                if out_writer is not None:
-                    out_writer.write(d)
+                if results is not None:
+                    results.write(d)
                 if stdout_writer is not None:
                     stdout_writer.write(d)
                 progress.advance(task)
-        if fh is not None:
-            fh.flush()
-            os.fsync(fh.fileno())
-            fh.close()
-            os.replace(tmp, args.out)
-            from foclip.manifest import atomic_write_json
-
-            atomic_write_json(f"{args.out}.meta.json", {**det.info(), "images": total})
+        if results is not None:
+            results.finish({**det.info(), "images": total, "resumed": len(prior)})
     except BaseException as exc:
-        if fh is not None:
-            with contextlib.suppress(OSError):  # closing a file on a full disk fails too; report the first error
-                fh.close()
-            if tmp and os.path.exists(tmp):
-                os.unlink(tmp)
-        if isinstance(exc, OSError) and fh is not None:
+        if results is not None:
+            results.close()  # what was written stays: a rerun resumes from it
+        if isinstance(exc, OSError) and results is not None:
             raise output_error(args.out, exc) from exc
         raise
     finally:
@@ -280,7 +408,7 @@ def run(args: argparse.Namespace) -> int:
             if n_tampered + n_bad > shown:
                 console.print(f"... and {n_tampered + n_bad - shown} more flagged or unreadable; "
                               "--out FILE or --format jsonl lists every image.", highlight=False)
-            console.print(summary_table(det, total, n_ok, n_tampered, codes, seconds, args.out))
+            console.print(summary_table(det, total, n_ok, n_tampered, codes, seconds, args.out, scored=len(todo)))
     if unreadable:  # the reason in full, with the file's name
         for r in unreadable[:10]:
             name = shown_id(r.id)
@@ -289,7 +417,7 @@ def run(args: argparse.Namespace) -> int:
         if len(unreadable) > 10:
             err_console.print(f"... and {len(unreadable) - 10} more unreadable inputs", highlight=False)
     cal = "calibrated" if det.calibrated else "UNCALIBRATED defaults"
-    rate = f"{total / seconds:.1f}" if seconds > 0 else "-"
+    rate = f"{len(todo) / seconds:.1f}" if seconds > 0 and todo else "-"
     lines = [f"{total} image(s): {n_tampered} flagged as tampered, {n_ok - n_tampered} clean, {n_bad} unreadable.",
              (f"thresholds ({cal}): tau_score {det.config.tau_score:.4g} (0..{det.score_scale:g}), "
              f"tau_drop {det.config.tau_drop:.4g}; {rate} images/s")]
@@ -311,7 +439,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def summary_table(det: Any, total: int, n_ok: int, n_tampered: int, codes: Counter, seconds: float,
-                  out: str | None) -> Any:
+                  out: str | None, scored: int | None = None) -> Any:
     """The counts of a large run as a rich table."""
     from rich.table import Table
 
@@ -325,7 +453,8 @@ def summary_table(det: Any, total: int, n_ok: int, n_tampered: int, codes: Count
     table.add_row("unreadable", str(sum(codes.values())))
     for code, count in sorted(codes.items()):
         table.add_row(f"  {code}", str(count))
-    table.add_row("images/s", f"{total / seconds:.1f}" if seconds > 0 else "-")
+    scored = total if scored is None else scored  # inputs scored in this run (a resumed run kept the others)
+    table.add_row("images/s", f"{scored / seconds:.1f}" if seconds > 0 and scored else "-")
     table.add_row("tau_score / tau_drop", f"{det.config.tau_score:.4g} / {det.config.tau_drop:.4g} "
                                           f"(score 0..{det.score_scale:g}, drop as a fraction)")
     if out:

@@ -6,7 +6,9 @@ import argparse
 import importlib
 from typing import Any
 
+from foclip.cli.common import PRETRAINED_HELP
 from foclip.errors import FoclipError
+from foclip.prompts import builtin_help
 
 
 def add_parser(sub) -> None:
@@ -21,11 +23,10 @@ def add_parser(sub) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS", help="image files and/or folders (recursive)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created; reruns resume)")
     p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default: %(default)s)")
-    p.add_argument("--pretrained", default="random",
-                   help="open_clip pretrained tag, checkpoint file (.safetensors/.pt/.bin), `reference` (foclip's "
-                        "shipped CLIPs: --model foclip-ref-vit or foclip-ref-rn) or `random` (default: %(default)s)")
+    p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
     p.add_argument("--prompts", default="artistic",
-                   help="`artistic`, `imagenet-N` or a text file, one prompt a line (default: %(default)s)")
+                   help=f"a built-in prompt set ({builtin_help()}) or a text file, one prompt a line "
+                        "(default: %(default)s)")
     p.add_argument("--iters", type=int, default=d.iters, help="SGD steps per image (default: %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="learning rate (default: %(default)s)")
     p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)")
@@ -54,6 +55,9 @@ def add_parser(sub) -> None:
     p.add_argument("--batch", type=int, default=4, help="images optimised together (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="random-init and prompt-draw seed (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--fresh", action="store_true",
+                   help="discard what an earlier run wrote in --out (manifest, images, summary) and start over; "
+                        "needed when the settings differ from that run's (a rerun with the same settings resumes)")
     p.add_argument("--ray", action="store_true", help="distribute batches over a Ray cluster")
     p.add_argument("--address", default=None, help="Ray cluster address for --ray (default: start a local one)")
     p.add_argument("--workers", type=int, default=None,
@@ -80,7 +84,9 @@ def config_from_args(args: argparse.Namespace):
                           amp=args.amp, space=args.space, output=args.output,
                           adaptive=tuple(a.strip() for a in args.adaptive.split(",") if a.strip() and a.strip() != "none"),
                           adaptive_weight=args.adaptive_weight)
-    return GenerateConfig(model=args.model, pretrained=args.pretrained, prompts=args.prompts, attack=attack,
+    from foclip.cli.common import resolve_pretrained
+
+    return GenerateConfig(model=args.model, pretrained=resolve_pretrained(args.model, args.pretrained), prompts=args.prompts, attack=attack,
                           batch=args.batch, seed=args.seed, device=args.device)
 
 
@@ -128,6 +134,16 @@ def run(args: argparse.Namespace) -> int:
             raise FoclipError(flag, "only applies with --ray", f"--ray {flag} ...")
     require_paths(args.inputs, "input", "an image file or a folder of images")
     ensure_writable(args.out, folder=True)  # before loading a model or optimising anything
+    from foclip_train.generate import check_rerun, clear_outputs
+
+    if args.fresh:
+        removed = clear_outputs(args.out)
+        if removed:
+            from foclip.cli.common import err_console
+
+            err_console.print(f"--fresh: removed {removed} file(s) of the earlier run in {args.out}", highlight=False)
+    else:
+        check_rerun(args.out, cfg)  # other settings than the folder's images: refuse, never mix or skip
     if args.ray:
         return _run_ray(args, distributed)
     from foclip.cli.common import console, random_weights_notice

@@ -81,13 +81,15 @@ def run(args: argparse.Namespace) -> int:
     if report:
         par = Table(title=f"parity vs PyTorch (scores on 0..{_fmt(report.get('score_scale', 100))}, drop a fraction)")
         for col in ("graph", "min cosine", "gate", "max abs diff", "max |Δscore|", "max |Δdrop|"):
-            par.add_column(col, justify="left" if col == "graph" else "right")
+            # The graph's key as the manifest names it (image.int8), never cut: at 80 columns the
+            # numbers wrap their headers instead.
+            par.add_column(col, justify="left" if col == "graph" else "right", no_wrap=col == "graph")
         for enc in ("image_encoder", "text_encoder"):
             for prec, r in report.get(enc, {}).items():
                 banks = r.get("banks", {}).values()
                 ds = max((max(b["max_abs_diff_score_color"], b["max_abs_diff_score_gray"]) for b in banks), default=None)
                 dd = max((b["max_abs_diff_drop"] for b in r.get("banks", {}).values()), default=None)
-                par.add_row(f"{enc}.{prec}", f"{r['min_cosine']:.7f}", f">= {r.get('gate_min_cosine', '?')}",
+                par.add_row(f"{enc.split('_')[0]}.{prec}", f"{r['min_cosine']:.7f}", f">= {r.get('gate_min_cosine', '?')}",
                             f"{r['max_abs_diff']:.2e}", "" if ds is None else f"{ds:.2e}",
                             "" if dd is None else f"{dd:.2e}")
         for prec, banks in report.get("detect_graph", {}).items():
@@ -136,7 +138,8 @@ def _verify(args: argparse.Namespace) -> int:
         return 1
     table = Table(title=f"self-check on this machine ({canonical_backend(backend)}; reference: fp32 PyTorch)")
     for col in ("graph", "precision", "min cosine", "gate", "result", "rows", "seconds"):
-        table.add_column(col, justify="left" if col in ("graph", "result") else "right")
+        table.add_column(col, justify="left" if col in ("graph", "result") else "right",
+                         no_wrap=col in ("graph", "result"))
     failed = 0
     for key, prec in targets:
         with create_runner(backend, bundle, key, engine_precision=prec) as runner:

@@ -48,7 +48,38 @@ class Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.5)
             if close:
                 message += f"; did you mean {' or '.join(repr(c) for c in close)}?"
+            else:
+                message += self._other_flag(message, m.group(1))
+        elif message.startswith("the following arguments are required"):
+            message += self._typed_instead(message)
         super().error(message)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        # Kept for error(): a missing required flag may have been typed under a close name.
+        self._typed = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
+    def _typed_instead(self, message: str) -> str:
+        """``; did you mean --out (for --output)?`` when a required flag is missing and a close unknown one was typed."""
+        known = {s for a in self._actions for s in a.option_strings}
+        typed = [w.split("=", 1)[0] for w in getattr(self, "_typed", []) if w.startswith("--")]
+        hints = []
+        for required in re.findall(r"(--[\w-]+)", message):
+            close = difflib.get_close_matches(required, [w for w in typed if w not in known], n=1, cutoff=0.6)
+            if close:
+                hints.append(f"{required} (for {close[0]})")
+        return f"; did you mean {', '.join(hints)}?" if hints else ""
+
+    def _other_flag(self, message: str, value: str) -> str:
+        """``; did you mean --out adv2/?`` when a value fits none of a flag's choices and a flag of a
+        close name exists (``--output adv2/`` typed for ``--out adv2/``)."""
+        flag = re.match(r"argument ([^:/ ]+)", message)
+        if not flag:
+            return ""
+        names = [s for a in self._actions for s in a.option_strings
+                 if s.startswith("--") and s != flag.group(1) and not a.choices]
+        close = difflib.get_close_matches(flag.group(1), names, n=1, cutoff=0.6)
+        return f"; did you mean {close[0]} {value}?" if close else ""
 
 
 def build_parser() -> argparse.ArgumentParser:

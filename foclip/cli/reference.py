@@ -51,6 +51,10 @@ def run(args: argparse.Namespace) -> int:
 
     if args.epochs is not None and args.epochs < 1:
         raise InputError(f"--epochs {args.epochs}", "is out of range", "an integer >= 1")
+    from foclip.outputs import ensure_writable
+
+    for folder in (args.work, args.out):  # before the data is rendered (minutes)
+        ensure_writable(folder, folder=True)
     for model in MODELS if args.model == "all" else (args.model,):
         console.rule(f"[bold]{model}[/]")
         with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
@@ -83,9 +87,11 @@ def run_select(args: argparse.Namespace) -> int:
     require_torch_side("foclip reference select")
     from rich.table import Table
 
+    from foclip.outputs import ensure_writable
     from foclip_train.reference.data import BuildConfig, build_dataset
     from foclip_train.reference.select import select_recipe
 
+    ensure_writable(args.work, folder=True)
     data_dir = args.work / "data"
     build_dataset(data_dir, BuildConfig())
     names = [n.strip() for n in args.candidates.split(",") if n.strip()] if args.candidates else None

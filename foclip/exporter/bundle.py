@@ -7,6 +7,7 @@ finished. See :mod:`foclip.manifest` for the layout the runtime reads.
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
@@ -84,6 +85,51 @@ def check_out_dir(out_dir: Path, force: bool) -> None:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"output {str(out_dir)!r}", f"its parent {str(parent)!r} is not writable",
                          "a folder whose parent is writable")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def clean_leftovers(out_dir: Path) -> list[str]:
+    """Remove what a killed export of ``out_dir`` left next to it, and say what was done.
+
+    An export builds in ``.<name>.partial-<pid>-*`` beside the bundle and moves an old bundle aside to
+    ``.<name>.old-*`` while publishing; a SIGKILL leaves these hidden folders behind. Partial folders
+    of processes that are gone are deleted (older ones, without a pid, too); an old bundle is put back
+    when the kill came between the two renames (no bundle at ``out_dir``), else deleted.
+
+    Args:
+        out_dir: the bundle folder (absolute).
+
+    Returns:
+        One line per folder removed or restored.
+    """
+    lines = []
+    parent = out_dir.parent
+    if not parent.is_dir():
+        return lines
+    for p in sorted(parent.glob(f".{glob.escape(out_dir.name)}.partial-*")):
+        pid = p.name[len(f".{out_dir.name}.partial-"):].split("-", 1)[0]
+        if p.is_dir() and not (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid))):
+            shutil.rmtree(p, ignore_errors=True)
+            lines.append(f"removed {p.name}, the unfinished build of an export that was killed")
+    for p in sorted(parent.glob(f".{glob.escape(out_dir.name)}.old-*")):
+        if not p.is_dir():
+            continue
+        if (p / "bundle").is_dir() and not out_dir.exists():
+            os.replace(p / "bundle", out_dir)
+            lines.append(f"restored {out_dir.name} from {p.name} (an export was killed while replacing it)")
+        else:
+            lines.append(f"removed {p.name}, the previous bundle an interrupted export had set aside")
+        shutil.rmtree(p, ignore_errors=True)
+    return lines
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:
@@ -393,8 +439,11 @@ def export_bundle(cfg: ExportConfig, out_dir: str | os.PathLike[str], force: boo
         require(module, "export" if module != "onnxruntime" else "cpu")
     out_dir = Path(out_dir).expanduser().absolute()
     check_out_dir(out_dir, force)
+    for line in clean_leftovers(out_dir):
+        sink(line)
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+        # The pid in the name lets a later export tell a killed run's leftovers from a live one's.
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-{os.getpid()}-", dir=out_dir.parent))
     except OSError as exc:
         raise InputError(f"output {str(out_dir)!r}", f"cannot be written ({exc.strerror})",
                          "a writable location") from exc
@@ -423,7 +472,7 @@ def export_bundle(cfg: ExportConfig, out_dir: str | os.PathLike[str], force: boo
             tokenizer=TokenizerSpec(TOKENIZER_NAME, TOKENIZER_CONFIG_NAME), graphs=graphs, text_banks=banks,
             reference=reference, opset=cfg.opset, versions=_versions(), files=files,
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"), parity_file=PARITY_NAME,
-            info={"parity_summary": _summary(report), "omitted": report["omitted"],
+            info={"parity_summary": _summary(report), "omitted": report["omitted"], "settings": cfg.settings(),
                   "export_seconds": report["export_seconds"], "seed": cfg.seed,
                   "detect_graph_note": "" if cfg.detect_graph else "not written (--detect-graph to add it)"},
         )

@@ -56,5 +56,29 @@ class ExportConfig:
         """
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
-            raise InputError(f"precision {bad[0]!r}", "is not an export precision", f"some of {', '.join(PRECISIONS)}")
+            from foclip.errors import did_you_mean
+
+            raise InputError(f"precision {bad[0]!r}", "is not an export precision" + did_you_mean(bad[0], PRECISIONS),
+                             f"some of {', '.join(PRECISIONS)}")
         return tuple(p for p in PRECISIONS if p == "fp32" or p in self.precisions)
+
+    def settings(self) -> dict:
+        """The settings that define the bundle (kept in ``manifest.info["settings"]``; a rerun compares them).
+
+        Returns:
+            A JSON-ready dict; prompt files are named with the first 8 hex of their prompts' sha256.
+
+        Raises:
+            InputError: an unknown precision or prompt set.
+        """
+        from foclip.prompts import load_prompt_set
+        from foclip.rerun import weights_desc
+
+        prompts = []
+        for spec in self.prompts:
+            ps = load_prompt_set(spec, seed=self.seed)
+            prompts.append(f"{ps.name}@{ps.sha256[:8]}" if ps.name.startswith("file:") else ps.name)
+        return {"model": self.model_name, "pretrained": weights_desc(self.pretrained, self.seed),
+                "prompts": prompts, "precisions": list(self.resolved_precisions()), "opset": self.opset,
+                "seed": self.seed, "detect_graph": self.detect_graph, "int8_method": self.int8_method,
+                "int8_optimize": self.int8_optimize, "score_scale": self.score_scale}

@@ -73,7 +73,10 @@ def int8_method(name: str) -> Int8Method:
         InputError: an unknown name (lists the known ones).
     """
     if name not in INT8_METHODS:
-        raise InputError(f"int8 method {name!r}", "is not known", f"one of {', '.join(INT8_METHODS)}")
+        from foclip.errors import did_you_mean
+
+        raise InputError(f"int8 method {name!r}", "is not known" + did_you_mean(name, INT8_METHODS),
+                         f"one of {', '.join(INT8_METHODS)}")
     return INT8_METHODS[name]
 
 

@@ -203,7 +203,10 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
     else:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if pretrained not in tags:
-            raise ModelError(f"pretrained {pretrained!r}", f"is not a tag of {model_name} nor a file",
+            from foclip.errors import did_you_mean
+
+            raise ModelError(f"pretrained {pretrained!r}", f"is not a tag of {model_name} nor a file"
+                             + did_you_mean(pretrained, [*tags, "random", REFERENCE]),
                              f"{CHOICES}; tags of {model_name}: {', '.join(tags) or 'none'}")
         model = _download(model_name, pretrained, f"pretrained {model_name}/{pretrained}")
         desc, random_init = pretrained, False

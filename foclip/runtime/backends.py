@@ -49,7 +49,10 @@ def canonical_backend(name: str) -> str:
     """
     key = name.strip().lower().replace("_", "-")
     if key not in ALIASES:
-        raise BackendError(f"backend {name!r}", "is not a known backend", f"one of: {', '.join(BACKENDS)}")
+        from foclip.errors import did_you_mean
+
+        raise BackendError(f"backend {name!r}", "is not a known backend" + did_you_mean(key, list(ALIASES)),
+                           f"one of: {', '.join(BACKENDS)}")
     return ALIASES[key]
 
 

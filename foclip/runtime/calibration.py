@@ -707,6 +707,43 @@ def _view(classes: list[np.ndarray], tau: float) -> tuple[float, float] | None:
     return (lo, hi) if (both < lo).any() or (both > hi).any() else None
 
 
+def plot_roc_curves(ax: Any, curves: list[tuple[str, np.ndarray, np.ndarray]], bold: str | None = None) -> int:
+    """Draw ROC curves on ``ax``; curves that coincide are drawn once, their labels joined.
+
+    Three identical curves drawn on top of each other look like one curve with a three-line legend;
+    here they become one line labelled ``a = b = c (identical)``. Remaining curves get distinct line
+    styles, so that partial overlaps stay visible.
+
+    Args:
+        ax: a matplotlib Axes.
+        curves: ``(label, fpr, tpr)`` per curve.
+        bold: a label drawn thicker (e.g. the pooled curve).
+
+    Returns:
+        The number of lines drawn.
+    """
+    groups: list[tuple[list[str], np.ndarray, np.ndarray]] = []
+    for label, fpr, tpr in curves:
+        for names, f, t in groups:
+            if len(f) == len(fpr) and np.allclose(f, fpr) and np.allclose(t, tpr):
+                names.append(label)
+                break
+        else:
+            groups.append(([label], np.asarray(fpr), np.asarray(tpr)))
+    styles = ("-", "--", "-.", ":")
+    for i, (names, fpr, tpr) in enumerate(groups):
+        label = " = ".join(names) + (" (identical curves)" if len(names) > 1 else "")
+        ax.plot(fpr, tpr, styles[i % len(styles)], lw=2.5 if bold in names else 1.5, label=label)
+    return len(groups)
+
+
+def integer_counts(ax: Any) -> None:
+    """Integer ticks on a count axis (no "1.75 images")."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_orig: np.ndarray,
                score_man: np.ndarray, drop_man: np.ndarray, cal: Calibration, label: str = "") -> list[Path]:
     """ROC curve and per-class histograms of score_color and drop, as PNG (matplotlib, lazy).
@@ -749,15 +786,16 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
 
     stat = lambda s, d: np.where(np.asarray(s) >= cal.tau_score, d, -np.inf)
     fig, ax = plt.subplots(figsize=(5, 5))
-    fpr, tpr = roc_curve(stat(score_man, drop_man), stat(score_orig, drop_orig))
-    ax.plot(fpr, tpr, label=f"drop, gated at tau_score (AUC {cal.metrics['roc_auc']:.3f})")
-    fpr, tpr = roc_curve(drop_man, drop_orig)
-    ax.plot(fpr, tpr, "--", label=f"drop alone (AUC {cal.metrics['roc_auc_drop']:.3f})")
-    ax.plot([0, 1], [0, 1], ":", color="gray")
+    plot_roc_curves(ax, [
+        (f"drop gated at tau_score (AUC {cal.metrics['roc_auc']:.3f})",
+         *roc_curve(stat(score_man, drop_man), stat(score_orig, drop_orig))),
+        (f"drop alone (AUC {cal.metrics['roc_auc_drop']:.3f})", *roc_curve(drop_man, drop_orig))])
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="chance")
     ax.scatter([cal.metrics["fpr"]], [cal.metrics["tpr"]], color="red", zorder=3, label="chosen thresholds")
     ax.set_xlabel("false-positive rate (originals)")
     ax.set_ylabel("true-positive rate (manipulated)")
-    ax.set_title("ROC of the grayscale-drop detector" + (f"\n{label}" if label else ""), fontsize=10)
+    ax.set_title(f"ROC of the grayscale-drop detector: {len(score_man)} manipulated vs {len(score_orig)} "
+                 "originals" + (f"\n{label}" if label else ""), fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
     save(fig, "roc.png")
     panels = (
@@ -768,7 +806,8 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
         fig, ax = plt.subplots(figsize=(6, 4))
         both = np.concatenate([o, m])
         view = _view([o, m], tau) if len(both) else None
-        title = label
+        what = xlabel.split(" (")[0]
+        title = f"{what} of originals and manipulated images, with its threshold" + (f"\n{label}" if label else "")
         if view is not None:  # clip the view, not the data: outliers are counted in the edge bins
             n_out = int(((both < view[0]) | (both > view[1])).sum())
             o, m = np.clip(o, *view), np.clip(m, *view)
@@ -776,11 +815,11 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
         bins = np.histogram_bin_edges(np.concatenate([o, m]), bins=30)
         ax.hist(o, bins=bins, alpha=0.6, label=f"original (n={len(o)})")
         ax.hist(m, bins=bins, alpha=0.6, label=f"manipulated (n={len(m)})")
-        if title:
-            ax.set_title(title, fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.axvline(tau, color="red", linestyle="--", label=f"threshold {tau:.4g}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("images")
+        integer_counts(ax)
         ax.legend(fontsize=8)
         save(fig, name)
     return written

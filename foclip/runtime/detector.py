@@ -183,7 +183,10 @@ class Detector:
         try:
             probes = check_probes(config.probes)
         except ValueError as exc:
-            raise InputError("probes", str(exc).removeprefix(f"probes {list(config.probes)} "),
+            from foclip.errors import did_you_mean
+
+            hints = "".join(did_you_mean(p, PROBES) for p in config.probes if p not in PROBES)
+            raise InputError("probes", str(exc).removeprefix(f"probes {list(config.probes)} ") + hints,
                              f"distinct names among {', '.join(PROBES)}") from None
         config = _replace(config, backend=canonical_backend(config.backend), probes=probes)
         self.config = config
@@ -545,7 +548,10 @@ def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto
     row = caps(canon)
     m = bundle.manifest
     if row.precision_selects == "graph" and precision not in row.precisions:
-        raise InputError(f"precision {precision!r}", f"is not a precision of {canon} graphs",
+        from foclip.errors import did_you_mean
+
+        raise InputError(f"precision {precision!r}", f"is not a precision of {canon} graphs"
+                         + did_you_mean(precision, list(row.precisions)),
                          "fp32, fp16 or int8 (bf16 is a TensorRT engine precision: --backend trt)")
 
     def candidates(role: str) -> list[str]:

@@ -55,7 +55,10 @@ def resolve_text_bank(bundle: Bundle, prompts: str | Sequence[str] | TextBank | 
         if Path(prompts).expanduser().is_file():
             return embed_prompts(bundle, _read_prompt_file(Path(prompts).expanduser()), backend, threads,
                                  name=f"file:{Path(prompts).stem}")
-        raise BundleError(f"prompts {prompts!r}", "is neither a bank of this bundle nor a prompt file",
+        from foclip.errors import did_you_mean
+
+        raise BundleError(f"prompts {prompts!r}", "is neither a bank of this bundle nor a prompt file"
+                          + did_you_mean(prompts, bundle.manifest.text_banks),
                           f"a bank name ({', '.join(bundle.manifest.text_banks) or 'none'}), "
                           "a UTF-8 file with one prompt a line, or a list of prompts")
     prompts = [str(p) for p in prompts]

@@ -8,7 +8,7 @@ from foclip.cli.main import main
 
 
 def test_bench_generate_prints_every_row(capsys):
-    rc = main(["bench", "generate", "--model", "foclip-tiny", "--batch", "2", "--iters", "2", "--check-every", "1",
+    rc = main(["bench", "generate", "--model", "foclip-tiny", "--pretrained", "random", "--batch", "2", "--iters", "2", "--check-every", "1",
                "--rounds", "1", "--threads", "1"])
     out = " ".join(capsys.readouterr().out.split())
     assert rc == 0

@@ -111,3 +111,19 @@ def test_histogram_view_is_not_squashed_by_one_outlier():
     lo, hi = _view([orig, man], 0.3)
     assert -1.0 < lo < 0.0 and 0.6 < hi < 1.2  # the threshold region fills the axis
     assert _view([orig, man], 5.0)[1] == 5.0  # the threshold is always in view
+
+
+def test_calibrate_rerun_with_other_settings_is_refused_unless_forced(tiny_bundle, generated, tmp_path, capsys):
+    cal = tmp_path / "calibration.json"
+    base = ["calibrate", str(tiny_bundle), "--originals", str(generated), "--out", str(cal), "--folds", "0"]
+    assert main(base) == 0
+    first = cal.read_text()
+    assert json.loads(first)["metrics"]["settings"]["precision"] == "fp32"
+    capsys.readouterr()
+    assert main([*base, "--precision", "int8", "--target-fpr", "0.1"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "precision fp32 (this run: int8)" in err and "target_fpr 0.05 (this run: 0.1)" in err
+    assert "--force" in err and "Traceback" not in err and cal.read_text() == first
+    assert main(base) == 0  # the same settings: computed again
+    assert main([*base, "--precision", "int8", "--force"]) == 0
+    assert json.loads(cal.read_text())["metrics"]["settings"]["precision"] == "int8"

@@ -16,7 +16,7 @@ def test_export_cli_writes_a_bundle(tmp_path, capsys):
     prompts = tmp_path / "my prompts.txt"
     prompts.write_text("a red apple\na painting, in oil\n", encoding="utf-8")
     out = tmp_path / "bundle"
-    rc = main(["export", "--out", str(out), "--model", "foclip-tiny", "--precision", "fp32,int8",
+    rc = main(["export", "--out", str(out), "--model", "foclip-tiny", "--pretrained", "random", "--precision", "fp32,int8",
                "--prompts", f"artistic,{prompts}"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
@@ -25,14 +25,25 @@ def test_export_cli_writes_a_bundle(tmp_path, capsys):
     assert set(m["text_banks"]) == {"artistic", "file:my prompts"}
     assert (out / "banks/file-my_prompts.prompts.json").is_file()
     assert set(m["graphs"]) == {"image.fp32", "image.int8", "text.fp32"}  # no fused graph unless asked
-    # a second run into the same folder is refused without --force
-    rc = main(["export", "--out", str(out), "--model", "foclip-tiny", "--precision", "fp32"])
+    # a second run into the same folder with other settings is refused without --force, naming them
+    rc = main(["export", "--out", str(out), "--model", "foclip-tiny", "--pretrained", "random", "--precision", "fp32"])
     err = " ".join(capsys.readouterr().err.split())  # rich wraps long lines at the console width
-    assert rc == 1 and "not empty" in err and "--force" in err and "Traceback" not in err
+    assert rc == 1 and "precisions fp32,int8 (this run: fp32)" in err and "--force" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    # the same settings: nothing to do
+    rc = main(["export", "--out", str(out), "--model", "foclip-tiny", "--pretrained", "random", "--precision",
+               "fp32,int8", "--prompts", f"artistic,{prompts}"])
+    assert rc == 0 and "nothing to do" in " ".join(capsys.readouterr().out.split())
+    # a folder that holds something else than a bundle is still refused as not empty
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    rc = main(["export", "--out", str(other), "--model", "foclip-tiny", "--pretrained", "random"])
+    assert rc == 1 and "not empty" in " ".join(capsys.readouterr().err.split())
 
 
 def test_export_cli_bad_model_is_one_line(tmp_path, capsys):
-    rc = main(["export", "--out", str(tmp_path / "b"), "--model", "ViT-B-3"])
+    rc = main(["export", "--out", str(tmp_path / "b"), "--model", "ViT-B-3", "--pretrained", "random"])
     err = " ".join(capsys.readouterr().err.split())
     assert rc == 1 and "ViT-B-32" in err and "Traceback" not in err
     assert not (tmp_path / "b").exists()

@@ -17,7 +17,7 @@ from PIL import Image
 
 from foclip.cli.main import main
 
-TINY = ["--model", "foclip-tiny", "--device", "cpu"]
+TINY = ["--model", "foclip-tiny", "--pretrained", "random", "--device", "cpu"]
 
 
 def _manifest(out: Path) -> list[dict]:
@@ -101,17 +101,17 @@ def test_ray_flag_without_distributed_module_is_a_clear_error(tmp_path, capsys, 
         return real(name, *a)
 
     monkeypatch.setattr(gen.importlib, "import_module", missing)
-    assert main(["generate", "x.png", "--out", str(tmp_path), "--ray"]) == 1
+    assert main(["generate", "x.png", "--out", str(tmp_path), "--ray", *TINY]) == 1
     assert "foclip_train.distributed is missing" in capsys.readouterr().err
 
 
 def test_address_needs_ray(tmp_path, capsys):
-    assert main(["generate", "x.png", "--out", str(tmp_path), "--address", "auto"]) == 1
+    assert main(["generate", "x.png", "--out", str(tmp_path), "--address", "auto", *TINY]) == 1
     assert "--address" in capsys.readouterr().err
 
 
 def test_workers_needs_ray(tmp_path, capsys):
-    assert main(["generate", "x.png", "--out", str(tmp_path), "--workers", "2"]) == 1
+    assert main(["generate", "x.png", "--out", str(tmp_path), "--workers", "2", *TINY]) == 1
     assert "--workers | only applies with --ray" in capsys.readouterr().err
 
 
@@ -136,8 +136,8 @@ def test_typo_in_an_input_path_stops_before_the_model_loads(tmp_path, sample_pho
     assert not out.exists()  # nothing created, no progress bar, no summary of dashes
     assert main(["generate", str(tmp_path / "photos"), "--out", str(out), *TINY]) == 1
     assert "hold no image files" in capsys.readouterr().err
-    assert main(["generate", str(sample_photo_dir), "--out", str(out), "--pretrained", str(tmp_path / "w.pt"),
-                 *TINY]) == 1
+    assert main(["generate", str(sample_photo_dir), "--out", str(out), *TINY, "--pretrained",
+                 str(tmp_path / "w.pt")]) == 1
     assert "checkpoint" in capsys.readouterr().err
 
 

@@ -23,7 +23,7 @@ def test_user_error_is_one_line_and_exit_1(tmp_path):
 
     Image.new("RGB", (32, 32)).save(tmp_path / "x.png")
     code = ("from foclip.cli.main import main; import sys; sys.exit(main(['generate', sys.argv[1], '--out', "
-            "sys.argv[2], '--prompts', 'no-such-set-xyz', '--model', 'foclip-tiny']))")
+            "sys.argv[2], '--prompts', 'no-such-set-xyz', '--model', 'foclip-tiny', '--pretrained', 'random']))")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.png"), str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 1, proc.stderr

@@ -52,10 +52,13 @@ def test_each_set_manifest_carries_its_prompt_hash(report_dir):
 
 def test_rerun_skips_finished_work(report_dir, capsys):
     before = {n: (report_dir / "sets" / n / "manifest.jsonl").read_text() for n in SETS.split(",")}
-    assert main(["reproduce", "--out", str(report_dir), *ARGS]) == 0
+    assert main(["reproduce", "--out", f"{report_dir}/", *ARGS]) == 0  # typed with a trailing slash
     after = {n: (report_dir / "sets" / n / "manifest.jsonl").read_text() for n in SETS.split(",")}
     assert after == before  # no image attacked again
-    assert "every image already done (resumed)" in capsys.readouterr().err
+    cap = capsys.readouterr()
+    assert "every image already done (resumed)" in cap.err
+    out = cap.out.replace("\n", "")
+    assert f"wrote {report_dir / 'REPORT.md'}" in out and "//REPORT.md" not in out  # once `wrote report//REPORT.md`
 
 
 def test_rerun_with_other_settings_is_refused(report_dir, capsys):

@@ -90,7 +90,7 @@ def test_cli_ray_run_writes_every_image_once_and_refuses_empty_inputs(tmp_path, 
     import sys
 
     base = [sys.executable, "-m", "foclip.cli.main", "generate"]
-    opts = ["--model", "foclip-tiny", "--iters", "4", "--check-every", "2", "--batch", "2", "--device", "cpu",
+    opts = ["--model", "foclip-tiny", "--pretrained", "random", "--iters", "4", "--check-every", "2", "--batch", "2", "--device", "cpu",
             "--ray", "--workers", "1"]
     proc = subprocess.run([*base, str(inputs), "--out", str(tmp_path / "out"), *opts], capture_output=True,
                           text=True, timeout=300, check=False)
