@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from waits import ceiling
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("foclip", "foclip_train")
 
@@ -52,6 +54,6 @@ def test_every_module_imports_alone_without_a_cycle():
             "        if 'circular' in str(exc) or 'partially initialized' in str(exc):\n"
             "            bad.append(f'{name}: {exc}')\n"
             "print('\\n'.join(bad))\n")
-    out = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, cwd=ROOT, timeout=600, check=False)
+    out = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, cwd=ROOT, timeout=ceiling(600), check=False)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == ""
