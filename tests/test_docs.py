@@ -248,7 +248,15 @@ def foclip_lines() -> list[tuple[str, str]]:
     for path in [README, *DOCS]:
         for _lang, body in code_blocks(path.read_text(encoding="utf-8")):
             body = body.replace("\\\n", " ")  # shell continuation lines
-            found += [(path.name, ln.strip()) for ln in body.splitlines() if ln.strip().startswith("foclip ")]
+            ours = False
+            for ln in body.splitlines():
+                if ln.startswith("foclip "):
+                    found.append((path.name, ln.strip()))
+                    ours = True
+                elif ours and ln.startswith(" ") and ln.strip().startswith("["):  # a synopsis goes on
+                    found[-1] = (path.name, f"{found[-1][1]} {ln.strip()}")
+                else:
+                    ours = False
     return found
 
 
@@ -268,11 +276,13 @@ def test_documented_foclip_line_matches_the_cli(where, line):
     if any(w.endswith(":") for w in words[:3]):
         pytest.skip("printed output, not a command")
     synopsis = any(w.startswith("[") or w.endswith(("...", "]")) for w in words)
-    if synopsis:  # `foclip detect BUNDLE INPUTS... [--backend ort-cpu] ...`: every option named must exist
+    if synopsis:  # `foclip detect BUNDLE INPUTS... [--backend ort-cpu] ...`: the command's options, all of them
         parser = subparser(words)
-        known = {s for a in parser._actions for s in a.option_strings}
+        known = {s for a in parser._actions for s in a.option_strings if s.startswith("--")} - {"--help", "--verbose"}
         named = {m for w in words for m in re.findall(r"--[a-z0-9][a-z0-9-]*", w)}
-        assert named <= known, f"{where}: {sorted(named - known)} not options of `foclip {' '.join(words[:2])}`"
+        command = f"foclip {' '.join(w for w in words[:2] if w.islower())}"
+        assert named <= known, f"{where}: {sorted(named - known)} are not options of `{command}`"
+        assert known <= named, f"{where}: the synopsis of `{command}` leaves out {sorted(known - named)}"
     else:
         try:
             parse(words)

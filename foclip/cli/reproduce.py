@@ -31,7 +31,8 @@ def add_parser(sub: Any) -> None:
                    help="weights: `reference`, an open_clip tag, a checkpoint file or `random` (default: %(default)s)")
     p.add_argument("--prompt-sets", default=SETS, help="comma-separated prompt sets (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
-                   help="200 steps instead of the paper's 1000 (about 10 min on 2 CPU cores with the reference model)")
+                   help="200 steps instead of the paper's 1000 (17 min on a shared 2-core CPU with the reference "
+                        "model and the clipart sets; more prompt sets take longer: docs/science.md)")
     p.add_argument("--iters", type=int, default=None, help="SGD steps per image (overrides --quick)")
     p.add_argument("--space", choices=("model", "native"), default="model",
                    help="optimisation space: model (the paper's S x S view) or native (default: %(default)s)")
