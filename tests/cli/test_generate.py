@@ -78,13 +78,13 @@ def test_resume_after_sigkill(tmp_path, sample_photo_dir):
         return bool(_manifest(out))
 
     try:  # the signal that the run is mid-way: its first manifest line (start-up is slow on a busy machine)
-        wait_until(first_image_written, "the first manifest line of generate", 300, interval=0.05)
+        wait_until(first_image_written, "the first manifest line of generate", 900, interval=0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     first = _manifest(out)
     assert 1 <= len(first) < 4, f"kill did not land mid-run ({len(first)} done)"
-    done = subprocess.run(args(2), check=False, capture_output=True, text=True, env=env, timeout=ceiling(600))
+    done = subprocess.run(args(2), check=False, capture_output=True, text=True, env=env, timeout=ceiling(1200))
     assert done.returncode == 0, done.stderr
     recs = _manifest(out)
     counts = Counter(r["source"] for r in recs)
