@@ -110,13 +110,21 @@ class DrainFlag:
         if not self.draining:
             self.draining, self.since = True, time.monotonic()
 
-    def poll(self, replica: str, in_flight: int) -> bool:
-        """Record a replica's requests in flight; returns whether the service is draining."""
-        self.reports[replica] = (time.monotonic(), in_flight)
+    def poll(self, replica: str, in_flight: int, refusing: bool = False) -> bool:
+        """Record a replica's requests in flight; returns whether the service is draining.
+
+        Args:
+            replica: the replica's id.
+            in_flight: its requests in flight when it sent this report.
+            refusing: whether it already refused new requests when it sent this report. Only such
+                reports count towards :meth:`idle`: a report sent before the replica knew of the
+                drain may arrive after the drain started and still miss a request that came in since.
+        """
+        self.reports[replica] = (time.monotonic() if refusing else 0.0, in_flight)
         return self.draining
 
     def idle(self) -> bool:
-        """True once every replica has reported, after draining started, that nothing is in flight."""
+        """True once every replica has reported, while refusing new requests, that nothing is in flight."""
         fresh = [n for t, n in self.reports.values() if t > self.since]
         return self.draining and len(fresh) >= min(self.replicas, len(self.reports)) and not any(fresh)
 
@@ -249,7 +257,7 @@ class FoclipIngress:
     async def _poll_drain(self) -> None:
         while True:
             try:
-                if await self._drain.poll.remote(self._id, self.service.in_flight):
+                if await self._drain.poll.remote(self._id, self.service.in_flight, self.service.draining):
                     self.service.draining = True
             except ray.exceptions.RayError:
                 pass  # the driver is gone or going; the replica is about to be stopped anyway
@@ -288,6 +296,7 @@ class FoclipIngress:
                 "max_images": c.limits.max_images, "timeout_s": c.limits.timeout_s,
                 "body_timeout_s": c.limits.body_timeout_s, "max_request_pixels": c.limits.max_request_pixels,
                 "max_per_client": c.limits.max_per_client, "api_key": c.api_key_sha256 is not None,
+                "in_flight": self.service.in_flight,  # this replica's requests now (readiness for drain tests)
             },
         }
 

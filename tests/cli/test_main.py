@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+from waits import ceiling
 
 from foclip.cli.main import main
 
@@ -25,7 +26,7 @@ def test_user_error_is_one_line_and_exit_1(tmp_path):
     code = ("from foclip.cli.main import main; import sys; sys.exit(main(['generate', sys.argv[1], '--out', "
             "sys.argv[2], '--prompts', 'no-such-set-xyz', '--model', 'foclip-tiny', '--pretrained', 'random']))")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.png"), str(tmp_path / "o")],
-                          capture_output=True, text=True, timeout=120, check=False)
+                          capture_output=True, text=True, timeout=ceiling(300), check=False)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "no-such-set-xyz" in proc.stderr and proc.stderr.count("error:") == 1

@@ -51,3 +51,4 @@ def _serve_fixtures():
 _serve = _serve_fixtures()
 uploads = _serve.uploads
 serve_subprocess = _serve.serve_subprocess
+serve_in_flight = _serve.serve_in_flight

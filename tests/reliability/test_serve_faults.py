@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from waits import ceiling, wait_until
 
 pytest.importorskip("ray.serve")
 pytestmark = pytest.mark.slow
@@ -59,7 +60,7 @@ def rss_mb(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
 
 
-def test_d5_every_listener_is_loopback_and_d3_drain_answers_503(tiny_bundle, uploads, serve_subprocess):
+def test_d5_every_listener_is_loopback_and_d3_drain_answers_503(tiny_bundle, uploads, serve_subprocess, serve_in_flight):
     if shutil.which("ss") is None:
         pytest.skip("needs ss (iproute2)")
     flags = ("--batch-wait-ms", "3000", "--max-batch", "8", "--threads", "1")
@@ -76,17 +77,19 @@ def test_d5_every_listener_is_loopback_and_d3_drain_answers_503(tiny_bundle, upl
         got: dict = {}
 
         def slow_call() -> None:
-            got["in_flight"] = httpx.post(f"{url}/v1/detect", content=uploads["astronaut.jpg"], headers=JPEG, timeout=60)
+            got["in_flight"] = httpx.post(f"{url}/v1/detect", content=uploads["astronaut.jpg"], headers=JPEG,
+                                          timeout=ceiling(180))
 
         t = threading.Thread(target=slow_call)
         t.start()
-        time.sleep(1.0)
+        wait_until(lambda: serve_in_flight(url) or "in_flight" in got, "the request to be in flight", 120, interval=0.05)
+        assert "in_flight" not in got, "the request finished before SIGTERM: make --batch-wait-ms longer"
         proc.send_signal(signal.SIGTERM)
         statuses: list = []
 
         def probe() -> None:
             try:
-                r = httpx.post(f"{url}/v1/detect", content=uploads["astronaut.jpg"], headers=JPEG, timeout=30)
+                r = httpx.post(f"{url}/v1/detect", content=uploads["astronaut.jpg"], headers=JPEG, timeout=ceiling(60))
                 statuses.append((r.status_code, r.headers.get("retry-after")))
             except httpx.HTTPError as exc:
                 statuses.append((exc.__class__.__name__, None))
@@ -98,15 +101,15 @@ def test_d5_every_listener_is_loopback_and_d3_drain_answers_503(tiny_bundle, upl
             probes[-1].start()
             time.sleep(0.15)
         for p in probes:
-            p.join(60)
-        t.join(60)
+            p.join(ceiling(120))
+        t.join(ceiling(240))
         print(f"during drain: {sorted(set(statuses), key=str)} ({len(statuses)} requests)")
         assert got["in_flight"].status_code == 200
         codes = [s for s, _ in statuses if isinstance(s, int)]
         # 200: accepted in the ~0.2 s before the replicas saw the drain; never 404 (clients treat it as permanent)
         assert 503 in codes and set(codes) <= {200, 503}
         assert all(ra == "1" for s, ra in statuses if s == 503)
-        assert proc.wait(120) == 0
+        assert proc.wait(ceiling(300)) == 0
 
 
 def padded_bomb(bomb: bytes) -> bytes:
@@ -130,11 +133,11 @@ def stall(port: int, n: int) -> list[socket.socket]:
 
 def test_d1_d2_d11_two_replicas(tiny_bundle, uploads, bomb, serve_subprocess):
     flags = ("--replicas", "2", "--threads", "1", "--max-ongoing", "8", "--max-per-client", "0",
-             "--body-timeout-s", "3", "--cpus-per-replica", "0.5")
+             "--body-timeout-s", "3", "--cpus-per-replica", "0.5", "--timeout-s", str(ceiling(120)))
     with serve_subprocess(tiny_bundle, *flags) as (proc, url):
         port = int(url.rsplit(":", 1)[1])
         good = uploads["astronaut.jpg"]
-        with httpx.Client(base_url=url, timeout=60) as http:
+        with httpx.Client(base_url=url, timeout=ceiling(180)) as http:
             assert http.post("/v1/detect", content=good, headers=JPEG).status_code == 200
             detectors = replica_pids(proc.pid, "FoclipDetector")
             assert len(detectors) == 2, detectors
@@ -163,7 +166,7 @@ def test_d1_d2_d11_two_replicas(tiny_bundle, uploads, bomb, serve_subprocess):
             waited = time.monotonic() - t0
             heads = []
             for s in socks:
-                s.settimeout(20)
+                s.settimeout(ceiling(60))
                 try:
                     heads.append(s.recv(64).split(b"\r\n", 1)[0].decode())
                 except OSError as exc:
@@ -178,7 +181,7 @@ def test_d1_d2_d11_two_replicas(tiny_bundle, uploads, bomb, serve_subprocess):
             stop = threading.Event()
 
             def load() -> None:
-                with httpx.Client(base_url=url, timeout=60) as c:
+                with httpx.Client(base_url=url, timeout=ceiling(180)) as c:
                     while not stop.is_set():
                         try:
                             results.append(c.post("/v1/detect", content=good, headers=JPEG).status_code)
@@ -188,13 +191,15 @@ def test_d1_d2_d11_two_replicas(tiny_bundle, uploads, bomb, serve_subprocess):
             threads = [threading.Thread(target=load) for _ in range(6)]
             for t in threads:
                 t.start()
-            time.sleep(3)
+            # Counted, not timed: enough requests before the kill and after it, however slow the machine.
+            wait_until(lambda: len(results) >= 10, "10 requests before the kill", 120)
             victim = replica_pids(proc.pid, "FoclipDetector")[0]
             os.kill(victim, signal.SIGKILL)
-            time.sleep(8)
+            at_kill = len(results)
+            wait_until(lambda: len(results) >= at_kill + 20, "20 requests after the kill", 180)
             stop.set()
             for t in threads:
-                t.join(60)
+                t.join(ceiling(240))
             failures = [x for x in results if x != 200]
             print(f"D11: killed replica {victim}; {len(results)} requests, failures {failures}")
             assert len(results) > 20 and failures == []
@@ -210,7 +215,7 @@ def test_minor_sigterm_during_startup_exits_cleanly(tiny_bundle):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(delay)
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=120)
+        out, _ = proc.communicate(timeout=ceiling(300))
         outcomes.append((delay, proc.returncode, out.strip().splitlines()[-1:]))
         assert proc.returncode == 0, out
         assert "SIGTERM received" not in out and "Traceback" not in out, out

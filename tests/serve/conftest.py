@@ -9,7 +9,6 @@ import signal
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Iterator
 
@@ -64,47 +63,86 @@ def good_names() -> tuple[str, ...]:
     return ("astronaut.jpg", "chelsea.png", "coffee.jpg", "rocket.png")
 
 
+# Ray's own start-up deadlines, fixed in Ray (30 s for the raylet to register, 60 s for Serve's HTTP
+# proxy; no setting lengthens them): a machine loaded ~10x past its cores misses them and `foclip
+# serve` exits. Within the test's ceiling such a start is tried again; any other exit fails at once.
+RAY_GAVE_UP = ("timed out during startup", "class_name: ProxyActor", "Deadline Exceeded")
+
+
 @contextlib.contextmanager
-def _serve_subprocess(bundle, *flags: str, timeout_s: float = 120.0) -> Iterator[tuple[subprocess.Popen, str]]:
+def _serve_subprocess(bundle, *flags: str, start_s: float = 600.0) -> Iterator[tuple[subprocess.Popen, str]]:
     """Run `foclip serve BUNDLE --port <free> FLAGS...` in a subprocess (its own local Ray) until healthy.
+
+    Args:
+        bundle: the bundle folder.
+        flags: more `foclip serve` options.
+        start_s: ceiling for the service to answer ``/healthz`` (x ``FOCLIP_TEST_TIMEOUT_SCALE``); a
+            quiet 2-core machine needs ~15 s, one shared with other jobs several minutes.
 
     Yields:
         ``(process, base url)``; on exit the process gets SIGTERM (a clean stop also ends its Ray),
-        then SIGKILL if it is still running after 60 s.
+        then SIGKILL if it is still running after the stop ceiling.
     """
     import httpx
+    from waits import ceiling, wait_until
 
     from foclip.serve.service import free_port
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "foclip.cli.main", "serve", str(bundle), "--port", str(port), *flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ.copy())
+    started: dict = {}
+
+    def launch() -> None:
+        started["port"] = port = free_port()
+        started["url"] = f"http://127.0.0.1:{port}"
+        cmd = [sys.executable, "-m", "foclip.cli.main", "serve", str(bundle), "--port", str(port), *flags]
+        started["proc"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                           env=os.environ.copy())
+
+    def healthy() -> bool:
+        proc = started["proc"]
+        if proc.poll() is not None:
+            out = proc.stdout.read()
+            if any(marker in out for marker in RAY_GAVE_UP):
+                print(f"Ray gave up starting (its own fixed deadline); starting foclip serve again:\n{out[-600:]}")
+                launch()
+                return False
+            pytest.fail(f"foclip serve exited with {proc.returncode}:\n{out}")
+        try:
+            return httpx.get(f"{started['url']}/healthz", timeout=10).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    launch()
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"foclip serve exited with {proc.returncode}:\n{proc.stdout.read()}")
-            if time.monotonic() > deadline:
-                pytest.fail("foclip serve did not become healthy in time")
-            time.sleep(0.3)
-        yield proc, url
+        wait_until(healthy, "foclip serve to answer /healthz", start_s, interval=0.3)
+        yield started["proc"], started["url"]
     finally:
+        proc = started["proc"]
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(60)
+                proc.wait(ceiling(120))
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def in_flight(url: str) -> int:
+    """Requests the (single) ingress replica is working on now, from ``GET /v1/info``."""
+    import httpx
+
+    try:
+        return int(httpx.get(f"{url}/v1/info", timeout=10).json()["service"]["in_flight"])
+    except httpx.HTTPError:  # busy: ask again
+        return 0
 
 
 @pytest.fixture(scope="session")
 def serve_subprocess():
     """The :func:`_serve_subprocess` context manager (a fixture, since conftest is not importable)."""
     return _serve_subprocess
+
+
+@pytest.fixture(scope="session")
+def serve_in_flight():
+    """:func:`in_flight`: a readiness signal that a request reached the service (before a SIGTERM)."""
+    return in_flight

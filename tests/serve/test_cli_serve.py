@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import signal
 import threading
-import time
 
 import httpx
 import pytest
+from waits import ceiling, wait_until
 
 from foclip.cli.main import main
 
@@ -30,21 +30,29 @@ def test_out_of_range_option_is_refused(tiny_bundle, capsys):
 
 
 @pytest.mark.parametrize("topology", ["split", "fused"])
-def test_sigterm_lets_in_flight_requests_finish(tiny_bundle, uploads, serve_subprocess, topology):
-    # A long batch wait keeps the request in flight when SIGTERM arrives.
-    flags = ("--batch-wait-ms", "3000", "--max-batch", "8", "--threads", "1", "--topology", topology)
+def test_sigterm_lets_in_flight_requests_finish(tiny_bundle, uploads, serve_subprocess, serve_in_flight, topology):
+    # A long batch wait (6 s: /v1/info answers slowly on a loaded machine) keeps the request in flight
+    # when SIGTERM arrives; the signal is sent only once the service counts the request in flight (a
+    # request that arrives after it is rightly refused).
+    flags = ("--batch-wait-ms", "6000", "--max-batch", "8", "--threads", "1", "--topology", topology,
+             "--timeout-s", str(ceiling(120)))
     with serve_subprocess(tiny_bundle, *flags) as (proc, url):
         got: dict = {}
 
         def call() -> None:
-            got["r"] = httpx.post(f"{url}/v1/detect", content=uploads["astronaut.jpg"],
-                                  headers={"content-type": "image/jpeg"}, timeout=60)
+            try:
+                got["r"] = httpx.post(f"{url}/v1/detect", content=uploads["astronaut.jpg"],
+                                      headers={"content-type": "image/jpeg"}, timeout=ceiling(180))
+            except httpx.HTTPError as exc:  # reported by the assert below, not lost in the thread
+                got["r"] = exc
 
         t = threading.Thread(target=call)
         t.start()
-        time.sleep(1.0)
+        wait_until(lambda: serve_in_flight(url) or "r" in got, "the request to be in flight", 120, interval=0.05)
+        assert "r" not in got, "the request finished before SIGTERM: make --batch-wait-ms longer"
         proc.send_signal(signal.SIGTERM)
-        t.join(60)
+        t.join(ceiling(240))
+        assert isinstance(got.get("r"), httpx.Response), got
         assert got["r"].status_code == 200
         assert got["r"].json()["results"][0]["error"] is None
-        assert proc.wait(120) == 0
+        assert proc.wait(ceiling(300)) == 0

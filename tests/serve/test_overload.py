@@ -2,8 +2,10 @@
 
 `foclip serve` runs in a subprocess (its own local Ray, so the in-process service of
 test_service.py is untouched) with one request in flight per replica (`--max-ongoing 1`), one queued
-request (`--max-queued 1`) and a 1 s batch wait, so a burst of simultaneous requests cannot all fit:
+request (`--max-queued 1`) and a 2 s batch wait, so a burst of simultaneous requests cannot all fit:
 Ray Serve's router must refuse the overflow with the deployment's BackpressureConfig (503, Retry-After).
+The burst is released at once by a barrier; the batch wait holds the first request for 2 s, far longer
+than 12 threads take to send, even on a loaded machine. Every other wait is a ceiling (tests/waits.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 
 import httpx
 import pytest
+from waits import ceiling
 
 pytest.importorskip("ray.serve")
 
@@ -20,17 +23,18 @@ BURST = 12  # 1 in flight + 1 queued leaves at least 10 to refuse
 
 
 def test_burst_past_the_queue_gets_503_with_retry_after(tiny_bundle, uploads, serve_subprocess):
-    flags = ("--max-ongoing", "1", "--max-queued", "1", "--batch-wait-ms", "1000", "--max-batch", "8", "--threads", "1")
+    flags = ("--max-ongoing", "1", "--max-queued", "1", "--batch-wait-ms", "2000", "--max-batch", "8", "--threads", "1",
+             "--timeout-s", str(ceiling(120)))
     with serve_subprocess(tiny_bundle, *flags) as (_proc, url):
         body, headers = uploads["astronaut.jpg"], {"content-type": "image/jpeg"}
         start = threading.Barrier(BURST)
 
         def call(client: httpx.Client) -> httpx.Response:
-            start.wait(30)  # release all requests at once
+            start.wait(ceiling(120))  # release all requests at once
             return client.post("/v1/detect", content=body, headers=headers)
 
         limits = httpx.Limits(max_connections=BURST, max_keepalive_connections=BURST)
-        with httpx.Client(base_url=url, timeout=60, limits=limits) as client:
+        with httpx.Client(base_url=url, timeout=ceiling(180), limits=limits) as client:
             with cf.ThreadPoolExecutor(BURST) as pool:
                 answers = list(pool.map(lambda _: call(client), range(BURST)))
             by_code: dict[int, list[httpx.Response]] = {}

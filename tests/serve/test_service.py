@@ -7,10 +7,10 @@ deployment doing both) is shared by the module's tests; each starts in ~10-20 s 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import time
 
 import httpx
 import pytest
+from waits import ceiling, wait_until
 
 from foclip.serve.config import Limits, ServeConfig
 from foclip.serve.service import free_port, start_service
@@ -38,7 +38,7 @@ def service(tiny_bundle, request):
 
 @pytest.fixture(scope="module")
 def http(service):
-    with httpx.Client(base_url=service.url, headers=KEY_HEADER, timeout=60) as client:
+    with httpx.Client(base_url=service.url, headers=KEY_HEADER, timeout=ceiling(180)) as client:
         yield client
 
 
@@ -133,13 +133,14 @@ def test_metrics_present(service, http, uploads):
               "ray_foclip_batch_size_bucket", "ray_foclip_score_color_bucket", "ray_foclip_drop_bucket")
     tagged = ('code="body_too_large"', 'status="415"')
     # Ray exports each series on its own schedule: wait for every one asserted below, not the first few.
-    deadline = time.monotonic() + 30
     text = ""
-    while time.monotonic() < deadline:
-        text = httpx.get(service.metrics_url, timeout=10).text
-        if all(w in text for w in wanted + tagged):
-            break
-        time.sleep(0.5)
+
+    def every_series() -> bool:
+        nonlocal text
+        text = httpx.get(service.metrics_url, timeout=ceiling(30)).text
+        return all(w in text for w in wanted + tagged)
+
+    wait_until(every_series, "Ray to export every ray_foclip_* series", 120, interval=0.5)
     missing = [w for w in wanted if w not in text]
     assert not missing, missing
     assert all(t in text for t in tagged), [t for t in tagged if t not in text]

@@ -9,6 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 from PIL import Image
+from waits import ceiling
 
 pytest.importorskip("ray")
 
@@ -93,7 +94,7 @@ def test_cli_ray_run_writes_every_image_once_and_refuses_empty_inputs(tmp_path, 
     opts = ["--model", "foclip-tiny", "--pretrained", "random", "--iters", "4", "--check-every", "2", "--batch", "2", "--device", "cpu",
             "--ray", "--workers", "1"]
     proc = subprocess.run([*base, str(inputs), "--out", str(tmp_path / "out"), *opts], capture_output=True,
-                          text=True, timeout=300, check=False)
+                          text=True, timeout=ceiling(600), check=False)
     assert proc.returncode == 1, proc.stderr[-2000:]  # the text file named .jpg fails, the rest succeed
     lines = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert Counter(r["source"] for r in lines) == Counter(str(p) for p in inputs.iterdir())
@@ -101,5 +102,5 @@ def test_cli_ray_run_writes_every_image_once_and_refuses_empty_inputs(tmp_path, 
     assert all((tmp_path / "out" / r["manipulated"]).is_file() for r in lines if not r["error"])
     (tmp_path / "empty").mkdir()
     proc = subprocess.run([*base, str(tmp_path / "empty"), "--out", str(tmp_path / "out2"), *opts],
-                          capture_output=True, text=True, timeout=300, check=False)
+                          capture_output=True, text=True, timeout=ceiling(600), check=False)
     assert proc.returncode == 1 and "hold no image files" in proc.stderr

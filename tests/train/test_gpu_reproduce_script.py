@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from waits import ceiling
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_reproduce.py"
 
 
 def _run(*args: str, timeout: int) -> tuple[str, dict]:
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+                          timeout=ceiling(timeout), check=False, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, json.loads(proc.stdout.strip().splitlines()[-1])
 

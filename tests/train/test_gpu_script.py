@@ -8,13 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from waits import ceiling
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_generate_check.py"
 
 
 def _run(*args: str, timeout: int) -> dict:
     proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=ceiling(timeout), check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
