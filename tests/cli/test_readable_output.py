@@ -107,6 +107,26 @@ def _lines(ax) -> list[str]:
     return [ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith("_")]
 
 
+def test_plots_without_matplotlib_are_one_line_naming_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    import numpy as np
+
+    from foclip.errors import MissingExtraError
+    from foclip.runtime import fit_calibration
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails, as when not installed
+    from foclip.plots import save_plots  # importing the plots module draws nothing and needs no matplotlib
+
+    so, do, sm, dm = np.array([20.0, 21.0]), np.array([0.1, 0.2]), np.array([22.0, 23.0]), np.array([0.6, 0.7])
+    cal = fit_calibration(so, do, sm, dm, bundle_hash="0" * 64, backend="ort-cpu", precision="fp32",
+                          score_scale=100.0, text_bank={"name": "t", "sha256": "0" * 64, "count": 1}, folds=0)
+    with pytest.raises(MissingExtraError) as err:
+        save_plots(tmp_path / "plots", so, do, sm, dm, cal)
+    assert "\n" not in str(err.value) and "pip install 'foclip[plots]'" in str(err.value)
+    assert not (tmp_path / "plots").exists()  # nothing half-made
+
+
 def test_calibration_plots_count_in_integers_say_what_and_merge_identical_curves(tmp_path, kept_figures):
     import numpy as np
 
