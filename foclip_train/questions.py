@@ -5,7 +5,7 @@
   multi-probe-adaptive attacks? Attacks go through :func:`foclip_train.generate.run_generate`
   (``AttackConfig.adaptive``); scores are measured on the saved files through the runtime's decode
   path, probes are :func:`foclip.scoring.apply_probe` of those pixels, thresholds and their
-  held-out evaluation are :mod:`foclip.runtime.calibration`'s.
+  held-out evaluation are :mod:`foclip.runtime.stats`'s.
 * **transfer**: images attacked on one CLIP, scored and detected on every other one.
 * **spectral**: where the perturbation lives (radial frequency band, luma vs chroma), on the model
   view of both images, and the single-image spectral detectors beside the grayscale rule.
@@ -134,7 +134,7 @@ def select_probes(orig: np.ndarray, man: np.ndarray, names: Sequence[str], k: in
     Returns:
         ``(chosen probes, {probe: ROC-AUC of its drop}, {probe: Cohen's d of its drop})``.
     """
-    from foclip.runtime.calibration import roc_auc
+    from foclip.runtime.stats import roc_auc
 
     aucs, sep = {}, {}
     for q in names:
@@ -149,7 +149,7 @@ def select_probes(orig: np.ndarray, man: np.ndarray, names: Sequence[str], k: in
 def _detect(so: np.ndarray, do: np.ndarray, sm: np.ndarray, dm: np.ndarray, cfg: Any,
             taus: tuple[float, float] | None = None) -> dict[str, Any]:
     """Threshold-free AUC, fit-set TPR at the target FPR, held-out rule metrics, and TPR under ``taus``."""
-    from foclip.runtime.calibration import held_out_evaluation, roc_auc, search_thresholds
+    from foclip.runtime.stats import held_out_evaluation, roc_auc, search_thresholds
 
     ts, td = search_thresholds(so, do, sm, dm, cfg.target_fpr, "fpr")
     res: dict[str, Any] = {
@@ -389,7 +389,7 @@ def transfer_markdown(res: dict[str, Any], cfg: Any) -> str:
 
 def _spectral_one(folder: Path, recs: list[dict[str, Any]], preprocess: Any, drops: tuple[np.ndarray, np.ndarray]
                   ) -> dict[str, Any]:
-    from foclip.runtime.calibration import roc_auc
+    from foclip.runtime.stats import roc_auc
     from foclip_train.spectral import perturbation_spectrum, spectral_detectors
 
     orig = [model_view(folder / r["original"], preprocess) for r in recs]

@@ -15,16 +15,6 @@ from foclip.manifest import atomic_write_bytes
 GRID_IMAGES = 4
 
 
-def _plt() -> Any:
-    from foclip.errors import require
-
-    mpl = require("matplotlib", "plots")
-    mpl.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _save(plt: Any, fig: Any, path: Path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
@@ -57,10 +47,11 @@ def write_figures(out: Path, cfg: Any, by_set: dict[str, list[dict[str, Any]]], 
     import numpy as np
     from PIL import Image
 
-    from foclip.runtime.calibration import integer_counts, plot_roc_curves, roc_curve
+    from foclip.plots import integer_counts, plot_roc_curves, pyplot
+    from foclip.runtime.stats import roc_curve
     from foclip.scoring import to_gray
 
-    plt = _plt()
+    plt = pyplot()
     figs = out / "figures"
     written = []
     who = _who(report)

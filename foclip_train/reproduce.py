@@ -13,7 +13,7 @@ One run writes a report folder::
 Every attack goes through :func:`foclip_train.generate.run_generate` (so through the one FoCLIP
 loop, :func:`foclip_train.attack.foclip_attack`), whose manifest scores are measured as the
 detector sees the files (the runtime's decode and preprocessing); detection thresholds and their
-held-out evaluation are :mod:`foclip.runtime.calibration`'s. Rerunning with the same ``--out``
+held-out evaluation are :mod:`foclip.runtime.stats`'s. Rerunning with the same ``--out``
 skips images already done and sections whose inputs did not change.
 
 Sections are entries of :data:`SECTIONS` (a name, a title, a ``compute`` function from the
@@ -373,7 +373,7 @@ def table2_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
 def _detection(ok: list[dict[str, Any]], cfg: ReproduceConfig) -> dict[str, Any]:
     import numpy as np
 
-    from foclip.runtime.calibration import (
+    from foclip.runtime.stats import (
         evaluate,
         held_out_evaluation,
         sample_size_warnings,
@@ -406,7 +406,7 @@ def table3_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
     """Table 3 as markdown."""
     t = res["target_fpr"]
     lines = [(f"Rule: tampered = score >= tau_score and drop >= tau_drop, thresholds chosen for a {t:.0%} FPR "
-             "target (foclip.runtime.calibration). Each row: originals vs their manipulated copies, scored "
+             "target (foclip.runtime.stats). Each row: originals vs their manipulated copies, scored "
              "with that set's prompts (\"all sets\" pools them; its rows reuse the same photos once per set, "
              "so they are not independent). Held out: seeded stratified "
              f"{res['folds']}-fold cross-validation, [95 % interval: Wilson for rates, bootstrap for AUC]."),

@@ -131,7 +131,7 @@ def spectral_detectors(originals: Sequence[np.ndarray], manipulated: Sequence[np
     Returns:
         ``{statistic name: AUC}``.
     """
-    from foclip.runtime.calibration import roc_auc
+    from foclip.runtime.stats import roc_auc
 
     so = [image_statistics(o) for o in originals]
     sm = [image_statistics(m) for m in manipulated]

@@ -130,7 +130,7 @@ def _stats(m: dict[str, np.ndarray], detector: tuple[str, Any]) -> tuple[np.ndar
 
 
 def _rate(flags: np.ndarray) -> dict[str, Any]:
-    from foclip.runtime.calibration import wilson_interval
+    from foclip.runtime.stats import wilson_interval
 
     k, n = int(np.sum(flags)), len(flags)
     return {"k": k, "n": n, "rate": k / n if n else None, "ci95": list(wilson_interval(k, n))}
@@ -199,7 +199,7 @@ def wild_compute(by_set: dict[str, list[dict[str, Any]]], cfg: Any, ctx: Any) ->
     Returns:
         JSON-ready numbers (see :func:`wild_markdown`).
     """
-    from foclip.runtime.calibration import search_thresholds, threshold_edge_warnings
+    from foclip.runtime.stats import search_thresholds, threshold_edge_warnings
     from foclip_train.questions import _generate_matched, _ok, _paths
     from foclip_train.spectral import RETIRED
 

@@ -1,6 +1,7 @@
 """The layers of the code base only import downwards, and every module imports on its own.
 
-Layers, from the bottom: ``foclip.runtime`` (numpy, PIL, ONNX Runtime; never torch or open_clip),
+Layers, from the bottom: ``foclip.runtime`` (numpy, PIL, ONNX Runtime; never torch, open_clip or matplotlib;
+its ``stats`` imports only numpy and ``foclip.errors``), ``foclip.plots`` (matplotlib),
 ``foclip.models`` / ``foclip.exporter`` (torch), ``foclip.serve``, ``foclip_train``, ``foclip.cli``.
 Two checks:
 
@@ -34,7 +35,7 @@ TIMEOUT = ceiling(900)
 # (importer prefix, imported prefixes it must never reach)
 RULES = (
     ("foclip.runtime", ("foclip.exporter", "foclip.models", "foclip.serve", "foclip.cli", "foclip_train",
-                        "torch", "open_clip")),
+                        "torch", "open_clip", "matplotlib", "foclip.plots")),
     ("foclip.exporter", ("foclip.serve", "foclip.cli")),
 )
 # Loaded once by the parent before it forks: imported by many modules, slow to import (torch alone
@@ -88,6 +89,18 @@ def test_the_rules_say_what_they_mean():
     assert not forbidden("foclip.cli.detect", "foclip.cli.common")
     assert not forbidden("foclip.exporter.bundle", "foclip.runtime.bundle")
     assert not forbidden("foclip.runtimex", "torch")  # a prefix is a whole module name
+    assert forbidden("foclip.runtime.calibration", "matplotlib.pyplot")  # plots are foclip.plots, the plots extra
+    assert not forbidden("foclip.plots", "matplotlib.pyplot")
+    assert not forbidden("foclip.runtime.calibration", "foclip.runtime.stats")
+
+
+def test_the_statistics_import_only_numpy():
+    # foclip.runtime.calibration and foclip_train both build on them, so they sit under both (a
+    # static check: importing foclip.runtime.stats runs foclip/runtime/__init__.py, which loads the rest)
+    names = static_imports("foclip.runtime.stats")
+    assert "numpy" in names
+    assert sorted(n for n in names if n.partition(".")[0] not in ("__future__", "math", "typing", "numpy")) == [
+        "foclip.errors", "foclip.errors.InputError"]
 
 
 def test_no_import_statement_runs_up_the_layers():

@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from foclip.cli.common import console, err_console, random_weights_notice
     from foclip.errors import InputError
     from foclip.runtime import Detector, fit_calibration
-    from foclip.runtime.calibration import clean_group_evaluation, save_plots
+    from foclip.runtime.stats import clean_group_evaluation
 
     if not 0.0 <= args.target_fpr < 1.0:  # checked before scoring, not after
         raise InputError(f"--target-fpr {args.target_fpr}", "is out of range", "a fraction in [0, 1), e.g. 0.05")
@@ -179,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(clean_table(cal.metrics["clean_groups"], cal.target_fpr if cal.mode == "fpr" else None))
     console.print(f"wrote {args.out}", highlight=False)
     if args.plots:
+        from foclip.plots import save_plots  # matplotlib: the plots extra, only when asked for
+
         m_ = det.manifest
         label = f"{m_.model_name}, weights {m_.pretrained}" + (" (RANDOM: mechanics only)" if m_.random_init else "")
         for path in save_plots(args.plots, so, do, sm, dm, cal, label=label):
@@ -210,7 +212,7 @@ def clean_table(rows: dict[str, Any], target_fpr: float | None) -> Any:
     """Per clean group: images, fit-set FPR and held-out FPR with Wilson 95 % intervals and counts.
 
     Args:
-        rows: ``metrics["clean_groups"]`` (see :func:`foclip.runtime.calibration.clean_group_evaluation`).
+        rows: ``metrics["clean_groups"]`` (see :func:`foclip.runtime.stats.clean_group_evaluation`).
         target_fpr: the FPR target (``fpr`` mode), shown in the title.
 
     Returns:

@@ -11,7 +11,7 @@ See docs/runtime.md. Importing this package never imports torch or open_clip.
 
 from foclip.runtime.backends import BACKENDS, Runner, available_backends, create_runner
 from foclip.runtime.bundle import Bundle, TextBank, bundle_hash, open_bundle
-from foclip.runtime.calibration import Calibration, fit_calibration, roc_auc, search_thresholds
+from foclip.runtime.calibration import Calibration, fit_calibration
 from foclip.runtime.decode import ERROR_CODES, DecodeLimits, ItemError
 from foclip.runtime.detector import (
     DEFAULT_TAU_DROP,
@@ -22,6 +22,7 @@ from foclip.runtime.detector import (
     choose_graph,
 )
 from foclip.runtime.selfcheck import SelfCheckError, SelfCheckResult, self_check
+from foclip.runtime.stats import roc_auc, search_thresholds
 from foclip.runtime.text_bank import embed_prompts, resolve_text_bank
 
 __all__ = [

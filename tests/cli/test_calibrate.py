@@ -102,7 +102,7 @@ def test_calibrate_rejects_one_fold(tiny_bundle, generated, tmp_path, capsys):
 def test_histogram_view_is_not_squashed_by_one_outlier():
     import numpy as np
 
-    from foclip.runtime.calibration import _view
+    from foclip.plots import _view
 
     rng = np.random.default_rng(0)
     orig, man = rng.normal(0.1, 0.05, 12), rng.normal(0.6, 0.1, 12)

@@ -107,11 +107,31 @@ def _lines(ax) -> list[str]:
     return [ln.get_label() for ln in ax.get_lines() if not ln.get_label().startswith("_")]
 
 
+def test_plots_without_matplotlib_are_one_line_naming_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    import numpy as np
+
+    from foclip.errors import MissingExtraError
+    from foclip.runtime import fit_calibration
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now fails, as when not installed
+    from foclip.plots import save_plots  # importing the plots module draws nothing and needs no matplotlib
+
+    so, do, sm, dm = np.array([20.0, 21.0]), np.array([0.1, 0.2]), np.array([22.0, 23.0]), np.array([0.6, 0.7])
+    cal = fit_calibration(so, do, sm, dm, bundle_hash="0" * 64, backend="ort-cpu", precision="fp32",
+                          score_scale=100.0, text_bank={"name": "t", "sha256": "0" * 64, "count": 1}, folds=0)
+    with pytest.raises(MissingExtraError) as err:
+        save_plots(tmp_path / "plots", so, do, sm, dm, cal)
+    assert "\n" not in str(err.value) and "pip install 'foclip[plots]'" in str(err.value)
+    assert not (tmp_path / "plots").exists()  # nothing half-made
+
+
 def test_calibration_plots_count_in_integers_say_what_and_merge_identical_curves(tmp_path, kept_figures):
     import numpy as np
 
+    from foclip.plots import save_plots
     from foclip.runtime import fit_calibration
-    from foclip.runtime.calibration import save_plots
 
     rng = np.random.default_rng(0)
     so, sm = rng.uniform(20, 30, 7), rng.uniform(20, 30, 7)  # few images: fractional ticks appeared here
@@ -134,7 +154,7 @@ def test_roc_curves_that_coincide_are_drawn_once_with_joined_labels(kept_figures
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from foclip.runtime.calibration import plot_roc_curves
+    from foclip.plots import plot_roc_curves
 
     fig, ax = plt.subplots()
     perfect = (np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 1.0]))
@@ -147,13 +167,14 @@ def test_roc_curves_that_coincide_are_drawn_once_with_joined_labels(kept_figures
 
 
 def test_adaptive_figure_labels_every_bar_even_a_zero_auc(tmp_path, kept_figures):
-    from foclip_train.report_figures import _adaptive_figure, _plt
+    from foclip.plots import pyplot
+    from foclip_train.report_figures import _adaptive_figure
 
     res = {"prompt_set": "clipart", "images": 4, "rows": [
         {"detector": "gray", "attack": "plain", "auc_drop": 1.0},
         {"detector": "gray", "attack": "adaptive-gray", "auc_drop": 0.0},
         {"detector": "multi-probe", "attack": "plain", "auc_drop": 0.75}]}
-    _adaptive_figure(_plt(), tmp_path, res, "foclip-ref-vit / reference")
+    _adaptive_figure(pyplot(), tmp_path, res, "foclip-ref-vit / reference")
     ax = kept_figures[-1].axes[0]
     labels = [t.get_text() for t in ax.texts]
     assert "0.00" in labels and "1.00" in labels and "0.75" in labels  # a zero AUC is labelled, not blank

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from foclip.errors import InputError
-from foclip.runtime.calibration import Calibration, evaluate, fit_calibration, roc_auc, search_thresholds
+from foclip.runtime.calibration import Calibration, fit_calibration
+from foclip.runtime.stats import evaluate, roc_auc, search_thresholds
 
 
 def _data(seed: int, n_o: int = 60, n_m: int = 40):
@@ -97,7 +98,7 @@ def test_round_trip_and_bad_file(tmp_path):
 
 
 def test_wilson_interval_known_values():
-    from foclip.runtime.calibration import wilson_interval
+    from foclip.runtime.stats import wilson_interval
 
     assert wilson_interval(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-5)
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27753), abs=1e-5)
@@ -107,7 +108,7 @@ def test_wilson_interval_known_values():
 
 
 def test_bootstrap_auc_interval_is_seeded_and_brackets_the_auc():
-    from foclip.runtime.calibration import bootstrap_auc_interval, roc_auc
+    from foclip.runtime.stats import bootstrap_auc_interval, roc_auc
 
     rng = np.random.default_rng(1)
     pos, neg = rng.normal(1, 1, 40), rng.normal(0, 1, 40)
@@ -124,7 +125,7 @@ def _sim(seed, n=40):
 def test_held_out_fpr_is_not_the_fit_set_fpr():
     """The fit set's FPR is at most the target by construction; thresholds judged on unseen originals
     exceed it (measured over 30 seeds: fit 0.050, held-out 0.073, fresh originals 0.095)."""
-    from foclip.runtime.calibration import held_out_evaluation
+    from foclip.runtime.stats import held_out_evaluation
 
     fit, held = [], []
     for seed in range(30):
@@ -137,7 +138,7 @@ def test_held_out_fpr_is_not_the_fit_set_fpr():
 
 
 def test_held_out_evaluation_fields_and_intervals():
-    from foclip.runtime.calibration import held_out_evaluation
+    from foclip.runtime.stats import held_out_evaluation
 
     so, do, sm, dm = _sim(0)
     h = held_out_evaluation(so, do, sm, dm, 0.05, folds=5, seed=0, reps=100)
@@ -153,7 +154,7 @@ def test_held_out_evaluation_fields_and_intervals():
 
 
 def test_held_out_evaluation_skips_tiny_classes():
-    from foclip.runtime.calibration import held_out_evaluation
+    from foclip.runtime.stats import held_out_evaluation
 
     assert "at least 2" in held_out_evaluation([1.0], [0.1], [2.0, 3.0], [0.5, 0.6])["skipped"]
     assert "off" in held_out_evaluation([1.0, 2.0], [0.1, 0.2], [2.0, 3.0], [0.5, 0.6], folds=0)["skipped"]
@@ -163,7 +164,7 @@ def test_held_out_evaluation_skips_tiny_classes():
 
 
 def test_sample_size_warnings():
-    from foclip.runtime.calibration import sample_size_warnings
+    from foclip.runtime.stats import sample_size_warnings
 
     w = sample_size_warnings(12, 12, 0.05)
     assert len(w) == 2 and w[0].startswith("originals: 12 images cannot resolve a 5.0% FPR target")

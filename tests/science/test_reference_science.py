@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from foclip.models.loader import REFERENCE_DIR, REFERENCE_MODELS
-from foclip.runtime.calibration import roc_auc
+from foclip.runtime.stats import roc_auc
 
 ITERS = 20  # FoCLIP steps per photo (the paper uses 1000)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from foclip.errors import InputError
-from foclip.runtime.calibration import roc_auc
+from foclip.runtime.stats import roc_auc
 from foclip.scoring import PROBES, drop
 from foclip_train.config import AttackConfig
 from foclip_train.generate import latest_records

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from foclip.runtime.calibration import clean_group_evaluation, fit_calibration, threshold_edge_warnings
+from foclip.runtime.calibration import fit_calibration
 from foclip.runtime.inputs import clean_groups
+from foclip.runtime.stats import clean_group_evaluation, threshold_edge_warnings
 from foclip_train.config import AttackConfig
 from foclip_train.reproduce import ReproduceConfig, run_reproduce
 from foclip_train.spectral import image_statistics
