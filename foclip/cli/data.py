@@ -31,12 +31,14 @@ def run(args: argparse.Namespace) -> int:
 
     from foclip.cli.common import console, err_console
     from foclip.errors import InputError
+    from foclip.outputs import ensure_writable
     from foclip_train.wild_corpus import build_corpus
 
     if args.screenshots < 0:
         raise InputError(f"--screenshots {args.screenshots}", "is out of range", "an integer >= 0")
     if args.max_side < 32:
         raise InputError(f"--max-side {args.max_side}", "is out of range", "an integer >= 32")
+    ensure_writable(args.out, folder=True)  # a file as --out, or an unwritable place: one line, before any work
     res = build_corpus(args.out, screenshots=args.screenshots, max_side=args.max_side,
                        progress=lambda line: err_console.print(escape(line), highlight=False))
     for what, why in res["skipped"].items():

@@ -64,6 +64,8 @@ def _cases(p: dict, bundle: str) -> dict[str, list[str]]:
         "reference build out=file": ["reference", "build", "--out", f, "--work", folder + "/rw"],
         "reference build work=file": ["reference", "build", "--work", f],
         "reference select work=file": ["reference", "select", "--work", f],
+        "data wild out=file": ["data", "wild", "--out", f],
+        "data wild unwritable": ["data", "wild", "--out", under],
     }
 
 
