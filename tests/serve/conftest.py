@@ -9,6 +9,8 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
+import time
 import zlib
 from collections.abc import Iterator
 
@@ -94,18 +96,30 @@ def _serve_subprocess(bundle, *flags: str, start_s: float = 600.0) -> Iterator[t
         started["port"] = port = free_port()
         started["url"] = f"http://127.0.0.1:{port}"
         cmd = [sys.executable, "-m", "foclip.cli.main", "serve", str(bundle), "--port", str(port), *flags]
-        started["proc"] = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                           env=os.environ.copy())
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=os.environ.copy())
+        # A thread reads the output as it comes: the driver's "serving on" line is the readiness signal,
+        # and a pipe nobody reads would block the server once it fills.
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True).start()
+        proc.foclip_output = lines
+        started["proc"] = proc
 
     def healthy() -> bool:
         proc = started["proc"]
         if proc.poll() is not None:
-            out = proc.stdout.read()
+            proc.wait()
+            time.sleep(0.5)  # let the reader thread take the last lines
+            out = "".join(proc.foclip_output)
             if any(marker in out for marker in RAY_GAVE_UP):
                 print(f"Ray gave up starting (its own fixed deadline); starting foclip serve again:\n{out[-600:]}")
                 launch()
                 return False
             pytest.fail(f"foclip serve exited with {proc.returncode}:\n{out}")
+        # The replicas answer /healthz before the driver has finished starting (it prints "serving on"
+        # then): a SIGTERM in between is a stop during startup, which drains nothing.
+        if not any(line.startswith("serving on") for line in proc.foclip_output):
+            return False
         try:
             return httpx.get(f"{started['url']}/healthz", timeout=10).status_code == 200
         except httpx.HTTPError:
