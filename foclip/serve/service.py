@@ -30,6 +30,7 @@ _SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # Ray Serve's proxy binds its HTTP port with SO_REUSEPORT unless this is "0": a second `foclip serve`
 # on the same port then shares it, and the kernel splits connections between two configurations.
 _REUSE_PORT_ENV = "SERVE_SOCKET_REUSE_PORT_ENABLED"
+_PROXY_READY_ENV = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
 
 
 @dataclass
@@ -267,6 +268,10 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
         # driver with a crash dump; `foclip serve` handles SIGTERM itself (clean stop, exit 0).
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         os.environ[_REUSE_PORT_ENV] = "0"  # inherited by the proxy: one service per port, never shared
+        # Serve marks a proxy unhealthy after 3 readiness checks of 5 s each; on a machine shared with
+        # other jobs (both cores busy, measured) the proxy, which also loads foclip's edge, takes longer
+        # to start, and `foclip serve` then exits. A slow start is not a failure: allow 30 s a check.
+        os.environ.setdefault(_PROXY_READY_ENV, "30")
         # The proxy's head, slow-client and upload bounds (foclip/serve/edge.py), for every route.
         os.environ.update(edge_environment(cfg.edge_limits()))
         ray.init(**kwargs)
