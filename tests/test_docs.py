@@ -26,14 +26,13 @@ import io
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from waits import ceiling, wait_until
+from waits import ceiling, terminate, wait_until
 
 from foclip.cli.main import build_parser, main, parse
 
@@ -217,12 +216,7 @@ def start_serve(argv: list[str]) -> tuple[subprocess.Popen, int]:
 
 
 def stop_serve(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(ceiling(120))
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    terminate(proc)
 
 
 def run_curl(argv: list[str], port: int) -> None:

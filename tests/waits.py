@@ -13,6 +13,8 @@ Tests import this module as ``waits`` (pyproject's ``pythonpath = ["tests"]``; w
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -82,3 +84,13 @@ def wait_until(condition: Callable[[], T], what: str, seconds: float, interval: 
             pytest.fail(f"waited {waited:.0f} s for {what} (ceiling {seconds:g} s x {SCALE_ENV}={scale():g}); "
                         f"on a machine slower than that, raise {SCALE_ENV}")
         time.sleep(interval)
+
+
+def terminate(proc: subprocess.Popen, seconds: float = 120.0) -> None:
+    """SIGTERM ``proc`` and wait for it (``seconds`` x the scale), then SIGKILL it if it still runs."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(ceiling(seconds))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import signal
 import struct
 import subprocess
 import sys
@@ -86,7 +85,7 @@ def _serve_subprocess(bundle, *flags: str, start_s: float = 600.0) -> Iterator[t
         then SIGKILL if it is still running after the stop ceiling.
     """
     import httpx
-    from waits import ceiling, wait_until
+    from waits import terminate, wait_until
 
     from foclip.serve.service import free_port
 
@@ -132,12 +131,7 @@ def _serve_subprocess(bundle, *flags: str, start_s: float = 600.0) -> Iterator[t
     finally:
         proc = started["proc"]
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(ceiling(120))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            terminate(proc)
 
 
 def in_flight(url: str) -> int:
