@@ -24,11 +24,10 @@ Importing this module imports Ray Serve and FastAPI (the ``serve`` extra).
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import time
 import uuid
+from dataclasses import asdict
 from typing import Any
 
 import ray
@@ -49,6 +48,7 @@ from foclip.serve.http import (
     respond_detect,
     respond_info,
 )
+from foclip.serve.memory import ARENA_ENV, IdleTrim, libc_trim
 from foclip.serve.v2 import V2Front, respond_v2
 
 api = FastAPI(title="foclip detection service", docs_url=None, redoc_url=None, openapi_url=None)
@@ -82,17 +82,6 @@ def _bind_replica_grpc_to_loopback() -> None:
 
 
 _bind_replica_grpc_to_loopback()
-
-
-def _libc_trim() -> Any:
-    """glibc's ``malloc_trim`` (None elsewhere): gives freed heap pages back to the OS."""
-    name = ctypes.util.find_library("c")
-    try:
-        fn = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError, TypeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return fn
 
 
 @ray.remote(num_cpus=0)
@@ -162,26 +151,39 @@ class DetectorCore:
         self._detect_batch.set_batch_wait_timeout_s(cfg.resolved_batch_wait_ms / 1000.0)
         self._info = plain_json(self.detector.info())
         self.metrics = RayMetrics(float(find_key(self._info, "score_scale", 100.0)))
-        self._trim = _libc_trim()
+        self._trim = libc_trim()
+        self._in_batch = 0
+        self.idle_trim = IdleTrim(busy=self.busy)  # after a quiet second (foclip/serve/memory.py)
         self._heap = HeapTrace.from_env()  # opt-in soak diagnosis (foclip/serve/heap.py)
         self._batch_sizes: dict[int, int] = {}  # batch size -> how many batches ran at that size
+
+    def busy(self) -> bool:
+        """Whether a batch is running now."""
+        return self._in_batch > 0
 
     def info(self) -> dict[str, Any]:
         """The detector's info (manifest summary, calibration, limits)."""
         return self._info
 
-    def batch_sizes(self) -> dict[int, int]:
-        """How many batches this replica ran at each size (Serve's batcher at work)."""
-        return dict(self._batch_sizes)
+    def stats(self) -> dict[str, Any]:
+        """This replica's batch sizes (Serve's batcher at work) and memory housekeeping."""
+        return {"batch_sizes": dict(self._batch_sizes), "memory": self.idle_trim.info()}
 
     @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.005)
     async def _detect_batch(self, items: list[Item]) -> list[dict[str, Any]]:
         self.metrics.batch(len(items))
+        self.idle_trim.ensure_running()
+        self.idle_trim.touch()
+        self._in_batch += 1
         self._batch_sizes[len(items)] = self._batch_sizes.get(len(items), 0) + 1
         # The detector is synchronous and CPU/GPU bound: run it off the event loop so the replica
         # keeps accepting requests (and answering health checks) while a batch runs.
-        results = await asyncio.to_thread(self._detect_and_trim, items)
-        return [plain_json(r.to_dict()) for r in results]
+        try:
+            results = await asyncio.to_thread(self._detect_and_trim, items)
+            return [plain_json(r.to_dict()) for r in results]
+        finally:
+            self._in_batch -= 1
+            self.idle_trim.touch()
 
     def _detect_and_trim(self, items: list[Item]) -> list[Any]:
         try:
@@ -234,8 +236,16 @@ class FoclipIngress:
         # The Open Inference Protocol on the same DetectService (foclip/serve/v2.py). This replica
         # exists only once its detector (split: a detector replica) loaded and passed its self-check.
         self.v2 = V2Front(self.service, self._detector_info)
+        # One trimmer per process: the memory request bodies, parsing and Ray's serialisation freed
+        # goes back to the OS once the replica is quiet (fused: the detector's trimmer, which then
+        # also waits for this replica's requests in flight).
+        local = self.local
+        self.idle_trim = IdleTrim(busy=lambda: self.service.in_flight > 0 or (local is not None and local.busy()))
+        if local is not None:
+            local.idle_trim = self.idle_trim
         self._id = uuid.uuid4().hex
         self._batching: dict[str, Any] = {}
+        self._memory: dict[str, Any] = {}
         self._drain = None
         self._poller: Any = None
         if cfg.drain_actor:
@@ -246,8 +256,9 @@ class FoclipIngress:
         self._ensure_poller()
 
     def _ensure_poller(self) -> None:
-        # Started from the constructor and checked again on every request: the task must live on the
+        # Started from the constructor and checked again on every request: the tasks must live on the
         # loop that serves requests, which need not be the constructor's.
+        self.idle_trim.ensure_running()
         if self._drain is None:
             return
         loop = asyncio.get_running_loop()
@@ -288,6 +299,7 @@ class FoclipIngress:
         return {
             "detector": self._detector_info,
             "batching": self._batching,
+            "memory": self._memory,
             "service": {
                 "topology": c.topology, "replicas": c.replicas, "gpus_per_replica": c.gpus_per_replica,
                 "max_batch": c.max_batch,
@@ -296,6 +308,7 @@ class FoclipIngress:
                 "max_images": c.limits.max_images, "timeout_s": c.limits.timeout_s,
                 "body_timeout_s": c.limits.body_timeout_s, "max_request_pixels": c.limits.max_request_pixels,
                 "max_per_client": c.limits.max_per_client, "api_key": c.api_key_sha256 is not None,
+                "edge": asdict(c.edge_limits()),  # what the proxy bounds before any route (foclip/serve/edge.py)
                 "in_flight": self.service.in_flight,  # this replica's requests now (readiness for drain tests)
             },
         }
@@ -304,16 +317,23 @@ class FoclipIngress:
     async def detect(self, request: Request) -> JSONResponse:
         """Score the request's images (multipart files, or one raw image body)."""
         self._ensure_poller()
-        return await respond_detect(self.service, request)
+        self.idle_trim.touch()
+        try:
+            return await respond_detect(self.service, request)
+        finally:
+            self.idle_trim.touch()
 
     @api.get("/v1/info")
     async def info(self, request: Request) -> JSONResponse:
-        """The bundle's manifest summary, calibration, service limits and one replica's batch sizes."""
+        """The bundle's manifest summary, calibration, service limits, one replica's batch sizes and memory."""
         with contextlib.suppress(Exception):  # a replica that is busy or gone must not fail /v1/info
-            sizes = (self.local.batch_sizes() if self.local is not None
-                     else await asyncio.wait_for(self.detector.batch_sizes.remote(), timeout=2.0))
+            stats = (self.local.stats() if self.local is not None
+                     else await asyncio.wait_for(self.detector.stats.remote(), timeout=2.0))
+            sizes = stats["batch_sizes"]
             self._batching = {"batch_sizes": {str(k): v for k, v in sorted(sizes.items())},
                               "max_batch_seen": max(sizes, default=0), "note": "one replica's view"}
+            self._memory = {"http_replica": self.idle_trim.info(), "detector_replica": stats["memory"],
+                            "note": "one replica's view each (fused: the same process)"}
         return respond_info(self.service, request)
 
     @api.api_route("/v2", methods=["GET", "POST"])
@@ -321,7 +341,11 @@ class FoclipIngress:
     async def v2_routes(self, request: Request, path: str = "") -> Response:
         """The Open Inference Protocol (KServe v2) routes: metadata, health and infer (foclip/serve/v2.py)."""
         self._ensure_poller()
-        return await respond_v2(self.v2, request, "/" + path if path else "")
+        self.idle_trim.touch()
+        try:
+            return await respond_v2(self.v2, request, "/" + path if path else "")
+        finally:
+            self.idle_trim.touch()
 
     @api.get("/healthz")
     async def healthz(self) -> JSONResponse:
@@ -358,11 +382,13 @@ def build_app(cfg: ServeConfig) -> serve.Application:
     }
     if cfg.topology == "fused":
         return FoclipIngress.options(
-            ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
+            ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica,
+                               "runtime_env": {"env_vars": ARENA_ENV}},
             **http_options).bind(cfg, None)
     detector = FoclipDetector.options(
         num_replicas=cfg.replicas,
-        ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica},
+        ray_actor_options={"num_cpus": cfg.cpus_per_replica, "num_gpus": cfg.gpus_per_replica,
+                           "runtime_env": {"env_vars": ARENA_ENV}},
         max_ongoing_requests=cfg.resolved_max_ongoing,
         max_queued_requests=-1,  # bounded by the ingress in front
         graceful_shutdown_timeout_s=cfg.graceful_shutdown_timeout_s,

@@ -35,6 +35,8 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from foclip.serve.memory import IdleTrim
+
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 LIMITS_ENV = "FOCLIP_EDGE_LIMITS"
 CALLBACK = "foclip.serve.edge:proxy_callback"
@@ -117,9 +119,11 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
     """A subclass of uvicorn's HTTP protocol ``base`` that bounds request heads in size and time.
 
     The head is found by its blank line in the raw bytes, before the parser sees them, so the bound
-    holds whatever the parser buffers. Counting starts at the connection and again once the previous
-    request has been read whole and answered (a pipelined head sent while a response is pending is
-    parsed unbounded, as before).
+    holds whatever the parser buffers. Counting starts at the connection, and again once the previous
+    request has been read whole: a head pipelined behind a pending response is counted too (from the
+    next read on; the read that ended the previous request is at most one socket read). Its refusal
+    waits for the pending response, so that answers stay in request order, and nothing more is read
+    meanwhile. The head timer starts at the connection or once the previous response is sent.
 
     Args:
         base: ``HttpToolsProtocol`` (its parser callbacks say where a request ends).
@@ -134,13 +138,20 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
             super().connection_made(transport)
             self._edge_closed = False
             self._message_done = False
+            self._refusal: bytes | None = None  # a 431 held until the pending response is sent
+            self._edge_timer = None
             self._start_head()
 
-        def _start_head(self) -> None:
+        def _start_head(self, timer: bool = True) -> None:
             self._head = bytearray()
             self._scan_from = 0
             self._in_head = True
-            self._edge_timer = self.loop.call_later(limits.header_timeout_s, self._head_timeout)
+            if timer:
+                self._arm_timer()
+
+        def _arm_timer(self) -> None:
+            if self._edge_timer is None:
+                self._edge_timer = self.loop.call_later(limits.header_timeout_s, self._head_timeout)
 
         def _end_head(self) -> None:
             self._in_head = False
@@ -150,11 +161,22 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
                 self._edge_timer.cancel()
                 self._edge_timer = None
 
+        def _pending_response(self) -> bool:
+            return self._message_done and self.cycle is not None and not self.cycle.response_complete
+
         def _refuse(self, response: bytes) -> None:
             status = int(response.split(b" ", 2)[1])
             _count("(edge)", status, "headers_too_large" if status == 431 else "header_timeout")
-            self._edge_closed = True
+            pipelined = self._pending_response()
             self._end_head()
+            if pipelined:  # answer after the response the client is waiting for; read nothing more meanwhile
+                self._refusal = response
+                self.flow.pause_reading()
+                return
+            self._close_with(response)
+
+        def _close_with(self, response: bytes) -> None:
+            self._edge_closed = True
             if not self.transport.is_closing():
                 self.transport.write(response)
                 self.transport.close()
@@ -166,7 +188,7 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
                                           f"the request head did not arrive within {limits.header_timeout_s:g} s"))
 
         def data_received(self, data: bytes) -> None:
-            if self._edge_closed:
+            if self._edge_closed or self._refusal is not None:
                 return
             if self._in_head:
                 self._head.extend(data)
@@ -187,21 +209,38 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
                     self._scan_from = size - len(lines[-1])
             super().data_received(data)
 
-        # The next head starts once the request has been read to its end AND answered: a response
-        # sent early (429, 413, 415) leaves the rest of its body to arrive, and those bytes are not a head.
+        def on_headers_complete(self) -> None:
+            # The parser found a head's end in bytes read before counting restarted (a pipelined head
+            # that arrived in the same read as the end of the previous request): that head is over.
+            if self._in_head:
+                self._end_head()
+            super().on_headers_complete()
+
+        # The next head starts once the request has been read to its end: its timer once it is also
+        # answered. A response sent early (429, 413, 415) leaves the rest of its body to arrive, and
+        # those bytes are not a head.
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self._message_done = True
             if self.cycle is not None and self.cycle.response_complete:
                 self._next_head()
+            elif not self._edge_closed and not self._in_head:
+                self._start_head(timer=False)  # pipelined behind the pending response: counted, not timed
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            if self._refusal is not None:
+                response, self._refusal = self._refusal, None
+                return self._close_with(response)
             if self._message_done:
                 self._next_head()
 
         def _next_head(self) -> None:
-            if not self._edge_closed and not self._in_head and not self.transport.is_closing():
+            if self._edge_closed or self.transport.is_closing():
+                return
+            if self._in_head:
+                self._arm_timer()
+            else:
                 self._start_head()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -225,9 +264,24 @@ class BodyGate:
         self.app = app
         self.limits = limits or EdgeLimits.from_env()
         self.open_uploads: Counter[str] = Counter()
+        self.in_flight = 0
+        # The proxy holds every body while it is read and routed; give that memory back once quiet.
+        self.idle_trim = IdleTrim(busy=lambda: self.in_flight > 0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _has_body(scope):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.idle_trim.ensure_running()
+        self.idle_trim.touch()
+        self.in_flight += 1
+        try:
+            await self._gate(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+            self.idle_trim.touch()
+
+    async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not _has_body(scope):
             return await self.app(scope, receive, send)
         client = (scope.get("client") or ("unknown", 0))[0]
         cap = self.limits.max_uploads_per_client

@@ -16,17 +16,10 @@ import tracemalloc
 from pathlib import Path
 
 from foclip.outputs import atomic_write_bytes
+from foclip.serve.memory import rss_mib
 
 HEAP_DIR_ENV = "FOCLIP_HEAP_TRACE_DIR"
 HEAP_EVERY_ENV = "FOCLIP_HEAP_TRACE_EVERY_S"
-
-
-def _rss_mib() -> float:
-    try:
-        with open(f"/proc/{os.getpid()}/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError, IndexError):
-        return float("nan")
 
 
 class HeapTrace:
@@ -60,7 +53,8 @@ class HeapTrace:
         self._next = now + self.every_s
         snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
         current, peak = tracemalloc.get_traced_memory()
-        self._lines.append(f"t={now - self.t0:7.0f}s rss={_rss_mib():8.1f} MiB traced={current / 2**20:7.1f} MiB "
+        rss = rss_mib()
+        self._lines.append(f"t={now - self.t0:7.0f}s rss={float('nan') if rss is None else rss:8.1f} MiB traced={current / 2**20:7.1f} MiB "
                            f"traced_peak={peak / 2**20:7.1f} MiB")
         if self._base is None:
             self._base = snap

@@ -31,6 +31,28 @@ _SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 # on the same port then shares it, and the kernel splits connections between two configurations.
 _REUSE_PORT_ENV = "SERVE_SOCKET_REUSE_PORT_ENABLED"
 _PROXY_READY_ENV = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+INLINE_CAP_BYTES = 256 * 2**20  # half of Ray's gRPC message limit (512 MiB)
+INLINE_MARGIN_BYTES = 2**20  # pickling overhead of a request's items around its body
+
+
+def inline_payloads(max_body_bytes: int) -> dict[str, int]:
+    """Ray settings that pass a request's payload inside the task call, not through the object store.
+
+    Ray puts a call argument over 100 KiB (``max_direct_call_object_size``), or a call's arguments over
+    10 MiB together (``task_rpc_inlined_bytes_limit``), into its shared-memory object store. Every
+    replica that reads such an object maps the store's pages, and they stay in its RSS after the
+    object is freed: 8-15 MiB per replica after a minute of load (docs/serve.md, "Hardening, round
+    two"). Inline, the payload is private memory that ``malloc_trim`` gives back. Bodies up to the
+    service's own limit (plus pickling overhead; at most :data:`INLINE_CAP_BYTES`) go inline.
+
+    Args:
+        max_body_bytes: the service's request body limit.
+
+    Returns:
+        ``_system_config`` entries for ``ray.init``.
+    """
+    n = min(max_body_bytes + INLINE_MARGIN_BYTES, INLINE_CAP_BYTES)
+    return {"max_direct_call_object_size": n, "task_rpc_inlined_bytes_limit": n}
 
 
 @dataclass
@@ -264,6 +286,7 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                   "_metrics_export_port": metrics_port}
         kwargs.update(ray_init_kwargs or {})
+        kwargs["_system_config"] = {**inline_payloads(cfg.limits.max_body_bytes), **kwargs.get("_system_config", {})}
         # Ray's C++ failure handler would catch a SIGTERM that lands inside ray.init and end the
         # driver with a crash dump; `foclip serve` handles SIGTERM itself (clean stop, exit 0).
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")

@@ -25,7 +25,10 @@ LIMITS = EdgeLimits(max_header_bytes=32 * 1024, max_header_line_bytes=8 * 1024, 
 
 
 class Recorder:
-    """An ASGI app that answers 200 with the body length, counting the requests that reached it."""
+    """An ASGI app that answers 200 with the body length, counting the requests that reached it.
+
+    ``/slow`` answers after half a second: requests pipelined behind it wait for a pending response.
+    """
 
     def __init__(self) -> None:
         self.calls = 0
@@ -40,7 +43,9 @@ class Recorder:
             body += m.get("body", b"")
             if not m.get("more_body"):
                 break
-        out = json.dumps({"received": len(body)}).encode()
+        if scope["path"] == "/slow":
+            await asyncio.sleep(0.5)
+        out = json.dumps({"received": len(body), "path": scope["path"]}).encode()
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(out)).encode())]})
         await send({"type": "http.response.body", "body": out})
@@ -111,6 +116,53 @@ def test_one_overlong_line_is_431_and_normal_heads_pass(edge):
     assert app.calls == 1
 
 
+def read_responses(sock: socket.socket, n: int) -> list[bytes]:
+    """Read ``n`` responses (each with a content-length), or fewer if the server closes first."""
+    buf, out = b"", []
+    while len(out) < n:
+        while b"\r\n\r\n" in buf:
+            head, _, rest = buf.partition(b"\r\n\r\n")
+            length = next(int(ln.split(b":")[1]) for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length"))
+            if len(rest) < length:
+                break
+            out.append(head + b"\r\n\r\n" + rest[:length])
+            buf = rest[length:]
+        if len(out) >= n:
+            break
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return out
+
+
+def test_a_head_pipelined_behind_a_pending_response_is_bounded_and_answered_in_order(edge):
+    port, app = edge
+    slow = b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n"
+    big = b"GET /after HTTP/1.1\r\nhost: x\r\n" + b"".join(b"x-%d: %s\r\n" % (i, b"e" * 4000) for i in range(2000))
+    with socket.create_connection(("127.0.0.1", port), timeout=30 * SCALE) as s:
+        with contextlib.suppress(OSError):  # the server stops reading, then closes, while 8 MB are still going out
+            s.sendall(slow + big)
+        first, second = read_responses(s, 2)
+    assert status(first) == 200 and b'"path": "/slow"' in first  # the pending response comes first
+    assert status(second) == 431 and b"headers_too_large" in second
+    assert app.calls == 1
+
+
+def test_pipelined_requests_with_bodies_pass(edge):
+    port, app = edge
+    body = b"b" * 100_000  # far over the head bound: body bytes must not be counted as a head
+    reqs = (b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n"
+            + b"POST /one HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\n" + body
+            + b"GET /two HTTP/1.1\r\nhost: x\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=30 * SCALE) as s:
+        s.sendall(reqs)
+        got = read_responses(s, 3)
+    assert [status(r) for r in got] == [200, 200, 200]
+    assert [json.loads(r.partition(b"\r\n\r\n")[2])["path"] for r in got] == ["/slow", "/one", "/two"]
+    assert b'"received": 100000' in got[1] and app.calls == 3
+
+
 def test_a_slow_head_is_408_and_closed(edge):
     port, app = edge
     t0 = time.monotonic()
@@ -148,7 +200,7 @@ def test_open_uploads_per_client_are_capped(edge):
         assert status(response) == 429 and b"retry-after" in response.lower()
         s.sendall(b"z" * 199990 + b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
         nxt = b""
-        while b'"received": 0}' not in nxt:
+        while b'"received": 0,' not in nxt:
             chunk = s.recv(65536)
             assert chunk, nxt
             nxt += chunk
@@ -166,7 +218,7 @@ def test_keep_alive_requests_each_get_their_own_head_bound(edge):
         for _ in range(3):
             s.sendall(req)
             out = b""
-            while b'"received": 0}' not in out:
+            while b'"received": 0,' not in out:
                 chunk = s.recv(65536)
                 assert chunk, out
                 out += chunk

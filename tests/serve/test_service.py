@@ -125,6 +125,33 @@ def test_info_and_healthz(service, http, request):
     assert httpx.get(f"{service.url}/healthz").status_code == 200  # no key needed for liveness
 
 
+def test_replicas_give_memory_back_once_quiet(service, http, uploads):
+    """Issue 24: after traffic each replica trims its heap once quiet; detectors run with two malloc arenas."""
+    for name in ("astronaut.jpg", "coffee.jpg"):
+        assert http.post("/v1/detect", content=uploads[name], headers={"content-type": "image/jpeg"}).status_code == 200
+    done = {}
+
+    def trimmed() -> bool:
+        mem = http.get("/v1/info").json()["memory"]
+        done.update(mem)
+        return bool(mem) and mem["http_replica"]["idle_trims"] >= 1 and mem["detector_replica"]["idle_trims"] >= 1
+
+    wait_until(trimmed, "both replicas to report a trim after going quiet", ceiling(120), interval=0.5)
+    assert done["detector_replica"]["malloc_arena_max"] == "2" and done["detector_replica"]["rss_mib"] > 0
+    # the payloads of the calls between processes travel inside Ray's RPCs, not its shared object store
+    import ray
+
+    system_config = ray._private.worker._global_node._ray_params._system_config
+    assert system_config["max_direct_call_object_size"] == 300_000 + 2**20
+    assert system_config["metrics_report_interval_ms"] == 500  # the caller's own entries kept
+
+
+def test_info_lists_the_edge_bounds(http):
+    edge = http.get("/v1/info").json()["service"]["edge"]
+    assert edge["max_header_bytes"] == 32 * 1024 and edge["max_body_bytes"] == 300_000
+    assert edge["header_timeout_s"] > 0 and edge["max_uploads_per_client"] > 0
+
+
 def test_metrics_present(service, http, uploads):
     http.post("/v1/detect", content=uploads["coffee.jpg"], headers={"content-type": "image/jpeg"})
     http.post("/v1/detect", content=b"\xff" * 400_000, headers={"content-type": "image/jpeg"})
