@@ -46,7 +46,7 @@ def head_status(sock: socket.socket) -> int:
 @pytest.mark.parametrize("topology", ["split", "fused"])
 def test_edge_bounds_and_bombs_in_a_running_service(tiny_bundle, serve_subprocess, uploads, topology):
     with serve_subprocess(tiny_bundle, "--topology", topology, "--body-timeout-s", "60",
-                          timeout_s=300 * SCALE) as (_proc, url):
+                          start_s=300) as (_proc, url):
         u = urlparse(url)
         # A 32 MB header: 431 before the key, the body or a replica.
         with socket.create_connection((u.hostname, u.port), timeout=120 * SCALE) as s:
