@@ -87,7 +87,8 @@ def offline_small(argv: list[str]) -> list[str]:
     for i, word in enumerate(out[:-1]):
         if word in SUBSTITUTE:
             out[i + 1] = SUBSTITUTE[word]
-    if "--model" in out and "--pretrained" not in out:
+    # `foclip reference ...` trains the model it names: it takes no weights
+    if "--model" in out and "--pretrained" not in out and command_of(argv)[0] != "reference":
         out += ["--pretrained", SUBSTITUTE["--pretrained"]]
     return out + SMALL[command_of(argv)][0]
 

@@ -1,16 +1,24 @@
-"""Giving a replica's freed memory back to the OS: ``malloc_trim`` after work and once the replica goes quiet.
+"""Giving a replica's freed memory back to the OS: ``malloc_trim`` after work and once a process goes quiet.
 
 glibc keeps freed blocks in its heaps (one per thread arena) and returns pages to the OS only when the
 top of a heap is free or ``malloc_trim`` is called. A replica that decoded a burst of large images, or
-an HTTP replica that held many request bodies at once, otherwise keeps its peak RSS for good
-(measured: docs/serve.md, "Hardening, round two"). Two calls cover it:
+an HTTP replica or proxy that held many request bodies at once, otherwise keeps its peak RSS for good
+(measured: docs/serve.md, "Memory that comes back"). Three measures here:
 
-* after every detector call (:class:`foclip.serve.deployment.DetectorCore`), in the worker thread;
-* :class:`IdleTrim`: once a replica has had no request for ``quiet_s`` seconds, one ``gc.collect()`` and
-  one ``malloc_trim(0)`` (all arenas); the memory the request path freed outside detector calls
-  (bodies, parsing, Ray's serialisation) goes back too. Nothing runs while requests keep coming.
+* ``malloc_trim`` after every detector call (:class:`foclip.serve.deployment.DetectorCore`), in the
+  worker thread;
+* :class:`IdleTrim`: once a process (proxy, ingress, detector) has had no request for ``quiet_s``
+  seconds and has nothing in flight, one ``gc.collect()`` and one ``malloc_trim(0)`` (all arenas): the
+  memory the request path freed outside detector calls (bodies, parsing, Ray's serialisation) goes
+  back too. Nothing runs while requests keep coming;
+* :data:`ARENA_ENV`: detector replicas start with ``MALLOC_ARENA_MAX=2``. Each new thread that meets a
+  locked arena otherwise gets one of its own (up to 8 per core); their scattered live blocks hold pages
+  that no trim returns. It must be in the environment when the process starts: glibc fixes its arena
+  limit once more than 8 arenas exist, which in a Ray worker is before foclip's code runs, so
+  ``mallopt(M_ARENA_MAX)`` from the replica changes nothing (measured).
 
-On a C library without ``malloc_trim`` (musl, macOS) both are no-ops.
+The request payloads themselves stay out of Ray's shared-memory object store (``inline_payloads`` in
+foclip/serve/service.py). On a C library without ``malloc_trim`` (musl, macOS) the trims are no-ops.
 """
 
 from __future__ import annotations
@@ -50,7 +58,7 @@ def libc_trim() -> Callable[[int], int] | None:
 
 
 ARENA_MAX = 2
-ARENA_ENV = {"MALLOC_ARENA_MAX": str(ARENA_MAX)}  # for the detector replicas' runtime_env (see below)
+ARENA_ENV = {"MALLOC_ARENA_MAX": str(ARENA_MAX)}  # the detector replicas' runtime_env (module docstring)
 
 
 class IdleTrim:
