@@ -11,7 +11,8 @@ A build is a transaction (Polygraphy's pattern): the plan is written to a tempor
 *engine precision's* gate (:data:`foclip.manifest.ENGINE_GATES`: fp32 0.99999, fp16 0.999, bf16
 0.995); only an engine that passes is renamed into place and recorded, under an ``fcntl`` lock on
 ``engines/.lock``, with the gate it passed. A failed or killed build leaves the manifest and every
-file it lists exactly as they were (at worst an unlisted temporary file).
+file it lists exactly as they were; the temporary folder a killed build leaves behind is removed by
+the next ``build_engine`` call (:func:`sweep_builds`: a folder whose owner lock nobody holds).
 
 One optimisation profile from a (min, opt, max) batch triple; the timing cache
 (``engines/timing.cache``) is a *cache*, not an artifact: it is not in the manifest's hashed file
@@ -277,6 +278,63 @@ def bundle_lock(bundle: Path) -> Iterator[None]:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
+BUILD_PREFIX = ".build-"
+OWNER_FILE = ".owner"
+SWEEP_AFTER_S = 60.0  # a younger folder may be one whose owner has not locked it yet
+
+
+def sweep_builds(engines: Path, now: float | None = None) -> list[Path]:
+    """Remove the temporary folders of builds that died (killed, out of memory): nobody holds their owner lock.
+
+    A live build holds an ``fcntl`` lock on its folder's ``.owner`` file for as long as it runs; the
+    kernel drops it when the process dies, however it dies. Folders younger than
+    :data:`SWEEP_AFTER_S` are left alone (their owner may be between creating and locking).
+
+    Args:
+        engines: the bundle's ``engines/`` folder.
+        now: the time to age folders against (``time.time()``).
+
+    Returns:
+        The folders removed.
+    """
+    import fcntl
+    import time
+
+    now = time.time() if now is None else now
+    removed = []
+    for folder in sorted(engines.glob(BUILD_PREFIX + "*")):
+        try:
+            if not folder.is_dir() or now - folder.stat().st_mtime < SWEEP_AFTER_S:
+                continue
+            owner = folder / OWNER_FILE  # none: a build of an older foclip, or one killed before locking
+            if owner.is_file():
+                with open(owner, "rb") as f:
+                    try:
+                        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a build is running in it
+            shutil.rmtree(folder)
+            removed.append(folder)
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: leave it
+    return removed
+
+
+@contextmanager
+def build_folder(engines: Path) -> Iterator[Path]:
+    """A temporary folder for one build under ``engines/``, owner-locked while it lives, removed after."""
+    import fcntl
+
+    engines.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=BUILD_PREFIX, dir=engines))
+    try:
+        with open(tmp / OWNER_FILE, "wb") as owner:
+            fcntl.flock(owner.fileno(), fcntl.LOCK_EX)
+            yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
                  log: Callable[[str], None] | None = None) -> tuple[EngineSpec, bool]:
     """Build (or reuse) a TensorRT engine for one graph of a bundle, check it, record it.
@@ -311,6 +369,8 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
     src = _source_onnx(manifest, req.graph)
     _refuse_unsupported(bundle / src, req)  # before TensorRT is even imported: no GPU needed to say no
     trt = require("tensorrt", "trt")
+    if (bundle / "engines").is_dir():
+        sweep_builds(bundle / "engines")  # what killed builds left (cached or not, this call cleans up)
     sm = gpu_compute_capability()
     key = engine_key(manifest.files[src], trt.__version__, sm, req.precision, req.profile)
     for spec in manifest.engines:
@@ -321,8 +381,7 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
     rel = engine_file(req, key)
     gate = engine_gate(req.precision)
     log(f"building {rel} (TensorRT {trt.__version__}, sm {sm}, {req.precision}, batch {req.profile}, gate {gate})")
-    (bundle / "engines").mkdir(exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".build-", dir=bundle / "engines") as tmp:
+    with build_folder(bundle / "engines") as tmp:
         plan, config, cache = _build(trt, bundle / src, manifest, req, bundle / TIMING_CACHE, log)
         trial_rel = Path(tmp).relative_to(bundle).as_posix() + "/" + Path(rel).name
         atomic_write_bytes(bundle / trial_rel, plan)

@@ -124,7 +124,30 @@ def test_a_killed_build_leaves_the_bundle_as_it_was(tiny_bundle, tmp_path, fake_
     open_bundle(b)
     capsys.readouterr()
     assert main(["inspect", str(b), "--verify"]) == 0
+    leftovers = list((b / "engines").glob(".build-*"))
+    assert len(leftovers) == 1  # the dead build's folder; the next build removes it (once old enough)
+    os.utime(leftovers[0], (0, 0))
     assert build_engine(b, EngineRequest("image.fp32", "fp16", (1, 4, 8)))[0] in read_manifest(b).engines
+    assert list((b / "engines").glob(".build-*")) == []
+
+
+def test_the_sweep_spares_running_and_just_started_builds(tmp_path):
+    import fcntl
+
+    from foclip.exporter.engine import OWNER_FILE, sweep_builds
+
+    engines = tmp_path / "engines"
+    dead, running, young = (engines / f".build-{n}" for n in ("dead", "running", "young"))
+    for d in (dead, running, young):
+        d.mkdir(parents=True)
+        (d / OWNER_FILE).write_bytes(b"")
+        (d / "plan.engine").write_bytes(b"x" * 10)
+    for d in (dead, running):
+        os.utime(d, (0, 0))
+    with open(running / OWNER_FILE, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)  # what a live build holds (a second open conflicts, same process or not)
+        assert sweep_builds(engines) == [dead]
+    assert not dead.exists() and running.is_dir() and young.is_dir()
 
 
 def test_an_old_bundle_listing_the_timing_cache_is_migrated(tiny_bundle, tmp_path, fake_trt):
