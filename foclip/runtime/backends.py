@@ -421,6 +421,27 @@ class TrtRunner(Runner):
                     self._profiles[name] = (shape, shape)
             else:
                 self._outputs.append(name)
+        self._check_against_graph()
+
+    def _check_against_graph(self) -> None:
+        """Refuse an engine whose tensors are not the bundle graph's (names, fixed dimensions).
+
+        A plan built from another export (another embedding width, other tensor names) would
+        otherwise run and give arrays no text bank of this bundle fits.
+        """
+        graph = getattr(self.loader, "graph", None)
+        if graph is None:
+            return
+        for spec in (*graph.inputs, *graph.outputs):
+            try:
+                got = tuple(int(d) for d in self.engine.get_tensor_shape(spec.name))
+            except Exception:  # noqa: BLE001 - TensorRT raises or returns garbage for an unknown name
+                got = None
+            fixed = [(i, d) for i, d in enumerate(spec.shape) if isinstance(d, int) and d > 0]
+            if got is None or len(got) != len(spec.shape) or any(got[i] >= 0 and got[i] != d for i, d in fixed):
+                raise BundleError(f"engine {self.loader.spec.file!r}", f"tensor {spec.name!r} has shape {got}, the "
+                                  f"bundle's graph {graph.key} declares {tuple(spec.shape)}",
+                                  f"an engine built from this bundle: `foclip build-engine --graph {graph.key}`")
 
     def _deactivate_impl(self) -> None:
         for ptr, _ in self._buffers.values():

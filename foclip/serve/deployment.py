@@ -173,8 +173,7 @@ class DetectorCore:
     async def _detect_batch(self, items: list[Item]) -> list[dict[str, Any]]:
         self.metrics.batch(len(items))
         self.idle_trim.ensure_running()
-        self.idle_trim.touch()
-        self._in_batch += 1
+        self._in_batch += 1  # no trim while it runs (busy); the touch after it arms the next quiet-time trim
         self._batch_sizes[len(items)] = self._batch_sizes.get(len(items), 0) + 1
         # The detector is synchronous and CPU/GPU bound: run it off the event loop so the replica
         # keeps accepting requests (and answering health checks) while a batch runs.
@@ -317,8 +316,7 @@ class FoclipIngress:
     async def detect(self, request: Request) -> JSONResponse:
         """Score the request's images (multipart files, or one raw image body)."""
         self._ensure_poller()
-        self.idle_trim.touch()
-        try:
+        try:  # in flight meanwhile (no trim); the touch after it arms the next quiet-time trim
             return await respond_detect(self.service, request)
         finally:
             self.idle_trim.touch()
@@ -341,8 +339,7 @@ class FoclipIngress:
     async def v2_routes(self, request: Request, path: str = "") -> Response:
         """The Open Inference Protocol (KServe v2) routes: metadata, health and infer (foclip/serve/v2.py)."""
         self._ensure_poller()
-        self.idle_trim.touch()
-        try:
+        try:  # in flight meanwhile (no trim); the touch after it arms the next quiet-time trim
             return await respond_v2(self.v2, request, "/" + path if path else "")
         finally:
             self.idle_trim.touch()

@@ -272,8 +272,7 @@ class BodyGate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         self.idle_trim.ensure_running()
-        self.idle_trim.touch()
-        self.in_flight += 1
+        self.in_flight += 1  # no trim while requests are in flight; the touch after the last arms one
         try:
             await self._gate(scope, receive, send)
         finally:

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import gc
 import os
 import time
@@ -46,6 +47,7 @@ def rss_mib() -> float | None:
         return None
 
 
+@functools.cache
 def libc_trim() -> Callable[[int], int] | None:
     """glibc's ``malloc_trim`` (None elsewhere): gives freed heap pages back to the OS."""
     name = ctypes.util.find_library("c")
@@ -64,7 +66,7 @@ ARENA_ENV = {"MALLOC_ARENA_MAX": str(ARENA_MAX)}  # the detector replicas' runti
 class IdleTrim:
     """One ``gc.collect()`` + ``malloc_trim(0)`` each time the replica goes quiet after work.
 
-    Call :meth:`touch` when a request arrives or finishes and :meth:`ensure_running` from code on the
+    Call :meth:`touch` when work finishes and :meth:`ensure_running` from code on the
     replica's event loop (it starts the watcher task there, once per loop).
 
     Args:
@@ -86,7 +88,7 @@ class IdleTrim:
         self._task: asyncio.Task[Any] | None = None
 
     def touch(self) -> None:
-        """Record activity: the next quiet period ends with a trim."""
+        """Record activity (call when work ends; ``busy`` covers the time it runs): the next quiet period ends with a trim."""
         self.last = time.monotonic()
         self.dirty = True
 

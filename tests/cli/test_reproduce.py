@@ -92,3 +92,6 @@ def test_help_lists_the_new_sections(capsys):
     # The CLI keeps its own copy of the names (fast --help): it must match the library's.
     assert "table1,table2,table3,adaptive,transfer,spectral" in text.replace("\n", "")
     assert reproduce.SECTION_NAMES == tuple(s.name for s in reproduce.SECTIONS)
+    from foclip.cli import reproduce as cli
+
+    assert (cli.SECTION_NAMES, cli.DEFAULT_SECTIONS) == (reproduce.SECTION_NAMES, reproduce.DEFAULT_SECTIONS)

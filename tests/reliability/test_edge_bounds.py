@@ -7,21 +7,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
-import os
 import socket
 import threading
 import time
 
 import pytest
+from waits import ceiling, wait_until
 
 uvicorn = pytest.importorskip("uvicorn")
 
 from foclip.serve.edge import BodyGate, EdgeLimits, edge_protocol
 
-SCALE = float(os.environ.get("FOCLIP_TEST_TIMEOUT_SCALE", "1"))
-LIMITS = EdgeLimits(max_header_bytes=32 * 1024, max_header_line_bytes=8 * 1024, header_timeout_s=1.0,
-                    body_timeout_s=1.0, max_body_bytes=1024 * 1024, max_uploads_per_client=2)
+SCALE = ceiling(1.0)
+# Timeouts long enough that no request is cut short on a loaded machine; the two tests of the
+# timeouts themselves run against a server with 1 s ones (SHORT).
+LIMITS = EdgeLimits(max_header_bytes=32 * 1024, max_header_line_bytes=8 * 1024, header_timeout_s=60.0 * SCALE,
+                    body_timeout_s=60.0 * SCALE, max_body_bytes=1024 * 1024, max_uploads_per_client=2)
+SHORT = dataclasses.replace(LIMITS, header_timeout_s=1.0, body_timeout_s=1.0)
 
 
 class Recorder:
@@ -51,26 +55,43 @@ class Recorder:
         await send({"type": "http.response.body", "body": out})
 
 
-@pytest.fixture
-def edge():
-    """(port, recorder) of a uvicorn server with the edge protocol and body gate, in a thread."""
+@contextlib.contextmanager
+def edge_server(limits: EdgeLimits):
+    """(port, recorder) of a uvicorn server with the edge protocol and body gate, in a thread.
+
+    The recorder's ``gate`` attribute is the BodyGate in front of it (its ``open_uploads``: a
+    readiness signal for tests that hold uploads open).
+    """
     from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
     app = Recorder()
+    app.gate = BodyGate(app, limits)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(BodyGate(app, LIMITS), http=edge_protocol(AutoHTTPProtocol, LIMITS),
+    config = uvicorn.Config(app.gate, http=edge_protocol(AutoHTTPProtocol, limits),
                             lifespan="off", log_level="critical", access_log=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
     thread.start()
-    deadline = time.monotonic() + 120 * SCALE
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert server.started
-    yield sock.getsockname()[1], app
-    server.should_exit = True
-    thread.join(30 * SCALE)
+    wait_until(lambda: server.started, "the edge server to start", 120)
+    try:
+        yield sock.getsockname()[1], app
+    finally:
+        server.should_exit = True
+        thread.join(ceiling(30))
+
+
+@pytest.fixture
+def edge():
+    with edge_server(LIMITS) as e:
+        yield e
+
+
+@pytest.fixture
+def edge_short():
+    """The edge with 1 s head and body timeouts (what the timeout tests measure)."""
+    with edge_server(SHORT) as e:
+        yield e
 
 
 def exchange(port: int, data: bytes, wait_s: float = 30.0) -> bytes:
@@ -163,16 +184,16 @@ def test_pipelined_requests_with_bodies_pass(edge):
     assert b'"received": 100000' in got[1] and app.calls == 3
 
 
-def test_a_slow_head_is_408_and_closed(edge):
-    port, app = edge
+def test_a_slow_head_is_408_and_closed(edge_short):
+    port, app = edge_short
     t0 = time.monotonic()
     response = exchange(port, b"GET / HTTP/1.1\r\nhost: x\r\n")  # the head never ends
     assert status(response) == 408 and b"header_timeout" in response
     assert time.monotonic() - t0 < 10 * SCALE and app.calls == 0
 
 
-def test_a_stalled_body_is_408_in_the_gate_and_never_reaches_the_app(edge):
-    port, app = edge
+def test_a_stalled_body_is_408_in_the_gate_and_never_reaches_the_app(edge_short):
+    port, app = edge_short
     response = exchange(port, b"POST /v1/detect HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n" + b"x" * 10)
     assert status(response) == 408 and b"body_timeout" in response
     assert app.calls == 0
@@ -181,13 +202,13 @@ def test_a_stalled_body_is_408_in_the_gate_and_never_reaches_the_app(edge):
 
 
 def test_open_uploads_per_client_are_capped(edge):
-    port, _ = edge
+    port, app = edge
     stalled = []
     for _ in range(2):
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nab")
         stalled.append(s)
-    time.sleep(0.3)
+    wait_until(lambda: app.gate.open_uploads.get("127.0.0.1", 0) == 2, "the two stalled uploads to be open", 60)
     # Answered 429 before its 200 KB body has arrived: the rest of the body, sent after the answer, is not
     # taken for the next head (431), and the connection serves the next request.
     with socket.create_connection(("127.0.0.1", port), timeout=30 * SCALE) as s:

@@ -63,7 +63,7 @@ def rss_mb(pid: int) -> float:
 def test_d5_every_listener_is_loopback_and_d3_drain_answers_503(tiny_bundle, uploads, serve_subprocess, serve_in_flight):
     if shutil.which("ss") is None:
         pytest.skip("needs ss (iproute2)")
-    flags = ("--batch-wait-ms", "3000", "--max-batch", "8", "--threads", "1")
+    flags = ("--batch-wait-ms", f"{ceiling(6) * 1000:.0f}", "--max-batch", "8", "--threads", "1")
     with serve_subprocess(tiny_bundle, *flags) as (proc, url):
         tree = process_tree(proc.pid)
         listeners = [ln for ln in subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()

@@ -159,3 +159,21 @@ def test_concurrent_detect_on_the_trt_double(engine_bundle):
 def test_concurrent_detect_on_ort_cpu(tiny_bundle, graph):
     with Detector.from_bundle(tiny_bundle, batch_size=8, threads=1, graph=graph) as det:
         _concurrent_equals_sequential(det)
+
+
+def test_an_engine_whose_output_shape_differs_is_refused_at_load(engine_bundle, fake_trt, monkeypatch):
+    """An engine whose output is not the bundle graph's (a plan from another export: another
+    embedding width) is refused at load with one line, not run into a numpy broadcast error."""
+    with _runner(engine_bundle) as r:
+        classes = (type(r.engine), type(r.context))  # both report tensor shapes, as TensorRT's do
+
+    for cls in classes:
+        def wider(self, name, _real=cls.get_tensor_shape):
+            shape = list(_real(self, name))
+            return [*shape[:-1], shape[-1] + 8] if name == "embedding" else shape
+
+        monkeypatch.setattr(cls, "get_tensor_shape", wider)
+    with pytest.raises(BundleError, match=r"tensor 'embedding' has shape \(-1, 40\), the bundle's graph image.fp32 "
+                                          r"declares \('batch', 32\)\. Expected .*foclip build-engine --graph image.fp32") as err:
+        Detector.from_bundle(engine_bundle, backend="trt", precision="fp32", graph="encoder", batch_size=4)
+    assert "\n" not in str(err.value)

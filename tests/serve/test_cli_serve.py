@@ -31,11 +31,11 @@ def test_out_of_range_option_is_refused(tiny_bundle, capsys):
 
 @pytest.mark.parametrize("topology", ["split", "fused"])
 def test_sigterm_lets_in_flight_requests_finish(tiny_bundle, uploads, serve_subprocess, serve_in_flight, topology):
-    # A long batch wait (6 s: /v1/info answers slowly on a loaded machine) keeps the request in flight
+    # A long batch wait (6 s x the scale: /v1/info answers slowly on a loaded machine) keeps the request in flight
     # when SIGTERM arrives; the signal is sent only once the service counts the request in flight (a
     # request that arrives after it is rightly refused).
-    flags = ("--batch-wait-ms", "6000", "--max-batch", "8", "--threads", "1", "--topology", topology,
-             "--timeout-s", str(ceiling(120)))
+    flags = ("--batch-wait-ms", f"{ceiling(6) * 1000:.0f}", "--max-batch", "8", "--threads", "1",
+             "--topology", topology, "--timeout-s", str(ceiling(120)))
     with serve_subprocess(tiny_bundle, *flags) as (proc, url):
         got: dict = {}
 

@@ -23,8 +23,8 @@ BURST = 12  # 1 in flight + 1 queued leaves at least 10 to refuse
 
 
 def test_burst_past_the_queue_gets_503_with_retry_after(tiny_bundle, uploads, serve_subprocess):
-    flags = ("--max-ongoing", "1", "--max-queued", "1", "--batch-wait-ms", "2000", "--max-batch", "8", "--threads", "1",
-             "--timeout-s", str(ceiling(120)))
+    flags = ("--max-ongoing", "1", "--max-queued", "1", "--batch-wait-ms", f"{ceiling(2) * 1000:.0f}",
+             "--max-batch", "8", "--threads", "1", "--timeout-s", str(ceiling(120)))
     with serve_subprocess(tiny_bundle, *flags) as (_proc, url):
         body, headers = uploads["astronaut.jpg"], {"content-type": "image/jpeg"}
         start = threading.Barrier(BURST)
