@@ -21,7 +21,6 @@ drops and improvements come from :mod:`foclip.scoring`.
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import io
@@ -624,8 +623,3 @@ def run_generate(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
         if on_batch is not None:
             on_batch(records)
     return write_summary(out_dir)
-
-
-def config_dict(cfg: GenerateConfig) -> dict[str, Any]:
-    """``cfg`` as a plain dict (for logs and the distributed runner)."""
-    return dataclasses.asdict(cfg)

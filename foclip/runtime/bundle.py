@@ -79,19 +79,6 @@ class Bundle:
                               "(re-export with `foclip export --precision ...`)")
         return self.manifest.graphs[key]
 
-    def image_graph(self, precision: str) -> GraphSpec:
-        """The image encoder at ``precision``.
-
-        Raises:
-            BundleError: when the bundle has no image encoder at that precision.
-        """
-        graphs = self.manifest.image_encoders
-        if precision not in graphs:
-            raise BundleError(f"bundle {str(self.path)!r}", f"has no {precision} image encoder",
-                              f"one of the exported precisions: {', '.join(sorted(graphs)) or 'none'} "
-                              "(re-export with `foclip export --precision ...`)")
-        return graphs[precision]
-
     def text_bank(self, name: str) -> TextBank:
         """Load a bundled text bank.
 

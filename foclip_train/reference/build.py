@@ -7,7 +7,6 @@ checkpoint, and the final files are written atomically.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -174,8 +173,3 @@ def plot_curve(curve: dict, dst: Path, title: str) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, dst)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, hex."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
