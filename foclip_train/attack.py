@@ -60,6 +60,7 @@ import torch.nn.functional as F
 from foclip.errors import InputError
 from foclip.models.preprocess import resize_crop
 from foclip.runtime.preprocess import center_crop_box, resized_hw
+from foclip.scoring import PROBES
 from foclip_train.config import AttackConfig
 
 __all__ = [
@@ -154,7 +155,6 @@ def adaptive_term(probe_emb: torch.Tensor, text_bank: torch.Tensor, n: int) -> t
 
 def probe_torch(x: torch.Tensor, name: str) -> torch.Tensor:
     """The colour-space probe :func:`foclip.scoring.apply_probe` in torch (differentiable)."""
-    from foclip.scoring import PROBES
 
     m = torch.as_tensor(PROBES[name], dtype=x.dtype, device=x.device)
     return torch.einsum("ij,bjhw->bihw", m, x).clamp(0.0, 1.0)

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import shutil
 import statistics
 import time
 from collections import Counter
@@ -36,11 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from foclip.errors import FoclipError, InputError
 from foclip.manifest import sha256_file
 from foclip.outputs import atomic_write_bytes, atomic_write_json  # umask modes, one-line write errors
-from foclip.runtime.inputs import IMAGE_EXTENSIONS
-from foclip.scoring import CLAMP
+from foclip.prompts import load_prompt_set
+from foclip.rerun import refuse_changed, weights_desc
+from foclip.runtime.decode import DecodeLimits, ItemError, decode_item
+from foclip.runtime.decode import load_image as runtime_load_image
+from foclip.runtime.inputs import IMAGE_EXTENSIONS, expand_inputs
+from foclip.scoring import CLAMP, clipscore, drop, improvement_pct, to_gray
 from foclip_train.config import MAX_PIXELS, MIN_SIDE, GenerateConfig
 
 __all__ = [
@@ -109,7 +117,6 @@ def collect_inputs(inputs: Iterable[str | os.PathLike[str]], exclude: str | os.P
     Returns:
         Absolute paths in input order. Paths that do not exist are kept so they can be reported.
     """
-    from foclip.runtime.inputs import expand_inputs
 
     ex = Path(exclude).resolve() if exclude is not None else None
     seen: set[Path] = set()
@@ -194,8 +201,6 @@ def run_settings(cfg: GenerateConfig, prompt_set: Any = None) -> dict[str, Any]:
         ``{"model", "pretrained", "prompts", <attack fields>}``; ``prompts`` carries the set's sha256
         under ``prompts_sha256`` for the comparison.
     """
-    from foclip.prompts import load_prompt_set
-    from foclip.rerun import weights_desc
 
     ps = prompt_set or load_prompt_set(cfg.prompts, seed=cfg.seed)
     a = cfg.attack
@@ -229,7 +234,6 @@ def check_rerun(out_dir: str | os.PathLike[str], cfg: GenerateConfig) -> None:
     Raises:
         SettingsChanged: one line naming each differing setting and ``--fresh``.
     """
-    from foclip.rerun import refuse_changed
 
     old = recorded_settings(out_dir)
     if old is None:
@@ -250,7 +254,6 @@ def clear_outputs(out_dir: str | os.PathLike[str]) -> int:
     Returns:
         The number of files removed.
     """
-    import shutil
 
     out = Path(out_dir)
     n = 0
@@ -386,8 +389,6 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, min_s
         InputError: missing, empty, not an image, truncated/corrupt, or absurd dimensions; the
             message carries the runtime's error code in brackets (e.g. ``[too_many_pixels]``).
     """
-    from foclip.runtime.decode import DecodeLimits, ItemError
-    from foclip.runtime.decode import load_image as runtime_load_image
 
     limits = DecodeLimits(max_pixels=max_pixels, min_side=min_side)
     try:
@@ -404,8 +405,6 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, min_s
 
 
 def _png_bytes(chw_uint8) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(chw_uint8.permute(1, 2, 0).contiguous().numpy()).save(buf, format="PNG")
     return buf.getvalue()
@@ -428,12 +427,9 @@ def score_files(paths: Sequence[Path], loaded, text_bank, scale: float) -> list[
     Returns:
         ``(score, score_gray)`` per path on the 0..w scale.
     """
-    import numpy as np
     import torch
 
     from foclip.models import ImageEncoder
-    from foclip.runtime.decode import DecodeLimits, decode_item
-    from foclip.scoring import clipscore, to_gray
 
     if not paths:
         return []
@@ -493,11 +489,9 @@ def process_batch(jobs: Sequence[Job], cfg: GenerateConfig, loaded, text_bank,
     Returns:
         One record per job, in job order (field list in docs/generate.md).
     """
-    import numpy as np
     import torch
 
     from foclip.models import ImageEncoder
-    from foclip.scoring import drop, improvement_pct
     from foclip_train.attack import foclip_attack
 
     t0 = time.perf_counter()
@@ -582,7 +576,6 @@ def load_resources(cfg: GenerateConfig):
         ModelError, InputError: from the model loader and the prompt-set reader.
     """
     from foclip.models import load_clip
-    from foclip.prompts import load_prompt_set
     from foclip_train.text_bank import build_text_bank
 
     prompt_set = load_prompt_set(cfg.prompts, seed=cfg.seed)

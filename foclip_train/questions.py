@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from foclip.errors import FoclipError
-from foclip.scoring import PROBES
+from foclip.scoring import PROBES, apply_probe, clipscore, drop
+from foclip_train.spectral import RETIRED, perturbation_spectrum, spectral_detectors
 
 __all__ = [
     "adaptive_compute",
@@ -84,7 +85,6 @@ def probe_scores(paths: Sequence[Path], loaded: Any, text_bank: Any, scale: floa
     import torch
 
     from foclip.models import ImageEncoder
-    from foclip.scoring import apply_probe, clipscore
 
     if not paths:
         return np.zeros((0, 1 + len(probes)))
@@ -111,7 +111,6 @@ def probe_drop(scores: np.ndarray, names: Sequence[str], use: Sequence[str]) -> 
     Returns:
         (N,) drops as fractions (``gray`` alone gives the paper's grayscale drop).
     """
-    from foclip.scoring import drop
 
     cols = [1 + list(names).index(q) for q in use]
     return np.max(np.stack([drop(scores[:, 0], scores[:, c]) for c in cols]), axis=0)
@@ -390,7 +389,6 @@ def transfer_markdown(res: dict[str, Any], cfg: Any) -> str:
 def _spectral_one(folder: Path, recs: list[dict[str, Any]], preprocess: Any, drops: tuple[np.ndarray, np.ndarray]
                   ) -> dict[str, Any]:
     from foclip.runtime.stats import roc_auc
-    from foclip_train.spectral import perturbation_spectrum, spectral_detectors
 
     orig = [model_view(folder / r["original"], preprocess) for r in recs]
     man = [model_view(folder / r["manipulated"], preprocess) for r in recs]
@@ -456,7 +454,6 @@ def spectral_markdown(res: dict[str, Any], cfg: Any) -> str:
               "| attack | " + " | ".join(f"`{s}`" for s in stats) + " |", "|---|" + "---|" * len(stats)]
     for r in rows:
         lines.append(f"| {r['attack']} | " + " | ".join(_f(r["detector_auc"][s]) for s in stats) + " |")
-    from foclip_train.spectral import RETIRED
 
     lines += ["", "Not offered as detectors: " + "; ".join(f"`{k}` ({v})" for k, v in RETIRED.items()) + "."]
     return "\n".join(lines)

@@ -31,6 +31,11 @@ from typing import Any
 
 import numpy as np
 
+from foclip.benchmarks.cpu import cpu_info
+from foclip.errors import InputError
+from foclip.manifest import read_manifest
+from foclip.scoring import LUMA, clipscore, drop
+
 
 @dataclass(frozen=True)
 class BenchDetectConfig:
@@ -118,8 +123,6 @@ def _baseline_weights(pretrained: str, checkpoint: str | None) -> tuple[str, int
     if checkpoint:
         return checkpoint, 0
     if Path(pretrained).suffix in (".safetensors", ".pt", ".bin", ".pth"):
-        from foclip.errors import InputError
-
         raise InputError("baseline weights", f"the bundle was exported from checkpoint {pretrained!r}",
                          "--checkpoint PATH to that file, or --skip-torch")
     return pretrained, 0
@@ -145,7 +148,6 @@ def torch_baseline(bundle: Any, paths: list[str], batch: int, threads: int, prom
     from PIL import Image, ImageOps
 
     from foclip.models import ImageEncoder, TextEncoder, load_clip
-    from foclip.scoring import LUMA, clipscore
 
     torch.set_num_threads(threads)
     m = bundle.manifest
@@ -175,7 +177,6 @@ def torch_baseline(bundle: Any, paths: list[str], batch: int, threads: int, prom
         s = clipscore(emb, text, scale)
         return s[: len(chunk)], s[len(chunk):], t1 - t0, t2 - t1
 
-    from foclip.scoring import drop
 
     def one_pass() -> Row:
         torch.set_num_threads(threads)
@@ -283,8 +284,6 @@ def _int8_bundles(bundle: Any, compare: tuple[str, ...]) -> list[tuple[str, str]
         InputError: a compare bundle holds another model, other weights or no int8 graph, or two
             bundles carry the same int8 method.
     """
-    from foclip.errors import InputError
-    from foclip.manifest import read_manifest
 
     out: list[tuple[str, str]] = []
     m0 = bundle.manifest
@@ -317,7 +316,6 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
     Raises:
         InputError: no images.
     """
-    from foclip.errors import InputError
     from foclip.runtime import Calibration, open_bundle
     from foclip.runtime.inputs import expand_inputs
 
@@ -405,7 +403,6 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
     if tmp is not None:
         tmp.cleanup()
     m = bundle.manifest
-    from foclip.benchmarks.cpu import cpu_info
 
     return BenchDetectResult(m.model_name, m.pretrained, len(paths), cfg.batch, threads, tau_score, tau_drop, how,
                              bundle.score_scale, rows, figures, e2e_notes, cpu_info())

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+import foclip
 from foclip.errors import InputError, require
 from foclip.exporter.config import ExportConfig
 from foclip.manifest import (
@@ -38,6 +39,7 @@ from foclip.manifest import (
     atomic_write_json,
     sha256_file,
 )
+from foclip.prompts import imagenet_prompts, load_prompt_set
 from foclip.scoring import CLAMP, LUMA
 
 PARITY_NAME = "parity.json"
@@ -162,7 +164,6 @@ def _versions() -> dict[str, str]:
     import tokenizers
     import torch
 
-    import foclip
 
     return {"foclip": foclip.__version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
@@ -207,7 +208,6 @@ class _Exporter:
     def load(self) -> None:
         from foclip.exporter.onnx_export import check_opset
         from foclip.models import ImageEncoder, TextEncoder, load_clip
-        from foclip.prompts import load_prompt_set
 
         cfg = self.cfg
         self.precisions = cfg.resolved_precisions()
@@ -325,7 +325,6 @@ class _Exporter:
         import torch
 
         from foclip.exporter import parity
-        from foclip.prompts import imagenet_prompts
         from foclip.runtime.parity import probe_stack
         from foclip.runtime.preprocess import to_uint8
         from foclip.runtime.tokenizer import load_tokenizer

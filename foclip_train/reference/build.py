@@ -7,6 +7,7 @@ checkpoint, and the final files are written atomically.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import os
 import platform
@@ -132,7 +133,6 @@ def evaluate_file(model: str, weights: Path, heldout_csv: Path) -> dict:
 
 def _trainer_wall(log: Path) -> float | None:
     # First and last timestamp of open_clip_train's log: training time across resumed calls.
-    import datetime as dt
 
     stamps = []
     for line in log.read_text(errors="replace").splitlines() if log.is_file() else []:

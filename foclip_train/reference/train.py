@@ -10,6 +10,7 @@ Rerunning with the same ``logs``/``name`` resumes from the latest epoch checkpoi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -153,7 +154,6 @@ def to_safetensors(ckpt: Path, dst: Path) -> str:
     Returns:
         The sha256 of the written file.
     """
-    import hashlib
 
     import torch
     from safetensors.torch import save_file
