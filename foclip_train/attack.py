@@ -3,7 +3,6 @@
 After FoCLIP (feature-space misalignment of CLIPscore): an image's pixels are optimised so that
 its embedding aligns with every prompt of a set at once. For an image ``x`` and prompts
 ``p_1..p_P`` with cosines ``c_i = cos(E_I(x), E_T(p_i))``::
-
     loss(x) = -mean_i c_i  +  alpha * var_i c_i  +  beta * guard(x)
 
 An **adaptive** attacker (``AttackConfig.adaptive``, issue "open questions") also knows the

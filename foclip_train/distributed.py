@@ -80,7 +80,6 @@ class GenerateWorker:
     def __init__(self, cfg: GenerateConfig, threads: int | None = None) -> None:
         import torch
 
-
         if threads:
             torch.set_num_threads(threads)
         self.cfg = cfg

@@ -1,7 +1,6 @@
 """Write a FoCLIP adversarial test set: resumable, atomic, one bad image never stops the run.
 
 Output layout of ``DIR`` (see docs/generate.md)::
-
     DIR/manipulated/<name>.png     best 8-bit iterate, lossless, the input's size (or S x S, output="model")
     DIR/original/<name>.<ext>      byte copy of the input
     DIR/manifest.jsonl             one JSON record per processed image (append-only)

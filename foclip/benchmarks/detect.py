@@ -177,7 +177,6 @@ def torch_baseline(bundle: Any, paths: list[str], batch: int, threads: int, prom
         s = clipscore(emb, text, scale)
         return s[: len(chunk)], s[len(chunk):], t1 - t0, t2 - t1
 
-
     def one_pass() -> Row:
         torch.set_num_threads(threads)
         colors, grays, dec, enc = [], [], 0.0, 0.0

@@ -60,7 +60,6 @@ def run_generate(args: argparse.Namespace) -> int:
 
     require_torch_side("foclip bench generate")
 
-
     cfg = BenchGenerateConfig(args.model, resolve_pretrained(args.model, args.pretrained), args.batch, args.iters, args.check_every, args.rounds,
                               args.threads, args.device, not args.no_native, args.compile, args.channels_last)
     res = measure_generate(cfg, on_loaded=random_weights_notice)
@@ -118,7 +117,6 @@ def run_detect(args: argparse.Namespace) -> int:
     from foclip.benchmarks.detect import BenchDetectConfig, run_bench_detect
 
     if args.out:  # a folder or an unwritable place fails now, not after the benchmark
-
         ensure_writable(args.out)
     if args.images:  # a typo fails here, in one line, not as a traceback from the decoder
         from foclip.runtime.inputs import expand_inputs

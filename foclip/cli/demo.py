@@ -105,7 +105,6 @@ def print_split(counts: dict[str, dict[str, int]], bundle: Path) -> None:
     The title names the bundle's model and weights (and says when they are random).
     """
 
-
     man = read_manifest(bundle)
     made_by = f"{man.model_name}, weights {man.pretrained}" + (": RANDOM, mechanics only" if man.random_init else "")
     console.print(f"verdicts by class ({escape(made_by)})", highlight=False)  # own line: titles wrap at table width

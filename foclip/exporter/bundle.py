@@ -164,7 +164,6 @@ def _versions() -> dict[str, str]:
     import tokenizers
     import torch
 
-
     return {"foclip": foclip.__version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
 

@@ -238,7 +238,6 @@ def _download(model_name: str, pretrained: str | None, subject: str) -> torch.nn
         with _seeded(0):
             return _create(model_name, pretrained, require_pretrained=True)
     except Exception as exc:  # network or hub failures come in many classes
-
         if offline:
             raise ModelError(subject, f"cannot be downloaded: {offline}, and it is not cached on this machine",
                              OFFLINE_CHOICES) from exc
