@@ -49,7 +49,7 @@ def _words(text: str) -> set[str]:
 def _quick_tour() -> str:
     """The README's Quick tour section (run as written by tests/test_docs.py); empty when absent."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    m = re.search(r"^## Quick tour\n(.*?)(?=^## )", readme, re.S | re.M)
+    m = re.search(r"^## Quick tour\n(.*?)(?=^## )", readme, re.DOTALL | re.MULTILINE)
     return m.group(1) if m else ""
 
 

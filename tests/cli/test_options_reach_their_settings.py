@@ -20,7 +20,7 @@ from foclip.cli.main import main, parse
 TINY = ["--model", "foclip-tiny", "--pretrained", "random"]
 
 
-class Captured(Exception):  # noqa: N818 - a stop signal, not an error
+class Captured(Exception):
     """Raised by a stand-in library call, carrying what the command passed to it."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
