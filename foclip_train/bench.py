@@ -27,14 +27,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from foclip.benchmarks.cpu import cpu_info
 from foclip.errors import InputError
 from foclip.prompts import load_prompt_set
+from foclip.runtime.preprocess import resize_crop_pil
+from foclip.samples import sample_arrays
 
 
 def _photos(n: int) -> list:
     """n real sample photos (cycled) as uint8 HWC arrays."""
-    from foclip.samples import sample_arrays
 
     base = list(sample_arrays(4).values())
     return [base[i % len(base)] for i in range(n)]
@@ -71,12 +75,9 @@ def measure_generate(args: BenchGenerateConfig, on_loaded: Callable[[str], None]
     Raises:
         InputError: batch, iters or rounds below 1.
     """
-    import numpy as np
     import torch
-    from PIL import Image
 
     from foclip.models import ImageEncoder, load_clip
-    from foclip.runtime.preprocess import resize_crop_pil
     from foclip_train.attack import AttackConfig, foclip_attack
     from foclip_train.text_bank import build_text_bank
 

@@ -22,6 +22,7 @@ driver: files travel through Ray's object store.
 
 from __future__ import annotations
 
+# Lazy imports: torch is imported only inside the worker that runs the model (the driver does not need it).
 import dataclasses
 import os
 import shutil

@@ -20,6 +20,8 @@ drops and improvements come from :mod:`foclip.scoring`.
 
 from __future__ import annotations
 
+# Lazy imports: torch and open_clip are imported inside the functions that run the model: planning, records and
+# summaries (used by the CLI before the model loads, and by the report) do not need them.
 import fcntl
 import hashlib
 import io

@@ -30,10 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from foclip.benchmarks.cpu import cpu_info
+from foclip.benchmarks.images import write_sample_images
 from foclip.errors import InputError
 from foclip.manifest import read_manifest
+from foclip.runtime import Calibration, Detector, open_bundle
+from foclip.runtime.decode import decode_item
+from foclip.runtime.inputs import expand_inputs
+from foclip.runtime.parity import probe_stack
 from foclip.scoring import LUMA, clipscore, drop
 
 
@@ -145,7 +151,6 @@ def torch_baseline(bundle: Any, paths: list[str], batch: int, threads: int, prom
     """
     import open_clip
     import torch
-    from PIL import Image, ImageOps
 
     from foclip.models import ImageEncoder, TextEncoder, load_clip
 
@@ -208,7 +213,6 @@ def runtime_row(name: str, bundle_dir: str, paths: list[str], **kwargs: Any) -> 
     Returns:
         A function that runs one timed pass and returns the row.
     """
-    from foclip.runtime import Detector
 
     det = Detector.from_bundle(bundle_dir, **kwargs)
     det.detect(paths[: det.config.batch_size])  # warm-up
@@ -242,9 +246,6 @@ def encoder_only_row(name: str, bundle_dir: str, paths: list[str], **kwargs: Any
     Returns:
         A function that runs one timed pass and returns the row (no scores).
     """
-    from foclip.runtime import Detector
-    from foclip.runtime.decode import decode_item
-    from foclip.runtime.parity import probe_stack
 
     det = Detector.from_bundle(bundle_dir, **kwargs)
     u8 = np.stack([decode_item(p, p, det.spec, det.config.limits) for p in paths])
@@ -315,8 +316,6 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
     Raises:
         InputError: no images.
     """
-    from foclip.runtime import Calibration, open_bundle
-    from foclip.runtime.inputs import expand_inputs
 
     log = log or (lambda _: None)
     bundle = open_bundle(cfg.bundle)
@@ -324,8 +323,6 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
     if cfg.images:
         paths = list(expand_inputs(list(cfg.images)))
     else:
-        from foclip.benchmarks.images import write_sample_images
-
         tmp = tempfile.TemporaryDirectory(prefix="foclip-bench-")
         paths = [str(p) for p in write_sample_images(tmp.name, cfg.samples)]
     if not paths:

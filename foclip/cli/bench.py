@@ -1,7 +1,8 @@
 """`foclip bench generate|detect`: benchmarks that print figures (ratios against a baseline run side by side).
 
 The measuring lives in the library (:mod:`foclip.benchmarks.detect`, :mod:`foclip_train.bench`);
-this module parses options and draws the tables.
+this module parses options and draws the tables. Like every command module it imports the
+measuring code inside ``run_*``: ``foclip --help`` imports every command module and stays light.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from foclip.cli.common import (
 )
 from foclip.manifest import atomic_write_json, read_manifest
 from foclip.outputs import ensure_writable
-from foclip_train.bench import BenchGenerateConfig, measure_generate
 
 
 def add_parser(sub) -> None:
@@ -59,6 +59,7 @@ def run_generate(args: argparse.Namespace) -> int:
     """Run ``foclip bench generate`` and print its table."""
 
     require_torch_side("foclip bench generate")
+    from foclip_train.bench import BenchGenerateConfig, measure_generate
 
     cfg = BenchGenerateConfig(args.model, resolve_pretrained(args.model, args.pretrained), args.batch, args.iters, args.check_every, args.rounds,
                               args.threads, args.device, not args.no_native, args.compile, args.channels_last)

@@ -7,6 +7,8 @@ finished. See :mod:`foclip.manifest` for the layout the runtime reads.
 
 from __future__ import annotations
 
+# Lazy imports: torch, open_clip, onnx, onnxruntime and tokenizers are imported inside the functions that use them:
+# `foclip export` runs this module's checks (rerun, --out) before paying seconds for them.
 import glob
 import io
 import json
@@ -24,7 +26,10 @@ import numpy as np
 
 import foclip
 from foclip.errors import InputError, require
+from foclip.exporter import parity
 from foclip.exporter.config import ExportConfig
+from foclip.exporter.parity import GATES, ORT_CPU_DISABLED_OPTIMIZERS
+from foclip.exporter.tokenizer_asset import write_tokenizer
 from foclip.manifest import (
     MANIFEST_NAME,
     GraphSpec,
@@ -40,6 +45,10 @@ from foclip.manifest import (
     sha256_file,
 )
 from foclip.prompts import imagenet_prompts, load_prompt_set
+from foclip.runtime.parity import probe_stack
+from foclip.runtime.preprocess import to_uint8
+from foclip.runtime.tokenizer import load_tokenizer
+from foclip.samples import sample_photos
 from foclip.scoring import CLAMP, LUMA
 
 PARITY_NAME = "parity.json"
@@ -169,8 +178,6 @@ def _versions() -> dict[str, str]:
 
 
 def _graph_specs(size: int, ctx: int, dim: int, scale: float) -> dict[str, Callable[..., GraphSpec]]:
-    from foclip.exporter.parity import GATES, ORT_CPU_DISABLED_OPTIMIZERS
-
     pixels = (TensorSpec("pixels", "float32", ("batch", 3, size, size)),)
     tokens = (TensorSpec("tokens", "int64", ("batch", ctx)),)
     emb = (TensorSpec("embedding", "float32", ("batch", dim)),)
@@ -264,9 +271,6 @@ class _Exporter:
 
     def reference_pixels(self) -> np.ndarray:
         """float32 colour + gray rows of the parity photos (static int8 calibration input)."""
-        from foclip.runtime.parity import probe_stack
-        from foclip.runtime.preprocess import to_uint8
-        from foclip.samples import sample_photos
 
         return probe_stack(np.stack([to_uint8(img, self.clip.preprocess) for _, img in sample_photos(8)]))
 
@@ -274,10 +278,6 @@ class _Exporter:
         """The self-check reference set: a few photos' model inputs and prompts, with fp32 PyTorch
         embeddings, so any machine can check a graph where it runs (``foclip inspect --verify``)."""
         import torch
-
-        from foclip.runtime.parity import probe_stack
-        from foclip.runtime.preprocess import to_uint8
-        from foclip.samples import sample_photos
 
         c = self.clip
         photos = sample_photos(n_photos)
@@ -322,12 +322,6 @@ class _Exporter:
             ParityError: an fp32 graph or the tokenizer misses its gate (nothing can be kept).
         """
         import torch
-
-        from foclip.exporter import parity
-        from foclip.runtime.parity import probe_stack
-        from foclip.runtime.preprocess import to_uint8
-        from foclip.runtime.tokenizer import load_tokenizer
-        from foclip.samples import sample_photos
 
         c, cfg, tmp = self.clip, self.cfg, self.tmp
         self.log("checking parity with PyTorch (ONNX Runtime CPU; batch sizes 1, 3, 16)")
@@ -425,7 +419,6 @@ def export_bundle(cfg: ExportConfig, out_dir: str | os.PathLike[str], force: boo
         ParityError: an fp32 graph or the tokenizer misses its gate (no bundle is left behind).
         MissingExtraError: an export dependency is missing.
     """
-    from foclip.exporter.tokenizer_asset import write_tokenizer
 
     sink = log or _quiet
     t0 = time.perf_counter()

@@ -15,6 +15,7 @@ the default; the manifest records which CPUs each method is meant for.
 
 from __future__ import annotations
 
+# Lazy imports: onnx and onnxruntime's quantiser are imported inside the conversions that use them (the export extra).
 import contextlib
 import logging
 import tempfile

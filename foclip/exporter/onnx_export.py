@@ -8,6 +8,7 @@ checks batch sizes 1, 3 and 16 after export.
 
 from __future__ import annotations
 
+# Lazy imports: onnx is imported only where an exported graph is checked (the export extra).
 import io
 import warnings
 from contextlib import redirect_stdout

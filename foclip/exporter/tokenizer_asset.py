@@ -9,6 +9,7 @@ split pattern followed by byte-level mapping; cleaning and SOT/EOT/padding are d
 
 from __future__ import annotations
 
+# Lazy imports: open_clip and tokenizers are imported only where the tokenizer asset is built or checked.
 import gzip
 from pathlib import Path
 from typing import Any

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# Lazy imports: safetensors is imported only where a checkpoint file is loaded.
 import contextlib
 import difflib
 import logging

@@ -6,6 +6,7 @@ checkpoint, and the final files are written atomically.
 
 from __future__ import annotations
 
+# Lazy imports: torch, open_clip and matplotlib are imported inside the steps that train, evaluate or plot.
 import dataclasses
 import datetime as dt
 import json
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from foclip_train.reference.data import BuildConfig, build_dataset
+from foclip_train.reference.evaluate import evaluate_heldout
 from foclip_train.reference.train import Recipe, recipe_for, run_trainer, to_safetensors, training_curve
 
 
@@ -126,7 +128,6 @@ def finish(model: str, recipe: Recipe, ckpt: Path, data_dir: Path, out: Path, wa
 def evaluate_file(model: str, weights: Path, heldout_csv: Path) -> dict:
     """Held-out metrics of a checkpoint file loaded through foclip's loader."""
     from foclip.models.loader import load_clip
-    from foclip_train.reference.evaluate import evaluate_heldout
 
     return evaluate_heldout(load_clip(model, str(weights)), heldout_csv).to_dict()
 

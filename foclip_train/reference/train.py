@@ -9,6 +9,7 @@ Rerunning with the same ``logs``/``name`` resumes from the latest epoch checkpoi
 
 from __future__ import annotations
 
+# Lazy imports: torch, open_clip and safetensors are imported inside the steps that train or save.
 import contextlib
 import hashlib
 import json
