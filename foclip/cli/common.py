@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib.util
 import logging
 import os
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -262,3 +264,41 @@ def check_weights_source(model: str, pretrained: str) -> None:
                          f"cannot be downloaded: {reason}, and no weights are cached on this machine"
                          + did_you_mean(pretrained, ("random", "reference")),
                          OFFLINE_CHOICES)
+
+
+def claims_output(command: str, option: str = "out", sidecars: Sequence[str] = (),
+                  holds_work: Callable[[Path], bool] | None = None
+                  ) -> Callable[[Callable[[Any], int]], Callable[[Any], int]]:
+    """Run a command's ``run(args)`` as the one writer of its output, leaving nothing behind on failure.
+
+    Wraps the call in a :class:`foclip.outputs.OutputClaim` on the path in ``args.<option>`` (a command
+    run without it is not wrapped): a second run on the same output is refused with one line naming
+    the holder's PID, and when the run raises (a user error, Ctrl-C) what it created is removed.
+    The claim is passed on as ``args.output_claim``.
+
+    Args:
+        command: the command as typed (``foclip detect``), named to a refused second run.
+        option: the ``args`` attribute (and ``--option``) holding the output path.
+        sidecars: suffixes of files written next to the output (``.meta.json``).
+        holds_work: see :class:`~foclip.outputs.OutputClaim` (a resumable output that already holds work stays).
+
+    Returns:
+        The decorator.
+    """
+    def wrap(run: Callable[[Any], int]) -> Callable[[Any], int]:
+        @functools.wraps(run)
+        def claimed(args: Any) -> int:
+            from foclip.outputs import OutputClaim
+
+            out = getattr(args, option, None)
+            if not out:
+                return run(args)
+            flag = "--" + option.replace("_", "-")
+            with OutputClaim(out, f"{flag} {str(out)!r}", command, [f"{out}{s}" for s in sidecars],
+                             holds_work) as claim:
+                args.output_claim = claim
+                return run(args)
+
+        return claimed
+
+    return wrap

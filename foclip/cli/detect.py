@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from foclip.cli.common import claims_output
 from foclip.outputs import output_error
 
 # Like linters: a script can tell "nothing found" from "something found" from "could not run".
@@ -298,6 +299,12 @@ def _check_paths_before_loading(args: argparse.Namespace) -> list[str]:
     return paths
 
 
+def _holds_rows(path: Path) -> bool:
+    """A results file with at least one result row (a CSV's header alone is not work)."""
+    return path.is_file() and path.read_bytes().count(b"\n") > (1 if path.suffix.lower() == ".csv" else 0)
+
+
+@claims_output("foclip detect", sidecars=(".meta.json",), holds_work=_holds_rows)
 def run(args: argparse.Namespace) -> int:
     """Run detection and print the verdicts; the exit code is one of :data:`EXIT_CODES`."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
