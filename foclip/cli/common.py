@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from foclip.outputs import ensure_writable  # noqa: F401 - commands import it from here
 
@@ -266,20 +267,19 @@ def check_weights_source(model: str, pretrained: str) -> None:
                          OFFLINE_CHOICES)
 
 
-def claims_output(command: str, option: str = "out", sidecars: Sequence[str] = (),
+def claims_output(command: str, *options: str, sidecars: Sequence[str] = (),
                   holds_work: Callable[[Path], bool] | None = None
                   ) -> Callable[[Callable[[Any], int]], Callable[[Any], int]]:
-    """Run a command's ``run(args)`` as the one writer of its output, leaving nothing behind on failure.
+    """Run a command's ``run(args)`` as the one writer of its outputs, leaving nothing behind on failure.
 
-    Wraps the call in a :class:`foclip.outputs.OutputClaim` on the path in ``args.<option>`` (a command
-    run without it is not wrapped): a second run on the same output is refused with one line naming
+    Wraps the call in a :class:`foclip.outputs.OutputClaim` on the path in each ``args.<option>``
+    that is set (default ``out``): a second run on the same output is refused with one line naming
     the holder's PID, and when the run raises (a user error, Ctrl-C) what it created is removed.
-    The claim is passed on as ``args.output_claim``.
 
     Args:
         command: the command as typed (``foclip detect``), named to a refused second run.
-        option: the ``args`` attribute (and ``--option``) holding the output path.
-        sidecars: suffixes of files written next to the output (``.meta.json``).
+        options: the ``args`` attributes (and ``--options``) holding output paths (default ``out``).
+        sidecars: suffixes of files written next to each output (``.meta.json``).
         holds_work: see :class:`~foclip.outputs.OutputClaim` (a resumable output that already holds work stays).
 
     Returns:
@@ -290,15 +290,36 @@ def claims_output(command: str, option: str = "out", sidecars: Sequence[str] = (
         def claimed(args: Any) -> int:
             from foclip.outputs import OutputClaim
 
-            out = getattr(args, option, None)
-            if not out:
-                return run(args)
-            flag = "--" + option.replace("_", "-")
-            with OutputClaim(out, f"{flag} {str(out)!r}", command, [f"{out}{s}" for s in sidecars],
-                             holds_work) as claim:
-                args.output_claim = claim
+            with contextlib.ExitStack() as stack:
+                for option in options or ("out",):
+                    out = getattr(args, option, None)
+                    if out:
+                        subject = f"--{option.replace('_', '-')} {str(out)!r}"
+                        stack.enter_context(OutputClaim(out, subject, command, [f"{out}{s}" for s in sidecars],
+                                                        holds_work))
                 return run(args)
 
         return claimed
 
     return wrap
+
+
+STRICT_HELP = ("refuse to run when a folder or glob holds files that are not images (by default they are skipped "
+               "and reported on stderr)")
+
+
+def report_skipped(skipped: Any, strict: bool, what: str) -> None:
+    """Say on stderr which files folder scans passed over, or refuse them all with ``--strict``.
+
+    Args:
+        skipped: the :class:`foclip.runtime.inputs.Skipped` the scans filled.
+        strict: ``--strict`` was given.
+        what: the inputs, as an error names them (``inputs 'photos/'``).
+
+    Raises:
+        InputError: ``strict`` and something was skipped.
+    """
+    if strict:
+        skipped.refuse(what)
+    if len(skipped):
+        say_once(f"skipped:{what}", f"[yellow]note:[/] {escape(skipped.summary())} (--strict makes this an error)")
