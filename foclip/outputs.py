@@ -310,3 +310,15 @@ class OutputClaim:
             if p != self.path and p not in self.sidecars:
                 with contextlib.suppress(OSError):
                     p.rmdir()  # a parent folder this run created, only when nothing else was put in it
+
+
+def holds_files(folder: Path) -> bool:
+    """True when ``folder`` holds a file anywhere below it (the work of a resumable run), not only folders.
+
+    Args:
+        folder: an output folder.
+
+    Returns:
+        Whether a rerun would find something to resume from.
+    """
+    return any(p.is_file() for p in folder.rglob("*"))
