@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from foclip.cli.main import main
-from foclip.runtime.inputs import Skipped, expand_inputs
 
 
 @pytest.fixture()
@@ -28,6 +27,8 @@ def mixed(tmp_path, sample_photos):
 
 
 def test_a_scan_reads_extensionless_images_and_records_the_rest(mixed):
+    from foclip.runtime.inputs import Skipped, expand_inputs
+
     skipped = Skipped()
     found = sorted(p.rsplit("/", 1)[-1] for p in expand_inputs([str(mixed)], skipped))
     assert found == ["a.png", "b.png", "camera_dump"]
