@@ -218,6 +218,8 @@ class OutputClaim:
         self.subject, self.command = subject, command
         self.sidecars = [Path(os.path.abspath(Path(s).expanduser())) for s in sidecars]
         self.lock = lock_path(self.path)
+        if self.path.is_dir() and not os.access(self.path.parent, os.W_OK):
+            self.lock = self.path / f".foclip{LOCK_SUFFIX}"  # a writable folder in a read-only one (`--out ~`)
         self._fh: Any = None
         self._new: list[Path] = []  # what did not exist before the run, deepest first
         self._keep = False
