@@ -136,3 +136,28 @@ def test_a_killed_runs_lock_is_taken_over(tiny_bundle, photos, tmp_path):
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
     assert sorted(ids) == sorted(set(ids)) and len(ids) == 12
     assert not lock.exists()
+
+
+@pytest.mark.parametrize("rows_before_interrupt", [0, 1])
+def test_an_interrupted_detect_keeps_rows_and_removes_an_empty_output(tiny_bundle, photos, tmp_path, monkeypatch,
+                                                                      rows_before_interrupt):
+    """Ctrl-C: rows already written stay for the rerun to resume from; a results file without a row goes."""
+    from foclip.cli.main import main
+    from foclip.runtime.detector import Detector
+
+    real = Detector.detect_iter
+
+    def interrupted(self, *a, **k):
+        for i, item in enumerate(real(self, *a, **k)):
+            if i == rows_before_interrupt:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(Detector, "detect_iter", interrupted)
+    out = tmp_path / "new" / "r.jsonl"
+    assert main(["detect", str(tiny_bundle), str(photos), "--out", str(out)]) == 130
+    if rows_before_interrupt:
+        assert len(out.read_text().splitlines()) == 1 and (tmp_path / "new" / "r.jsonl.meta.json").is_file()
+    else:
+        assert not (tmp_path / "new").exists()  # the file, its meta file and the folder made for them
+    assert not (tmp_path / "new" / ".r.jsonl.lock").exists()
