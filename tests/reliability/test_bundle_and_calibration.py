@@ -173,7 +173,7 @@ def _labelled(tmp_path, sample_photos):
     return tmp_path / "gen"
 
 
-def test_32_5_a_clean_folder_with_nothing_readable_is_an_error(tiny_bundle, sample_photos, tmp_path, capsys):
+def test_a_clean_folder_with_nothing_readable_is_an_error(tiny_bundle, sample_photos, tmp_path, capsys):
     gen = _labelled(tmp_path, sample_photos)
     clean = tmp_path / "clean"
     clean.mkdir()
@@ -187,7 +187,7 @@ def test_32_5_a_clean_folder_with_nothing_readable_is_an_error(tiny_bundle, samp
     assert not out.exists()
 
 
-def test_32_5_every_group_table_row_counts_its_unreadable_files(tiny_bundle, sample_photos, tmp_path, capsys):
+def test_every_group_table_row_counts_its_unreadable_files(tiny_bundle, sample_photos, tmp_path, capsys):
     from PIL import Image
 
     gen = _labelled(tmp_path, sample_photos)
@@ -208,7 +208,7 @@ def test_32_5_every_group_table_row_counts_its_unreadable_files(tiny_bundle, sam
     assert rows["good"] == ["4", "1"] and rows["broken"] == ["0", "2"]  # 9b2574a: no broken row, no count
 
 
-def test_36_3_identical_originals_and_manipulated_sets_are_refused(tiny_bundle, sample_photos, tmp_path, capsys):
+def test_identical_originals_and_manipulated_sets_are_refused(tiny_bundle, sample_photos, tmp_path, capsys):
     gen = _labelled(tmp_path, sample_photos)
     out = tmp_path / "calibration.json"
     assert main(["calibrate", str(tiny_bundle), "--originals", str(gen / "original"),
