@@ -18,6 +18,7 @@ from rich.table import Table
 from foclip.benchmarks.cpu import cpu_line
 from foclip.cli.common import (
     PRETRAINED_HELP,
+    claims_output,
     console,
     err_console,
     random_weights_notice,
@@ -112,6 +113,7 @@ def _add_detect(bsub) -> None:
     p.set_defaults(func=run_detect)
 
 
+@claims_output("foclip bench detect")
 def run_detect(args: argparse.Namespace) -> int:
     """Run ``foclip bench detect`` and print its table."""
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 from rich.table import Table
 
-from foclip.cli.common import console, require_torch_side
+from foclip.cli.common import claims_output, console, require_torch_side
 from foclip.errors import InputError
-from foclip.outputs import ensure_writable
+from foclip.outputs import ensure_writable, holds_files
 
 MODELS = ("foclip-ref-vit", "foclip-ref-rn")
 
@@ -44,6 +44,7 @@ def add_parser(sub) -> None:
     s.set_defaults(func=run_select)
 
 
+@claims_output("foclip reference build", "work", "out", holds_work=holds_files)
 def run(args: argparse.Namespace) -> int:
     require_torch_side("foclip reference build")
 
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@claims_output("foclip reference select", "work", holds_work=holds_files)
 def run_select(args: argparse.Namespace) -> int:
     require_torch_side("foclip reference select")
 

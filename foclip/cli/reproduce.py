@@ -12,6 +12,8 @@ from rich.table import Table
 
 from foclip.cli.common import (
     PRETRAINED_HELP,
+    check_weights_source,
+    claims_output,
     console,
     err_console,
     require_paths,
@@ -139,6 +141,12 @@ class RichProgress:
         self.console.print(f"[bold yellow]note:[/] {escape(text)}", highlight=False)
 
 
+def _holds_results(out: Path) -> bool:
+    """A report folder with results of an earlier step (the settings and sample photos written first are not)."""
+    return any(p.is_file() for p in out.rglob("*") if p.relative_to(out).parts[0] not in ("inputs", "config.json"))
+
+
+@claims_output("foclip reproduce", holds_work=_holds_results)
 def run(args: argparse.Namespace) -> int:
     """Run ``foclip reproduce``; prints where the report is and the three tables."""
 
@@ -149,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
 
     require_paths(args.images, "input", "an image file or a folder of images")
+    check_weights_source(cfg.model, cfg.pretrained)  # offline and not cached: one line before anything is written
     ensure_writable(args.out, folder=True)  # a file as --out, or an unwritable place: one line, before any work
     console.print(f"foclip reproduce: {cfg.model} ({cfg.pretrained}), {len(cfg.prompt_sets)} prompt sets, "
                   f"{cfg.attack.iters} steps, {cfg.attack.space} space -> {args.out}", highlight=False)
