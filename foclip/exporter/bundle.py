@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 import foclip
+from foclip import samples  # called as samples.sample_photos: tests swap the photos on the module
 from foclip.errors import InputError, require
 from foclip.exporter import parity
 from foclip.exporter.config import ExportConfig
@@ -48,7 +49,6 @@ from foclip.prompts import imagenet_prompts, load_prompt_set
 from foclip.runtime.parity import probe_stack
 from foclip.runtime.preprocess import to_uint8
 from foclip.runtime.tokenizer import load_tokenizer
-from foclip.samples import sample_photos
 from foclip.scoring import CLAMP, LUMA
 
 PARITY_NAME = "parity.json"
@@ -272,7 +272,7 @@ class _Exporter:
     def reference_pixels(self) -> np.ndarray:
         """float32 colour + gray rows of the parity photos (static int8 calibration input)."""
 
-        return probe_stack(np.stack([to_uint8(img, self.clip.preprocess) for _, img in sample_photos(8)]))
+        return probe_stack(np.stack([to_uint8(img, self.clip.preprocess) for _, img in samples.sample_photos(8)]))
 
     def write_reference(self, n_photos: int = 4, n_prompts: int = 8) -> ReferenceSpec:
         """The self-check reference set: a few photos' model inputs and prompts, with fp32 PyTorch
@@ -280,7 +280,7 @@ class _Exporter:
         import torch
 
         c = self.clip
-        photos = sample_photos(n_photos)
+        photos = samples.sample_photos(n_photos)
         u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
         pixels = probe_stack(u8)
         img_emb = self.image_encoder(torch.from_numpy(pixels)).numpy().astype(np.float32)
@@ -325,7 +325,7 @@ class _Exporter:
 
         c, cfg, tmp = self.clip, self.cfg, self.tmp
         self.log("checking parity with PyTorch (ONNX Runtime CPU; batch sizes 1, 3, 16)")
-        photos = sample_photos(8)
+        photos = samples.sample_photos(8)
         u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
         n_color = len(u8)
         pixels = probe_stack(u8)  # colour rows, then the probes' (as the detector and self-check run them)
