@@ -138,10 +138,13 @@ def names(pyi: str) -> list[str]:
     """Qualified names a trimmed stub offers (``Class.member``; dunders left out)."""
     tree = ast.parse(pyi)
     found = []
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
             found.append(node.name)
-            for m in node.body:
+            inherited = [m for b in node.bases if isinstance(b, ast.Name) and b.id in classes
+                         for m in classes[b.id].body]  # Logger(ILogger): Logger.WARNING is ILogger's
+            for m in [*node.body, *inherited]:
                 n = _member_name(m)
                 if n and not n.startswith("__"):
                     found.append(f"{node.name}.{n}")
