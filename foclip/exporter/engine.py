@@ -506,7 +506,7 @@ def _build(onnx_path: Path, manifest: Manifest, req: EngineRequest, cache_path: 
             config.clear_flag(trt.BuilderFlag.TF32)
         profile = builder.create_optimization_profile()
         for name, (lo, opt, hi) in input_shapes(manifest, req.graph, req.profile):
-            profile.set_shape(name, lo, opt, hi)
+            profile.set_shape(name, lo, opt, hi)  # type: ignore[arg-type]  # TensorRT turns tuples into Dims
         if config.add_optimization_profile(profile) < 0:
             raise BundleError(f"optimisation profile {req.profile}", "was refused by TensorRT",
                               "a profile with 1 <= MIN <= OPT <= MAX (`--batch MIN,OPT,MAX`)")

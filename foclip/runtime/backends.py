@@ -341,7 +341,8 @@ class OrtRunner(Runner):
     def _activate_impl(self) -> None:
         self.session = self.loader()
         self._outputs = [o.name for o in self.session.get_outputs()]
-        self._inputs = {i.name: (np.dtype(_ORT_TYPES.get(i.type, np.float32)),
+        self._inputs: dict[str, tuple[np.dtype, tuple[int | str | None, ...]]] = {
+            i.name: (np.dtype(_ORT_TYPES.get(i.type, np.float32)),
                                  tuple(d if isinstance(d, int) else None for d in i.shape))
                         for i in self.session.get_inputs()}
 
@@ -400,7 +401,10 @@ class TrtRunner(Runner):
                                "(out of GPU memory, or an engine this GPU cannot run)",
                                "free GPU memory, or an engine built on this GPU with `foclip build-engine`")
         self.stream = cuda_check(self._cu.cudaStreamCreate(), "cudaStreamCreate")
-        self._inputs, self._outputs, self._profiles, self._out_dtypes = {}, [], {}, {}
+        self._inputs: dict[str, tuple[np.dtype, tuple[int | str | None, ...]]] = {}
+        self._outputs: list[str] = []
+        self._profiles: dict[str, tuple[tuple[int | None, ...], tuple[int | None, ...]]] = {}
+        self._out_dtypes: dict[str, np.dtype] = {}
         with trt_call(f"ICudaEngine IO of {self.loader.spec.file!r}", fix):
             self._read_io(trt)
         self._check_against_graph()
