@@ -51,13 +51,13 @@ def test_the_detect_engines_build_under_the_uint8_rule(tiny_bundle, tmp_path, fa
     """Fails on 9b2574a: the fused graph permuted its uint8 pixels before casting them, which
     TensorRT's parser (and the double) refuse. Now pixels_u8 feeds a Cast directly, in detect.fp32
     and detect.fp16, and both engines build, self-check and detect."""
-    from foclip.exporter.engine import uint8_problems
-
     monkeypatch.setattr(backends, "available_backends", lambda: ["ort-cpu", "trt"])
     b = _copy(tiny_bundle, tmp_path)
     for precision in ("fp32", "fp16"):
-        assert uint8_problems(b / f"detect.{precision}.onnx") == []
         build_engine(b, EngineRequest(f"detect.{precision}", precision, (1, 4, 8)))
+        from foclip.exporter.engine import uint8_problems
+
+        assert uint8_problems(b / f"detect.{precision}.onnx") == []
         with Detector.from_bundle(b, backend="trt", precision=precision, graph="fused", batch_size=4) as det:
             assert det.fused and det.self_check.passed
             assert all(r.ok for r in det.detect(_photos(2)))
@@ -235,3 +235,46 @@ def test_every_tensorrt_failure_is_a_foclip_error():
 
     with pytest.raises(FoclipError, match=r"TensorRT x \| failed \(ValueError: bad\)\. Expected y\."), trt_call("x", "y"):
         raise ValueError("bad")
+
+
+def _model_bundle(tmp_path_factory, model: str, pretrained: str) -> Path:
+    from foclip.exporter import ExportConfig, export_bundle
+
+    out = tmp_path_factory.mktemp("models") / model
+    export_bundle(ExportConfig(model_name=model, pretrained=pretrained, prompts=("artistic",), precisions=("fp32", "fp16"),
+                               opset=18, seed=0, detect_graph=True), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ref_vit_bundle(tmp_path_factory):
+    return _model_bundle(tmp_path_factory, "foclip-ref-vit", "reference")
+
+
+@pytest.fixture(scope="module")
+def vitb32_bundle(tmp_path_factory):
+    return _model_bundle(tmp_path_factory, "ViT-B-32", "random")
+
+
+def _engines_through_the_double(bundle: Path, tmp_path: Path, monkeypatch) -> None:
+    """fp32 and fp16 engines of the image encoder and of the fused detect graph: built (each
+    self-checked against its gate on the way), loaded, self-checked again and run by detect()."""
+    monkeypatch.setattr(backends, "available_backends", lambda: ["ort-cpu", "trt"])
+    b = _copy(bundle, tmp_path)
+    photos = _photos(3)
+    for precision in ("fp32", "fp16"):
+        for role, mode in (("image", "encoder"), ("detect", "fused")):
+            spec, built = build_engine(b, EngineRequest(f"{role}.{precision}", precision, (1, 8, 16)))
+            assert built and spec.graph == f"{role}.{precision}"
+            with Detector.from_bundle(b, backend="trt", precision=precision, graph=mode, batch_size=8) as det:
+                assert det.self_check.passed and det.self_check.graph == spec.graph
+                assert all(r.ok for r in det.detect(photos))
+
+
+def test_foclip_ref_vit_engines_through_the_double(ref_vit_bundle, tmp_path, fake_trt, monkeypatch):
+    _engines_through_the_double(ref_vit_bundle, tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+def test_vit_b_32_engines_through_the_double(vitb32_bundle, tmp_path, fake_trt, monkeypatch):
+    _engines_through_the_double(vitb32_bundle, tmp_path, monkeypatch)
