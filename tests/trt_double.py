@@ -39,7 +39,7 @@ import importlib.machinery
 import json
 import threading
 import types
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ CONTROLS = frozenset({"calls", "used", "surface", "corrupt_engines", "fail_build
                       "streams", "install", "api_names", "log", "network_flags"})
 
 
-@lru_cache(maxsize=None)
+@cache
 def surface_names(surface: str) -> frozenset[str]:
     """The qualified names (``Class.member``) of one derived surface (``tests/trt_api/surface-*.txt``)."""
     return frozenset((API_DIR / f"surface-{surface}.txt").read_text().split())
@@ -195,7 +195,7 @@ class FakeTensorRT:
             def __init__(self) -> None:
                 self._shapes: dict[str, list[list[int]]] = {}
 
-            def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:  # noqa: A002 - TensorRT's names
+            def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:
                 fake.calls.append(("set_shape", input, tuple(min), tuple(opt), tuple(max)))
                 self._shapes[input] = [list(min), list(opt), list(max)]
 

@@ -150,11 +150,11 @@ def test_unresolved_minus_one_output_dims_are_one_line(tiny_bundle, tmp_path, fa
 
 @pytest.mark.parametrize(("driver", "builds", "why"), [
     (12020, {"tensorrt": ("tensorrt-cu12", 12), "bindings": ("cuda-bindings 13.0.0", 13)},
-     r"cuda-bindings 13.0.0 \| is built for CUDA 13, TensorRT .* for CUDA 12\. Expected `pip install "
-     r"'cuda-bindings>=12.6,<13'`"),
+     (r"cuda-bindings 13.0.0 \| is built for CUDA 13, TensorRT .* for CUDA 12\. Expected `pip install "
+      r"'cuda-bindings>=12.6,<13'`")),
     (12020, {"tensorrt": ("tensorrt-cu13", 13), "bindings": ("cuda-bindings 13.0.0", 13)},
-     r"CUDA driver 12.2 \| is older than CUDA 13, which cuda-bindings 13.0.0 needs\. Expected a driver for CUDA 13 "
-     r"or newer, or packages for CUDA 12: `pip install 'tensorrt-cu12>=10.12,<12' 'cuda-bindings>=12.6,<13'`"),
+     (r"CUDA driver 12.2 \| is older than CUDA 13, which cuda-bindings 13.0.0 needs\. Expected a driver for CUDA 13 "
+      r"or newer, or packages for CUDA 12: `pip install 'tensorrt-cu12>=10.12,<12' 'cuda-bindings>=12.6,<13'`")),
     (0, {}, r"cudaDriverGetVersion \| reports no NVIDIA driver"),
 ])
 def test_a_driver_cuda_mismatch_is_one_line_at_load(tiny_bundle, tmp_path, fake_trt, monkeypatch, capsys, driver,
