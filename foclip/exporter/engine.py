@@ -545,7 +545,8 @@ def _save_timing_cache(path: Path, config: Any, cache: Any, log: Callable[[str],
     """Merge this build's timing cache into the bundle's (call under :func:`bundle_lock`)."""
     try:
         current = _load_timing_cache(config, path, log)
-        current.combine(cache, True)
+        if not current.combine(cache, True):  # False: TensorRT refused to merge (another GPU or version)
+            current = cache
         atomic_write_bytes(path, bytes(current.serialize()))
     except Exception as exc:  # noqa: BLE001 - a cache that cannot be saved costs build time, nothing else
         log(f"timing cache not saved ({exc.__class__.__name__}: {exc})")

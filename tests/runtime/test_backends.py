@@ -147,7 +147,7 @@ def test_a_wrong_engine_is_refused_when_built(tiny_bundle, tmp_path, fake_trt):
 
 
 def _trt_engine_round_trip(tiny_bundle, tmp_path) -> None:
-    """Build fp32 and fp16 engines of image.fp32 in a copy, detect with each, compare with ort-cpu."""
+    """Build fp32 and fp16 engines (of image.fp32, image.fp16) in a copy, detect with each, compare with ort-cpu."""
     import shutil
 
     from foclip.exporter.engine import EngineRequest, build_engine
@@ -177,7 +177,7 @@ def test_trt_engine_round_trip_with_the_double(tiny_bundle, tmp_path, fake_trt, 
 
 @pytest.mark.gpu
 def test_trt_backend_runs_engine(tiny_bundle, tmp_path):  # pragma: no cover - needs TensorRT and a GPU
-    """Real TensorRT 10 on this GPU: builds its own engines in a temporary copy of the bundle."""
+    """Real TensorRT (10.12 to 11.x) on this GPU: builds its own engines in a temporary copy of the bundle."""
     pytest.importorskip("tensorrt")
     _trt_engine_round_trip(tiny_bundle, tmp_path)
 
