@@ -169,9 +169,16 @@ def test_a_driver_cuda_mismatch_is_one_line_at_load(tiny_bundle, tmp_path, fake_
         Detector.from_bundle(b, backend="trt", precision="fp32", graph="encoder", batch_size=4)
     assert "\n" not in str(err.value)
     capsys.readouterr()
-    assert main(["detect", str(b), str(tmp_path), "--backend", "trt", "--precision", "fp32"]) == 1
-    out = capsys.readouterr().err
-    assert out.strip().count("\n") == 0 and "Traceback" not in out
+    from PIL import Image
+
+    (tmp_path / "photos").mkdir()
+    Image.fromarray(_photos(1)[0]).save(tmp_path / "photos" / "p.png")
+    for argv in (["detect", str(b), str(tmp_path / "photos"), "--backend", "trt", "--precision", "fp32"],
+                 ["inspect", str(b), "--verify", "--backend", "trt"]):
+        assert main(argv) == 1
+        out = capsys.readouterr()
+        assert "Traceback" not in out.err + out.out and "cuda" in (out.err + out.out).lower(), argv
+        assert out.err.strip().count("\n") == 0, argv
 
 
 @pytest.mark.parametrize("version", ["10.8.0.43", "12.0.0.1"])
