@@ -23,7 +23,12 @@ say no); what TensorRT's ONNX parser and network API require of a graph, and foc
 3. every dynamic axis is named in the manifest (``batch``, ``prompts``), so one optimisation profile
    (:func:`input_shapes`) bounds it: TensorRT refuses to build a network with an unbounded input;
 4. the graph's own types are final (strong typing): an fp16 graph keeps float32 IO through Casts
-   (``keep_io_types``), and the engine's IO dtypes are read back from the engine, never assumed.
+   (``keep_io_types``), and the engine's IO dtypes are read back from the engine, never assumed;
+5. the opset is one the parser reads (TensorRT 10.0's parser: opsets 9 to 20, per onnx-tensorrt's
+   ``docs/operators.md``; foclip exports opset 18 unless told otherwise);
+6. not checked here, only on a GPU: the text graph's EOT pooling is an ArgMax over int64 token ids
+   (TensorRT 10 has INT64 tensors; onnx-tensorrt's older tables list ArgMax for FP32/FP16 only), so
+   whether ``text.*`` engines build is for ``scripts/gpu_check.py`` to settle.
 
 A build is a transaction (Polygraphy's pattern): the plan is written to a temporary folder under
 ``engines/``, loaded from there and run on the bundle's self-check reference set against the
