@@ -28,7 +28,8 @@ say no); what TensorRT's ONNX parser and network API require of a graph, and foc
    ``docs/operators.md``; foclip exports opset 18 unless told otherwise);
 6. not checked here, only on a GPU: the text graph's EOT pooling is an ArgMax over int64 token ids
    (TensorRT 10 has INT64 tensors; onnx-tensorrt's older tables list ArgMax for FP32/FP16 only), so
-   whether ``text.*`` engines build is for ``scripts/gpu_check.py`` to settle.
+   whether ``text.*`` engines build is for the gpu test ``test_every_graph_builds_on_real_tensorrt``
+   (run by ``scripts/gpu_check.py``) to settle.
 
 A build is a transaction (Polygraphy's pattern): the plan is written to a temporary folder under
 ``engines/``, loaded from there and run on the bundle's self-check reference set against the

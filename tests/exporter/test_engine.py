@@ -124,3 +124,17 @@ def test_build_flow_with_a_fake_tensorrt(tiny_bundle, tmp_path, fake_trt):
         f.write(b"\0")
     with pytest.raises(BundleError, match="text_encoder.fp32.onnx"):
         build_engine(b, EngineRequest("text.fp32", "fp32", (1, 4, 8)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graph", ["text.fp32", "text.fp16", "detect.fp32", "detect.fp16"])
+def test_every_graph_builds_on_real_tensorrt(tiny_bundle, tmp_path, graph):
+    """Real TensorRT builds and self-checks the text graphs (EOT ArgMax over int64 token ids, graph
+    rule 6 in foclip/exporter/engine.py) and the fused detect graphs (uint8 -> Cast)."""
+    import shutil
+
+    pytest.importorskip("tensorrt")
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    spec, built = build_engine(b, EngineRequest(graph, graph.split(".")[1], (1, 4, 8)))
+    assert built and spec.graph == graph
