@@ -13,7 +13,7 @@ from foclip.manifest import MANIFEST_NAME, read_manifest, sha256_file, sha256_te
 EXPECTED = {
     "manifest.json", "parity.json", "tokenizer.json", "tokenizer_config.json",
     "image_encoder.fp32.onnx", "image_encoder.fp16.onnx", "image_encoder.int8.onnx",
-    "text_encoder.fp32.onnx", "text_encoder.fp16.onnx", "detect.fp32.onnx",
+    "text_encoder.fp32.onnx", "text_encoder.fp16.onnx", "detect.fp32.onnx", "detect.fp16.onnx",
     "banks/artistic.prompts.json", "banks/artistic.fp32.npy",
     "reference/pixels_u8.npy", "reference/image_embeddings.fp32.npy", "reference/tokens.npy",
     "reference/text_embeddings.fp32.npy",
