@@ -6,8 +6,8 @@ Two deployments (topology ``split``, the default):
   in ``__init__``, nothing heavy is pickled from the driver) and gathers the images of all concurrent
   callers into detector calls with Ray Serve's batching (``@serve.batch``; size and wait from
   ``--max-batch`` and ``--batch-wait-ms``).
-* :class:`FoclipIngress` serves HTTP (:class:`foclip.serve.http.DetectService`: limits, parsing,
-  deadlines, status codes) and calls the detectors through a deployment handle. Detection is
+* :class:`FoclipIngress` serves HTTP (:mod:`foclip.serve.app` routes to the v1 and v2 protocol
+  modules over :class:`foclip.serve.core.DetectService`: limits, deadlines, status codes) and calls the detectors through a deployment handle. Detection is
   idempotent, so when the detector replica working on a request dies the ingress sends the request
   once more, to another replica, within the request's deadline: a replica's death costs clients
   nothing. The ingress also answers 503 + Retry-After while the service drains for shutdown (it
@@ -37,24 +37,42 @@ from ray import serve
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
+from foclip.serve.app import respond_detect, respond_info, respond_v2
 from foclip.serve.config import ServeConfig
+from foclip.serve.core import DetectService, HttpError, Item
 from foclip.serve.heap import HeapTrace
-from foclip.serve.http import (
-    DetectService,
-    HttpError,
-    Item,
-    find_key,
-    plain_json,
-    respond_detect,
-    respond_info,
-)
 from foclip.serve.memory import ARENA_ENV, IdleTrim, libc_trim
-from foclip.serve.v2 import V2Front, respond_v2
+from foclip.serve.v2 import V2Front
 
 api = FastAPI(title="foclip detection service", docs_url=None, redoc_url=None, openapi_url=None)
 DRAIN_NAMESPACE = "foclip"
 DRAIN_POLL_S = 0.2
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": an embedded Ray bound to loopback (service.py)
+
+
+def plain_json(obj: Any) -> Any:
+    """JSON-safe copy of ``obj`` (tuples -> lists, numpy scalars -> Python numbers)."""
+    if isinstance(obj, dict):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def find_key(d: Any, key: str, default: Any) -> Any:
+    """First value of ``key`` anywhere in nested dicts, or ``default``."""
+    if isinstance(d, dict):
+        if key in d:
+            return d[key]
+        for v in d.values():
+            found = find_key(v, key, None)
+            if found is not None:
+                return found
+    return default
 
 
 def _bind_replica_grpc_to_loopback() -> None:

@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2, the REST protocol of Triton, KServe and MLServer) on the service.
 
 One model, ``foclip`` (version ``1``), on the same service and the same detection path as
-``/v1/detect`` (:meth:`foclip.serve.http.DetectService.handle`: drain, API key, per-client bound,
+``/v1/detect`` (:class:`foclip.serve.core.DetectService`: drain, API key, per-client bound,
 body size and time, pixel budget, Serve's cross-request batching, deadline). Only the wire format
 differs, and it lives here:
 
@@ -37,9 +37,12 @@ from typing import Any
 
 import numpy as np
 
+from foclip import __version__
+from foclip.scoring import drop
 from foclip.serve.config import Limits
-from foclip.serve.http import DetectService, HttpError, Item, check_api_key, provided_api_key
+from foclip.serve.core import DetectService, HttpError, Item
 
+ROUTE = "/v2/infer"  # the metrics label of inference
 MODEL_NAME = "foclip"
 MODEL_VERSION = "1"
 INPUT_NAME = "IMAGE"
@@ -86,6 +89,17 @@ class InferRequest:
     id: str | None = None
     outputs: dict[str, bool] | None = None
     binary_default: bool = False
+
+
+def check_encoding(headers: Mapping[str, str]) -> None:
+    """Refuse a compressed body (its decompressed size would escape the body limit).
+
+    Raises:
+        HttpError: 400 for a Content-Encoding other than identity.
+    """
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise v2_error(400, f"Content-Encoding {encoding!r} is not accepted; send the request uncompressed")
 
 
 def split_body(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], bytes]:
@@ -251,8 +265,6 @@ def _column(results: list[dict[str, Any]], key: str) -> np.ndarray:
 
 def output_arrays(results: list[dict[str, Any]], probes: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Every output tensor for these per-item results (Detector result dicts, in request order)."""
-    from foclip.scoring import drop
-
     out: dict[str, np.ndarray] = {
         "SCORE_COLOR": _column(results, "score_color"),
         "SCORE_GRAY": _column(results, "score_gray"),
@@ -328,42 +340,6 @@ def shape_infer_response(req: InferRequest, results: list[dict[str, Any]], specs
                                     "Inference-Header-Content-Length": str(len(head))}
 
 
-class InferRoute:
-    """``POST /v2/models/foclip[/versions/1]/infer`` as a :class:`foclip.serve.http.Route` (one per request).
-
-    Args:
-        specs: (name, datatype) of the model's outputs.
-        probes: the detector's colour-space probes.
-    """
-
-    name = "/v2/infer"
-
-    def __init__(self, specs: list[tuple[str, str]], probes: tuple[str, ...]) -> None:
-        self.specs = specs
-        self.probes = probes
-        self.request = InferRequest()
-
-    def check_headers(self, headers: Mapping[str, str]) -> None:
-        """400 on a compressed body (its decompressed size would escape the body limit)."""
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise v2_error(400, f"Content-Encoding {encoding!r} is not accepted; send the request uncompressed")
-
-    async def parse(self, headers: Mapping[str, str], body: bytes, limits: Limits) -> list[Item]:
-        """See :func:`parse_infer`."""
-        self.request, items = parse_infer(headers, body, limits, dict(self.specs))
-        return items
-
-    def respond(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> tuple[int, Any, dict[str, str]]:
-        """200 with every result (per-item failures are in ``ERROR``), see :func:`shape_infer_response`."""
-        body, headers = shape_infer_response(self.request, results, self.specs, self.probes, meta)
-        return 200, body, headers
-
-    def error_body(self, exc: HttpError) -> Any:
-        """The protocol's error body, ``{"error": "<message>"}``."""
-        return json_bytes({"error": exc.message})
-
-
 def json_bytes(obj: Any) -> bytes:
     """Compact JSON (no NaN)."""
     return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
@@ -404,9 +380,7 @@ class V2Front:
 
     def __post_init__(self) -> None:
         if not self.server_version:
-            import foclip
-
-            self.server_version = foclip.__version__
+            self.server_version = __version__
         self.probes = tuple(self.detector_info.get("probes") or ("gray",))
         self.specs = output_specs(self.probes)
 
@@ -439,9 +413,7 @@ class V2Front:
             self._model(m["name"], m["version"])
             if m["tail"] == "/infer":
                 self._method(method, "POST")
-                status, payload, extra = await self.service.handle(InferRoute(self.specs, self.probes),
-                                                                   headers, body, client)
-                return status, payload, {**_JSON, **extra}
+                return await self.infer(headers, body, client)
             self._method(method, "GET")
             if m["tail"] == "/ready":
                 return self._health(True)
@@ -449,6 +421,24 @@ class V2Front:
             return 200, json_bytes(self.model_metadata()), _JSON
         except HttpError as exc:
             self.service.metrics.error(exc.code)
+            return exc.status, json_bytes({"error": exc.message}), {**_JSON, **exc.headers}
+
+    async def infer(self, headers: Mapping[str, str], stream: AsyncIterator[bytes], client: str | None) -> Reply:
+        """``POST .../infer``: the service's bounds around this protocol's parsing and response.
+
+        Per-item failures are outputs (``ERROR``, status 200); a whole-request failure is
+        ``{"error": "<message>"}`` with its status.
+        """
+        try:
+            async with self.service.admit(ROUTE, headers, client) as admission:
+                check_encoding(headers)
+                body = await self.service.read_body(headers, stream)
+                req, items = parse_infer(headers, body, self.service.limits, dict(self.specs))
+                results = await self.service.detect(items)
+                payload, extra = shape_infer_response(req, results, self.specs, self.probes, self.service.meta)
+                admission.status = 200
+                return 200, payload, extra
+        except HttpError as exc:
             return exc.status, json_bytes({"error": exc.message}), {**_JSON, **exc.headers}
 
     def is_ready(self) -> bool:
@@ -466,7 +456,7 @@ class V2Front:
             raise v2_error(405, f"method {method} is not allowed here; use {allowed}", {"Allow": allowed})
 
     def _key(self, headers: Mapping[str, str]) -> None:
-        check_api_key(self.service.api_key_sha256, provided_api_key(headers))
+        self.service.check_key(headers)
 
     @staticmethod
     def _model(name: str, version: str | None) -> None:
@@ -507,15 +497,4 @@ class V2Front:
         }
 
 
-async def respond_v2(front: V2Front, request, path: str) -> Any:
-    """Run :meth:`V2Front.dispatch` on a Starlette request and wrap the reply in a Response."""
-    from starlette.responses import Response
-
-    client = request.client.host if request.client else None
-    status, body, headers = await front.dispatch(
-        request.method, path, {k.lower(): v for k, v in request.headers.items()}, request.stream(), client)
-    media = headers.pop("content-type", None)
-    return Response(body, status_code=status, headers=headers, media_type=media)
-
-
-__all__ = ["InferRoute", "V2Front", "output_specs", "parse_infer", "respond_v2", "shape_infer_response"]
+__all__ = ["V2Front", "output_specs", "parse_infer", "shape_infer_response"]

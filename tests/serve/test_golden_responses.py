@@ -26,8 +26,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from foclip.serve.app import create_app
 from foclip.serve.config import Limits
-from foclip.serve.http import DetectService, create_app
+from foclip.serve.core import DetectService
 from foclip.serve.v2 import V2Front
 
 GOLDEN = Path(__file__).parent / "golden" / "responses.json"

@@ -1,6 +1,6 @@
 """The Open Inference Protocol (v2) routes without Ray: wire format, bounds and status codes.
 
-The app is :func:`foclip.serve.http.create_app` with a :class:`foclip.serve.v2.V2Front` around a
+The app is :func:`foclip.serve.app.create_app` with a :class:`foclip.serve.v2.V2Front` around a
 real Detector on the tiny bundle, so parsing, bounds, detection and response shaping are the
 production code; the real client (tritonclient) against a running server is in
 test_v2_tritonclient.py.
@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from foclip.serve.config import Limits
-from foclip.serve.http import DetectService
+from foclip.serve.core import DetectService
 from foclip.serve.v2 import V2Front, decode_bytes_tensor, output_specs
 
 KEY = "v2-key"
@@ -62,7 +62,7 @@ def make(detector, key=None, limits=None, ready=lambda: True, delay_s=0.0):
                         limits or Limits(max_body_bytes=300_000, max_images=5),
                         hashlib.sha256(key.encode()).hexdigest() if key else None, rec)
     front = V2Front(svc, detector.info(), ready=ready)
-    from foclip.serve.http import create_app
+    from foclip.serve.app import create_app
 
     return TestClient(create_app(svc, v2=front)), svc, rec
 
