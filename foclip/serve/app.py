@@ -17,6 +17,8 @@ from foclip.serve import v1
 from foclip.serve.core import DetectService
 from foclip.serve.v2 import V2Front
 
+# Every method reaches the v2 routes, so that a 405 comes from them, in the protocol's error body.
+V2_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 def lower_headers(request: Request) -> dict[str, str]:
     """The request's headers with lower-case names (what the protocol modules read)."""
@@ -62,8 +64,8 @@ def create_app(service: DetectService, v2: V2Front | None = None) -> FastAPI:
     api = FastAPI(title="foclip detection service")
 
     if v2 is not None:
-        @api.api_route("/v2", methods=["GET", "POST"])
-        @api.api_route("/v2/{path:path}", methods=["GET", "POST"])
+        @api.api_route("/v2", methods=V2_METHODS)
+        @api.api_route("/v2/{path:path}", methods=V2_METHODS)
         async def v2_routes(request: Request, path: str = "") -> Response:
             return await respond_v2(v2, request, "/" + path if path else "")
 
@@ -82,4 +84,4 @@ def create_app(service: DetectService, v2: V2Front | None = None) -> FastAPI:
     return api
 
 
-__all__ = ["create_app", "respond_detect", "respond_info", "respond_v2"]
+__all__ = ["V2_METHODS", "create_app", "respond_detect", "respond_info", "respond_v2"]

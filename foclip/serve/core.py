@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import io
 import time
 from collections import Counter
@@ -25,9 +23,8 @@ from typing import Any, Protocol
 from PIL import Image
 
 from foclip.runtime.decode import readable_formats
+from foclip.serve.auth import key_matches, provided_api_key
 from foclip.serve.config import Limits
-
-API_KEY_HEADER = "x-api-key"
 
 
 class HttpError(Exception):
@@ -83,31 +80,9 @@ def check_api_key(expected_sha256: str | None, provided: str | None) -> None:
     Raises:
         HttpError: 401 when a key is configured and the provided one is missing or wrong.
     """
-    if expected_sha256 is None:
-        return
-    text = provided or ""
-    # HTTP header values reach us decoded as latin-1: re-encoding them that way gives the bytes the
-    # client sent, so a key sent as UTF-8 (the usual case) matches; a key sent as latin-1 matches too.
-    try:
-        raw = text.encode("latin-1")
-    except UnicodeEncodeError:  # a str that never went through HTTP (tests, direct calls)
-        raw = text.encode("utf-8")
-    got = [hashlib.sha256(raw).hexdigest(), hashlib.sha256(text.encode("utf-8")).hexdigest()]
-    # Compare digests (fixed length) so that neither the key's length nor its prefix leaks.
-    matches = [hmac.compare_digest(g, expected_sha256) for g in got]  # both compared, always
-    if provided is None or not any(matches):
+    if not key_matches(expected_sha256, provided):
         raise HttpError(401, "unauthorized", "missing or wrong API key (send it in the X-API-Key header)",
                         {"WWW-Authenticate": "ApiKey"})
-
-
-def provided_api_key(headers: Mapping[str, str]) -> str | None:
-    """The API key from ``X-API-Key`` or ``Authorization: Bearer <key>``, or None."""
-    if API_KEY_HEADER in headers:
-        return headers[API_KEY_HEADER]
-    auth = headers.get("authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return None
 
 
 def check_declared_length(headers: Mapping[str, str], limits: Limits) -> None:
@@ -120,10 +95,9 @@ def check_declared_length(headers: Mapping[str, str], limits: Limits) -> None:
     declared = headers.get("content-length")
     if declared is None:
         return
-    try:
-        n = int(declared)
-    except ValueError:
-        raise HttpError(400, "bad_request", f"Content-Length {declared!r} is not a number") from None
+    if not declared.strip().isascii() or not declared.strip().isdigit():  # int() would take "1_0" too
+        raise HttpError(400, "bad_request", f"Content-Length {declared!r} is not a number")
+    n = int(declared)
     if n > limits.max_body_bytes:
         raise HttpError(413, "body_too_large", f"request body is {n} bytes; the limit is {limits.max_body_bytes}")
 

@@ -37,7 +37,7 @@ from ray import serve
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
-from foclip.serve.app import respond_detect, respond_info, respond_v2
+from foclip.serve.app import V2_METHODS, respond_detect, respond_info, respond_v2
 from foclip.serve.config import ServeConfig
 from foclip.serve.core import DetectService, HttpError, Item
 from foclip.serve.heap import HeapTrace
@@ -325,7 +325,8 @@ class FoclipIngress:
                 "max_images": c.limits.max_images, "timeout_s": c.limits.timeout_s,
                 "body_timeout_s": c.limits.body_timeout_s, "max_request_pixels": c.limits.max_request_pixels,
                 "max_per_client": c.limits.max_per_client, "api_key": c.api_key_sha256 is not None,
-                "edge": asdict(c.edge_limits()),  # what the proxy bounds before any route (foclip/serve/edge.py)
+                # What the proxy bounds before any route (foclip/serve/edge.py); the key's digest stays private.
+                "edge": {k: v for k, v in asdict(c.edge_limits()).items() if k != "api_key_sha256"},
                 "in_flight": self.service.in_flight,  # this replica's requests now (readiness for drain tests)
             },
         }
@@ -352,8 +353,8 @@ class FoclipIngress:
                             "note": "one replica's view each (fused: the same process)"}
         return respond_info(self.service, request)
 
-    @api.api_route("/v2", methods=["GET", "POST"])
-    @api.api_route("/v2/{path:path}", methods=["GET", "POST"])
+    @api.api_route("/v2", methods=V2_METHODS)
+    @api.api_route("/v2/{path:path}", methods=V2_METHODS)
     async def v2_routes(self, request: Request, path: str = "") -> Response:
         """The Open Inference Protocol (KServe v2) routes: metadata, health and infer (foclip/serve/v2.py)."""
         self._ensure_poller()

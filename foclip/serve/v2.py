@@ -26,10 +26,12 @@ No Ray and no FastAPI at import; plain functions testable without a server.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import re
+import reprlib
 import struct
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -52,6 +54,11 @@ BASE_OUTPUTS: tuple[tuple[str, str], ...] = (
     ("SCORE_COLOR", "FP32"), ("SCORE_GRAY", "FP32"), ("DROP", "FP32"), ("TAMPERED", "BOOL"), ("ERROR", "BYTES"),
 )
 _LENGTH = struct.Struct("<I")
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # JSON's rule: a backslash escapes one character
+_JSON_NESTING = re.compile(rb"[\[\]{}]")
+_SHORT = reprlib.Repr()  # keyword arguments to Repr() need Python 3.12
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxlevel = 80, 80, 8, 3
+_DECIMAL = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (the range check that follows refuses a sign)
 
 
 def probe_output_name(probe: str) -> str:
@@ -66,6 +73,11 @@ def output_specs(probes: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
         specs.append(("PROBE_DROP", "FP32"))
         specs.extend((probe_output_name(p), "FP32") for p in probes)
     return specs
+
+
+def short(value: Any) -> str:
+    """``repr(value)`` cut to a line (an echoed value may be megabytes long)."""
+    return _SHORT.repr(value)
 
 
 def v2_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> HttpError:
@@ -102,28 +114,79 @@ def check_encoding(headers: Mapping[str, str]) -> None:
         raise v2_error(400, f"Content-Encoding {encoding!r} is not accepted; send the request uncompressed")
 
 
-def split_body(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], bytes]:
-    """The JSON header of a request and the binary tensor data after it.
+def check_json_shape(head: bytes | memoryview, limits: Limits) -> None:
+    """Refuse, before parsing, JSON whose parse would cost more than its bytes or recurse without bound.
+
+    Strings (where images travel, base64) become one Python string each, about their own size;
+    everything else (``[]``, ``0``, ``,``) can become a Python object of ~50 bytes per byte or two
+    of input, and nesting recurses in the parser. So the bytes outside strings are counted (a
+    string's two quotes count) and must stay within ``limits.max_json_bytes``, and the nesting of
+    what remains within ``limits.max_json_depth``. The scan runs in C (a regular expression) except
+    for one step per string, and it stops at the first string past the bound.
+
+    Args:
+        head: the request's JSON bytes.
+        limits: the service limits.
 
     Raises:
-        HttpError: 400 when ``Inference-Header-Content-Length`` is not a length within the body,
-            or the JSON part is not a JSON object.
+        HttpError: 413 past ``max_json_bytes``; 400 past ``max_json_depth``.
+    """
+    cap = limits.max_json_bytes
+    outside, pos, gaps = 0, 0, []
+    for m in _JSON_STRING.finditer(head):
+        outside += m.start() - pos + 2
+        if outside > cap:
+            break
+        gaps.append(head[pos:m.start()])
+        pos = m.end()
+    else:
+        outside += len(head) - pos
+        gaps.append(head[pos:] if outside <= cap else b"")
+    if outside > cap:
+        raise HttpError(413, "json_too_large", f"the inference request's JSON has more than {cap} bytes outside "
+                        "its strings; only the images' base64 strings may be large")
+    depth = deepest = 0
+    for m in _JSON_NESTING.finditer(b"".join(gaps)):
+        depth += 1 if m[0] in b"[{" else -1
+        deepest = max(deepest, depth)
+    if deepest > limits.max_json_depth:
+        raise HttpError(400, "json_too_deep", f"the inference request nests arrays and objects {deepest} deep; "
+                        f"the limit is {limits.max_json_depth}")
+
+
+def split_body(headers: Mapping[str, str], body: bytes, limits: Limits) -> tuple[dict[str, Any], memoryview]:
+    """The JSON header of a request and the binary tensor data after it.
+
+    Args:
+        headers: request headers with lower-case keys.
+        body: the whole body.
+        limits: the service limits (the JSON bounds of :func:`check_json_shape`).
+
+    Returns:
+        (the parsed JSON object, a view of the bytes after it).
+
+    Raises:
+        HttpError: 400 when ``Inference-Header-Content-Length`` is not a decimal length within the
+            body, or the JSON part is not a JSON object; see :func:`check_json_shape`.
     """
     declared = headers.get(HEADER_LENGTH)
+    view = memoryview(body)  # slices of a view copy nothing (the binary part may be most of the body)
     if declared is None:
-        head, rest = body, b""
+        head, rest = view, view[len(body):]
     else:
-        try:
-            n = int(declared)
-        except ValueError:
-            raise v2_error(400, f"Inference-Header-Content-Length {declared!r} is not a number") from None
+        if not _DECIMAL.fullmatch(declared):  # int() would also take "1_0_9", " 12" and other digits
+            raise v2_error(400, f"Inference-Header-Content-Length {short(declared)} is not a number")
+        n = int(declared)
         if not 0 <= n <= len(body):
             raise v2_error(400, f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes")
-        head, rest = body[:n], body[n:]
+        head, rest = view[:n], view[n:]
+    check_json_shape(head, limits)
     try:
-        obj = json.loads(head)
+        obj = json.loads(bytes(head) if declared is not None else body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise v2_error(400, f"the inference request is not valid JSON ({exc})") from None
+    except RecursionError:  # bounded by max_json_depth; kept so that no nesting can ever be a 500
+        raise v2_error(400, "the inference request nests too deep") from None
     if not isinstance(obj, dict):
         raise v2_error(400, "the inference request must be a JSON object with an 'inputs' list")
     return obj, rest
@@ -138,6 +201,35 @@ def _parameters(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
     return params
 
 
+def _flag(params: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    # Strict: bool("false") and bool({"x": 1}) are True, so anything but a JSON boolean is refused.
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise v2_error(400, f"{where}: parameter {key!r} is {_kind(value)}; expected true or false")
+    return value
+
+
+def _kind(value: Any) -> str:
+    # The JSON kind of a parsed value, for messages (the value itself may be megabytes).
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+MAX_ID_CHARS = 256
+
+
+def _request_id(value: Any) -> str | None:
+    # The protocol's id is a string; a number is taken as its decimal text (clients send either).
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise v2_error(400, f"request: 'id' is {_kind(value)}; expected a string")
+    text = str(value)
+    if len(text) > MAX_ID_CHARS:
+        raise v2_error(400, f"request: 'id' has {len(text)} characters; the limit is {MAX_ID_CHARS}")
+    return text
+
+
 def _flat(data: Any) -> list[Any]:
     # The protocol allows row-major nested lists for a tensor's JSON data.
     if isinstance(data, list):
@@ -145,7 +237,7 @@ def _flat(data: Any) -> list[Any]:
     return [data]
 
 
-def decode_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
+def decode_bytes_tensor(raw: bytes | memoryview, count: int) -> list[bytes]:
     """The elements of a BYTES tensor in the binary-tensor format (4-byte little-endian length, then the bytes).
 
     Raises:
@@ -160,7 +252,7 @@ def decode_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
         if pos + n > len(raw):
             raise v2_error(400, f"input {INPUT_NAME!r}: element {len(out)} declares {n} bytes; only "
                            f"{len(raw) - pos} remain")
-        out.append(raw[pos:pos + n])
+        out.append(bytes(raw[pos:pos + n]))
         pos += n
     if len(out) != count:
         raise v2_error(400, f"input {INPUT_NAME!r}: binary data holds {len(out)} elements; shape says {count}")
@@ -204,23 +296,23 @@ def parse_infer(headers: Mapping[str, str], body: bytes, limits: Limits,
             does not match the shape, an unknown output, unsupported parameters); 413 for more than
             ``limits.max_images`` images.
     """
-    obj, binary = split_body(headers, body)
+    obj, binary = split_body(headers, body, limits)
     params = _parameters(obj, "request")
-    req = InferRequest(id=str(obj["id"]) if obj.get("id") is not None else None,
-                       binary_default=bool(params.get("binary_data_output", False)))
+    req = InferRequest(id=_request_id(obj.get("id")),
+                       binary_default=_flag(params, "binary_data_output", False, "request"))
     inputs = obj.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise v2_error(400, f"the request must have exactly one input, {INPUT_NAME!r} (BYTES, shape [N])")
     tensor = inputs[0]
     if tensor.get("name") != INPUT_NAME:
-        raise v2_error(400, f"unknown input {tensor.get('name')!r}; the model's one input is {INPUT_NAME!r}")
+        raise v2_error(400, f"unknown input {short(tensor.get('name'))}; the model's one input is {INPUT_NAME!r}")
     if tensor.get("datatype") != "BYTES":
-        raise v2_error(400, f"input {INPUT_NAME!r} has datatype {tensor.get('datatype')!r}; expected 'BYTES' "
+        raise v2_error(400, f"input {INPUT_NAME!r} has datatype {short(tensor.get('datatype'))}; expected 'BYTES' "
                        "(one encoded image file per element)")
     shape = tensor.get("shape")
     if (not isinstance(shape, list) or len(shape) != 1 or not isinstance(shape[0], int)
             or isinstance(shape[0], bool) or shape[0] < 0):
-        raise v2_error(400, f"input {INPUT_NAME!r} has shape {shape!r}; expected [N], N the number of images")
+        raise v2_error(400, f"input {INPUT_NAME!r} has shape {short(shape)}; expected [N], N the number of images")
     count = shape[0]
     if count == 0:
         raise HttpError(400, "no_images", f"input {INPUT_NAME!r} has no elements")
@@ -228,8 +320,8 @@ def parse_infer(headers: Mapping[str, str], body: bytes, limits: Limits,
         raise HttpError(413, "too_many_images", f"{count} images in one request; the limit is {limits.max_images}")
     size = _parameters(tensor, f"input {INPUT_NAME!r}").get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != len(binary):
-            raise v2_error(400, f"input {INPUT_NAME!r}: binary_data_size is {size!r} but {len(binary)} bytes "
+        if type(size) is not int or size != len(binary):  # bool is an int subclass, and not a size
+            raise v2_error(400, f"input {INPUT_NAME!r}: binary_data_size is {short(size)} but {len(binary)} bytes "
                            "follow the JSON header")
         if "data" in tensor:
             raise v2_error(400, f"input {INPUT_NAME!r} has both 'data' and binary data")
@@ -247,12 +339,12 @@ def parse_infer(headers: Mapping[str, str], body: bytes, limits: Limits,
         req.outputs = {}
         for out in requested:
             name = out.get("name") if isinstance(out, dict) else None
-            if name not in known_outputs:
-                raise v2_error(400, f"unknown output {name!r}; the model's outputs are {', '.join(known_outputs)}")
+            if not isinstance(name, str) or name not in known_outputs:
+                raise v2_error(400, f"unknown output {short(name)}; the model's outputs are {', '.join(known_outputs)}")
             out_params = _parameters(out, f"output {name!r}")
             if "classification" in out_params:
                 raise v2_error(400, f"output {name!r}: the classification extension is not supported")
-            req.outputs[name] = bool(out_params.get("binary_data", req.binary_default))
+            req.outputs[name] = _flag(out_params, "binary_data", req.binary_default, f"output {name!r}")
     return req, items
 
 
@@ -433,7 +525,9 @@ class V2Front:
             async with self.service.admit(ROUTE, headers, client) as admission:
                 check_encoding(headers)
                 body = await self.service.read_body(headers, stream)
-                req, items = parse_infer(headers, body, self.service.limits, dict(self.specs))
+                # Off the event loop: a large body's scan, parse and base64 decoding must not hold up the
+                # replica's other requests (the C parts keep the GIL, but each is one linear pass).
+                req, items = await asyncio.to_thread(parse_infer, headers, body, self.service.limits, dict(self.specs))
                 results = await self.service.detect(items)
                 payload, extra = shape_infer_response(req, results, self.specs, self.probes, self.service.meta)
                 admission.status = 200
@@ -461,9 +555,9 @@ class V2Front:
     @staticmethod
     def _model(name: str, version: str | None) -> None:
         if name != MODEL_NAME:
-            raise v2_error(404, f"unknown model {name!r}; this server serves {MODEL_NAME!r}")
+            raise v2_error(404, f"unknown model {short(name)}; this server serves {MODEL_NAME!r}")
         if version not in (None, MODEL_VERSION):
-            raise v2_error(404, f"unknown version {version!r} of model {MODEL_NAME!r}; it has version {MODEL_VERSION!r}")
+            raise v2_error(404, f"unknown version {short(version)} of model {MODEL_NAME!r}; it has version {MODEL_VERSION!r}")
 
     def server_metadata(self) -> dict[str, Any]:
         """``GET /v2``: name, version and the protocol extensions served."""
