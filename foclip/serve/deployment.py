@@ -325,6 +325,7 @@ class FoclipIngress:
                 "max_images": c.limits.max_images, "timeout_s": c.limits.timeout_s,
                 "body_timeout_s": c.limits.body_timeout_s, "max_request_pixels": c.limits.max_request_pixels,
                 "max_per_client": c.limits.max_per_client, "api_key": c.api_key_sha256 is not None,
+                "max_json_bytes": c.limits.max_json_bytes, "max_json_depth": c.limits.max_json_depth,
                 # What the proxy bounds before any route (foclip/serve/edge.py); the key's digest stays private.
                 "edge": {k: v for k, v in asdict(c.edge_limits()).items() if k != "api_key_sha256"},
                 "in_flight": self.service.in_flight,  # this replica's requests now (readiness for drain tests)
