@@ -105,7 +105,8 @@ class ServeConfig:
                           max_header_line_bytes=min(lim.max_header_line_bytes, lim.max_header_bytes),
                           header_timeout_s=lim.header_timeout_s, body_timeout_s=lim.body_timeout_s,
                           max_body_bytes=lim.max_body_bytes, max_uploads_per_client=lim.max_uploads_per_client,
-                          retry_after_s=self.retry_after_s, api_key_sha256=self.api_key_sha256)
+                          retry_after_s=self.retry_after_s, api_key_sha256=self.api_key_sha256,
+                          max_json_bytes=lim.max_json_bytes, max_json_depth=lim.max_json_depth)
 
     @property
     def resolved_backend(self) -> str:

@@ -14,7 +14,8 @@ proxy process and apply to every route (``/v1/*``, ``/v2/*``, ``/healthz``):
   ``body_timeout_s`` (408) and ``max_body_bytes`` (413), before the request is routed: a stalled
   upload holds a coroutine and a socket in the proxy, never a replica slot. At most
   ``max_uploads_per_client`` bodies are read at once per client address (more -> 429 +
-  Retry-After). It also keeps Ray's own ``/-/routes`` and ``/-/healthz`` behind the API key (when
+  Retry-After). A v2 inference body past the JSON bounds (:mod:`foclip.serve.json_bounds`) is
+  refused here, before it crosses to a replica. It also keeps Ray's own ``/-/routes`` and ``/-/healthz`` behind the API key (when
   one is set), and gives every error under ``/v2`` the Open Inference Protocol's body,
   ``{"error": "<message>"}``, whoever produced it (this module, the framework, Ray's proxy).
 
@@ -43,6 +44,7 @@ from http import HTTPStatus
 from typing import Any
 
 from foclip.serve.auth import key_matches, provided_api_key
+from foclip.serve.json_bounds import JsonBoundError, check_json_shape, json_head
 from foclip.serve.memory import IdleTrim
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
@@ -69,6 +71,8 @@ class EdgeLimits:
         max_uploads_per_client: bodies read at once per client address -> 429 (0: no bound).
         retry_after_s: the Retry-After of a 429.
         api_key_sha256: hex sha256 of the service's API key (Ray's ``/-/`` routes need it), or None.
+        max_json_bytes: most bytes outside strings in a v2 inference request's JSON -> 413.
+        max_json_depth: deepest nesting in a v2 inference request's JSON -> 400.
     """
 
     max_header_bytes: int = 32 * 1024
@@ -79,6 +83,8 @@ class EdgeLimits:
     max_uploads_per_client: int = 32
     retry_after_s: float = 1.0
     api_key_sha256: str | None = None
+    max_json_bytes: int = 64 * 1024
+    max_json_depth: int = 16
 
     def to_env(self) -> str:
         """The JSON that :meth:`from_env` reads back."""
@@ -344,7 +350,7 @@ class BodyGate:
                                 f"limit is {self.limits.max_body_bytes}", {"connection": "close"})
         self.open_uploads[client] += 1
         try:
-            body = await self._read(receive)
+            received = await self._read(receive)
         except _Refused as exc:
             _count(path, exc.status, exc.code)
             return await _reply(send, path, exc.status, exc.code, exc.message, {"connection": "close"})
@@ -352,6 +358,18 @@ class BodyGate:
             self.open_uploads[client] -= 1
             if self.open_uploads[client] <= 0:
                 del self.open_uploads[client]
+        if is_v2(path) and path.endswith("/infer"):
+            # The replica bounds v2 JSON too; here a body that fails the bound never crosses to it
+            # (Ray's transfer alone holds ~3 copies of a body in the replica). One C-speed scan.
+            header_length = dict(scope.get("headers") or []).get(b"inference-header-content-length")
+            try:
+                check_json_shape(json_head(received, None if header_length is None else header_length.decode("latin-1")),
+                                 self.limits.max_json_bytes, self.limits.max_json_depth)
+            except JsonBoundError as exc:
+                _count(path, exc.status, exc.code)
+                return await _reply(send, path, exc.status, exc.code, exc.message, {})
+        body = bytes(received)
+        del received
         sent = False
 
         async def replay() -> Message:
@@ -363,8 +381,11 @@ class BodyGate:
 
         await self.app(scope, replay, send)
 
-    async def _read(self, receive: Receive) -> bytes:
-        chunks, size = [], 0
+    async def _read(self, receive: Receive) -> bytearray:
+        # One growing buffer, not a list of chunks joined at the end: the body is held once while it
+        # arrives (and while it is checked), and copied once only if it goes on to a replica.
+        buf = bytearray()
+        size = 0
 
         async def collect() -> None:
             nonlocal size
@@ -377,7 +398,7 @@ class BodyGate:
                 if size > self.limits.max_body_bytes:
                     raise _Refused(413, "body_too_large",
                                    f"request body exceeds the limit of {self.limits.max_body_bytes} bytes")
-                chunks.append(chunk)
+                buf.extend(chunk)
                 if not message.get("more_body", False):
                     return
 
@@ -386,7 +407,7 @@ class BodyGate:
         except asyncio.TimeoutError:
             raise _Refused(408, "body_timeout", f"the request body did not arrive within "
                            f"{self.limits.body_timeout_s:g} s ({size} bytes received)") from None
-        return b"".join(chunks)
+        return buf
 
 
 class _Refused(Exception):

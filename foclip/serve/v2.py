@@ -43,6 +43,7 @@ from foclip import __version__
 from foclip.scoring import drop
 from foclip.serve.config import Limits
 from foclip.serve.core import DetectService, HttpError, Item
+from foclip.serve.json_bounds import JsonBoundError, check_json_shape
 
 ROUTE = "/v2/infer"  # the metrics label of inference
 MODEL_NAME = "foclip"
@@ -54,8 +55,6 @@ BASE_OUTPUTS: tuple[tuple[str, str], ...] = (
     ("SCORE_COLOR", "FP32"), ("SCORE_GRAY", "FP32"), ("DROP", "FP32"), ("TAMPERED", "BOOL"), ("ERROR", "BYTES"),
 )
 _LENGTH = struct.Struct("<I")
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # JSON's rule: a backslash escapes one character
-_JSON_NESTING = re.compile(rb"[\[\]{}]")
 _SHORT = reprlib.Repr()  # keyword arguments to Repr() need Python 3.12
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxlevel = 80, 80, 8, 3
 _DECIMAL = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (the range check that follows refuses a sign)
@@ -114,60 +113,21 @@ def check_encoding(headers: Mapping[str, str]) -> None:
         raise v2_error(400, f"Content-Encoding {encoding!r} is not accepted; send the request uncompressed")
 
 
-def check_json_shape(head: bytes | memoryview, limits: Limits) -> None:
-    """Refuse, before parsing, JSON whose parse would cost more than its bytes or recurse without bound.
-
-    Strings (where images travel, base64) become one Python string each, about their own size;
-    everything else (``[]``, ``0``, ``,``) can become a Python object of ~50 bytes per byte or two
-    of input, and nesting recurses in the parser. So the bytes outside strings are counted (a
-    string's two quotes count) and must stay within ``limits.max_json_bytes``, and the nesting of
-    what remains within ``limits.max_json_depth``. The scan runs in C (a regular expression) except
-    for one step per string, and it stops at the first string past the bound.
-
-    Args:
-        head: the request's JSON bytes.
-        limits: the service limits.
-
-    Raises:
-        HttpError: 413 past ``max_json_bytes``; 400 past ``max_json_depth``.
-    """
-    cap = limits.max_json_bytes
-    outside, pos, gaps = 0, 0, []
-    for m in _JSON_STRING.finditer(head):
-        outside += m.start() - pos + 2
-        if outside > cap:
-            break
-        gaps.append(head[pos:m.start()])
-        pos = m.end()
-    else:
-        outside += len(head) - pos
-        gaps.append(head[pos:] if outside <= cap else b"")
-    if outside > cap:
-        raise HttpError(413, "json_too_large", f"the inference request's JSON has more than {cap} bytes outside "
-                        "its strings; only the images' base64 strings may be large")
-    depth = deepest = 0
-    for m in _JSON_NESTING.finditer(b"".join(gaps)):
-        depth += 1 if m[0] in b"[{" else -1
-        deepest = max(deepest, depth)
-    if deepest > limits.max_json_depth:
-        raise HttpError(400, "json_too_deep", f"the inference request nests arrays and objects {deepest} deep; "
-                        f"the limit is {limits.max_json_depth}")
-
-
 def split_body(headers: Mapping[str, str], body: bytes, limits: Limits) -> tuple[dict[str, Any], memoryview]:
     """The JSON header of a request and the binary tensor data after it.
 
     Args:
         headers: request headers with lower-case keys.
         body: the whole body.
-        limits: the service limits (the JSON bounds of :func:`check_json_shape`).
+        limits: the service limits (``max_json_bytes``, ``max_json_depth``).
 
     Returns:
         (the parsed JSON object, a view of the bytes after it).
 
     Raises:
         HttpError: 400 when ``Inference-Header-Content-Length`` is not a decimal length within the
-            body, or the JSON part is not a JSON object; see :func:`check_json_shape`.
+            body, or the JSON part is not a JSON object; 413 or 400 past the JSON bounds
+            (:func:`foclip.serve.json_bounds.check_json_shape`).
     """
     declared = headers.get(HEADER_LENGTH)
     view = memoryview(body)  # slices of a view copy nothing (the binary part may be most of the body)
@@ -180,7 +140,10 @@ def split_body(headers: Mapping[str, str], body: bytes, limits: Limits) -> tuple
         if not 0 <= n <= len(body):
             raise v2_error(400, f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes")
         head, rest = view[:n], view[n:]
-    check_json_shape(head, limits)
+    try:
+        check_json_shape(head, limits.max_json_bytes, limits.max_json_depth)
+    except JsonBoundError as exc:
+        raise HttpError(exc.status, exc.code, exc.message) from None
     try:
         obj = json.loads(bytes(head) if declared is not None else body)
     except (ValueError, UnicodeDecodeError) as exc:
