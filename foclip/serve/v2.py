@@ -13,7 +13,9 @@ differs, and it lives here:
   image was scored, else ``"<code>: <message>"``); with several colour-space probes also
   ``PROBE_DROP`` (the multi-probe statistic) and ``DROP_<PROBE>`` per probe;
 * a per-image failure is an output (status 200); a malformed request gets ``{"error": "..."}`` with
-  the status the same failure gets on ``/v1/detect`` (400, 401, 404, 408, 413, 429, 503, 504).
+  the status the same failure gets on ``/v1/detect`` (400, 401, 404, 405, 408, 413, 429, 503, 504);
+  documented parameters have strict types (``"false"`` is not a boolean), and a JSON body is
+  bounded before it is parsed (:mod:`foclip.serve.json_bounds`).
 
 Routes (all under ``/v2``): ``GET /v2`` (server metadata), ``GET /v2/health/live``,
 ``GET /v2/health/ready``, ``GET /v2/models/foclip[/versions/1]`` (model metadata),
