@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # JSON's rule: a backslash escapes one character
+JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)  # JSON's rule: a backslash escapes one character
 _JSON_NESTING = re.compile(rb"[\[\]{}]")
 
 
@@ -40,7 +40,7 @@ def check_json_shape(head: bytes | memoryview, max_bytes: int, max_depth: int) -
         JsonBoundError: 413 ``json_too_large`` past ``max_bytes``; 400 ``json_too_deep`` past ``max_depth``.
     """
     outside, pos, gaps = 0, 0, []
-    for m in _JSON_STRING.finditer(head):
+    for m in JSON_STRING.finditer(head):
         outside += m.start() - pos + 2
         if outside > max_bytes:
             break

@@ -32,6 +32,7 @@ import asyncio
 import base64
 import binascii
 import json
+import os
 import re
 import reprlib
 import struct
@@ -45,7 +46,7 @@ from foclip import __version__
 from foclip.scoring import drop
 from foclip.serve.config import Limits
 from foclip.serve.core import DetectService, HttpError, Item
-from foclip.serve.json_bounds import JsonBoundError, check_json_shape
+from foclip.serve.json_bounds import JSON_STRING, JsonBoundError, check_json_shape
 
 ROUTE = "/v2/infer"  # the metrics label of inference
 MODEL_NAME = "foclip"
@@ -59,6 +60,8 @@ BASE_OUTPUTS: tuple[tuple[str, str], ...] = (
 _LENGTH = struct.Struct("<I")
 _SHORT = reprlib.Repr()  # keyword arguments to Repr() need Python 3.12
 _SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxlevel = 80, 80, 8, 3
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")  # what base64.b64decode(validate=True) accepts
+RAW_MIN_CHARS = 1024  # shorter strings are parsed as usual: the saving would be nothing
 _DECIMAL = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (the range check that follows refuses a sign)
 
 
@@ -115,6 +118,94 @@ def check_encoding(headers: Mapping[str, str]) -> None:
         raise v2_error(400, f"Content-Encoding {encoding!r} is not accepted; send the request uncompressed")
 
 
+class Base64Text:
+    """A JSON string of base64 left where it is in the request body: an image, decoded once, never copied to a str.
+
+    Args:
+        view: the string's characters (only the base64 alphabet; nothing to unescape).
+    """
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+
+    def decode(self) -> bytes:
+        """The bytes, as ``base64.b64decode(text, validate=True)`` gives them (the alphabet is already checked).
+
+        Raises:
+            binascii.Error: on bad padding.
+        """
+        return binascii.a2b_base64(self.view)
+
+
+def load_json(head: memoryview) -> Any:
+    """``json.loads`` of a request's JSON, with each long base64 string under ``inputs[i].data`` left in place.
+
+    Parsing turns the body's text into a ``str`` and each string into another: a JSON request whose
+    images travel in base64 would hold its images three times over before decoding. Here the
+    strings of :data:`RAW_MIN_CHARS` or more characters that are plain base64 (nothing escaped, so
+    the parser would give exactly those characters) are replaced, before parsing, by short
+    placeholders; after it, those under ``inputs[i].data`` become :class:`Base64Text` views of the
+    body, and any elsewhere the ``str`` the parser would have made. The result is the parser's, but
+    for those views. Malformed JSON gets the parser's own message, from the original text.
+
+    Args:
+        head: the JSON bytes (already within :func:`foclip.serve.json_bounds.check_json_shape`).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        ValueError: the JSON is malformed (``json.JSONDecodeError``, or a ``UnicodeDecodeError``).
+    """
+    spans: list[memoryview] = []
+    parts: list[bytes | memoryview] = []
+    pos = 0
+    tag = "\x00foclip-" + os.urandom(4).hex() + "-"  # a client's own strings cannot collide with it
+    for m in JSON_STRING.finditer(head):
+        start, end = m.span()
+        if end - start - 2 >= RAW_MIN_CHARS and _BASE64.fullmatch(head, start + 1, end - 1):
+            parts += [head[pos:start], json.dumps(f"{tag}{len(spans)}").encode()]
+            spans.append(head[start + 1:end - 1])
+            pos = end
+    if not spans:
+        return json.loads(_whole(head))
+    parts.append(head[pos:])
+    try:
+        obj = json.loads(b"".join(parts))
+    except ValueError:
+        return json.loads(_whole(head))  # the message (and its positions) of the text the client sent
+
+    def restore(node: Any, keep: bool) -> Any:
+        if isinstance(node, str) and node.startswith(tag):
+            view = spans[int(node[len(tag):])]
+            return Base64Text(view) if keep else str(view, "ascii")
+        if isinstance(node, list):
+            return [restore(x, keep) for x in node]
+        if isinstance(node, dict):
+            return {restore(k, False): restore(v, keep) for k, v in node.items()}
+        return node
+
+    if not isinstance(obj, dict):
+        return restore(obj, False)
+    out = {}
+    for key, value in obj.items():
+        key = restore(key, False)
+        if key == "inputs" and isinstance(value, list):
+            out[key] = [{restore(k, False): restore(v, restore(k, False) == "data") for k, v in t.items()}
+                        if isinstance(t, dict) else restore(t, False) for t in value]
+        else:
+            out[key] = restore(value, False)
+    return out
+
+
+def _whole(view: memoryview) -> bytes:
+    # The bytes a view shows, without a copy when it shows the whole of a bytes object.
+    whole = view.obj
+    return whole if isinstance(whole, bytes) and len(whole) == view.nbytes else bytes(view)
+
+
 def split_body(headers: Mapping[str, str], body: bytes, limits: Limits) -> tuple[dict[str, Any], memoryview]:
     """The JSON header of a request and the binary tensor data after it.
 
@@ -147,7 +238,7 @@ def split_body(headers: Mapping[str, str], body: bytes, limits: Limits) -> tuple
     except JsonBoundError as exc:
         raise HttpError(exc.status, exc.code, exc.message) from None
     try:
-        obj = json.loads(bytes(head) if declared is not None else body)
+        obj = load_json(head)
     except (ValueError, UnicodeDecodeError) as exc:
         raise v2_error(400, f"the inference request is not valid JSON ({exc})") from None
     except RecursionError:  # bounded by max_json_depth; kept so that no nesting can ever be a 500
@@ -231,11 +322,11 @@ def _items_from_json(data: Any, count: int) -> list[Item]:
     items = []
     for i, v in enumerate(values):
         item_id = f"{INPUT_NAME}[{i}]"
-        if not isinstance(v, str):
+        if not isinstance(v, (str, Base64Text)):
             raise v2_error(400, f"input {INPUT_NAME!r}: element {i} is {type(v).__name__}; expected a base64 "
                            "string (BYTES in JSON), or send the images as binary data")
         try:
-            items.append(Item(item_id, base64.b64decode(v, validate=True)))
+            items.append(Item(item_id, v.decode() if isinstance(v, Base64Text) else base64.b64decode(v, validate=True)))
         except (binascii.Error, ValueError):
             items.append(Item(item_id, b"", {"code": "bad_base64", "message": (
                 f"{item_id!r} | is not valid base64. Expected the image file's bytes in standard base64 "

@@ -7,8 +7,9 @@ For each ``--topology`` this starts ``foclip serve BUNDLE`` on loopback (int8, o
   after another. Prints each probe's status, time and body, the peak RSS (``VmHWM``, reset just
   before) and RSS after of each Ray worker of the service, and the ``/v1/detect`` latencies alone
   and during the probes.
-* ``image``: one valid v2 JSON request near the body limit (a ~23 MB noise PNG in base64): the
-  peak memory a legitimate request of the largest size costs each worker.
+* ``image``: one valid v2 JSON request near the body limit (a ~23 MB noise PNG in base64), then
+  the same PNG as a raw ``/v1/detect`` body: the peak memory a legitimate request of the largest
+  size costs each worker, in each protocol.
 
 Figures depend on the machine and its load: print ``grep -o 'avx512_vnni\\|avx_vnni\\|amx_int8\\|avx2'
 /proc/cpuinfo | sort -u`` and the load average next to them (this script prints the load average).
@@ -72,14 +73,19 @@ def junk_body(image: bytes, repeats: int) -> bytes:
     return head[:-1] + b', "junk": [' + b"[]," * (repeats - 1) + b"[]]}"
 
 
-def large_image_body(target_bytes: int) -> bytes:
-    """A valid v2 JSON request whose one image (a noise PNG) makes the body about ``target_bytes``."""
-    side = int((target_bytes * 3 / 4 / 3) ** 0.5)
+def noise_png(target_bytes: int) -> bytes:
+    """A noise PNG of about ``target_bytes`` (noise does not compress)."""
+    side = int((target_bytes / 3) ** 0.5)
     arr = np.random.default_rng(0).integers(0, 255, (side, side, 3), dtype=np.uint8)
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, "PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def v2_json_body(image: bytes) -> bytes:
+    """A valid v2 JSON request for one image (base64)."""
     return json.dumps({"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [1],
-                                   "data": [base64.b64encode(buf.getvalue()).decode()]}]}).encode()
+                                   "data": [base64.b64encode(image).decode()]}]}).encode()
 
 
 class Service:
@@ -116,8 +122,9 @@ def detect_once(client: httpx.Client, url: str, image: bytes) -> float:
     return time.perf_counter() - t0
 
 
-def probe(url: str, procs: dict[str, psutil.Process], bodies: list[bytes], image: bytes) -> dict:
-    """Send ``bodies`` at once to v2 inference while /v1/detect runs; the figures of that moment."""
+def probe(url: str, procs: dict[str, psutil.Process], bodies: list[bytes], image: bytes,
+          route: str = INFER, content_type: str = "application/json") -> dict:
+    """Send ``bodies`` at once to ``route`` while /v1/detect runs; the figures of that moment."""
     with httpx.Client(timeout=120) as client:
         alone = [detect_once(client, url, image) for _ in range(10)]
     time.sleep(2.0)  # let the replicas' idle trims run: the baseline is a quiet service
@@ -128,7 +135,7 @@ def probe(url: str, procs: dict[str, psutil.Process], bodies: list[bytes], image
     def send(body: bytes) -> None:
         with httpx.Client(timeout=120) as c:
             t0 = time.perf_counter()
-            r = c.post(url + INFER, content=body, headers={"content-type": "application/json"})
+            r = c.post(url + route, content=body, headers={"content-type": content_type})
             answers.append((r.status_code, round(time.perf_counter() - t0, 2), r.text[:120]))
 
     threads = [threading.Thread(target=send, args=(b,)) for b in bodies]
@@ -160,8 +167,9 @@ def main() -> int:
     args = ap.parse_args()
     image = photo_jpeg()
     junk = junk_body(image, args.repeats)
-    big = large_image_body(30 * 2**20)
-    print(f"junk body {len(junk) / 1e6:.1f} MB; large-image body {len(big) / 1e6:.1f} MB; "
+    png = noise_png(int(30 * 2**20 * 3 / 4))  # its base64 fills the 32 MiB body limit but for a margin
+    big = v2_json_body(png)
+    print(f"junk body {len(junk) / 1e6:.1f} MB; large-image body {len(big) / 1e6:.1f} MB (PNG {len(png) / 1e6:.1f} MB); "
           f"cpus {os.cpu_count()}; load average {os.getloadavg()[0]:.1f}", flush=True)
     for topology in args.topology:
         svc = Service(args.bundle, args.port, topology)
@@ -173,7 +181,10 @@ def main() -> int:
                 print(json.dumps({"topology": topology, "case": f"junk x{n}", **res,
                                   "load_avg_1m": round(os.getloadavg()[0], 1)}), flush=True)
             res = probe(svc.url, procs, [big], image)
-            print(json.dumps({"topology": topology, "case": "large image", **res,
+            print(json.dumps({"topology": topology, "case": "large image, v2 JSON", **res,
+                              "load_avg_1m": round(os.getloadavg()[0], 1)}), flush=True)
+            res = probe(svc.url, procs, [png], image, "/v1/detect", "image/png")
+            print(json.dumps({"topology": topology, "case": "same image, v1 raw body", **res,
                               "load_avg_1m": round(os.getloadavg()[0], 1)}), flush=True)
         finally:
             svc.stop()
