@@ -79,6 +79,9 @@ def add_parser(sub: Any) -> None:
                         "(needed when the settings differ from that run's)")
     p.add_argument("--exit-zero", action="store_true",
                    help="exit 0 even when an image is flagged or an input is unreadable (user errors still exit 1)")
+    from foclip.cli.detect_ray import add_arguments
+
+    add_arguments(p)  # --ray and its options: dataset scale on Ray Data (foclip/cli/detect_ray.py)
     p.set_defaults(func=run)
 
 
@@ -307,6 +310,10 @@ def run(args: argparse.Namespace) -> int:
     from foclip.runtime import Detector
     from foclip.runtime.decode import DecodeLimits
 
+    if args.ray:
+        from foclip.cli.detect_ray import run_ray
+
+        return run_ray(args, lambda det: _settings(det, args))
     paths = _check_paths_before_loading(args)
     if not args.max_file_mb > 0:
         raise InputError("--max-file-mb", f"is {args.max_file_mb:g}", "a size in MiB > 0")
