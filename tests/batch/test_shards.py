@@ -1,0 +1,138 @@
+"""Shards of a dataset scan, read and scored in this process (no Ray): foclip/batch/shards.py, scan.py."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pyarrow")
+
+from foclip.batch.scan import OutputFolder, ShardScanner, count_rows  # noqa: E402
+from foclip.batch.shards import SHARD_ERROR, ReadOptions, plan_shards, read_shard  # noqa: E402
+from foclip.errors import FoclipError  # noqa: E402
+from foclip.outputs import OutputError  # noqa: E402
+from foclip.rerun import SettingsChanged  # noqa: E402
+from foclip.runtime import Detector  # noqa: E402
+
+LIMITS = {"max_file_bytes": 256 * 1024 * 1024, "draft_factor": 4}
+DETECTOR = {"precision": "fp32", "batch_size": 3, "limits": LIMITS}
+
+
+def _by_stem(rows):
+    return {Path(r["id"]).name.removeprefix("p-").split(".")[0]: r for r in rows if not r.get("error")}
+
+
+def test_plan_names_tar_parquet_and_file_chunks_stably(dataset):
+    a = plan_shards([str(dataset["photos"]), str(dataset["shards"]), str(dataset["cut"])], files_per_shard=3)
+    kinds = [(s.kind, s.name) for s in a]
+    assert ("tar", "web-000") in kinds and ("parquet", "table-000") in kinds and ("tar", "cut") in kinds
+    chunks = [s for s in a if s.kind == "files"]
+    assert [len(s.files) for s in chunks] == [3, 1]  # 4 photos in chunks of 3
+    assert [s.name for s in plan_shards([str(dataset["photos"]), str(dataset["shards"]), str(dataset["cut"])], 3)] \
+        == [s.name for s in a]  # a rerun finds the same names
+    globbed = plan_shards([str(dataset["shards"] / "*.tar"), str(dataset["shards"] / "*.parquet")])
+    assert [s.name for s in globbed] == ["web-000", "table-000"]
+    missing = plan_shards([str(dataset["root"] / "nope.jpg")])
+    assert missing[0].files == (str(dataset["root"] / "nope.jpg"),)  # a not_found row, as in foclip detect
+
+
+def test_tar_members_by_key_bad_member_and_truncated_shard(dataset):
+    errors = []
+    items = list(read_shard(plan_shards([str(dataset["tar"])])[0], ReadOptions(LIMITS["max_file_bytes"]), errors))
+    ids = [i for i, _ in items]
+    assert ids == ["s/astronaut", "s/chelsea", "s/coffee", "s/rocket", "s/corrupt"]  # captions skipped
+    assert errors == []  # the corrupt member is an item: the runtime's decode turns it into an error row
+    errors = []
+    items = list(read_shard(plan_shards([str(dataset["cut"])])[0], ReadOptions(LIMITS["max_file_bytes"]), errors))
+    assert len(items) < 4 and [e["error"]["code"] for e in errors] == [SHARD_ERROR]
+    assert str(dataset["cut"]) in errors[0]["error"]["message"] and errors[0]["id"] == str(dataset["cut"])
+
+
+def test_oversized_tar_member_is_refused_from_its_header(dataset):
+    errors = []
+    items = list(read_shard(plan_shards([str(dataset["tar"])])[0], ReadOptions(max_file_bytes=1000), errors))
+    assert [i for i, _ in items] == ["s/corrupt"]  # the only member under 1000 bytes
+    assert {e["error"]["code"] for e in errors} == {"file_too_large"} and len(errors) == 4
+
+
+def test_parquet_columns_nulls_and_broken_files(dataset, tmp_path):
+    shard = plan_shards([str(dataset["parquet"])])[0]
+    errors = []
+    items = list(read_shard(shard, ReadOptions(LIMITS["max_file_bytes"], "image", "key"), errors))
+    assert [i for i, _ in items] == ["p-astronaut", "p-chelsea", "p-coffee", "p-rocket"]
+    assert [(e["id"], e["error"]["code"]) for e in errors] == [("null-0", "empty_file")]
+    errors = []
+    ids = [i for i, _ in read_shard(shard, ReadOptions(LIMITS["max_file_bytes"]), errors)]
+    assert ids[0] == "table-000/0"  # no --id-column: <shard>/<row>
+    errors = []
+    assert list(read_shard(shard, ReadOptions(LIMITS["max_file_bytes"], "pixels"), errors)) == []
+    assert errors[0]["error"]["code"] == SHARD_ERROR and "'pixels'" in errors[0]["error"]["message"]
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"PAR1 not really")
+    errors = []
+    assert list(read_shard(plan_shards([str(broken)])[0], ReadOptions(LIMITS["max_file_bytes"]), errors)) == []
+    assert [e["error"]["code"] for e in errors] == [SHARD_ERROR]
+
+
+def test_scanner_rows_equal_foclip_detect_for_files_tar_and_parquet(tiny_bundle, dataset):
+    """The actor's work, run here: every shard kind gives the scores `foclip detect` gives the files."""
+    with Detector.from_bundle(tiny_bundle, batch_size=3) as det:
+        reference = {Path(r.id).stem: r.to_dict() for r in det.detect(sorted(map(str, dataset["photos"].iterdir())))}
+    scanner = ShardScanner(str(tiny_bundle), DETECTOR, {"max_file_bytes": LIMITS["max_file_bytes"],
+                                                        "id_column": "key"}, threads=1)
+    try:
+        for s in plan_shards([str(dataset["photos"]), str(dataset["tar"]), str(dataset["parquet"])]):
+            rows = scanner.scan(s)
+            assert {r["shard"] for r in rows} == {s.name}
+            got = _by_stem(rows)
+            assert set(got) == set(reference), s.kind
+            for stem, ref in reference.items():
+                for key in ("score_color", "score_gray", "drop"):
+                    assert got[stem][key] == pytest.approx(ref[key], abs=1e-5), (s.kind, stem, key)
+                assert got[stem]["tampered"] == ref["tampered"]
+            bad = [r for r in rows if r["error"]]
+            assert all(r["calibrated"] is False and r["score_scale"] == ref["score_scale"] for r in bad)
+            if s.kind == "tar":
+                assert [(r["id"], r["error"]["code"]) for r in bad] == [("s/corrupt", "not_an_image")]
+    finally:
+        scanner.det.close()
+
+
+def test_output_folder_refuses_changed_settings_and_a_second_writer(tmp_path):
+    out = tmp_path / "out"
+    folder = OutputFolder(str(out), {"precision": "fp32"}, ("parquet",), fresh=False)
+    rows = [{"id": "a", "score_color": 1.0, "score_gray": 0.5, "drop": 0.5, "tampered": True, "error": None,
+             "calibrated": False, "score_scale": 100.0, "shard": "s0"}]
+    blob = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    assert folder.write_shard("s0", blob).flagged == 1
+    assert folder.complete("s0") and not folder.complete("s1")
+    with pytest.raises(OutputError, match="being written by foclip detect --ray"):
+        OutputFolder(str(out), {"precision": "fp32"}, ("parquet",), fresh=False)
+    folder.close()
+    (out / ".s1.parquet.partial").write_bytes(b"half a file")  # what a kill leaves
+    again = OutputFolder(str(out), {"precision": "fp32"}, ("parquet", "jsonl"), fresh=False)
+    assert not (out / ".s1.parquet.partial").exists()
+    assert not again.complete("s0")  # a jsonl is now asked for too: the shard is done again
+    assert again.read_back("s0").images == 1
+    again.close()
+    with pytest.raises(SettingsChanged, match="precision fp32 \\(this run: int8\\)"):
+        OutputFolder(str(out), {"precision": "int8"}, ("parquet",), fresh=False)
+    fresh = OutputFolder(str(out), {"precision": "int8"}, ("parquet",), fresh=True)
+    assert not fresh.complete("s0")
+    fresh.close()
+
+
+def test_output_folder_will_not_adopt_a_foreign_folder(tmp_path):
+    (tmp_path / "x.parquet").write_bytes(b"someone's data")
+    with pytest.raises(FoclipError, match="holds parquet files but no _meta.json"):
+        OutputFolder(str(tmp_path), {}, ("parquet",), fresh=False)
+    assert os.listdir(tmp_path).count("x.parquet") == 1
+
+
+def test_count_rows():
+    res = count_rows("s", [{"tampered": True, "error": None}, {"tampered": None, "error": {"code": "truncated"}},
+                           {"tampered": False, "error": None}])
+    assert (res.images, res.flagged, res.errors, res.codes) == (3, 1, 1, {"truncated": 1})
