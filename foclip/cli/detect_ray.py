@@ -117,21 +117,26 @@ def run_ray(args: argparse.Namespace, settings_of: Callable[[Any], dict[str, Any
                               f"scores them again); {len(todo)} to do", highlight=False)
         cfg = ScanConfig(args.bundle, kwargs, ReadOptions(int(args.max_file_mb * 1024 * 1024), args.image_column,
                                                           args.id_column), args.out, formats, args.actors, args.address)
-        scored = 0
+        run = {"scored": 0, "actor_seconds": 0.0, "first": None}
         t0 = time.perf_counter()
 
         def on_shard(res: ShardResult, seconds: float) -> None:
-            nonlocal scored
             results.append(res)
-            scored += res.images
+            run["scored"] += res.images
+            run["actor_seconds"] += seconds
+            if run["first"] is None:  # the steady rate starts once Ray and the actors are up
+                run["first"] = (time.perf_counter(), res.images)
 
         scan(cfg, todo, folder, on_shard)
-        seconds = time.perf_counter() - t0
+        run["t_end"] = time.perf_counter()
+        run["seconds"] = run["t_end"] - t0
         totals = _totals(results)
-        folder.write_meta({"complete": True, "shards": len(shards), "resumed_shards": len(done), **totals})
+        folder.write_meta({"complete": True, "shards": len(shards), "resumed_shards": len(done), **totals,
+                           "scored": run["scored"], "seconds": round(run["seconds"], 3),
+                           "actor_seconds": round(run["actor_seconds"], 3)})
     finally:
         folder.close()
-    return _report(args, title, thresholds, totals, results, scored, seconds, console, err_console)
+    return _report(args, title, thresholds, totals, results, run, console, err_console)
 
 
 def _totals(results: list[Any]) -> dict[str, Any]:
@@ -142,18 +147,31 @@ def _totals(results: list[Any]) -> dict[str, Any]:
             "errors": sum(r.errors for r in results), "error_codes": dict(sorted(codes.items()))}
 
 
+def _rates(run: dict[str, Any]) -> str:
+    """images/s over the run's wall time, after the first shard (Ray and the actors up), per actor."""
+    scored, seconds = run["scored"], run.get("seconds", 0.0)
+    if not scored or seconds <= 0:
+        return "- images/s"
+    text = f"{scored / seconds:.1f} images/s (wall, Ray start included"
+    t_first, n_first = run["first"]
+    if scored > n_first and t_first < run["t_end"]:
+        text += f"; {(scored - n_first) / (run['t_end'] - t_first):.1f} after the first shard"
+    if run["actor_seconds"] > 0:
+        text += f"; {scored / run['actor_seconds']:.1f} per actor while scoring"
+    return text + ")"
+
+
 def _report(args: argparse.Namespace, title: str, thresholds: str, totals: dict[str, Any], results: list[Any],
-            scored: int, seconds: float, console: Any, err_console: Any) -> int:
+            run: dict[str, Any], console: Any, err_console: Any) -> int:
     """The final summary (images, flagged, errors, images/s) and the exit code."""
     images, flagged, errors = totals["images"], totals["flagged"], totals["errors"]
-    rate = f"{scored / seconds:.1f} images/s" if seconds > 0 and scored else "- images/s"
     out = console if args.format == "table" else err_console
     out.print(title, highlight=False, markup=False)
     out.print(f"{images} image(s) in {len(results)} shard(s): {flagged} flagged as tampered, "
-              f"{images - flagged - errors} clean, {errors} unreadable; {scored} scored in this run at {rate} "
-              f"(wall, Ray start included).", highlight=False, markup=False)
+              f"{images - flagged - errors} clean, {errors} unreadable; {run['scored']} scored in this run at "
+              f"{_rates(run)}.", highlight=False, markup=False, soft_wrap=True)
     out.print(f"thresholds: {thresholds}; results: {args.out}/<shard>.parquet, settings in {args.out}/_meta.json",
-              highlight=False, markup=False)
+              highlight=False, markup=False, soft_wrap=True)
     shown = [row for r in results for row in r.unreadable][:10]
     for row in shown:
         err_console.print(f"unreadable ({row['error']['code']}): {row['error']['message']}", highlight=False,
