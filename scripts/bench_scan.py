@@ -34,7 +34,6 @@ def make_dataset(root: Path, n: int, per_shard: int) -> dict[str, Path]:
     """``n`` distinct JPEGs as a folder, tar shards and parquet shards under ``root``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from PIL import Image
 
     from foclip.samples import sample_photos
 
@@ -70,7 +69,8 @@ def make_dataset(root: Path, n: int, per_shard: int) -> dict[str, Path]:
 
 def export_bundle(model: str, out: Path) -> Path:
     """A random-init bundle of ``model`` with an int8 image encoder (needs foclip[export])."""
-    from foclip.exporter import ExportConfig, export_bundle as export
+    from foclip.exporter import ExportConfig
+    from foclip.exporter import export_bundle as export
 
     export(ExportConfig(model_name=model, pretrained="random", prompts=("artistic",), precisions=("fp32", "int8"),
                         opset=18, seed=0, detect_graph=False), out)

@@ -9,6 +9,7 @@ are ``foclip detect``'s.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -54,6 +55,19 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError("--draft-factor", f"is {args.draft_factor}", "an integer >= 0 (0 = full decode)")
 
 
+def _refuse_output_inside_inputs(out: str, inputs: list[str]) -> None:
+    """An output folder inside an input folder would have its parquet files read as shards by a rerun."""
+    from foclip.outputs import OutputError
+
+    target = os.path.realpath(out)
+    for raw in inputs:
+        if os.path.isdir(raw):
+            root = os.path.realpath(raw)
+            if target == root or target.startswith(root + os.sep):
+                raise OutputError(f"--out {out!r}", f"is inside the input folder {raw!r}; a rerun would read its "
+                                  "parquet files as shards", "an output folder outside the inputs")
+
+
 def _detector_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """``Detector.from_bundle`` keyword arguments (JSON-ready: they travel to the actors)."""
     return {"backend": args.backend, "precision": args.precision, "calibration": args.calibration,
@@ -92,6 +106,7 @@ def run_ray(args: argparse.Namespace, settings_of: Callable[[Any], dict[str, Any
         raise InputError(f"inputs {' '.join(args.inputs)!r}", "match no image files, tar or parquet shards",
                          "image files, folders, globs, @lists, WebDataset .tar or parquet files")
     refuse_overwriting_inputs(f"{args.out}/_meta.json", [s.path for s in shards], [args.bundle])
+    _refuse_output_inside_inputs(args.out, args.inputs)
     kwargs = _detector_kwargs(args)
     # Checked here, before Ray starts (bundle, calibration, precision, prompts): a bad option fails in
     # seconds with one line; the actors run the self-check on their own machines.

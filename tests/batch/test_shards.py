@@ -10,12 +10,12 @@ import pytest
 
 pytest.importorskip("pyarrow")
 
-from foclip.batch.scan import OutputFolder, ShardScanner, count_rows  # noqa: E402
-from foclip.batch.shards import SHARD_ERROR, ReadOptions, plan_shards, read_shard  # noqa: E402
-from foclip.errors import FoclipError  # noqa: E402
-from foclip.outputs import OutputError  # noqa: E402
-from foclip.rerun import SettingsChanged  # noqa: E402
-from foclip.runtime import Detector  # noqa: E402
+from foclip.batch.scan import OutputFolder, ShardScanner, count_rows
+from foclip.batch.shards import SHARD_ERROR, ReadOptions, plan_shards, read_shard
+from foclip.errors import FoclipError
+from foclip.outputs import OutputError
+from foclip.rerun import SettingsChanged
+from foclip.runtime import Detector
 
 LIMITS = {"max_file_bytes": 256 * 1024 * 1024, "draft_factor": 4}
 DETECTOR = {"precision": "fp32", "batch_size": 3, "limits": LIMITS}
@@ -136,3 +136,12 @@ def test_count_rows():
     res = count_rows("s", [{"tampered": True, "error": None}, {"tampered": None, "error": {"code": "truncated"}},
                            {"tampered": False, "error": None}])
     assert (res.images, res.flagged, res.errors, res.codes) == (3, 1, 1, {"truncated": 1})
+
+
+def test_output_inside_an_input_folder_is_refused(tiny_bundle, dataset, capsys):
+    from foclip.cli.main import main
+
+    code = main(["detect", str(tiny_bundle), str(dataset["root"]), "--ray", "--out", str(dataset["root"] / "scan")])
+    assert code == 1
+    assert "is inside the input folder" in capsys.readouterr().err
+    assert not (dataset["root"] / "scan").exists()
