@@ -2,14 +2,15 @@
 
     python scripts/bench_scan.py --bundle B --images 2000 --precision int8
     python scripts/bench_scan.py --model ViT-B-32 --images 2000     # exports a random-init bundle first
+    python scripts/bench_scan.py --model foclip-tiny --images 20000 --per-shard 500 --sides 64 --actors 2  # memory
 
 The sample photos (scikit-image, scikit-learn, matplotlib) are re-encoded at several sizes and JPEG
-qualities until there are ``--images`` distinct files, written as a folder, as WebDataset tar shards
+qualities (11 photos x 4 sides x 15 qualities: 660 distinct encodings, repeated up to ``--images`` files;
+no stage caches, so repeats cost what new files cost), written as a folder, as WebDataset tar shards
 and as parquet shards. Each configuration runs as its own CLI process; the script prints one markdown
 row per run: wall seconds, images/s over the wall (start-up included), the command's own images/s,
-for --ray the rate after the first shard and per actor (scoring time only), and the driver's RSS a quarter
-in and at the last sample
-(psutil, every 0.5 s) to show whether it stays flat. Scores of random-init or reference models
+for --ray the rate after the first shard and per actor (scoring time only), and the driver's RSS a
+quarter of the way in, at the end and at most (psutil, every 0.5 s), to show whether it stays flat. Scores of random-init or reference models
 test mechanics only; the rates are what this script is for.
 """
 
@@ -30,15 +31,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def make_dataset(root: Path, n: int, per_shard: int) -> dict[str, Path]:
-    """``n`` distinct JPEGs as a folder, tar shards and parquet shards under ``root``."""
+def make_dataset(root: Path, n: int, per_shard: int, sides: tuple[int, ...] = (224, 320, 480, 640)) -> dict[str, Path]:
+    """``n`` JPEGs (short side in ``sides``, the encodings repeating after photos x sides x 15) as a folder, tar shards and parquet shards under ``root``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from foclip.samples import sample_photos
 
     photos = [img.convert("RGB") for _, img in sample_photos()]
-    sides, qualities = (224, 320, 480, 640), (75, 85, 95)
+    qualities = (75, 85, 95)
     folder, tars, parquets = root / "folder", root / "tar", root / "parquet"
     for d in (folder, tars, parquets):
         d.mkdir(parents=True, exist_ok=True)
@@ -112,12 +113,14 @@ def main() -> None:
     ap.add_argument("--per-shard", type=int, default=250)
     ap.add_argument("--precision", default="int8")
     ap.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--sides", type=int, nargs="+", default=[224, 320, 480, 640],
+                    help="short sides of the re-encoded photos (small ones for a long run that measures memory)")
     ap.add_argument("--work", default=None, help="working folder (default: a temp folder)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="foclip-bench-scan-"))
     bundle = Path(args.bundle) if args.bundle else export_bundle(args.model, work / "bundle")
     t0 = time.perf_counter()
-    data = make_dataset(work / "data", args.images, args.per_shard)
+    data = make_dataset(work / "data", args.images, args.per_shard, tuple(args.sides))
     print(f"dataset: {args.images} JPEGs in {time.perf_counter() - t0:.0f} s; shards of {args.per_shard}; "
           f"bundle {bundle}; {os.cpu_count()} CPUs", flush=True)
     common = ["--precision", args.precision, "--exit-zero"]
