@@ -2,6 +2,7 @@
 
     python scripts/bench_scan.py --bundle B --images 2000 --precision int8
     python scripts/bench_scan.py --model ViT-B-32 --images 2000     # exports a random-init bundle first
+    python scripts/bench_scan.py --model foclip-ref-vit --pretrained reference --images 2000
     python scripts/bench_scan.py --model foclip-tiny --images 20000 --per-shard 500 --sides 64 --actors 2  # memory
 
 The sample photos (scikit-image, scikit-learn, matplotlib) are re-encoded at several sizes and JPEG
@@ -68,12 +69,12 @@ def make_dataset(root: Path, n: int, per_shard: int, sides: tuple[int, ...] = (2
     return {"folder": folder, "tar": tars, "parquet": parquets}
 
 
-def export_bundle(model: str, out: Path) -> Path:
-    """A random-init bundle of ``model`` with an int8 image encoder (needs foclip[export])."""
+def export_bundle(model: str, pretrained: str, out: Path) -> Path:
+    """A bundle of ``model`` with an int8 image encoder (needs foclip[export])."""
     from foclip.exporter import ExportConfig
     from foclip.exporter import export_bundle as export
 
-    export(ExportConfig(model_name=model, pretrained="random", prompts=("artistic",), precisions=("fp32", "int8"),
+    export(ExportConfig(model_name=model, pretrained=pretrained, prompts=("artistic",), precisions=("fp32", "int8"),
                         opset=18, seed=0, detect_graph=False), out)
     return out
 
@@ -109,6 +110,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bundle", default=None, help="an exported bundle (default: export --model first)")
     ap.add_argument("--model", default="ViT-B-32", help="model to export when no --bundle (random weights)")
+    ap.add_argument("--pretrained", default="random", help="weights of --model (reference for foclip-ref-*)")
     ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--per-shard", type=int, default=250)
     ap.add_argument("--precision", default="int8")
@@ -118,7 +120,7 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="working folder (default: a temp folder)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="foclip-bench-scan-"))
-    bundle = Path(args.bundle) if args.bundle else export_bundle(args.model, work / "bundle")
+    bundle = Path(args.bundle) if args.bundle else export_bundle(args.model, args.pretrained, work / "bundle")
     t0 = time.perf_counter()
     data = make_dataset(work / "data", args.images, args.per_shard, tuple(args.sides))
     print(f"dataset: {args.images} JPEGs in {time.perf_counter() - t0:.0f} s; shards of {args.per_shard}; "

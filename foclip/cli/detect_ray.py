@@ -9,6 +9,7 @@ are ``foclip detect``'s.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import time
 from collections import Counter
@@ -94,13 +95,15 @@ def run_ray(args: argparse.Namespace, settings_of: Callable[[Any], dict[str, Any
     from foclip.batch.scan import OutputFolder, ScanConfig, ShardResult, scan
     from foclip.batch.shards import ReadOptions, plan_shards
     from foclip.cli.common import console, err_console, random_weights_notice
-    from foclip.errors import require
+    from foclip.errors import MissingExtraError
     from foclip.outputs import refuse_overwriting_inputs
     from foclip.runtime import Detector
     from foclip.runtime.decode import DecodeLimits
 
     _check(args)
-    require("pyarrow", "batch")
+    for module in ("pyarrow", "ray"):  # say so now, not after the model loaded and the folder was made
+        if importlib.util.find_spec(module) is None:
+            raise MissingExtraError(module, "batch")
     shards = plan_shards(args.inputs, args.shard_size)
     if not shards:
         raise InputError(f"inputs {' '.join(args.inputs)!r}", "match no image files, tar or parquet shards",

@@ -145,3 +145,26 @@ def test_output_inside_an_input_folder_is_refused(tiny_bundle, dataset, capsys):
     assert code == 1
     assert "is inside the input folder" in capsys.readouterr().err
     assert not (dataset["root"] / "scan").exists()
+
+
+def test_without_ray_the_flag_names_the_extra(tiny_bundle, sample_photo_dir, tmp_path):
+    """On an install without Ray, `--ray` says in one line which extra to add, before loading anything."""
+    import subprocess
+    import sys
+
+    hide = ("import sys\n"
+            "class Hide:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        return None if name.partition('.')[0] == 'ray' else next(\n"
+            "            (s for f in FINDERS if (s := f.find_spec(name, path, target)) is not None), None)\n"
+            "FINDERS = [f for f in sys.meta_path if hasattr(f, 'find_spec')]\n"
+            "sys.meta_path[:] = [Hide()]\n"
+            "from foclip.cli.main import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]), "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-c", hide, "detect", str(tiny_bundle), str(sample_photo_dir), "--ray",
+                          "--out", str(tmp_path / "scan")], capture_output=True, text=True, env=env, check=False,
+                         timeout=300)
+    assert out.returncode == 1, out.stderr
+    assert "ray | is not installed. Expected `pip install 'foclip[batch]'`." in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "scan").exists()
