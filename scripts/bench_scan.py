@@ -84,18 +84,22 @@ def timed(argv: list[str], cwd: Path) -> dict:
     import psutil
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "foclip.cli.main", *argv], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    ps, rss = psutil.Process(proc.pid), []
-    while proc.poll() is None:
-        try:
-            rss.append(ps.memory_info().rss / 2**20)
-        except psutil.Error:
-            break
-        time.sleep(0.5)
-    out, err = proc.communicate()
-    wall = time.perf_counter() - t0
+    # Files, not pipes: a pipe nobody reads while the command runs fills up and stalls it.
+    with tempfile.TemporaryFile("w+") as fout, tempfile.TemporaryFile("w+") as ferr:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "foclip.cli.main", *argv], cwd=cwd, env=env,
+                                stdout=fout, stderr=ferr, text=True)
+        ps, rss = psutil.Process(proc.pid), []
+        while proc.poll() is None:
+            try:
+                rss.append(ps.memory_info().rss / 2**20)
+            except psutil.Error:
+                break
+            time.sleep(0.5)
+        wall = time.perf_counter() - t0
+        fout.seek(0)
+        ferr.seek(0)
+        out, err = fout.read(), ferr.read()
     if proc.returncode not in (0, 3, 4, 5):
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-3000:]}")
     return {"wall": wall, "stdout": out, "stderr": err, "rss": rss}
@@ -117,17 +121,18 @@ def main() -> None:
     ap.add_argument("--actors", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--sides", type=int, nargs="+", default=[224, 320, 480, 640],
                     help="short sides of the re-encoded photos (small ones for a long run that measures memory)")
+    ap.add_argument("--rounds", type=int, default=1, help="run every configuration this many times")
     ap.add_argument("--work", default=None, help="working folder (default: a temp folder)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="foclip-bench-scan-"))
     bundle = Path(args.bundle) if args.bundle else export_bundle(args.model, args.pretrained, work / "bundle")
     t0 = time.perf_counter()
-    data = make_dataset(work / "data", args.images, args.per_shard, tuple(args.sides))
+    data = make_dataset(work / "data", args.images, args.per_shard, tuple(args.sides))  # rewritten each run
     print(f"dataset: {args.images} JPEGs in {time.perf_counter() - t0:.0f} s; shards of {args.per_shard}; "
           f"bundle {bundle}; {os.cpu_count()} CPUs", flush=True)
     common = ["--precision", args.precision, "--exit-zero"]
     runs = [("foclip detect (1 process)", ["detect", str(bundle), str(data["folder"]), "--format", "jsonl",
-                                            "--out", str(work / "single.jsonl"), *common], None)]
+                                            "--out", str(work / "single.jsonl"), "--fresh", *common], None)]
     for n in args.actors:
         runs.append((f"--ray --actors {n}, tar shards", ["detect", str(bundle), str(data["tar"]), "--ray",
                      "--actors", str(n), "--out", str(work / f"ray{n}-tar"), *common], work / f"ray{n}-tar"))
@@ -138,7 +143,12 @@ def main() -> None:
     print("| run | wall s | images/s (wall) | images/s (command) | after 1st shard | per actor, scoring only | "
           "driver RSS MiB at 1/4 / last / max |")
     print("|---|---|---|---|---|---|---|")
-    for name, argv, out in runs:
+    # On a shared machine the load moves during a run: later rounds go in reverse order, so that no
+    # configuration always runs first or last.
+    order = [run for i in range(args.rounds) for run in (runs if i % 2 == 0 else runs[::-1])]
+    for name, argv, out in order:
+        if out is not None:
+            argv = [*argv, "--fresh"]
         r = timed(argv, work)
         per_actor = "-"
         if out is not None:
