@@ -3,7 +3,7 @@
     python scripts/bench_scan.py --bundle B --images 2000 --precision int8
     python scripts/bench_scan.py --model ViT-B-32 --images 2000     # exports a random-init bundle first
     python scripts/bench_scan.py --model foclip-ref-vit --pretrained reference --images 2000
-    python scripts/bench_scan.py --model foclip-tiny --images 20000 --per-shard 500 --sides 64 --actors 2  # memory
+    python scripts/bench_scan.py --bundle B --images 2000 --actors 2 --memory-copies 10   # + a 20,000-image run
 
 The sample photos (scikit-image, scikit-learn, matplotlib) are re-encoded at several sizes and JPEG
 qualities (11 photos x 4 sides x 15 qualities: 660 distinct encodings, repeated up to ``--images`` files;
@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def make_dataset(root: Path, n: int, per_shard: int, sides: tuple[int, ...] = (224, 320, 480, 640)) -> dict[str, Path]:
-    """``n`` JPEGs (short side in ``sides``, the encodings repeating after photos x sides x 15) as a folder, tar shards and parquet shards under ``root``."""
+    """``n`` JPEGs (short side in ``sides``; the encodings repeat after photos x sides x 15) as a folder,
+    tar shards and parquet shards under ``root``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -122,6 +123,8 @@ def main() -> None:
     ap.add_argument("--sides", type=int, nargs="+", default=[224, 320, 480, 640],
                     help="short sides of the re-encoded photos (small ones for a long run that measures memory)")
     ap.add_argument("--rounds", type=int, default=1, help="run every configuration this many times")
+    ap.add_argument("--memory-copies", type=int, default=0,
+                    help="then one long --ray run over the tar shards linked this many times (driver RSS along it)")
     ap.add_argument("--work", default=None, help="working folder (default: a temp folder)")
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="foclip-bench-scan-"))
@@ -160,6 +163,31 @@ def main() -> None:
         rss = r["rss"] or [0.0]
         print(f"| {name} | {r['wall']:.1f} | {args.images / r['wall']:.1f} | {rate if rate is not None else '-'} | "
               f"{steady} | {per_actor} | {rss[len(rss) // 4]:.0f} / {rss[-1]:.0f} / {max(rss):.0f} |", flush=True)
+    if args.memory_copies:
+        memory_run(bundle, data["tar"], args.memory_copies, max(args.actors), args.precision, work)
+
+
+def memory_run(bundle: Path, tars: Path, copies: int, actors: int, precision: str, work: Path) -> None:
+    """The tar shards linked ``copies`` times (distinct shard names, the same bytes): one long --ray run,
+    the driver's RSS along it."""
+    many = work / "many"
+    many.mkdir(exist_ok=True)
+    shards = sorted(tars.glob("*.tar"))
+    for c in range(copies):
+        for f in shards:
+            link = many / f"c{c:04d}-{f.name}"
+            if not link.exists():
+                link.symlink_to(f.resolve())
+    n_images = 0
+    for f in shards:
+        with tarfile.open(f) as tar:
+            n_images += sum(1 for m in tar if m.isfile()) * copies
+    r = timed(["detect", str(bundle), str(many), "--ray", "--actors", str(actors), "--precision", precision,
+               "--exit-zero", "--fresh", "--out", str(work / "many-out")], work)
+    rss = r["rss"] or [0.0]
+    at = " / ".join(f"{rss[min(len(rss) - 1, int(len(rss) * q))]:.0f}" for q in (0.1, 0.25, 0.5, 0.75, 1.0))
+    print(f"memory run: {n_images} images in {copies * len(shards)} shards, {actors} actor(s), {r['wall']:.0f} s; "
+          f"driver RSS MiB at 10/25/50/75/100 % of the run: {at}; max {max(rss):.0f}", flush=True)
 
 
 if __name__ == "__main__":
