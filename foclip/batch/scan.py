@@ -262,7 +262,9 @@ def _plan_actors(ray: Any, actors: int | None) -> tuple[int, int]:
     if n > total:
         raise InputError("--actors", f"is {n} but the Ray cluster has {total} CPU(s)",
                          "at most one actor per CPU")
-    return n, max(1, min(total // n, max(per_node)))
+    # The most CPUs an actor can have so that n of them fit on the nodes (an actor lives on one node).
+    cpus = next(c for c in range(total // n, 0, -1) if sum(p // c for p in per_node) >= n)
+    return n, cpus
 
 
 def _user_error(exc: BaseException) -> FoclipError | None:
@@ -296,7 +298,12 @@ def ray_session(address: str | None) -> Iterator[Any]:
     if address is None:
         ray.init(include_dashboard=False, log_to_driver=False)
     else:
-        ray.init(address=address, log_to_driver=False)
+        try:
+            ray.init(address=address, log_to_driver=False)
+        except (ConnectionError, TimeoutError, ValueError) as exc:
+            raise FoclipError(f"--address {address!r}", f"cannot be joined ({exc.__class__.__name__}: "
+                              f"{str(exc).splitlines()[0] if str(exc) else 'no answer'})",
+                              "the address of a running Ray cluster (`ray start --head` prints it)") from exc
     try:
         yield ray
     finally:

@@ -168,3 +168,20 @@ def test_without_ray_the_flag_names_the_extra(tiny_bundle, sample_photo_dir, tmp
     assert out.returncode == 1, out.stderr
     assert "ray | is not installed. Expected `pip install 'foclip[batch]'`." in out.stderr
     assert "Traceback" not in out.stderr and not (tmp_path / "scan").exists()
+
+
+def test_actors_share_the_cpus_and_never_outnumber_them():
+    from types import SimpleNamespace
+
+    from foclip.batch.scan import _plan_actors
+
+    def cluster(*cpus):
+        return SimpleNamespace(nodes=lambda: [{"Alive": True, "Resources": {"CPU": c}} for c in cpus])
+
+    assert _plan_actors(cluster(2), None) == (1, 2)  # locally: one actor with every core
+    assert _plan_actors(cluster(2), 2) == (2, 1)
+    assert _plan_actors(cluster(16, 16, 8), None) == (3, 8)  # one per node: each fits on the smallest one
+    assert _plan_actors(cluster(16, 16, 8), 4) == (4, 8)
+    assert _plan_actors(cluster(4, 4), 8) == (8, 1)
+    with pytest.raises(FoclipError, match="--actors | is 3 but the Ray cluster has 2 CPU"):
+        _plan_actors(cluster(2), 3)
