@@ -27,15 +27,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run on Ray Data: INPUTS may also be WebDataset .tar shards and parquet files; --out is a "
                         "folder with one parquet file per shard (and a .jsonl with --format jsonl); a rerun "
                         "skips finished shards")
-    g.add_argument("--address", default=None, help="with --ray: join this Ray cluster (default: start Ray here)")
-    g.add_argument("--actors", type=int, default=None,
+    g.add_argument("--address", default=None, metavar="ADDR", help="with --ray: join this Ray cluster (default: start Ray here)")
+    g.add_argument("--actors", type=int, default=None, metavar="N",
                    help="with --ray: detector actors, each with an equal share of the CPUs "
                         "(default: one per node)")
-    g.add_argument("--image-column", default="image",
+    g.add_argument("--image-column", default="image", metavar="COL",
                    help="with --ray: parquet column holding image bytes (default image)")
-    g.add_argument("--id-column", default=None,
+    g.add_argument("--id-column", default=None, metavar="COL",
                    help="with --ray: parquet column holding ids (default <shard>/<row>)")
-    g.add_argument("--shard-size", type=int, default=1000,
+    g.add_argument("--shard-size", type=int, default=1000, metavar="N",
                    help="with --ray: image files (not tar/parquet) per output shard (default 1000)")
 
 
