@@ -27,7 +27,6 @@ from foclip.errors import FoclipError, InputError, require
 from foclip.outputs import OutputError, atomic_write_json, output_error
 
 META = "_meta.json"
-LOCK = ".foclip-scan.lock"
 PARTIAL = ".partial"
 FORMATS = ("parquet", "jsonl")
 
@@ -140,14 +139,17 @@ class ShardScanner:
 
 
 class OutputFolder:
-    """The scan's output folder: one writer (an exclusive lock), settings in ``_meta.json``, a file per shard."""
+    """The scan's output folder: settings in ``_meta.json``, a file per shard.
+
+    One writer per folder is the caller's part (`foclip detect` holds a
+    :class:`foclip.outputs.OutputClaim` on it for the run).
+    """
 
     def __init__(self, path: str, settings: dict[str, Any], formats: tuple[str, ...], fresh: bool) -> None:
-        """Lock the folder, check (or, with ``fresh``, discard) earlier results, sweep killed writes.
+        """Check (or, with ``fresh``, discard) earlier results and sweep what killed writes left.
 
         Raises:
-            OutputError: the folder cannot be written, holds files of something else, or another
-                run holds its lock.
+            OutputError: the folder cannot be written, or holds files of something else.
             SettingsChanged: its results were made with other settings.
         """
         from foclip.outputs import ensure_writable
@@ -155,7 +157,6 @@ class OutputFolder:
 
         self.path, self.settings, self.formats = Path(path), settings, formats
         ensure_writable(self.path, folder=True)
-        self._lock()
         meta = self.path / META
         if meta.is_file():
             try:
@@ -176,28 +177,6 @@ class OutputFolder:
             with contextlib.suppress(OSError):
                 tmp.unlink()
         self.write_meta({"complete": False})
-
-    def _lock(self) -> None:
-        import fcntl
-
-        lock = self.path / LOCK
-        try:
-            self._lock_fh = open(lock, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
-        except OSError as exc:
-            raise output_error(lock, exc) from exc
-        try:
-            # The kernel drops the lock when the holder dies, so a killed run never blocks a rerun.
-            fcntl.flock(self._lock_fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_fh.seek(0)
-            holder = self._lock_fh.read().strip() or "another process"
-            self._lock_fh.close()
-            raise OutputError(f"--out {str(self.path)!r}", f"is being written by {holder}",
-                              "one run per output folder: wait for it, or another folder") from None
-        self._lock_fh.seek(0)
-        self._lock_fh.truncate()
-        self._lock_fh.write(f"foclip detect --ray (pid {os.getpid()})\n")
-        self._lock_fh.flush()
 
     def _discard(self) -> None:
         for suffix in FORMATS:
@@ -246,11 +225,6 @@ class OutputFolder:
     def write_meta(self, extra: dict[str, Any]) -> None:
         """``_meta.json``: the settings plus ``extra`` (``complete`` and the run's counts)."""
         atomic_write_json(self.path / META, {**extra, "settings": self.settings})
-
-    def close(self) -> None:
-        """Release the lock."""
-        with contextlib.suppress(OSError):
-            self._lock_fh.close()
 
 
 def _plan_actors(ray: Any, actors: int | None) -> tuple[int, int]:

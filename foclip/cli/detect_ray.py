@@ -125,35 +125,33 @@ def run_ray(args: argparse.Namespace, settings_of: Callable[[Any], dict[str, Any
         det.close()
         del det
     formats = ("parquet", "jsonl") if args.format == "jsonl" else ("parquet",)
+    # `foclip detect`'s run holds the output claim on --out (one writer, released by the kernel on a kill).
     folder = OutputFolder(args.out, settings, formats, args.fresh)
-    try:
-        done = [s for s in shards if folder.complete(s.name)]
-        todo = [s for s in shards if not folder.complete(s.name)]
-        results: list[ShardResult] = [folder.read_back(s.name) for s in done]
-        if done:
-            err_console.print(f"resumed: {len(done)} of {len(shards)} shard(s) already in {args.out} (kept; --fresh "
-                              f"scores them again); {len(todo)} to do", highlight=False)
-        cfg = ScanConfig(args.bundle, kwargs, ReadOptions(int(args.max_file_mb * 1024 * 1024), args.image_column,
-                                                          args.id_column), args.out, formats, args.actors, args.address)
-        run = {"scored": 0, "actor_seconds": 0.0, "first": None}
-        t0 = time.perf_counter()
+    done = [s for s in shards if folder.complete(s.name)]
+    todo = [s for s in shards if not folder.complete(s.name)]
+    results: list[ShardResult] = [folder.read_back(s.name) for s in done]
+    if done:
+        err_console.print(f"resumed: {len(done)} of {len(shards)} shard(s) already in {args.out} (kept; --fresh "
+                          f"scores them again); {len(todo)} to do", highlight=False)
+    cfg = ScanConfig(args.bundle, kwargs, ReadOptions(int(args.max_file_mb * 1024 * 1024), args.image_column,
+                                                      args.id_column), args.out, formats, args.actors, args.address)
+    run = {"scored": 0, "actor_seconds": 0.0, "first": None}
+    t0 = time.perf_counter()
 
-        def on_shard(res: ShardResult, seconds: float) -> None:
-            results.append(res)
-            run["scored"] += res.images
-            run["actor_seconds"] += seconds
-            if run["first"] is None:  # the steady rate starts once Ray and the actors are up
-                run["first"] = (time.perf_counter(), res.images)
+    def on_shard(res: ShardResult, seconds: float) -> None:
+        results.append(res)
+        run["scored"] += res.images
+        run["actor_seconds"] += seconds
+        if run["first"] is None:  # the steady rate starts once Ray and the actors are up
+            run["first"] = (time.perf_counter(), res.images)
 
-        scan(cfg, todo, folder, on_shard)
-        run["t_end"] = time.perf_counter()
-        run["seconds"] = run["t_end"] - t0
-        totals = _totals(results)
-        folder.write_meta({"complete": True, "shards": len(shards), "resumed_shards": len(done), **totals,
-                           "scored": run["scored"], "seconds": round(run["seconds"], 3),
-                           "actor_seconds": round(run["actor_seconds"], 3)})
-    finally:
-        folder.close()
+    scan(cfg, todo, folder, on_shard)
+    run["t_end"] = time.perf_counter()
+    run["seconds"] = run["t_end"] - t0
+    totals = _totals(results)
+    folder.write_meta({"complete": True, "shards": len(shards), "resumed_shards": len(done), **totals,
+                       "scored": run["scored"], "seconds": round(run["seconds"], 3),
+                       "actor_seconds": round(run["actor_seconds"], 3)})
     return _report(args, title, thresholds, totals, results, run, console, err_console)
 
 

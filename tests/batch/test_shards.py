@@ -13,7 +13,6 @@ pytest.importorskip("pyarrow")
 from foclip.batch.scan import OutputFolder, ShardScanner, count_rows
 from foclip.batch.shards import SHARD_ERROR, ReadOptions, plan_shards, read_shard
 from foclip.errors import FoclipError
-from foclip.outputs import OutputError
 from foclip.rerun import SettingsChanged
 from foclip.runtime import Detector
 
@@ -101,7 +100,7 @@ def test_scanner_rows_equal_foclip_detect_for_files_tar_and_parquet(tiny_bundle,
         scanner.det.close()
 
 
-def test_output_folder_refuses_changed_settings_and_a_second_writer(tmp_path):
+def test_output_folder_refuses_changed_settings_and_sweeps_partial_files(tmp_path):
     out = tmp_path / "out"
     folder = OutputFolder(str(out), {"precision": "fp32"}, ("parquet",), fresh=False)
     rows = [{"id": "a", "score_color": 1.0, "score_gray": 0.5, "drop": 0.5, "tampered": True, "error": None,
@@ -109,20 +108,15 @@ def test_output_folder_refuses_changed_settings_and_a_second_writer(tmp_path):
     blob = "".join(json.dumps(r) + "\n" for r in rows).encode()
     assert folder.write_shard("s0", blob).flagged == 1
     assert folder.complete("s0") and not folder.complete("s1")
-    with pytest.raises(OutputError, match="being written by foclip detect --ray"):
-        OutputFolder(str(out), {"precision": "fp32"}, ("parquet",), fresh=False)
-    folder.close()
     (out / ".s1.parquet.partial").write_bytes(b"half a file")  # what a kill leaves
     again = OutputFolder(str(out), {"precision": "fp32"}, ("parquet", "jsonl"), fresh=False)
     assert not (out / ".s1.parquet.partial").exists()
     assert not again.complete("s0")  # a jsonl is now asked for too: the shard is done again
     assert again.read_back("s0").images == 1
-    again.close()
     with pytest.raises(SettingsChanged, match="precision fp32 \\(this run: int8\\)"):
         OutputFolder(str(out), {"precision": "int8"}, ("parquet",), fresh=False)
     fresh = OutputFolder(str(out), {"precision": "int8"}, ("parquet",), fresh=True)
     assert not fresh.complete("s0")
-    fresh.close()
 
 
 def test_output_folder_will_not_adopt_a_foreign_folder(tmp_path):
@@ -185,3 +179,27 @@ def test_actors_share_the_cpus_and_never_outnumber_them():
     assert _plan_actors(cluster(4, 4), 8) == (8, 1)
     with pytest.raises(FoclipError, match="--actors | is 3 but the Ray cluster has 2 CPU"):
         _plan_actors(cluster(2), 3)
+
+
+def test_a_second_writer_is_refused_and_a_failed_run_keeps_finished_shards(tiny_bundle, sample_photo_dir, tmp_path,
+                                                                            capsys, monkeypatch):
+    """`foclip detect`'s output claim covers --ray's folder: a second run is refused; a run that fails
+    after some shards were written (Ctrl-C) leaves them for the rerun."""
+    from foclip.cli.main import main
+    from foclip.outputs import OutputClaim
+
+    out = tmp_path / "scan"
+    argv = ["detect", str(tiny_bundle), str(sample_photo_dir), "--ray", "--shard-size", "2", "--out", str(out)]
+    with OutputClaim(out, "--out", "another foclip run"):
+        assert main(argv) == 1
+    assert "is being written by another run" in capsys.readouterr().err
+
+    import foclip.batch.scan as scan_mod
+
+    def interrupted(cfg, shards, folder, on_shard):  # one shard written, then Ctrl-C
+        folder.write_shard(shards[0].name, b'{"id": "x", "tampered": false, "error": null}\n')
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scan_mod, "scan", interrupted)
+    assert main(argv) == 130  # Ctrl-C
+    assert len(list(out.glob("*.parquet"))) == 1
