@@ -58,7 +58,7 @@ class DetectConfig:
     Attributes:
         backend: ``ort-cpu``, ``ort-cuda`` or ``trt``.
         precision: image-graph precision in the bundle (``fp32``, ``fp16``, ``int8``), or the
-            engine precision for ``trt`` (``fp16``, ``bf16``, ``fp32``).
+            engine precision for ``trt`` (``fp16``, ``fp32``).
         cascade: run the gray pass only where ``score_color >= tau_score``.
         batch_size: images per encoder call (2x rows without cascade).
         tau_score: score gate on the 0..score_scale scale (from the calibration when given).

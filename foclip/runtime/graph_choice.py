@@ -31,8 +31,9 @@ def _missing(bundle: Bundle, role: str, precision: str, needs_engine: bool) -> B
     """The error for a graph the bundle has no artifact for, naming the command that makes one."""
     where = f"bundle {str(bundle.path)!r}"
     if needs_engine:
+        src = f"{role}.{precision}"  # an engine's precision is its graph's (strongly typed)
         return BundleError(where, f"has no TensorRT engine at {precision} built from a {role} graph",
-                           f"`foclip build-engine {bundle.path} --graph {role}.fp32 --precision {precision}` first")
+                           f"`foclip build-engine {bundle.path} --graph {src} --precision {precision}` first")
     have = ", ".join(k for k in bundle.manifest.graphs if k.startswith(f"{role}.")) or "none"
     make = "--detect-graph" if role == "detect" else f"--precision {precision}"
     return BundleError(where, f"has no {role}.{precision} graph (it has: {have})",
@@ -68,7 +69,7 @@ def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto
     if row.precision_selects == "graph" and precision not in row.precisions:
         raise InputError(f"precision {precision!r}", f"is not a precision of {canon} graphs"
                          + did_you_mean(precision, list(row.precisions)),
-                         "fp32, fp16 or int8 (bf16 is a TensorRT engine precision: --backend trt)")
+                         "fp32, fp16 or int8")
     detect = graph_candidates(canon, bundle.manifest, "detect", precision)
     if mode == "fused":
         if cascade:

@@ -80,7 +80,7 @@ def test_export_options_reach_the_export_config(monkeypatch, tmp_path):
 def test_build_engine_encoder_is_refused_with_the_graph_to_use(capsys):
     assert main(["build-engine", "bundle", "--encoder", "text"]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--encoder text" in err and "--graph text.fp32" in err
+    assert len(err.splitlines()) == 1 and "--encoder text" in err and "--graph text.fp16" in err
 
 
 # ----------------------------------------------------------------------------- detect
