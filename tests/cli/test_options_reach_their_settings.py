@@ -196,3 +196,11 @@ def test_data_wild_sizes_reach_the_corpus_builder_and_are_range_checked(monkeypa
     assert main(["data", "wild", "--out", str(tmp_path / "c"), "--max-side", "8"]) == 1
     err = capsys.readouterr().err
     assert "--screenshots -1 | is out of range" in err and "--max-side 8 | is out of range" in err
+
+
+# ----------------------------------------------------------------------------- detect --ray
+def test_detect_ray_image_column_reaches_the_shard_reader(tiny_bundle, sample_photo_dir, monkeypatch, tmp_path):
+    _stand_in(monkeypatch, "foclip.batch.scan.scan")  # stands for Ray and its actors
+    got = _captured(["detect", str(tiny_bundle), str(sample_photo_dir), "--ray", "--image-column", "jpeg_bytes",
+                     "--out", str(tmp_path / "scan")])
+    assert got.args_[0].read.image_column == "jpeg_bytes"
