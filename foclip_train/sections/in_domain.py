@@ -1,0 +1,360 @@
+"""`foclip reproduce --sections in_domain`: the paper's experiment where the reference CLIPs are competent.
+
+The reference CLIPs (64 px, trained on clip art and emoji) barely understand photos, so on photos a
+score threshold alone separates FoCLIP images from originals and the grayscale drop has nothing to
+add. Their own domain is the place to ask the paper's question: the held-out split of their training
+data (never trained on; ``foclip data heldout``), of which a stratified subset ships with foclip
+(``--images in-domain``: 200 scored images, and a separate calibration folder beside them).
+
+For each reference model and each prompt set of :data:`IN_DOMAIN_SETS` (the domain's categories,
+``clipart``; the paper's ``masterpieces`` and ``imagenet-25``) two attack arms run through
+:func:`foclip_train.generate.run_generate` (so the one FoCLIP loop):
+
+* ``paper``: the paper's protocol (lr 7, momentum 0.5, ``cfg.attack.iters`` steps, 1000 by default);
+* ``matched``: the same loop with fewer steps and/or a smaller learning rate, chosen on the
+  *calibration* images (never scored) so that the mean relative score gain is the paper's for that
+  prompt set (+42.7 % masterpieces, +27.3 % ImageNet subsets and the domain set).
+
+Per model, arm and set the section reports the score gain (Table 1), the gray drop of originals and
+manipulated images (Table 2) and detection (Table 3): accuracy, TPR and FPR of the gray rule with
+cross-fitted thresholds (:func:`foclip.runtime.stats.held_out_evaluation`), and the same for the score
+gate alone and the drop alone, plus the threshold-free ROC-AUC of the score alone and of the drop
+alone (bootstrap 95 % intervals). The rule's AUC gain over the score alone answers whether the drop
+adds anything in this domain. Attack work is bounded by ``cfg.budget_s``: cells not finished are
+reported with the n they have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from foclip.errors import InputError
+from foclip.manifest import atomic_write_json
+from foclip.runtime.stats import bootstrap_auc_interval, held_out_evaluation, roc_auc
+from foclip_train.reference.data import SHIPPED_HELDOUT
+from foclip_train.sections.base import PAPER, RecordsBySet, Section, ok_records, pct
+
+__all__ = ["ARMS", "IN_DOMAIN_SETS", "SECTION", "calibration_folder", "choose_matched", "heldout_images",
+           "run_attacks", "target_gain"]
+
+IN_DOMAIN_SETS = ("clipart", "masterpieces", "imagenet-25")
+ARMS = ("paper", "matched")
+# The matched arm's grid: learning rates (the paper's first) x steps 1..MATCH_STEPS, read off one
+# trajectory per learning rate on the calibration images (the best 8-bit iterate after k steps of a
+# longer run is the result of a k-step run: same loop, same start).
+MATCH_LRS = (7.0, 1.0, 0.15)
+MATCH_STEPS = 10
+IN_DOMAIN_KEYWORD = "in-domain"
+
+
+def heldout_images() -> Path:
+    """The shipped held-out subset (``scored/`` and ``calibration/``; ``data_card.csv``)."""
+    return SHIPPED_HELDOUT
+
+
+def calibration_folder(inputs: list[str]) -> Path:
+    """The calibration images that sit beside the scored folder (``<DIR>/calibration`` for ``<DIR>/scored``).
+
+    Raises:
+        InputError: there is no such folder.
+    """
+    first = Path(inputs[0]) if inputs else Path(".")
+    cand = first.parent / "calibration"
+    if first.is_dir() and cand.is_dir() and cand.resolve() != first.resolve():
+        return cand
+    raise InputError(f"images {' '.join(inputs)!r}", "have no calibration folder beside them",
+                     "--images in-domain, or the scored/ folder of `foclip data heldout --out DIR`")
+
+
+def target_gain(prompt_set: str) -> float:
+    """The paper's mean score gain (percent) that the matched arm aims at for a prompt set."""
+    return PAPER["improvement_pct_masterpieces"] if prompt_set == "masterpieces" else PAPER["improvement_pct_imagenet"]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._") or "x"
+
+
+def _folder(out: Path, model: str, arm: str, prompt_set: str) -> Path:
+    return out / "in-domain" / _slug(model) / arm / _slug(prompt_set)
+
+
+def choose_matched(trajectories: dict[float, list[float]], target: float) -> dict[str, Any]:
+    """The (lr, steps) whose mean gain is closest to ``target``; ties go to the larger lr, then fewer steps.
+
+    Args:
+        trajectories: lr -> mean relative gain (percent) of the best iterate after step 1, 2, ...
+        target: the gain aimed at (percent).
+
+    Returns:
+        ``{"lr", "steps", "gain_pct", "target_pct"}``.
+    """
+    best = min(((abs(g - target), -lr, k + 1, lr, g) for lr, gains in trajectories.items()
+                for k, g in enumerate(gains)))
+    return {"lr": best[3], "steps": best[2], "gain_pct": best[4], "target_pct": target}
+
+
+def _calibrate(ctx: Any, cfg: Any, model: str, pretrained: str, prompt_set: str, images: Path) -> dict[str, Any]:
+    """Measure the gain-vs-step trajectories on the calibration images and choose the matched arm (cached)."""
+    import torch
+
+    from foclip.models import ImageEncoder
+    from foclip_train.attack import foclip_attack
+    from foclip_train.generate import collect_inputs, load_image
+
+    path = ctx.out / "in-domain" / _slug(model) / f"calibration-{_slug(prompt_set)}.json"
+    key = {"lrs": list(MATCH_LRS), "steps": MATCH_STEPS, "images": sorted(p.name for p in collect_inputs([images])),
+           "attack": dataclasses.asdict(cfg.attack), "pretrained": pretrained}
+    if path.is_file():
+        cached = json.loads(path.read_text(encoding="utf-8"))
+        if cached.get("key") == key:
+            return cached["choice"]
+    loaded, bank = ctx.resources(model, pretrained, prompt_set)
+    tensors = []
+    for p in collect_inputs([images]):
+        _, rgb = load_image(p)
+        tensors.append(torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).to(bank.device))
+    encoder = ImageEncoder(loaded.model, loaded.preprocess).to(bank.device)
+    trajectories = {}
+    for lr in MATCH_LRS:
+        acfg = dataclasses.replace(cfg.attack, lr=lr, iters=MATCH_STEPS, check_every=1)
+        seen: dict[int, np.ndarray] = {}
+        foclip_attack(tensors, encoder, bank.embeddings, acfg, loaded.preprocess.image_size,
+                      loaded.preprocess.interpolation,
+                      on_step=lambda step, s, seen=seen: s is not None and seen.__setitem__(step, np.asarray(s)))
+        # Gain of the mean scores, as the paper's table reads (an original can score 0 on a
+        # foreign prompt set, which leaves its own relative gain undefined).
+        base = max(float(seen[0].mean()), 1e-9)
+        best, gains = seen[0].copy(), []
+        for step in range(1, MATCH_STEPS + 1):
+            best = np.maximum(best, seen[step])
+            gains.append(float((best.mean() - base) / base * 100))
+        trajectories[lr] = gains
+    choice = {**choose_matched(trajectories, target_gain(prompt_set)), "calibration_images": len(tensors),
+              "trajectories": {str(k): v for k, v in trajectories.items()}}
+    atomic_write_json(path, {"key": key, "choice": choice})
+    return choice
+
+
+def _cells(cfg: Any) -> list[tuple[str, str, str, str]]:
+    """(model, pretrained, arm, set) in the order they are attacked: every matched arm first (cheap)."""
+    return [(m, p, arm, s) for arm in ("matched", "paper") for m, p in cfg.in_domain_models for s in IN_DOMAIN_SETS]
+
+
+def run_attacks(cfg: Any, ctx: Any, models: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Calibrate the matched arm and run every attack cell (resumable), within ``cfg.budget_s``.
+
+    Args:
+        cfg: the :class:`foclip_train.reproduce.ReproduceConfig`.
+        ctx: the run's section context.
+        models: only these models (a worker per model); None: all of ``cfg.in_domain_models``.
+
+    Returns:
+        ``{"matched": {model: {set: choice}}, "stopped": [cells not finished]}``.
+    """
+    deadline = None if cfg.budget_s is None else time.monotonic() + cfg.budget_s
+    calib = calibration_folder(ctx.inputs)
+    matched: dict[str, dict[str, Any]] = {}
+    stopped = []
+    for model, pretrained, arm, prompt_set in _cells(cfg):
+        if models is not None and model not in models:
+            continue
+        if arm == "matched":
+            choice = _calibrate(ctx, cfg, model, pretrained, prompt_set, calib)
+            matched.setdefault(model, {})[prompt_set] = choice
+            attack = dataclasses.replace(cfg.attack, lr=choice["lr"], iters=choice["steps"])
+        else:
+            attack = cfg.attack
+        gcfg = dataclasses.replace(cfg.generate_config(prompt_set), model=model, pretrained=pretrained, attack=attack)
+        folder = _folder(ctx.out, model, arm, prompt_set)
+        summary = ctx.generate(ctx.inputs, folder, gcfg, ctx.resources(model, pretrained, prompt_set),
+                               f"in-domain {model} {arm} {prompt_set}", deadline=deadline)
+        if summary.get("stopped"):
+            stopped.append(f"{model} {arm} {prompt_set}")
+    return {"matched": matched, "stopped": stopped}
+
+
+# ------------------------------------------------------------------------------------------ numbers
+def _auc(pos: np.ndarray, neg: np.ndarray, seed: int) -> dict[str, Any]:
+    lo, hi = bootstrap_auc_interval(pos, neg, seed=seed)
+    return {"auc": roc_auc(pos, neg), "ci95": [lo, hi]}
+
+
+def _rates(h: dict[str, Any]) -> dict[str, Any]:
+    if "skipped" in h:
+        return {"skipped": h["skipped"]}
+    return {k: h[k] for k in ("accuracy", "tpr", "fpr", "roc_auc", "n_originals", "n_manipulated", "ci95")}
+
+
+def detection(recs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
+    """Gray rule, score gate alone and drop alone on originals vs their attacks (cross-fitted), and AUCs.
+
+    The score-alone detector is the rule with every drop set equal (the drop threshold cannot
+    separate), the drop-alone one the rule with every score equal (the gate passes everything).
+    """
+    so, do, sm, dm = (np.array([r[k] for r in recs], np.float64)
+                      for k in ("score_orig", "drop_orig", "score_adv", "drop_adv"))
+    flat = lambda a: np.zeros_like(a)
+    ho = lambda *a: _rates(held_out_evaluation(*a, cfg.target_fpr, "fpr", cfg.folds, cfg.seed))
+    rule = ho(so, do, sm, dm)
+    res = {"rule": rule, "score_alone": ho(so, flat(do), sm, flat(dm)), "drop_alone": ho(flat(so), do, flat(sm), dm),
+           "auc_score": _auc(sm, so, cfg.seed), "auc_drop": _auc(dm, do, cfg.seed)}
+    res["rule_auc_gain_over_score"] = (rule["roc_auc"] - res["auc_score"]["auc"]) if "roc_auc" in rule else None
+    return res
+
+
+def _cell_numbers(recs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
+    ok = [r for r in ok_records(recs) if r.get("score_adv") is not None]
+    if len(ok) < 2:
+        return {"n": len(ok), "skipped": "fewer than 2 finished images"}
+    so, sa = np.array([r["score_orig"] for r in ok]), np.array([r["score_adv"] for r in ok])
+    do, da = np.array([r["drop_orig"] for r in ok]), np.array([r["drop_adv"] for r in ok])
+    return {
+        "n": len(ok), "failures": len(recs) - len(ok),
+        "mean_score_orig": float(so.mean()), "mean_score_adv": float(sa.mean()),
+        "gain_of_means_pct": float((sa.mean() - so.mean()) / so.mean() * 100),
+        "mean_drop_orig": float(do.mean()), "mean_drop_adv": float(da.mean()),
+        "median_drop_orig": float(np.median(do)), "median_drop_adv": float(np.median(da)),
+        "mean_best_step": float(np.mean([r.get("best_step") or 0 for r in ok])),
+        "wall_s": float(sum(r.get("wall_s") or 0 for r in ok)),
+        "detection": detection(ok, cfg),
+    }
+
+
+def in_domain_run(by_set: RecordsBySet, cfg: Any, ctx: Any) -> dict[str, Any]:
+    """Run (or resume) every attack cell, then the numbers per model, arm and prompt set."""
+    from foclip_train.generate import latest_records
+
+    t0 = time.perf_counter()
+    done = run_attacks(cfg, ctx)
+    rows = []
+    for model, pretrained, arm, prompt_set in sorted(_cells(cfg), key=lambda c: (c[0], ARMS.index(c[2]))):
+        recs = list(latest_records(_folder(ctx.out, model, arm, prompt_set)).values())
+        choice = done["matched"].get(model, {}).get(prompt_set, {})
+        attack = ({"lr": cfg.attack.lr, "steps": cfg.attack.iters} if arm == "paper"
+                  else {"lr": choice.get("lr"), "steps": choice.get("steps")})
+        rows.append({"model": model, "pretrained": pretrained, "arm": arm, "prompt_set": prompt_set,
+                     "attack": {**attack, "momentum": cfg.attack.momentum},
+                     "target_gain_pct": target_gain(prompt_set) if arm == "matched" else None,
+                     "calibration_gain_pct": choice.get("gain_pct") if arm == "matched" else None,
+                     "paper_gain_pct": target_gain(prompt_set) if prompt_set != "clipart" else None,
+                     **_cell_numbers(recs, cfg)})
+    return {"rows": rows, "stopped": done["stopped"], "matched": done["matched"], "target_fpr": cfg.target_fpr,
+            "folds": cfg.folds, "images": len(_scored_names(ctx.inputs)), "paper": dict(PAPER),
+            "wall_s_this_run": time.perf_counter() - t0, "verdict": verdict(rows)}
+
+
+def _scored_names(inputs: list[str]) -> list[str]:
+    from foclip_train.generate import collect_inputs
+
+    return [p.name for p in collect_inputs(inputs)]
+
+
+def verdict(rows: list[dict[str, Any]]) -> list[str]:
+    """One sentence per model and arm on the domain set: does the drop add anything over the score gate?"""
+    lines = []
+    for r in rows:
+        if r["prompt_set"] != IN_DOMAIN_SETS[0] or "detection" not in r:
+            continue
+        d = r["detection"]
+        gain = d["rule_auc_gain_over_score"]
+        lo, hi = d["auc_drop"]["ci95"]
+        adds = ("the drop adds nothing over the score gate" if gain is None or gain <= 0.005 else
+                f"the rule gains {gain:+.3f} AUC over the score alone")
+        alone = ("the drop alone is no better than chance" if lo <= 0.5 <= hi else
+                 "the drop alone separates them" if lo > 0.5 else "the drop alone points the wrong way")
+        lines.append(f"{r['model']}, {r['arm']} arm ({r['n']} images, gain {r['gain_of_means_pct']:+.1f} %): "
+                     f"AUC score {d['auc_score']['auc']:.3f}, drop {d['auc_drop']['auc']:.3f} [{lo:.3f}, {hi:.3f}] "
+                     f"({alone}); {adds}.")
+    return lines
+
+
+# ------------------------------------------------------------------------------------------ table
+def _ci(x: dict[str, Any], key: str, fmt: str = "{:.1%}") -> str:
+    if "skipped" in x or key not in x:
+        return "–"
+    lo, hi = x["ci95"][key]
+    return f"{fmt.format(x[key])} [{fmt.format(lo)}, {fmt.format(hi)}]"
+
+
+def _auc_ci(a: dict[str, Any]) -> str:
+    return f"{a['auc']:.3f} [{a['ci95'][0]:.3f}, {a['ci95'][1]:.3f}]"
+
+
+def in_domain_table(res: dict[str, Any], cfg: Any) -> str:
+    """The section as markdown: one row per model, arm and prompt set, the paper's row first."""
+    p = res["paper"]
+    lines = [
+        (f"Held-out clip art and emoji ({res['images']} scored images, never trained on; `foclip data heldout`). "
+         "Gain = improvement of the mean score; drop = (score - score_gray) / score; detection at a "
+         f"{res['target_fpr']:.0%} FPR target with {res['folds']}-fold cross-fitted thresholds (Wilson 95 % "
+         "intervals); AUCs threshold-free (bootstrap 95 %). Matched arm: lr and steps chosen on separate "
+         "calibration images for the paper's gain."), "",
+        ("| model | arm (lr, steps) | prompt set | n | gain | paper gain | drop orig / manip | rule acc | rule TPR | "
+         "rule FPR | score-gate acc | AUC score | AUC drop | AUC rule | rule - score |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        (f"| paper (CLIP ViT-L) | lr 7, 1000 | artistic / ImageNet | – | +{p['improvement_pct_masterpieces']} % / "
+         f"+{p['improvement_pct_imagenet']} % | – | {p['drop_original']:.1%} / {p['drop_manipulated']:.1%} | "
+         f"{p['detection_accuracy']:.0%} | – | – | – | – | – | – | – |"),
+    ]
+    for r in res["rows"]:
+        a = r["attack"]
+        arm = f"{r['arm']} ({a['lr']:g}, {a['steps']})" if a.get("lr") is not None else r["arm"]
+        head = f"| {r['model']} | {arm} | {r['prompt_set']} | {r['n']} |"
+        if "detection" not in r:
+            lines.append(head + " – | – | – | – | – | – | – | – | – | – | – |")
+            continue
+        d = r["detection"]
+        paper = pct(r["paper_gain_pct"], sign=True) if r["paper_gain_pct"] is not None else "–"
+        rule_auc = _ci(d["rule"], "roc_auc", "{:.3f}")
+        gain = d["rule_auc_gain_over_score"]
+        lines.append(
+            f"{head} {pct(r['gain_of_means_pct'], sign=True)} | {paper} | {r['mean_drop_orig']:.1%} / "
+            f"{r['mean_drop_adv']:.1%} | {_ci(d['rule'], 'accuracy')} | {_ci(d['rule'], 'tpr')} | "
+            f"{_ci(d['rule'], 'fpr')} | {_ci(d['score_alone'], 'accuracy')} | {_auc_ci(d['auc_score'])} | "
+            f"{_auc_ci(d['auc_drop'])} | {rule_auc} | {'–' if gain is None else f'{gain:+.3f}'} |")
+    if res["verdict"]:
+        lines += ["", "**Does the drop add anything over the score gate here?**", ""] + [f"- {v}" for v in res["verdict"]]
+    if res["stopped"]:
+        lines += ["", "Not finished within the budget (reported with the n they have): " + "; ".join(res["stopped"])
+                  + "."]
+    return "\n".join(lines)
+
+
+def in_domain_figures(figs: Path, res: dict[str, Any], report: dict[str, Any], cfg: Any, ctx: Any) -> list[Path]:
+    """in_domain_drops.png: gray drop of originals vs each arm's attacks on the domain set, per model."""
+    from foclip.plots import pyplot, save_figure
+
+    cells = [r for r in res["rows"] if r["prompt_set"] == IN_DOMAIN_SETS[0] and "detection" in r]
+    if not cells:
+        return []
+    from foclip_train.generate import latest_records
+
+    plt = pyplot()
+    models = list(dict.fromkeys(r["model"] for r in cells))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.8), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        for r in (c for c in cells if c["model"] == model):
+            recs = ok_records(list(latest_records(_folder(ctx.out, model, r["arm"], r["prompt_set"])).values()))
+            if r["arm"] == "paper":
+                ax.hist([x["drop_orig"] for x in recs], bins=30, alpha=0.5, label=f"originals (n={len(recs)})")
+            ax.hist([x["drop_adv"] for x in recs], bins=30, alpha=0.5,
+                    label=f"FoCLIP {r['arm']} arm (gain {r['gain_of_means_pct']:+.0f} %)")
+        ax.axvline(PAPER["drop_original"], color="C0", ls="--", lw=1, label="paper: original 8.5 %")
+        ax.axvline(PAPER["drop_manipulated"], color="C1", ls="--", lw=1, label="paper: FoCLIP 63.2 %")
+        ax.set_xlabel("grayscale drop (fraction)")
+        ax.set_ylabel("images")
+        ax.set_title(f"{model} / reference, held-out clip art and emoji, `{IN_DOMAIN_SETS[0]}` prompts", fontsize=8)
+        ax.legend(fontsize=6)
+    return [save_figure(plt, fig, figs / "in_domain_drops.png")]
+
+
+SECTION = Section("in_domain", "In domain: held-out clip art and emoji, where the reference CLIPs are competent",
+                  in_domain_run, in_domain_table, in_domain_figures, reads=("in-domain",), default=False)
