@@ -303,10 +303,10 @@ def _generate_one(inputs: list[str], folder: Path, gcfg: GenerateConfig, resourc
         elif step > 0:
             progress.advance(key, state["n"])
 
-    if deadline is None:
+    if deadline is None or not jobs:
         return run_generate(inputs, folder, gcfg, resources=resources, on_step=on_step, jobs=jobs)
     summary: dict[str, Any] = {}
-    for batch in batches(jobs, gcfg.batch) or [[]]:
+    for batch in batches(jobs, gcfg.batch):
         if time.monotonic() > deadline:
             return {**summary, "stopped": True}
         summary = run_generate(inputs, folder, gcfg, resources=resources, on_step=on_step, jobs=batch)

@@ -385,7 +385,7 @@ def data_card_markdown(card: dict) -> str:
 # ------------------------------------------------------------------------------------ held-out set
 LICENCES = {"openclipart": ("openclipart-png", "public domain (CC0-style dedication)"),
             "noto-emoji": ("fonts-noto-color-emoji", "SIL Open Font License 1.1")}
-HELDOUT_CARD_FIELDS = ("file", "source_package", "licence", "category", "caption", "sha256", "role")
+HELDOUT_CARD_FIELDS = ("file", "source_package", "licence", "category", "caption", "sha256", "role", "key")
 
 
 def heldout_pairs(cfg: BuildConfig = BuildConfig()) -> list[Pair]:
@@ -462,7 +462,8 @@ def write_heldout(out: Path, pairs: list[Pair], cfg: BuildConfig = BuildConfig()
         package, licence = LICENCES[pair.source]
         rows.append({"file": str(dst.relative_to(out)), "source_package": package, "licence": licence,
                      "category": pair.category, "caption": pair.caption,
-                     "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(), "role": role})
+                     "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(), "role": role,
+                     "key": f"{pair.source}:{pair.key}"})
     write_heldout_card(out / "data_card.csv", rows)
     return rows
 

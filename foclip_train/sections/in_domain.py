@@ -101,8 +101,12 @@ def choose_matched(trajectories: dict[float, list[float]], target: float) -> dic
     return {"lr": best[3], "steps": best[2], "gain_pct": best[4], "target_pct": target}
 
 
-def _calibrate(ctx: Any, cfg: Any, model: str, pretrained: str, prompt_set: str, images: Path) -> dict[str, Any]:
-    """Measure the gain-vs-step trajectories on the calibration images and choose the matched arm (cached)."""
+def _calibrate(ctx: Any, cfg: Any, model: str, pretrained: str, prompt_set: str, images: Path,
+               measure: bool = True) -> dict[str, Any] | None:
+    """Measure the gain-vs-step trajectories on the calibration images and choose the matched arm (cached).
+
+    With ``measure=False`` only a cached choice is returned (None when there is none).
+    """
     import torch
 
     from foclip.models import ImageEncoder
@@ -116,6 +120,8 @@ def _calibrate(ctx: Any, cfg: Any, model: str, pretrained: str, prompt_set: str,
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("key") == key:
             return cached["choice"]
+    if not measure:
+        return None
     loaded, bank = ctx.resources(model, pretrained, prompt_set)
     tensors = []
     for p in collect_inputs([images]):
@@ -166,8 +172,12 @@ def run_attacks(cfg: Any, ctx: Any, models: tuple[str, ...] | None = None) -> di
     for model, pretrained, arm, prompt_set in _cells(cfg):
         if models is not None and model not in models:
             continue
+        late = deadline is not None and time.monotonic() > deadline
         if arm == "matched":
-            choice = _calibrate(ctx, cfg, model, pretrained, prompt_set, calib)
+            choice = _calibrate(ctx, cfg, model, pretrained, prompt_set, calib, measure=not late)
+            if choice is None:  # past the budget and never calibrated: resumes on the next run
+                stopped.append(f"{model} {arm} {prompt_set}")
+                continue
             matched.setdefault(model, {})[prompt_set] = choice
             attack = dataclasses.replace(cfg.attack, lr=choice["lr"], iters=choice["steps"])
         else:
@@ -246,9 +256,59 @@ def in_domain_run(by_set: RecordsBySet, cfg: Any, ctx: Any) -> dict[str, Any]:
                      "calibration_gain_pct": choice.get("gain_pct") if arm == "matched" else None,
                      "paper_gain_pct": target_gain(prompt_set) if prompt_set != "clipart" else None,
                      **_cell_numbers(recs, cfg)})
-    return {"rows": rows, "stopped": done["stopped"], "matched": done["matched"], "target_fpr": cfg.target_fpr,
+    parity = []
+    for model, pretrained in cfg.in_domain_models:
+        parity += runtime_parity(ctx, cfg, model, pretrained)
+    return {"rows": rows, "runtime_int8": parity, "stopped": done["stopped"], "matched": done["matched"], "target_fpr": cfg.target_fpr,
             "folds": cfg.folds, "images": len(_scored_names(ctx.inputs)), "paper": dict(PAPER),
             "wall_s_this_run": time.perf_counter() - t0, "verdict": verdict(rows)}
+
+
+def runtime_parity(ctx: Any, cfg: Any, model: str, pretrained: str) -> list[dict[str, Any]]:
+    """The same images through the int8 runtime: scores, drops and the rule's decisions vs PyTorch's.
+
+    The bundle (fp32 + int8, the in-domain prompt sets as text banks) is exported once into
+    ``OUT/in-domain/<model>/bundle``. Per arm and prompt set, thresholds are searched on the PyTorch
+    numbers (all images) and applied to both; a decision that differs is within tolerance when the
+    PyTorch score or drop lies within the measured largest int8-vs-PyTorch difference of its threshold.
+    """
+    from foclip.exporter import ExportConfig, export_bundle
+    from foclip.runtime.detector import Detector
+    from foclip.runtime.stats import search_thresholds
+    from foclip_train.generate import latest_records
+
+    bundle = ctx.out / "in-domain" / _slug(model) / "bundle"
+    if not (bundle / "manifest.json").is_file():
+        ctx.progress.message(f"in-domain: exporting {model} (fp32 + int8) for the runtime check")
+        export_bundle(ExportConfig(model_name=model, pretrained=pretrained, prompts=IN_DOMAIN_SETS,
+                                   precisions=("fp32", "int8"), score_scale=cfg.attack.score_scale), bundle, force=True)
+    rows = []
+    for arm in ARMS:
+        for prompt_set in IN_DOMAIN_SETS:
+            folder = _folder(ctx.out, model, arm, prompt_set)
+            recs = [r for r in ok_records(list(latest_records(folder).values())) if r.get("score_adv") is not None]
+            if len(recs) < 2:
+                continue
+            det = Detector.from_bundle(bundle, precision="int8", prompts=prompt_set)
+            try:
+                got = det.detect([folder / r[k] for k in ("original", "manipulated") for r in recs])
+            finally:
+                det.close()
+            n = len(recs)
+            torch_s = np.array([r["score_orig"] for r in recs] + [r["score_adv"] for r in recs])
+            torch_d = np.array([r["drop_orig"] for r in recs] + [r["drop_adv"] for r in recs])
+            rt_s = np.array([g.score_color for g in got], np.float64)
+            rt_d = np.array([g.drop for g in got], np.float64)
+            ts, td = search_thresholds(torch_s[:n], torch_d[:n], torch_s[n:], torch_d[n:], cfg.target_fpr, "fpr")
+            tol_s, tol_d = float(np.max(np.abs(rt_s - torch_s))), float(np.max(np.abs(rt_d - torch_d)))
+            dec_t, dec_r = (torch_s >= ts) & (torch_d >= td), (rt_s >= ts) & (rt_d >= td)
+            flips = np.flatnonzero(dec_t != dec_r)
+            near = (np.abs(torch_s - ts) <= tol_s) | (np.abs(torch_d - td) <= tol_d)
+            rows.append({"model": model, "arm": arm, "prompt_set": prompt_set, "decisions": int(2 * n),
+                         "equal": int(2 * n - len(flips)), "max_abs_score_diff": tol_s, "max_abs_drop_diff": tol_d,
+                         "flips_within_tolerance": bool(near[flips].all()) if len(flips) else True,
+                         "tau_score": float(ts), "tau_drop": float(td)})
+    return rows
 
 
 def _scored_names(inputs: list[str]) -> list[str]:
@@ -322,6 +382,15 @@ def in_domain_table(res: dict[str, Any], cfg: Any) -> str:
             f"{_auc_ci(d['auc_drop'])} | {rule_auc} | {'–' if gain is None else f'{gain:+.3f}'} |")
     if res["verdict"]:
         lines += ["", "**Does the drop add anything over the score gate here?**", ""] + [f"- {v}" for v in res["verdict"]]
+    if res.get("runtime_int8"):
+        lines += ["", ("**The same images through the int8 runtime** (`foclip.runtime`, ONNX Runtime, dynamic int8): "
+                       "the rule's decisions at thresholds searched on the PyTorch numbers, and the largest "
+                       "int8-vs-PyTorch difference (the tolerance a differing decision is judged by)."), "",
+                  ("| model | arm | prompt set | decisions equal | max abs score diff | max abs drop diff | "
+                   "differing decisions within tolerance |"), "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['model']} | {r['arm']} | {r['prompt_set']} | {r['equal']} / {r['decisions']} | "
+                  f"{r['max_abs_score_diff']:.3f} | {r['max_abs_drop_diff']:.4f} | "
+                  f"{'yes' if r['flips_within_tolerance'] else 'NO'} |" for r in res["runtime_int8"]]
     if res["stopped"]:
         lines += ["", "Not finished within the budget (reported with the n they have): " + "; ".join(res["stopped"])
                   + "."]
@@ -357,4 +426,5 @@ def in_domain_figures(figs: Path, res: dict[str, Any], report: dict[str, Any], c
 
 
 SECTION = Section("in_domain", "In domain: held-out clip art and emoji, where the reference CLIPs are competent",
-                  in_domain_run, in_domain_table, in_domain_figures, reads=("in-domain",), default=False)
+                  in_domain_run, in_domain_table, in_domain_figures, reads=("in-domain",), default=False,
+                  plain_sets=False)
