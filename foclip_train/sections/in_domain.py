@@ -41,8 +41,8 @@ from foclip.runtime.stats import bootstrap_auc_interval, held_out_evaluation, ro
 from foclip_train.reference.data import SHIPPED_HELDOUT
 from foclip_train.sections.base import PAPER, RecordsBySet, Section, ok_records, pct
 
-__all__ = ["ARMS", "IN_DOMAIN_SETS", "SECTION", "calibration_folder", "choose_matched", "heldout_images",
-           "run_attacks", "target_gain"]
+__all__ = ["ARMS", "IN_DOMAIN_SETS", "SECTION", "calibration_folder", "choose_matched", "docs_block",
+           "heldout_images", "in_domain_table", "run_attacks", "runtime_parity", "target_gain"]
 
 IN_DOMAIN_SETS = ("clipart", "masterpieces", "imagenet-25")
 ARMS = ("paper", "matched")
@@ -114,8 +114,9 @@ def _calibrate(ctx: Any, cfg: Any, model: str, pretrained: str, prompt_set: str,
     from foclip_train.generate import collect_inputs, load_image
 
     path = ctx.out / "in-domain" / _slug(model) / f"calibration-{_slug(prompt_set)}.json"
-    key = {"lrs": list(MATCH_LRS), "steps": MATCH_STEPS, "images": sorted(p.name for p in collect_inputs([images])),
-           "attack": dataclasses.asdict(cfg.attack), "pretrained": pretrained}
+    key = json.loads(json.dumps({  # as it reads back from the cache file (tuples become lists)
+        "lrs": list(MATCH_LRS), "steps": MATCH_STEPS, "images": sorted(p.name for p in collect_inputs([images])),
+        "attack": dataclasses.asdict(cfg.attack), "pretrained": pretrained}))
     if path.is_file():
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("key") == key:
@@ -395,6 +396,30 @@ def in_domain_table(res: dict[str, Any], cfg: Any) -> str:
         lines += ["", "Not finished within the budget (reported with the n they have): " + "; ".join(res["stopped"])
                   + "."]
     return "\n".join(lines)
+
+
+DOCS_BEGIN, DOCS_END = "<!-- in-domain table: generated from report.json by scripts/in_domain_docs.py -->", \
+    "<!-- end of the generated in-domain table -->"
+
+
+def docs_block(report: dict[str, Any]) -> str:
+    """The in-domain block docs/science.md opens with, made from a report.json (never retyped).
+
+    Args:
+        report: a `foclip reproduce` report holding the ``in_domain`` section.
+
+    Returns:
+        The block between :data:`DOCS_BEGIN` and :data:`DOCS_END` (markers included).
+    """
+    res = report["sections"]["in_domain"]
+    attack_s = sum(r.get("wall_s") or 0 for r in res["rows"])
+    cfg = report["config"]
+    head = (f"Run: `foclip reproduce --images in-domain --sections in_domain` (models "
+            f"{', '.join(m for m, _ in cfg['in_domain_models'])}; attack wall time {attack_s / 3600:.1f} h summed over "
+            f"cells, section {report['section_wall_s'].get('in_domain') or 0:.0f} s in its last run, on a 2-core CPU "
+            "shared with other jobs). Every number below is `report.json`'s, rendered by "
+            "`foclip_train.sections.in_domain.in_domain_table`, the same function that writes REPORT.md.")
+    return "\n".join([DOCS_BEGIN, "", head, "", in_domain_table(res, None), "", DOCS_END])
 
 
 def in_domain_figures(figs: Path, res: dict[str, Any], report: dict[str, Any], cfg: Any, ctx: Any) -> list[Path]:
