@@ -198,6 +198,24 @@ def _auc(pos: np.ndarray, neg: np.ndarray, seed: int) -> dict[str, Any]:
     return {"auc": roc_auc(pos, neg), "ci95": [lo, hi]}
 
 
+def paired_auc_difference(so: np.ndarray, sm: np.ndarray, do: np.ndarray, dm: np.ndarray, seed: int,
+                          reps: int = 1000) -> dict[str, Any]:
+    """AUC(drop) - AUC(score) with a 95 % bootstrap interval that resamples images (an original with its attack).
+
+    Returns:
+        ``{"diff", "ci95": [low, high]}``: above 0, the drop alone ranks attacks above originals better
+        than the score alone does.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(so)
+    diffs = []
+    for _ in range(reps):
+        i = rng.integers(0, n, n)
+        diffs.append(roc_auc(dm[i], do[i]) - roc_auc(sm[i], so[i]))
+    lo, hi = np.percentile(diffs, [2.5, 97.5])
+    return {"diff": roc_auc(dm, do) - roc_auc(sm, so), "ci95": [float(lo), float(hi)]}
+
+
 def _rates(h: dict[str, Any]) -> dict[str, Any]:
     if "skipped" in h:
         return {"skipped": h["skipped"]}
@@ -218,6 +236,7 @@ def detection(recs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     res = {"rule": rule, "score_alone": ho(so, flat(do), sm, flat(dm)), "drop_alone": ho(flat(so), do, flat(sm), dm),
            "auc_score": _auc(sm, so, cfg.seed), "auc_drop": _auc(dm, do, cfg.seed)}
     res["rule_auc_gain_over_score"] = (rule["roc_auc"] - res["auc_score"]["auc"]) if "roc_auc" in rule else None
+    res["drop_minus_score_auc"] = paired_auc_difference(so, sm, do, dm, cfg.seed)
     return res
 
 
@@ -298,15 +317,22 @@ def runtime_parity(ctx: Any, cfg: Any, model: str, pretrained: str) -> list[dict
             n = len(recs)
             torch_s = np.array([r["score_orig"] for r in recs] + [r["score_adv"] for r in recs])
             torch_d = np.array([r["drop_orig"] for r in recs] + [r["drop_adv"] for r in recs])
+            torch_g = np.array([r["score_gray_orig"] for r in recs] + [r["score_gray_adv"] for r in recs])
             rt_s = np.array([g.score_color for g in got], np.float64)
+            rt_g = np.array([g.score_gray for g in got], np.float64)
             rt_d = np.array([g.drop for g in got], np.float64)
             ts, td = search_thresholds(torch_s[:n], torch_d[:n], torch_s[n:], torch_d[n:], cfg.target_fpr, "fpr")
-            tol_s, tol_d = float(np.max(np.abs(rt_s - torch_s))), float(np.max(np.abs(rt_d - torch_d)))
+            # Tolerance in score units (a drop explodes near score 0): the rule is score >= ts and
+            # gray <= score * (1 - td), so a decision may differ where either margin is within what
+            # int8 moved the scores.
+            tol_s, tol_g = float(np.max(np.abs(rt_s - torch_s))), float(np.max(np.abs(rt_g - torch_g)))
             dec_t, dec_r = (torch_s >= ts) & (torch_d >= td), (rt_s >= ts) & (rt_d >= td)
             flips = np.flatnonzero(dec_t != dec_r)
-            near = (np.abs(torch_s - ts) <= tol_s) | (np.abs(torch_d - td) <= tol_d)
+            near = ((np.abs(torch_s - ts) <= tol_s)
+                    | (np.abs(torch_g - torch_s * (1 - td)) <= tol_g + tol_s * abs(1 - td)))
             rows.append({"model": model, "arm": arm, "prompt_set": prompt_set, "decisions": int(2 * n),
-                         "equal": int(2 * n - len(flips)), "max_abs_score_diff": tol_s, "max_abs_drop_diff": tol_d,
+                         "equal": int(2 * n - len(flips)), "max_abs_score_diff": tol_s, "max_abs_gray_diff": tol_g,
+                         "median_abs_score_diff": float(np.median(np.abs(rt_s - torch_s))),
                          "flips_within_tolerance": bool(near[flips].all()) if len(flips) else True,
                          "tau_score": float(ts), "tau_drop": float(td)})
     return rows
@@ -327,13 +353,17 @@ def verdict(rows: list[dict[str, Any]]) -> list[str]:
         d = r["detection"]
         gain = d["rule_auc_gain_over_score"]
         lo, hi = d["auc_drop"]["ci95"]
-        adds = ("the drop adds nothing over the score gate" if gain is None or gain <= 0.005 else
-                f"the rule gains {gain:+.3f} AUC over the score alone")
+        dd = d["drop_minus_score_auc"]
+        dlo, dhi = dd["ci95"]
         alone = ("the drop alone is no better than chance" if lo <= 0.5 <= hi else
                  "the drop alone separates them" if lo > 0.5 else "the drop alone points the wrong way")
+        versus = ("better than the score alone" if dlo > 0 else "worse than the score alone" if dhi < 0 else
+                  "not distinguishable from the score alone")
+        rule = "–" if gain is None else f"{gain:+.3f}"
         lines.append(f"{r['model']}, {r['arm']} arm ({r['n']} images, gain {r['gain_of_means_pct']:+.1f} %): "
                      f"AUC score {d['auc_score']['auc']:.3f}, drop {d['auc_drop']['auc']:.3f} [{lo:.3f}, {hi:.3f}] "
-                     f"({alone}); {adds}.")
+                     f"({alone}); drop minus score {dd['diff']:+.3f} [{dlo:+.3f}, {dhi:+.3f}] ({versus}); "
+                     f"the gated rule's AUC minus the score's: {rule}.")
     return lines
 
 
@@ -354,11 +384,12 @@ def in_domain_table(res: dict[str, Any], cfg: Any) -> str:
     p = res["paper"]
     lines = [
         (f"Held-out clip art and emoji ({res['images']} scored images, never trained on; `foclip data heldout`). "
-         "Gain = improvement of the mean score; drop = (score - score_gray) / score; detection at a "
+         "Gain = improvement of the mean score; drop = (score - score_gray) / score, shown as the median (an image "
+         "scoring near 0 makes its drop explode, so means say little; report.json has both); detection at a "
          f"{res['target_fpr']:.0%} FPR target with {res['folds']}-fold cross-fitted thresholds (Wilson 95 % "
          "intervals); AUCs threshold-free (bootstrap 95 %). Matched arm: lr and steps chosen on separate "
          "calibration images for the paper's gain."), "",
-        ("| model | arm (lr, steps) | prompt set | n | gain | paper gain | drop orig / manip | rule acc | rule TPR | "
+        ("| model | arm (lr, steps) | prompt set | n | gain | paper gain (matched: target) | median drop orig / manip | rule acc | rule TPR | "
          "rule FPR | score-gate acc | AUC score | AUC drop | AUC rule | rule - score |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         (f"| paper (CLIP ViT-L) | lr 7, 1000 | artistic / ImageNet | – | +{p['improvement_pct_masterpieces']} % / "
@@ -374,23 +405,26 @@ def in_domain_table(res: dict[str, Any], cfg: Any) -> str:
             continue
         d = r["detection"]
         paper = pct(r["paper_gain_pct"], sign=True) if r["paper_gain_pct"] is not None else "–"
+        if r["target_gain_pct"] is not None:
+            paper += f" (target {pct(r['target_gain_pct'], sign=True)}, calibration {pct(r['calibration_gain_pct'], sign=True)})"
         rule_auc = _ci(d["rule"], "roc_auc", "{:.3f}")
         gain = d["rule_auc_gain_over_score"]
         lines.append(
-            f"{head} {pct(r['gain_of_means_pct'], sign=True)} | {paper} | {r['mean_drop_orig']:.1%} / "
-            f"{r['mean_drop_adv']:.1%} | {_ci(d['rule'], 'accuracy')} | {_ci(d['rule'], 'tpr')} | "
+            f"{head} {pct(r['gain_of_means_pct'], sign=True)} | {paper} | {r['median_drop_orig']:.1%} / "
+            f"{r['median_drop_adv']:.1%} | {_ci(d['rule'], 'accuracy')} | {_ci(d['rule'], 'tpr')} | "
             f"{_ci(d['rule'], 'fpr')} | {_ci(d['score_alone'], 'accuracy')} | {_auc_ci(d['auc_score'])} | "
             f"{_auc_ci(d['auc_drop'])} | {rule_auc} | {'–' if gain is None else f'{gain:+.3f}'} |")
     if res["verdict"]:
         lines += ["", "**Does the drop add anything over the score gate here?**", ""] + [f"- {v}" for v in res["verdict"]]
     if res.get("runtime_int8"):
         lines += ["", ("**The same images through the int8 runtime** (`foclip.runtime`, ONNX Runtime, dynamic int8): "
-                       "the rule's decisions at thresholds searched on the PyTorch numbers, and the largest "
-                       "int8-vs-PyTorch difference (the tolerance a differing decision is judged by)."), "",
-                  ("| model | arm | prompt set | decisions equal | max abs score diff | max abs drop diff | "
-                   "differing decisions within tolerance |"), "|---|---|---|---|---|---|---|"]
+                       "the rule's decisions at thresholds searched on the PyTorch numbers, and the int8-vs-PyTorch "
+                       "score differences (the largest is the tolerance a differing decision is judged by: its "
+                       "score or gray score lies that close to a threshold)."), "",
+                  ("| model | arm | prompt set | decisions equal | score diff: median / max (0..100) | "
+                   "gray score diff: max | differing decisions within tolerance |"), "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['arm']} | {r['prompt_set']} | {r['equal']} / {r['decisions']} | "
-                  f"{r['max_abs_score_diff']:.3f} | {r['max_abs_drop_diff']:.4f} | "
+                  f"{r['median_abs_score_diff']:.3f} / {r['max_abs_score_diff']:.3f} | {r['max_abs_gray_diff']:.3f} | "
                   f"{'yes' if r['flips_within_tolerance'] else 'NO'} |" for r in res["runtime_int8"]]
     if res["stopped"]:
         lines += ["", "Not finished within the budget (reported with the n they have): " + "; ".join(res["stopped"])

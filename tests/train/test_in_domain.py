@@ -109,6 +109,8 @@ def test_in_domain_section_runs_both_arms_on_every_set(small_heldout, tmp_path):
     assert all(r["decisions"] == 8 and r["flips_within_tolerance"] for r in parity)
     cal = json.loads((out / "in-domain" / "foclip-tiny" / "calibration-clipart.json").read_text())
     assert cal["choice"]["calibration_images"] == 3 and len(cal["choice"]["trajectories"]) == len(MATCH_LRS)
+    again = run_reproduce(_cfg(small_heldout, budget_s=1e-9), out, figures=False)["sections"]["in_domain"]
+    assert again["stopped"] == [] and [r["n"] for r in again["rows"]] == [4] * len(res["rows"])  # resumed, not redone
     md = (out / "REPORT.md").read_text()
     assert "## In domain" in md and "| paper (CLIP ViT-L) |" in md and md.count("| foclip-tiny |") == 6
     assert json.loads((out / "report.json").read_text())["sections"]["in_domain"]["rows"] == json.loads(
