@@ -469,15 +469,21 @@ def in_domain_figures(figs: Path, res: dict[str, Any], report: dict[str, Any], c
     models = list(dict.fromkeys(r["model"] for r in cells))
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models):
-        for r in (c for c in cells if c["model"] == model):
-            recs = ok_records(list(latest_records(_folder(ctx.out, model, r["arm"], r["prompt_set"])).values()))
-            if r["arm"] == "paper":
-                ax.hist([x["drop_orig"] for x in recs], bins=30, alpha=0.5, label=f"originals (n={len(recs)})")
-            ax.hist([x["drop_adv"] for x in recs], bins=30, alpha=0.5,
-                    label=f"FoCLIP {r['arm']} arm (gain {r['gain_of_means_pct']:+.0f} %)")
+        mine = [c for c in cells if c["model"] == model]
+        recs = {c["arm"]: ok_records(list(latest_records(_folder(ctx.out, model, c["arm"], c["prompt_set"])).values()))
+                for c in mine}
+        most = max(recs.values(), key=len)  # the originals are the same images in every arm
+        series = [(f"originals (n={len(most)})", [x["drop_orig"] for x in most])] + [
+            (f"FoCLIP {c['arm']} arm (n={c['n']}, gain {c['gain_of_means_pct']:+.0f} %)",
+             [x["drop_adv"] for x in recs[c["arm"]]]) for c in mine]
+        # An image scoring near 0 has an exploding drop: drops below -1 are drawn at the left edge.
+        lo, hi = -1.0, 1.0
+        bins = np.linspace(lo, hi, 41)
+        for label, values in series:
+            ax.hist(np.clip(values, lo, hi), bins=bins, alpha=0.5, label=label)
         ax.axvline(PAPER["drop_original"], color="C0", ls="--", lw=1, label="paper: original 8.5 %")
         ax.axvline(PAPER["drop_manipulated"], color="C1", ls="--", lw=1, label="paper: FoCLIP 63.2 %")
-        ax.set_xlabel("grayscale drop (fraction)")
+        ax.set_xlabel("grayscale drop (fraction; below -1 drawn at -1)")
         ax.set_ylabel("images")
         ax.set_title(f"{model} / reference, held-out clip art and emoji, `{IN_DOMAIN_SETS[0]}` prompts", fontsize=8)
         ax.legend(fontsize=6)
