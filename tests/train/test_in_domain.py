@@ -112,7 +112,7 @@ def test_in_domain_section_runs_both_arms_on_every_set(small_heldout, tmp_path):
     again = run_reproduce(_cfg(small_heldout, budget_s=1e-9), out, figures=False)["sections"]["in_domain"]
     assert again["stopped"] == [] and [r["n"] for r in again["rows"]] == [4] * len(res["rows"])  # resumed, not redone
     md = (out / "REPORT.md").read_text()
-    assert "## In domain" in md and "| paper (CLIP ViT-L) |" in md and md.count("| foclip-tiny |") == 6
+    assert "## In domain" in md and "| paper (CLIP ViT-L) |" in md and md.count("| foclip-tiny |") == 12  # six cells, six int8 rows
     assert json.loads((out / "report.json").read_text())["sections"]["in_domain"]["rows"] == json.loads(
         json.dumps(res["rows"]))
 
