@@ -87,7 +87,6 @@ def _cfg(images: Path, **kw) -> ReproduceConfig:
                            sections=("in_domain",), in_domain_models=(("foclip-tiny", "random"),), **kw)
 
 
-@pytest.mark.slow  # ~1-5 min: 2 arms x 3 sets of attacks, calibration, and an int8 export of the tiny model
 def test_in_domain_section_runs_both_arms_on_every_set(small_heldout, tmp_path):
     out = tmp_path / "rep"
     report = run_reproduce(_cfg(small_heldout), out, figures=False)
