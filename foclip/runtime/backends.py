@@ -72,7 +72,7 @@ def available_backends() -> list[str]:
     Returns:
         Canonical names, in the order of :data:`BACKENDS`.
     """
-    found = []
+    found: list[str] = []
     if importlib.util.find_spec("onnxruntime") is not None:
         import onnxruntime as ort
 
