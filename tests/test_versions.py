@@ -8,10 +8,10 @@ or an older one, and docs/changes.md says what the current one changed.
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 import foclip
 from foclip.cli.main import main

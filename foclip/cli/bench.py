@@ -52,7 +52,10 @@ def run_generate(args: argparse.Namespace) -> int:
 
     cfg = BenchGenerateConfig(args.model, resolve_pretrained(args.model, args.pretrained), args.batch, args.iters, args.check_every, args.rounds,
                               args.threads, args.device, not args.no_native, args.compile, args.channels_last)
-    res = measure_generate(cfg, on_loaded=random_weights_notice)
+    from foclip.cli.progress import estimate_line
+
+    res = measure_generate(cfg, on_loaded=random_weights_notice, on_estimate=lambda left: console.print(estimate_line(
+        f"bench generate, {cfg.rounds} round(s) x {cfg.iters} steps x batch {cfg.batch}", left), highlight=False))
     t = Table(title=f"foclip bench generate: {cfg.model} ({res['pretrained']}), batch {cfg.batch}, "
                     f"{cfg.iters} iters, k={cfg.check_every}, {cfg.device}, {res['threads']} threads, "
                     f"median of {cfg.rounds}")

@@ -43,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from foclip.cli.common import require_torch_side
 
     require_torch_side("foclip reference build")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
 
+    from foclip.cli.progress import make_progress
     from foclip.errors import InputError
     from foclip.models.loader import REFERENCE_DIR
     from foclip_train.reference.build import ReferenceBuild, run_build
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         ensure_writable(folder, folder=True)
     for model in MODELS if args.model == "all" else (args.model,):
         console.rule(f"[bold]{model}[/]")
-        with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        with make_progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=True) as bar:
             task = bar.add_task("rendering images", total=None)
 

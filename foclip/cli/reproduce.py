@@ -111,16 +111,27 @@ class RichProgress:
     """:class:`foclip_train.reproduce.ProgressSink` drawn with rich bars."""
 
     def __init__(self, progress: Any, console: Any) -> None:
+        from foclip.cli.progress import Estimator
+
         self.progress, self.console, self.tasks = progress, console, {}
+        self.done: dict[str, tuple[str, float, float]] = {}  # key -> (description, done, total)
+        self.estimator = Estimator()
 
     def start(self, key: str, description: str, total: int) -> None:
         """Add a bar."""
         self.tasks[key] = self.progress.add_task(description, total=total, info="")
+        self.done[key] = (description, 0.0, float(total))
+        self.estimator.start(key)
 
     def advance(self, key: str, n: int = 1, info: str = "") -> None:
-        """Move a bar (and its note)."""
+        """Move a bar (and its note); once its first steps are timed, a long task prints one estimate."""
         kw = {"info": info} if info else {}
         self.progress.update(self.tasks[key], advance=n, **kw)
+        what, done, total = self.done[key]
+        self.done[key] = (what, done + n, total)
+        line = self.estimator.line(key, what, done + n, total, "Ctrl-C stops; a rerun resumes.")
+        if line:
+            self.console.print(line, highlight=False, markup=False)
 
     def message(self, text: str) -> None:
         """Print a note above the bars."""
@@ -134,9 +145,10 @@ def run(args: argparse.Namespace) -> int:
     from foclip.cli.common import require_torch_side
 
     require_torch_side("foclip reproduce")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console, err_console
+    from foclip.cli.progress import make_progress
     from foclip_train.reproduce import run_reproduce
 
     cfg = config_from_args(args)
@@ -149,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{cfg.attack.iters} steps, {cfg.attack.space} space -> {args.out}", highlight=False)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=err_console) as progress:
+    with make_progress(*columns, console=err_console) as progress:
         report = run_reproduce(cfg, args.out, RichProgress(progress, err_console), figures=not args.no_figures)
     secs = report["sections"]
     if all(k in secs for k in ("table1", "table2", "table3")):
