@@ -150,11 +150,11 @@ def test_calibration_precision_matches_detection_in_the_tour():
     assert f'precision="{precision(cal)}"' in snippet
 
 
-def run_tour(folder: Path, slow: bool, capsys, record_property) -> list[str]:
+def run_tour(folder: Path, slow: bool, capsys, node) -> list[str]:
     """Run the tour's lines in order, verbatim (the default suite's part, or all); returns what ran.
 
-    How long each step took goes to the test report's properties (``--junitxml``), not to the
-    terminal, where it would break pytest's progress line.
+    How long each step took goes to the test's user properties (``--junitxml`` writes them), not
+    to the terminal, where it would break pytest's progress line.
     """
     lines, snippet = tour()
     ran: list[tuple[str, float]] = []
@@ -189,19 +189,19 @@ def run_tour(folder: Path, slow: bool, capsys, record_property) -> list[str]:
     finally:
         if server is not None:
             stop_serve(server[0])
-    record_property("tour_seconds", {line[:100]: round(dt, 1) for line, dt in ran})
+    node.user_properties.append(("tour_seconds", {line[:100]: round(dt, 1) for line, dt in ran}))
     assert (folder / "results.jsonl").is_file() and (folder / "calibration.json").is_file()
     return [line for line, _ in ran]
 
 
-def test_quick_tour_runs_as_written(tour_folder, capsys, record_property):
-    ran = run_tour(tour_folder, slow=False, capsys=capsys, record_property=record_property)
+def test_quick_tour_runs_as_written(tour_folder, capsys, request):
+    ran = run_tour(tour_folder, slow=False, capsys=capsys, node=request.node)
     assert any(r.startswith("foclip detect") for r in ran) and ran[-1] == "python snippet"
 
 
 @pytest.mark.slow
-def test_whole_quick_tour_runs_as_written(tour_folder, capsys, record_property):
-    ran = run_tour(tour_folder, slow=True, capsys=capsys, record_property=record_property)
+def test_whole_quick_tour_runs_as_written(tour_folder, capsys, request):
+    ran = run_tour(tour_folder, slow=True, capsys=capsys, node=request.node)
     assert len(ran) == len(tour()[0]) + 1, ran
 
 

@@ -14,7 +14,8 @@ from foclip.cli.common import PRETRAINED_HELP
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks: `foclip bench generate`, `foclip bench detect`")
+    p = sub.add_parser("bench", help="benchmarks: `foclip bench generate`, `foclip bench detect`",
+                       description="Benchmarks that print figures side by side with a baseline run in the same process.")
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     _add_detect(bsub)
     if importlib.util.find_spec("foclip_train") is not None:  # the detect benchmark needs no torch side
@@ -22,7 +23,9 @@ def add_parser(sub) -> None:
 
 
 def _add_generate(bsub) -> None:
-    p = bsub.add_parser("generate", help="image-iterations/s of the FoCLIP step vs bare forward+backward")
+    p = bsub.add_parser("generate", help="image-iterations/s of the FoCLIP step vs bare forward+backward",
+                        description="Time the FoCLIP attack step against a bare forward+backward pass of the same "
+                                    "encoder, in alternating rounds; an estimate is printed after the warm-up.")
     p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default: %(default)s)")
     p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
     p.add_argument("--batch", type=int, default=4, help="images per step (default: %(default)s)")
@@ -79,7 +82,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _add_detect(bsub) -> None:
-    p = bsub.add_parser("detect", help="runtime detection vs PyTorch eager open_clip (one process)")
+    p = bsub.add_parser("detect", help="runtime detection vs PyTorch eager open_clip (one process)",
+                        description="Detections/s of the torch-free runtime (each precision and path) against PyTorch "
+                                    "eager open_clip on the same photos, in one process (docs/runtime.md).")
     p.add_argument("bundle", help="bundle folder written by `foclip export`")
     p.add_argument("images", nargs="*", help="image files, folders, globs or @lists (default: --samples)")
     p.add_argument("--samples", type=int, default=48,

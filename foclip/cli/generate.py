@@ -325,6 +325,7 @@ def _run_ray(args: argparse.Namespace, distributed: Any) -> int:
     from foclip.cli.common import console, random_weights_notice
     from foclip.cli.progress import make_progress
     from foclip.errors import InputError, require
+    from foclip.raylogs import quiet_ray_start_notes
     from foclip_train.generate import plan_jobs
 
     ray = require("ray", "serve")
@@ -333,6 +334,7 @@ def _run_ray(args: argparse.Namespace, distributed: Any) -> int:
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}", "is out of range", "an integer >= 1")
     random_weights_notice(cfg.pretrained)
+    quiet_ray_start_notes()  # two start-up notes that read like problems (foclip/raylogs.py)
     if args.address:
         ray.init(address=args.address, log_to_driver=False)
     else:
