@@ -58,7 +58,8 @@ def run_generate(args: argparse.Namespace) -> int:
     from foclip.cli.progress import estimate_line
 
     res = measure_generate(cfg, on_loaded=random_weights_notice, on_estimate=lambda left: console.print(estimate_line(
-        f"bench generate, {cfg.rounds} round(s) x {cfg.iters} steps x batch {cfg.batch}", left), highlight=False))
+        f"bench generate, {cfg.rounds} round(s) x {cfg.iters} steps x batch {cfg.batch}", left), highlight=False,
+        soft_wrap=True))
     t = Table(title=f"foclip bench generate: {cfg.model} ({res['pretrained']}), batch {cfg.batch}, "
                     f"{cfg.iters} iters, k={cfg.check_every}, {cfg.device}, {res['threads']} threads, "
                     f"median of {cfg.rounds}")

@@ -131,7 +131,7 @@ class RichProgress:
         self.done[key] = (what, done + n, total)
         line = self.estimator.line(key, what, done + n, total, "Ctrl-C stops; a rerun resumes.")
         if line:
-            self.console.print(line, highlight=False, markup=False)
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def message(self, text: str) -> None:
         """Print a note above the bars."""

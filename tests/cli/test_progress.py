@@ -89,7 +89,7 @@ def test_generate_off_a_terminal_prints_plain_lines_and_no_bar(sample_photo_dir,
         [sys.executable, "-m", "foclip.cli.main", "generate", *photos, "--out", str(tmp_path / "adv"),
          "--model", "foclip-tiny", "--pretrained", "random", "--device", "cpu", "--iters", "20", "--batch", "2",
          "--space", "model"],
-        capture_output=True, text=True, env=env, timeout=ceiling(300), cwd=tmp_path)
+        capture_output=True, text=True, env=env, timeout=ceiling(300), cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     plain = [line for line in lines if PLAIN.match(line)]
@@ -104,3 +104,19 @@ def test_bench_generate_prints_an_estimate_before_the_timed_rounds(capsys):
     out = capsys.readouterr().out
     estimate = out.index("estimate: bench generate, 1 round(s) x 2 steps x batch 1 -> about ")
     assert estimate < out.index("image-iters/s")  # before the table the rounds fill
+
+
+def test_reproduce_prints_an_estimate_once_its_first_steps_are_timed():
+    from foclip.cli.reproduce import RichProgress
+
+    console, buf = _file_console()
+    with PlainProgress(console, interval=60) as bars:
+        sink = RichProgress(bars, console)
+        sink.estimator = Estimator(min_seconds=0.0, min_total_seconds=0.0)
+        sink.start("steps", "FoCLIP image-steps", 400)
+        time.sleep(0.01)
+        sink.advance("steps", 4)
+        sink.advance("steps", 4)
+    lines = [line for line in buf.getvalue().splitlines() if line.startswith("estimate:")]
+    assert len(lines) == 1 and lines[0].startswith("estimate: FoCLIP image-steps: 396 left at "), buf.getvalue()
+    assert lines[0].endswith("Ctrl-C stops; a rerun resumes.")
