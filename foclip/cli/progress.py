@@ -8,7 +8,8 @@ which prints one line every few seconds: what, done/total, rate and time left, e
     progress: image-steps 40/120 (33 %), 1.9/s, 42 s left | images 2/7 (29 %) | score now 31.2
 
 Both take the same calls (``add_task``, ``update``, ``advance``, ``console.print``), so a command
-writes its progress once. A run shorter than one interval prints no progress line at all.
+writes its progress once. A run shorter than one interval prints only the closing ``done:`` line
+(nothing at all when ``transient``, as rich erases transient bars).
 ``FOCLIP_PROGRESS_SECONDS`` sets the interval (default 5).
 """
 
@@ -118,17 +119,20 @@ class PlainProgress:
     """rich's ``Progress`` calls, drawn as one plain line every few seconds (for logs and pipes).
 
     A background thread prints a line when something moved since the last one (or, failing that,
-    every :data:`HEARTBEAT_INTERVALS` intervals); the first line comes one interval after the start,
-    and a closing ``done:`` line only when a progress line was printed before it.
+    every :data:`HEARTBEAT_INTERVALS` intervals); the first line comes one interval after the start.
+    At the end a closing ``done:`` line gives the final counts and notes, as rich prints its final
+    bars; a ``transient`` one (rich erases those) closes with it only when it printed a line before.
 
     Args:
         console: where the lines go (the console the bars would have used).
         interval: seconds between lines (default :func:`interval_seconds`).
+        transient: no closing line for a run shorter than one interval.
     """
 
-    def __init__(self, console: Console, interval: float | None = None) -> None:
+    def __init__(self, console: Console, interval: float | None = None, transient: bool = False) -> None:
         self.console = console
         self.interval = interval_seconds() if interval is None else interval
+        self.transient = transient
         self._tasks: dict[int, _Task] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -145,7 +149,7 @@ class PlainProgress:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if self._printed and self._tasks:
+        if self._tasks and (self._printed or not self.transient):
             self._emit("done")
 
     def add_task(self, description: str, start: bool = True, total: float | None = 100.0,
@@ -216,7 +220,7 @@ def make_progress(*columns: Any, console: Console, transient: bool = False, disa
     """
     if console.is_terminal or disable:
         return Progress(*columns, console=console, transient=transient, disable=disable)
-    return PlainProgress(console)
+    return PlainProgress(console, transient=transient)
 
 
 __all__ = ["Estimator", "PlainProgress", "duration", "estimate_line", "interval_seconds", "make_progress"]

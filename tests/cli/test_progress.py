@@ -61,9 +61,14 @@ def test_plain_progress_prints_what_done_total_rate_and_time_left():
     assert not bar_fragments(buf.getvalue()) and "━" not in buf.getvalue()
 
 
-def test_a_run_shorter_than_one_interval_prints_no_progress():
+def test_a_run_shorter_than_one_interval_prints_only_its_closing_line():
     console, buf = _file_console()
     with PlainProgress(console, interval=60) as p:
+        p.update(p.add_task("work", total=1, info=""), advance=1, info="every image already done (resumed)")
+    assert re.fullmatch(r"done: work 1/1 \(100 %\), [\d.e+]+/s \| every image already done \(resumed\)\n",
+                        buf.getvalue()), buf.getvalue()
+    console, buf = _file_console()
+    with PlainProgress(console, interval=60, transient=True) as p:  # rich erases transient bars: nothing
         p.advance(p.add_task("work", total=3), 3)
     assert buf.getvalue() == ""
 
