@@ -8,12 +8,13 @@ Write failures (disk full, read-only folder, quota) become one-line :class:`Outp
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +152,175 @@ def _remove(tmp: str | None) -> None:
             os.unlink(tmp)
         except OSError:
             pass
+
+
+# ----------------------------------------------------------------------------- one writer per output
+
+LOCK_SUFFIX = ".lock"
+
+
+class OutputBusy(OutputError):
+    """Another live run holds the output's lock."""
+
+
+def lock_path(path: str | os.PathLike[str]) -> Path:
+    """The lock file of an output: a hidden ``.<name>.lock`` beside it (beside, not inside, so that a
+    folder replaced by a rename, as `foclip export` does, keeps one lock).
+
+    Args:
+        path: the output file or folder.
+
+    Returns:
+        The lock file's path (absolute).
+    """
+    p = Path(os.path.abspath(Path(path).expanduser()))
+    return p.parent / f".{p.name or 'output'}{LOCK_SUFFIX}"
+
+
+def _missing_chain(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first."""
+    chain = []
+    p = path
+    while not p.exists() and p != p.parent:
+        chain.append(p)
+        p = p.parent
+    return chain
+
+
+class OutputClaim:
+    """One writer per output, and nothing left behind by a run that fails.
+
+    Entering takes an exclusive ``fcntl`` lock on :func:`lock_path` (never waits): a second run on the
+    same output gets :class:`OutputBusy` naming the holder's PID. The kernel drops the lock when its
+    holder dies, however it dies, so the lock file of a killed run is simply taken over. Leaving
+    removes the lock file; when the run failed (an exception, Ctrl-C included) it also removes what
+    the run created (the output, its ``sidecars`` and missing parent folders), unless
+    :meth:`keep` was called because the output already holds work a rerun resumes from. What existed
+    before the run is never removed.
+
+    The lock is advisory and held by one open file: take it once per output per process.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], subject: str, command: str,
+                 sidecars: Iterable[str | os.PathLike[str]] = (),
+                 holds_work: Callable[[Path], bool] | None = None) -> None:
+        """Describe the claim (nothing happens until it is entered).
+
+        Args:
+            path: the output file or folder.
+            subject: how the message names it (``--out 'r.jsonl'``).
+            command: the command writing it (``foclip detect``), recorded for the refusal message.
+            sidecars: files written next to the output (``r.jsonl.meta.json``), removed with it.
+            holds_work: asked after a failure whether a new output already holds work a rerun resumes
+                from (then it stays, as after :meth:`keep`).
+        """
+        self.path = Path(os.path.abspath(Path(path).expanduser()))
+        self.subject, self.command = subject, command
+        self.sidecars = [Path(os.path.abspath(Path(s).expanduser())) for s in sidecars]
+        self.lock = lock_path(self.path)
+        if self.path.is_dir() and not os.access(self.path.parent, os.W_OK):
+            self.lock = self.path / f".foclip{LOCK_SUFFIX}"  # a writable folder in a read-only one (`--out ~`)
+        self._fh: Any = None
+        self._new: list[Path] = []  # what did not exist before the run, deepest first
+        self._keep = False
+        self.holds_work = holds_work
+
+    def keep(self) -> None:
+        """The output now holds work worth resuming: a failure from here on leaves it in place."""
+        self._keep = True
+
+    def __enter__(self) -> OutputClaim:
+        self._new = [*_missing_chain(self.path), *(s for s in self.sidecars if not s.exists())]
+        try:
+            self.lock.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self._undo_parents()
+            raise output_error(self.lock.parent, exc) from exc
+        try:
+            self._fh = self._acquire()
+        except BaseException:
+            self._undo_parents()
+            raise
+        return self
+
+    def _acquire(self) -> Any:
+        import fcntl
+
+        while True:
+            try:
+                fh = open(self.lock, "a+", encoding="utf-8")  # noqa: SIM115 - held until __exit__
+            except OSError as exc:
+                raise output_error(self.lock, exc) from exc
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read(200).strip() or "PID unknown"
+                fh.close()
+                raise OutputBusy(self.subject, f"is being written by another run ({holder}); two writers would "
+                                 "mix their results", "that run to finish first, or another output") from None
+            try:  # the file may have been removed by its last holder between our open and our lock
+                same = os.stat(self.lock).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"PID {os.getpid()}, {self.command}\n")
+                fh.flush()
+                return fh
+            fh.close()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if exc_type is not None:
+                self._undo_outputs()
+        finally:
+            self._release()
+            if exc_type is not None:
+                self._undo_parents()
+
+    def _release(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.lock)  # while still locked: a run that opened the old file retries on a new one
+            self._fh.close()
+            self._fh = None
+
+    def _undo_outputs(self) -> None:
+        import shutil
+
+        if self._keep or (self.holds_work is not None and self.path.exists() and self._worth_keeping()):
+            return
+        for p in (self.path, *self.sidecars):
+            if p not in self._new:
+                continue  # it was there before this run
+            with contextlib.suppress(OSError):
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)  # a folder this run created: everything in it is this run's
+                elif p.exists() or p.is_symlink():
+                    p.unlink()
+
+    def _worth_keeping(self) -> bool:
+        try:
+            return bool(self.holds_work(self.path))  # type: ignore[misc]
+        except OSError:
+            return False
+
+    def _undo_parents(self) -> None:
+        for p in self._new:
+            if p != self.path and p not in self.sidecars:
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # a parent folder this run created, only when nothing else was put in it
+
+
+def holds_files(folder: Path) -> bool:
+    """True when ``folder`` holds a file anywhere below it (the work of a resumable run), not only folders.
+
+    Args:
+        folder: an output folder.
+
+    Returns:
+        Whether a rerun would find something to resume from.
+    """
+    return any(p.is_file() for p in folder.rglob("*"))

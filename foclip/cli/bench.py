@@ -10,7 +10,7 @@ import argparse
 import importlib
 import importlib.util
 
-from foclip.cli.common import PRETRAINED_HELP
+from foclip.cli.common import PRETRAINED_HELP, claims_output
 
 
 def add_parser(sub) -> None:
@@ -110,6 +110,7 @@ def _add_detect(bsub) -> None:
     p.set_defaults(func=run_detect)
 
 
+@claims_output("foclip bench detect")
 def run_detect(args: argparse.Namespace) -> int:
     """Run ``foclip bench detect`` and print its table."""
     from rich.console import Console

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from foclip.cli.common import STRICT_HELP, claims_output
+
 
 def add_parser(sub: Any) -> None:
     """Register the ``calibrate`` sub-command."""
@@ -42,6 +44,7 @@ def add_parser(sub: Any) -> None:
                    help="clean traffic (e.g. `foclip data wild --out DIR`): its images join the originals, so the "
                         "FPR target is set on traffic-like images; each subfolder is a group whose fit-set and "
                         "held-out FPR are printed")
+    p.add_argument("--strict", action="store_true", help=STRICT_HELP)
     p.add_argument("--force", action="store_true",
                    help="replace an --out calibration made with other settings (bundle, precision, prompts, probes, "
                         "folders, target, mode, folds, seed); without it such a rerun is refused")
@@ -85,15 +88,44 @@ def resolve_class_dirs(originals: str, manipulated: str | None) -> tuple[Path, P
     return o, m
 
 
-def _score_folder(det: Any, folder: Path, label: str, progress: Any) -> tuple[Any, Any, int]:
+def refuse_same_sets(originals: list[str], manipulated: list[str], orig_dir: Path, man_dir: Path) -> None:
+    """Refuse originals and manipulated images that are the same files (by sha256): nothing to tell apart.
+
+    Args:
+        originals: the original images found.
+        manipulated: the manipulated images found.
+        orig_dir: their folder (for the message).
+        man_dir: see ``orig_dir``.
+
+    Raises:
+        InputError: both sets hold the same contents (files that cannot be read are left to the scoring).
+    """
+    from foclip.errors import InputError
+    from foclip.manifest import sha256_file
+
+    def digests(paths: list[str]) -> set[str]:
+        out = set()
+        for p in paths:
+            try:
+                out.add(sha256_file(p))
+            except OSError:
+                continue
+        return out
+
+    o = digests(originals)
+    if o and o == digests(manipulated):
+        raise InputError(f"--originals {str(orig_dir)!r} and --manipulated {str(man_dir)!r}",
+                         f"hold the same {len(o)} image(s) (equal sha256): there is nothing to tell apart",
+                         "manipulated images made from the originals, e.g. the manipulated/ folder of "
+                         "`foclip generate`")
+
+
+def _score_folder(det: Any, paths: list[str], label: str, progress: Any) -> tuple[Any, Any, int]:
     import numpy as np
 
-    from foclip.runtime.inputs import expand_inputs
-
-    total = sum(1 for _ in expand_inputs([str(folder)]))
-    task = progress.add_task(label, total=total)
+    task = progress.add_task(label, total=len(paths))
     scores, drops, errors = [], [], 0
-    for r in det.detect_iter(expand_inputs([str(folder)])):
+    for r in det.detect_iter(paths):
         if r.ok and r.statistic is not None:
             scores.append(r.score_color)
             drops.append(r.statistic)  # the gray drop, or the largest probe drop with several probes
@@ -103,6 +135,7 @@ def _score_folder(det: Any, folder: Path, label: str, progress: Any) -> tuple[An
     return np.asarray(scores), np.asarray(drops), errors
 
 
+@claims_output("foclip calibrate", "out", "plots")
 def run(args: argparse.Namespace) -> int:
     """Score both classes, fit thresholds, print the report, write calibration.json (+ plots)."""
     import dataclasses
@@ -122,10 +155,15 @@ def run(args: argparse.Namespace) -> int:
     if args.folds < 0 or args.folds == 1:
         raise InputError(f"--folds {args.folds}", "is out of range", "0 (off) or an integer >= 2, e.g. 5")
     orig_dir, man_dir = resolve_class_dirs(args.originals, args.manipulated)
-    if args.clean:  # an empty or missing clean folder fails now, not after scoring
-        from foclip.runtime.inputs import clean_groups
+    from foclip.cli.common import report_skipped
+    from foclip.runtime.inputs import Skipped, clean_groups, expand_inputs
 
-        clean_groups(args.clean)
+    skipped = Skipped()  # every folder is scanned once, now: what is skipped is said before scoring
+    originals = list(expand_inputs([str(orig_dir)], skipped))
+    manipulated = list(expand_inputs([str(man_dir)], skipped))
+    groups = clean_groups(args.clean, skipped) if args.clean else None  # an empty clean folder fails now
+    report_skipped(skipped, args.strict, "the --originals, --manipulated and --clean folders")
+    refuse_same_sets(originals, manipulated, orig_dir, man_dir)
     from foclip.cli.common import ensure_writable
     from foclip.outputs import refuse_overwriting_inputs
 
@@ -147,9 +185,12 @@ def run(args: argparse.Namespace) -> int:
             raise
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with det, make_progress(*columns, console=err_console) as progress:
-        so, do, eo = _score_folder(det, orig_dir, "originals", progress)
-        sm, dm, em = _score_folder(det, man_dir, "manipulated", progress)
-        clean = _score_clean(det, args.clean, progress) if args.clean else None
+        so, do, eo = _score_folder(det, originals, "originals", progress)
+        sm, dm, em = _score_folder(det, manipulated, "manipulated", progress)
+        clean = _score_clean(det, groups, progress) if groups else None
+    if clean is not None and not len(clean[0]):
+        raise InputError(f"--clean {args.clean!r}", f"holds no readable image: all {sum(clean[3].values())} "
+                         f"file(s) failed ({clean[4]})", "image files PIL can read (JPEG, PNG, WebP, GIF, BMP, TIFF)")
     bank = det.text_bank
     if clean is not None:  # the clean images are negatives too: the FPR target covers them
         n_lab_o = len(so)
@@ -168,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
             so[:n_lab_o], do[:n_lab_o], sm, dm, clean[0], clean[1], clean[2], cal.tau_score, cal.tau_drop,
             args.target_fpr, args.mode, max(args.folds, 2), args.seed)
         cal.metrics["clean_dir"] = str(args.clean)
-        cal.metrics["clean_errors"] = clean[3]
+        cal.metrics["clean_errors"] = sum(clean[3].values())
+        cal.metrics["clean_unreadable"] = clean[3]  # per group, every group listed
     cal.save(args.out)
     console.print(results_table(cal, det.manifest.model_name, det.manifest.pretrained, args.target_fpr, eo, em))
     warn_floor(det, so)
@@ -177,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
     for line in cal.metrics.get("threshold_warnings", []):
         err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
     if "clean_groups" in cal.metrics:
-        console.print(clean_table(cal.metrics["clean_groups"], cal.target_fpr if cal.mode == "fpr" else None))
+        console.print(clean_table(cal.metrics["clean_groups"], cal.target_fpr if cal.mode == "fpr" else None,
+                                  cal.metrics.get("clean_unreadable")))
     console.print(f"wrote {args.out}", highlight=False)
     if args.plots:
         from foclip.plots import save_plots  # matplotlib: the plots extra, only when asked for
@@ -189,51 +232,71 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _score_clean(det: Any, folder: str, progress: Any) -> tuple[Any, Any, list[str], int]:
-    """Score every group of a clean folder: ``(scores, drops, group per image, unreadable count)``."""
+def _score_clean(det: Any, clean: dict[str, list[str]], progress: Any
+                 ) -> tuple[Any, Any, list[str], dict[str, int], str]:
+    """Score every group of a clean folder.
+
+    Returns:
+        ``(scores, drops, group per image, unreadable files per group, the first reasons as one phrase)``.
+    """
     import numpy as np
 
-    from foclip.runtime.inputs import clean_groups
-
-    scores, drops, groups, errors = [], [], [], 0
-    for name, paths in clean_groups(folder).items():
+    scores, drops, groups, errors, reasons = [], [], [], {}, []
+    for name, paths in clean.items():
         task = progress.add_task(f"clean: {name}", total=len(paths))
+        errors[name] = 0
         for r in det.detect_iter(paths):
             if r.ok and r.statistic is not None:
                 scores.append(r.score_color)
                 drops.append(r.statistic)
                 groups.append(name)
             else:
-                errors += 1
+                errors[name] += 1
+                if len(reasons) < 2 and r.error:
+                    reasons.append(f"{Path(r.id).name}: {r.error['code']}")
             progress.advance(task)
-    return np.asarray(scores, np.float64), np.asarray(drops, np.float64), groups, errors
+    return (np.asarray(scores, np.float64), np.asarray(drops, np.float64), groups, errors,
+            "; ".join(reasons) or "no score")
 
 
-def clean_table(rows: dict[str, Any], target_fpr: float | None) -> Any:
-    """Per clean group: images, fit-set FPR and held-out FPR with Wilson 95 % intervals and counts.
+def clean_table(rows: dict[str, Any], target_fpr: float | None, unreadable: dict[str, int] | None = None) -> Any:
+    """Per clean group: images, unreadable files, fit-set FPR and held-out FPR with Wilson 95 % intervals.
 
     Args:
         rows: ``metrics["clean_groups"]`` (see :func:`foclip.runtime.stats.clean_group_evaluation`).
         target_fpr: the FPR target (``fpr`` mode), shown in the title.
+        unreadable: files per group that could not be scored (``metrics["clean_unreadable"]``); a
+            group with no readable image gets a row of its own.
 
     Returns:
         A rich Table.
     """
+    from rich.markup import escape
     from rich.table import Table
 
     title = "false positives on clean traffic" + (f" (target {target_fpr:.1%})" if target_fpr is not None else "")
     table = Table(title=title)
-    for col in ("group", "images", "FPR, fit set", "FPR, held out"):
-        table.add_column(col, justify="left" if col == "group" else "right", no_wrap=True)
+    for col in ("group", "images", "unreadable", "FPR, fit set", "FPR, held out"):
+        # the names and counts stay whole on a narrow terminal; the interval cells wrap instead
+        table.add_column(col, justify="left" if col == "group" else "right", no_wrap=not col.startswith("FPR"),
+                         min_width=len(col) if not col.startswith("FPR") else None)
 
     def cell(fp: int, n: int, ci: Any) -> str:
         return f"{fp}/{n} = {fp / n:.1%} [{ci[0]:.1%}, {ci[1]:.1%}]"
 
-    for name, r in rows.items():
+    unreadable = unreadable or {}
+    for name in [*rows, *(g for g in unreadable if g not in rows)]:
+        bad = str(unreadable[name]) if name in unreadable else "-"
+        r = rows.get(name)
+        if r is None:  # every file of the group was unreadable
+            table.add_row(escape(name), "0", f"[yellow]{bad}[/]", "-", "-")
+            continue
         held = cell(r["held_out_fp"], r["n"], r["held_out_ci95"]) if "held_out_fp" in r else "-"
-        table.add_row(name, str(r["n"]), cell(r["fit_fp"], r["n"], r["fit_ci95"]), held)
-    table.caption = ("fit set: thresholds chosen on originals + these clean images; held out: each clean image "
-                     "judged by thresholds chosen without its fold; [Wilson 95 %]")
+        table.add_row(escape(name), str(r["n"]), f"[yellow]{bad}[/]" if unreadable.get(name) else bad,
+                      cell(r["fit_fp"], r["n"], r["fit_ci95"]), held)
+    table.caption = ("images: scored; unreadable: files that could not be read (in no rate); fit set: thresholds "
+                     "chosen on originals + these clean images; held out: each clean image judged by thresholds "
+                     "chosen without its fold; [Wilson 95 %]")
     return table
 
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib.util
 import logging
 import os
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from foclip.outputs import ensure_writable  # noqa: F401 - commands import it from here
 
@@ -262,3 +265,61 @@ def check_weights_source(model: str, pretrained: str) -> None:
                          f"cannot be downloaded: {reason}, and no weights are cached on this machine"
                          + did_you_mean(pretrained, ("random", "reference")),
                          OFFLINE_CHOICES)
+
+
+def claims_output(command: str, *options: str, sidecars: Sequence[str] = (),
+                  holds_work: Callable[[Path], bool] | None = None
+                  ) -> Callable[[Callable[[Any], int]], Callable[[Any], int]]:
+    """Run a command's ``run(args)`` as the one writer of its outputs, leaving nothing behind on failure.
+
+    Wraps the call in a :class:`foclip.outputs.OutputClaim` on the path in each ``args.<option>``
+    that is set (default ``out``): a second run on the same output is refused with one line naming
+    the holder's PID, and when the run raises (a user error, Ctrl-C) what it created is removed.
+
+    Args:
+        command: the command as typed (``foclip detect``), named to a refused second run.
+        options: the ``args`` attributes (and ``--options``) holding output paths (default ``out``).
+        sidecars: suffixes of files written next to each output (``.meta.json``).
+        holds_work: see :class:`~foclip.outputs.OutputClaim` (a resumable output that already holds work stays).
+
+    Returns:
+        The decorator.
+    """
+    def wrap(run: Callable[[Any], int]) -> Callable[[Any], int]:
+        @functools.wraps(run)
+        def claimed(args: Any) -> int:
+            from foclip.outputs import OutputClaim
+
+            with contextlib.ExitStack() as stack:
+                for option in options or ("out",):
+                    out = getattr(args, option, None)
+                    if out:
+                        subject = f"--{option.replace('_', '-')} {str(out)!r}"
+                        stack.enter_context(OutputClaim(out, subject, command, [f"{out}{s}" for s in sidecars],
+                                                        holds_work))
+                return run(args)
+
+        return claimed
+
+    return wrap
+
+
+STRICT_HELP = ("refuse to run when a folder or glob holds files that are not images (by default they are skipped "
+               "and reported on stderr)")
+
+
+def report_skipped(skipped: Any, strict: bool, what: str) -> None:
+    """Say on stderr which files folder scans passed over, or refuse them all with ``--strict``.
+
+    Args:
+        skipped: the :class:`foclip.runtime.inputs.Skipped` the scans filled.
+        strict: ``--strict`` was given.
+        what: the inputs, as an error names them (``inputs 'photos/'``).
+
+    Raises:
+        InputError: ``strict`` and something was skipped.
+    """
+    if strict:
+        skipped.refuse(what)
+    if len(skipped):
+        say_once(f"skipped:{what}", f"[yellow]note:[/] {escape(skipped.summary())} (--strict makes this an error)")

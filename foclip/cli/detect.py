@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from foclip.cli.common import STRICT_HELP, claims_output
 from foclip.outputs import output_error
 
 # Like linters: a script can tell "nothing found" from "something found" from "could not run".
@@ -77,6 +78,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="with --out: discard the results already in the file and score every input again "
                         "(needed when the settings differ from that run's)")
+    p.add_argument("--strict", action="store_true", help=STRICT_HELP)
     p.add_argument("--exit-zero", action="store_true",
                    help="exit 0 even when an image is flagged or an input is unreadable (user errors still exit 1)")
     p.set_defaults(func=run)
@@ -279,14 +281,16 @@ def verdict_table(rows: list[Any], title: str) -> Any:
 
 def _check_paths_before_loading(args: argparse.Namespace) -> list[str]:
     """Bundle, calibration and inputs checked before the model loads; the inputs expanded once."""
-    from foclip.cli.common import close_names, require_paths
+    from foclip.cli.common import close_names, report_skipped, require_paths
     from foclip.errors import InputError
-    from foclip.runtime.inputs import expand_inputs
+    from foclip.runtime.inputs import Skipped, expand_inputs
 
     require_paths([args.bundle], "bundle", "a bundle folder written by `foclip export`")
     if args.calibration:
         require_paths([args.calibration], "--calibration", "a calibration.json written by `foclip calibrate`")
-    paths = list(expand_inputs(args.inputs))
+    skipped = Skipped()
+    paths = list(expand_inputs(args.inputs, skipped))
+    report_skipped(skipped, getattr(args, "strict", False), f"inputs {' '.join(args.inputs)!r}")
     if not paths:
         raise InputError(f"inputs {' '.join(args.inputs)!r}", "match no image files",
                          "image files, folders with images, globs or @lists")
@@ -298,6 +302,12 @@ def _check_paths_before_loading(args: argparse.Namespace) -> list[str]:
     return paths
 
 
+def _holds_rows(path: Path) -> bool:
+    """A results file with at least one result row (a CSV's header alone is not work)."""
+    return path.is_file() and path.read_bytes().count(b"\n") > (1 if path.suffix.lower() == ".csv" else 0)
+
+
+@claims_output("foclip detect", sidecars=(".meta.json",), holds_work=_holds_rows)
 def run(args: argparse.Namespace) -> int:
     """Run detection and print the verdicts; the exit code is one of :data:`EXIT_CODES`."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from foclip.cli.common import PRETRAINED_HELP
+from foclip.cli.common import PRETRAINED_HELP, claims_output
 from foclip.prompts import builtin_help
 
 
@@ -86,6 +86,7 @@ def rerun_is_done(cfg, out: Path) -> bool:
     return True
 
 
+@claims_output("foclip export")
 def run(args: argparse.Namespace) -> int:
     from foclip.cli.common import require_torch_side
 

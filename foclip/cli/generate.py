@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 from typing import Any
 
-from foclip.cli.common import PRETRAINED_HELP
+from rich.markup import escape
+
+from foclip.cli.common import PRETRAINED_HELP, STRICT_HELP, claims_output
 from foclip.errors import FoclipError
 from foclip.prompts import builtin_help
 
@@ -58,6 +61,7 @@ def add_parser(sub) -> None:
     p.add_argument("--fresh", action="store_true",
                    help="discard what an earlier run wrote in --out (manifest, images, summary) and start over; "
                         "needed when the settings differ from that run's (a rerun with the same settings resumes)")
+    p.add_argument("--strict", action="store_true", help=STRICT_HELP)
     p.add_argument("--ray", action="store_true", help="distribute batches over a Ray cluster")
     p.add_argument("--address", default=None, help="Ray cluster address for --ray (default: start a local one)")
     p.add_argument("--workers", type=int, default=None,
@@ -108,6 +112,33 @@ def require_work(jobs: list, out_dir: str, inputs: list[str]) -> int:
     return done
 
 
+def _holds_records(out: Path) -> bool:
+    """An output folder with at least one image record (work a rerun resumes from)."""
+    from foclip_train.generate import latest_records
+
+    return bool(latest_records(out))
+
+
+def report_skipped_inputs(args: argparse.Namespace) -> None:
+    """Say which files of the input folders are not images (or refuse them with ``--strict``).
+
+    Files under ``--out`` are never inputs (an output folder inside an input folder), so they are not named.
+
+    Raises:
+        InputError: ``--strict`` and a file was skipped.
+    """
+    from foclip.cli.common import report_skipped
+    from foclip.runtime.inputs import Skipped, expand_inputs
+
+    skipped = Skipped()
+    for _ in expand_inputs(args.inputs, skipped):
+        pass
+    out = Path(args.out).expanduser().resolve()
+    skipped.items = [(p, why) for p, why in skipped.items if out not in Path(p).resolve().parents]
+    report_skipped(skipped, args.strict, f"inputs {' '.join(args.inputs)!r}")
+
+
+@claims_output("foclip generate", holds_work=_holds_records)
 def run(args: argparse.Namespace) -> int:
     """Run ``foclip generate``; returns 1 when any image failed (listed), else 0.
 
@@ -133,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and not args.ray:
             raise FoclipError(flag, "only applies with --ray", f"--ray {flag} ...")
     require_paths(args.inputs, "input", "an image file or a folder of images")
+    report_skipped_inputs(args)
     ensure_writable(args.out, folder=True)  # before loading a model or optimising anything
     from foclip_train.generate import check_rerun, clear_outputs
 
@@ -265,7 +297,7 @@ def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
         def on_batch(records: list[dict]) -> None:
             for r in records:
                 if r["error"]:
-                    progress.console.print(f"[red]failed:[/] {r['error']}", highlight=False)
+                    progress.console.print(f"[red]failed:[/] {escape(r['error'])}", highlight=False)
                 else:
                     done_scores.append(r["score_adv"])
             failed = sum(1 for r in records if r["error"])
@@ -304,7 +336,7 @@ def print_summary(summary: dict, out_dir: str) -> None:
     t.add_row("models", ", ".join(summary["models"]) or "-")
     console.print(t)
     for item in summary["failed"]:
-        console.print(f"[red]FAILED[/] {item['source']}: {item['error']}", highlight=False)
+        console.print(f"[red]FAILED[/] {escape(item['source'])}: {escape(item['error'])}", highlight=False)
 
 
 def _run_ray(args: argparse.Namespace, distributed: Any) -> int:
@@ -354,7 +386,7 @@ def _run_ray(args: argparse.Namespace, distributed: Any) -> int:
                 progress.update(task, advance=len(records), info=f"mean score_adv {mean:.2f}")
                 for r in records:
                     if r.get("error"):
-                        console.print(f"[red]failed:[/] {r['error']}", highlight=False)
+                        console.print(f"[red]failed:[/] {escape(r['error'])}", highlight=False)
 
             summary, stats = distributed.generate_distributed(args.inputs, args.out, cfg, workers=workers, on_batch=on_batch,
                                                   jobs=jobs)

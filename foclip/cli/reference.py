@@ -10,7 +10,8 @@ import argparse
 import shutil
 from pathlib import Path
 
-from foclip.cli.common import console
+from foclip.cli.common import claims_output, console
+from foclip.outputs import holds_files
 
 MODELS = ("foclip-ref-vit", "foclip-ref-rn")
 
@@ -51,6 +52,7 @@ def add_parser(sub) -> None:
     s.set_defaults(func=run_select)
 
 
+@claims_output("foclip reference build", "work", "out", holds_work=holds_files)
 def run(args: argparse.Namespace) -> int:
     from foclip.cli.common import require_torch_side
 
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+@claims_output("foclip reference select", "work", holds_work=holds_files)
 def run_select(args: argparse.Namespace) -> int:
     from foclip.cli.common import require_torch_side
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from foclip.cli.common import PRETRAINED_HELP
+from foclip.cli.common import PRETRAINED_HELP, claims_output
 from foclip.prompts import builtin_help
 
 SETS = "masterpieces,artistic,imagenet-25,imagenet-50,imagenet-100"
@@ -140,6 +140,12 @@ class RichProgress:
         self.console.print(f"[bold yellow]note:[/] {escape(text)}", highlight=False)
 
 
+def _holds_results(out: Path) -> bool:
+    """A report folder with results of an earlier step (the settings and sample photos written first are not)."""
+    return any(p.is_file() for p in out.rglob("*") if p.relative_to(out).parts[0] not in ("inputs", "config.json"))
+
+
+@claims_output("foclip reproduce", holds_work=_holds_results)
 def run(args: argparse.Namespace) -> int:
     """Run ``foclip reproduce``; prints where the report is and the three tables."""
     from foclip.cli.common import require_torch_side
@@ -156,6 +162,9 @@ def run(args: argparse.Namespace) -> int:
     from foclip.outputs import ensure_writable
 
     require_paths(args.images, "input", "an image file or a folder of images")
+    from foclip.cli.common import check_weights_source
+
+    check_weights_source(cfg.model, cfg.pretrained)  # offline and not cached: one line before anything is written
     ensure_writable(args.out, folder=True)  # a file as --out, or an unwritable place: one line, before any work
     console.print(f"foclip reproduce: {cfg.model} ({cfg.pretrained}), {len(cfg.prompt_sets)} prompt sets, "
                   f"{cfg.attack.iters} steps, {cfg.attack.space} space -> {args.out}", highlight=False)

@@ -41,6 +41,11 @@ class Limits:
         max_uploads_per_client: request bodies the proxy reads at once per client address
             (-> 429 + Retry-After); 0 for no bound. Bodies are read whole in the proxy before a
             replica sees the request, so a stalled upload holds no replica slot (foclip/serve/edge.py).
+        max_json_bytes: most bytes of a v2 request's JSON outside its strings (-> 413). Images travel
+            in base64 strings (4/3 of their bytes, within ``max_body_bytes``); everything else a
+            request says fits in a few hundred bytes, and JSON's small values (``[]``, ``0``) cost
+            a Python object each: this bounds what parsing can allocate beyond the strings.
+        max_json_depth: deepest nesting of arrays and objects in a v2 request (-> 400).
     """
 
     max_body_bytes: int = 32 * 1024 * 1024
@@ -53,6 +58,8 @@ class Limits:
     max_header_line_bytes: int = 8 * 1024
     header_timeout_s: float = 10.0
     max_uploads_per_client: int = 32
+    max_json_bytes: int = 64 * 1024
+    max_json_depth: int = 16
 
 
 @dataclass(frozen=True)
@@ -98,7 +105,8 @@ class ServeConfig:
                           max_header_line_bytes=min(lim.max_header_line_bytes, lim.max_header_bytes),
                           header_timeout_s=lim.header_timeout_s, body_timeout_s=lim.body_timeout_s,
                           max_body_bytes=lim.max_body_bytes, max_uploads_per_client=lim.max_uploads_per_client,
-                          retry_after_s=self.retry_after_s)
+                          retry_after_s=self.retry_after_s, api_key_sha256=self.api_key_sha256,
+                          max_json_bytes=lim.max_json_bytes, max_json_depth=lim.max_json_depth)
 
     @property
     def resolved_backend(self) -> str:

@@ -6,8 +6,8 @@ Two deployments (topology ``split``, the default):
   in ``__init__``, nothing heavy is pickled from the driver) and gathers the images of all concurrent
   callers into detector calls with Ray Serve's batching (``@serve.batch``; size and wait from
   ``--max-batch`` and ``--batch-wait-ms``).
-* :class:`FoclipIngress` serves HTTP (:class:`foclip.serve.http.DetectService`: limits, parsing,
-  deadlines, status codes) and calls the detectors through a deployment handle. Detection is
+* :class:`FoclipIngress` serves HTTP (:mod:`foclip.serve.app` routes to the v1 and v2 protocol
+  modules over :class:`foclip.serve.core.DetectService`: limits, deadlines, status codes) and calls the detectors through a deployment handle. Detection is
   idempotent, so when the detector replica working on a request dies the ingress sends the request
   once more, to another replica, within the request's deadline: a replica's death costs clients
   nothing. The ingress also answers 503 + Retry-After while the service drains for shutdown (it
@@ -37,24 +37,42 @@ from ray import serve
 from ray.serve.config import BackpressureConfig
 from ray.serve.handle import DeploymentHandle
 
+from foclip.serve.app import V2_METHODS, respond_detect, respond_info, respond_v2
 from foclip.serve.config import ServeConfig
+from foclip.serve.core import DetectService, HttpError, Item
 from foclip.serve.heap import HeapTrace
-from foclip.serve.http import (
-    DetectService,
-    HttpError,
-    Item,
-    find_key,
-    plain_json,
-    respond_detect,
-    respond_info,
-)
 from foclip.serve.memory import ARENA_ENV, IdleTrim, libc_trim
-from foclip.serve.v2 import V2Front, respond_v2
+from foclip.serve.v2 import V2Front
 
 api = FastAPI(title="foclip detection service", docs_url=None, redoc_url=None, openapi_url=None)
 DRAIN_NAMESPACE = "foclip"
 DRAIN_POLL_S = 0.2
 LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"  # "0": an embedded Ray bound to loopback (service.py)
+
+
+def plain_json(obj: Any) -> Any:
+    """JSON-safe copy of ``obj`` (tuples -> lists, numpy scalars -> Python numbers)."""
+    if isinstance(obj, dict):
+        return {str(k): plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [plain_json(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):
+        return obj.item()
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def find_key(d: Any, key: str, default: Any) -> Any:
+    """First value of ``key`` anywhere in nested dicts, or ``default``."""
+    if isinstance(d, dict):
+        if key in d:
+            return d[key]
+        for v in d.values():
+            found = find_key(v, key, None)
+            if found is not None:
+                return found
+    return default
 
 
 def _bind_replica_grpc_to_loopback() -> None:
@@ -307,7 +325,9 @@ class FoclipIngress:
                 "max_images": c.limits.max_images, "timeout_s": c.limits.timeout_s,
                 "body_timeout_s": c.limits.body_timeout_s, "max_request_pixels": c.limits.max_request_pixels,
                 "max_per_client": c.limits.max_per_client, "api_key": c.api_key_sha256 is not None,
-                "edge": asdict(c.edge_limits()),  # what the proxy bounds before any route (foclip/serve/edge.py)
+                "max_json_bytes": c.limits.max_json_bytes, "max_json_depth": c.limits.max_json_depth,
+                # What the proxy bounds before any route (foclip/serve/edge.py); the key's digest stays private.
+                "edge": {k: v for k, v in asdict(c.edge_limits()).items() if k != "api_key_sha256"},
                 "in_flight": self.service.in_flight,  # this replica's requests now (readiness for drain tests)
             },
         }
@@ -334,8 +354,8 @@ class FoclipIngress:
                             "note": "one replica's view each (fused: the same process)"}
         return respond_info(self.service, request)
 
-    @api.api_route("/v2", methods=["GET", "POST"])
-    @api.api_route("/v2/{path:path}", methods=["GET", "POST"])
+    @api.api_route("/v2", methods=V2_METHODS)
+    @api.api_route("/v2/{path:path}", methods=V2_METHODS)
     async def v2_routes(self, request: Request, path: str = "") -> Response:
         """The Open Inference Protocol (KServe v2) routes: metadata, health and infer (foclip/serve/v2.py)."""
         self._ensure_poller()

@@ -14,7 +14,14 @@ proxy process and apply to every route (``/v1/*``, ``/v2/*``, ``/healthz``):
   ``body_timeout_s`` (408) and ``max_body_bytes`` (413), before the request is routed: a stalled
   upload holds a coroutine and a socket in the proxy, never a replica slot. At most
   ``max_uploads_per_client`` bodies are read at once per client address (more -> 429 +
-  Retry-After).
+  Retry-After). A v2 inference body past the JSON bounds (:mod:`foclip.serve.json_bounds`) is
+  refused here, before it crosses to a replica. It also keeps Ray's own ``/-/routes`` and ``/-/healthz`` behind the API key (when
+  one is set), and gives every error under ``/v2`` the Open Inference Protocol's body,
+  ``{"error": "<message>"}``, whoever produced it (this module, the framework, Ray's proxy).
+
+Error bodies follow the route's protocol: ``{"error": "<message>"}`` under ``/v2`` (as
+:mod:`foclip.serve.v2`), ``{"error": {"code": ..., "message": ...}}`` elsewhere (as
+:mod:`foclip.serve.v1`); the protocol modules are not imported here (the proxy stays light).
 
 ``foclip serve`` installs both through Ray Serve's documented proxy callback
 (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH`` = :func:`proxy_callback`, the limits in
@@ -33,8 +40,11 @@ import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass
+from http import HTTPStatus
 from typing import Any
 
+from foclip.serve.auth import key_matches, provided_api_key
+from foclip.serve.json_bounds import JsonBoundError, check_json_shape, json_head
 from foclip.serve.memory import IdleTrim
 
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
@@ -60,6 +70,9 @@ class EdgeLimits:
         max_body_bytes: largest body -> 413.
         max_uploads_per_client: bodies read at once per client address -> 429 (0: no bound).
         retry_after_s: the Retry-After of a 429.
+        api_key_sha256: hex sha256 of the service's API key (Ray's ``/-/`` routes need it), or None.
+        max_json_bytes: most bytes outside strings in a v2 inference request's JSON -> 413.
+        max_json_depth: deepest nesting in a v2 inference request's JSON -> 400.
     """
 
     max_header_bytes: int = 32 * 1024
@@ -69,6 +82,9 @@ class EdgeLimits:
     max_body_bytes: int = 32 * 1024 * 1024
     max_uploads_per_client: int = 32
     retry_after_s: float = 1.0
+    api_key_sha256: str | None = None
+    max_json_bytes: int = 64 * 1024
+    max_json_depth: int = 16
 
     def to_env(self) -> str:
         """The JSON that :meth:`from_env` reads back."""
@@ -109,9 +125,38 @@ def _count(route: str, status: int, code: str) -> None:
             counters[1].inc(1, tags={"code": code})
 
 
-def _error_bytes(status: int, reason: str, code: str, message: str, extra: str = "") -> bytes:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
-    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n{extra}"
+def is_v2(path: str) -> bool:
+    """Whether ``path`` is one of the Open Inference Protocol's (``/v2`` and below)."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def error_json(path: str, code: str, message: str) -> bytes:
+    """The error body of the protocol that ``path`` belongs to (see the module's docstring)."""
+    return json.dumps({"error": message} if is_v2(path) else {"error": {"code": code, "message": message}}).encode()
+
+
+def head_path(head: bytes) -> str:
+    """The path of the request line at the start of ``head`` ('' when there is none yet).
+
+    Args:
+        head: the bytes of a request head received so far.
+
+    Returns:
+        The target's path (origin form ``/v2/...`` or absolute form ``http://host/v2/...``).
+    """
+    line = head.split(b"\n", 1)[0]
+    parts = line.split(b" ")
+    if len(parts) < 2:
+        return ""
+    target = parts[1].decode("latin-1")
+    if "://" in target:
+        target = "/" + target.split("://", 1)[1].partition("/")[2]
+    return target.split("?", 1)[0]
+
+
+def _error_bytes(status: int, reason: str, code: str, message: str, path: str = "") -> bytes:
+    body = error_json(path, code, message)
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nconnection: close\r\n"
             f"content-length: {len(body)}\r\n\r\n").encode() + body
 
 
@@ -185,7 +230,8 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
             self._edge_timer = None
             if self._in_head and not self._edge_closed:
                 self._refuse(_error_bytes(408, "Request Timeout", "header_timeout",
-                                          f"the request head did not arrive within {limits.header_timeout_s:g} s"))
+                                          f"the request head did not arrive within {limits.header_timeout_s:g} s",
+                                          head_path(bytes(self._head))))
 
         def data_received(self, data: bytes) -> None:
             if self._edge_closed or self._refusal is not None:
@@ -198,11 +244,12 @@ def edge_protocol(base: type[asyncio.Protocol], limits: EdgeLimits) -> type[asyn
                 if size > limits.max_header_bytes:
                     return self._refuse(_error_bytes(
                         431, "Request Header Fields Too Large", "headers_too_large",
-                        f"the request head exceeds {limits.max_header_bytes} bytes"))
+                        f"the request head exceeds {limits.max_header_bytes} bytes", head_path(bytes(self._head))))
                 if max(len(line) for line in lines) > limits.max_header_line_bytes:
                     return self._refuse(_error_bytes(
                         431, "Request Header Fields Too Large", "headers_too_large",
-                        f"a request header line exceeds {limits.max_header_line_bytes} bytes"))
+                        f"a request header line exceeds {limits.max_header_line_bytes} bytes",
+                        head_path(bytes(self._head))))
                 if end >= 0:
                     self._end_head()
                 else:
@@ -280,29 +327,49 @@ class BodyGate:
             self.idle_trim.touch()
 
     async def _gate(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if is_v2(path):
+            send = _v2_errors(send)
+        if path.startswith("/-/") and not key_matches(self.limits.api_key_sha256, _scope_api_key(scope)):
+            # Ray's own routes (the route table, the proxy's health) answer only with the service's key.
+            _count(path, 401, "unauthorized")
+            return await _reply(send, path, 401, "unauthorized", "missing or wrong API key (send it in the "
+                                "X-API-Key header)", {"www-authenticate": "ApiKey"})
         if not _has_body(scope):
             return await self.app(scope, receive, send)
         client = (scope.get("client") or ("unknown", 0))[0]
         cap = self.limits.max_uploads_per_client
         if cap > 0 and self.open_uploads[client] >= cap:
-            _count(scope.get("path", ""), 429, "too_many_uploads")
-            return await _reply(send, 429, "too_many_uploads", f"more than {cap} uploads open at once from this "
-                                "address", {"retry-after": f"{self.limits.retry_after_s:g}"})
+            _count(path, 429, "too_many_uploads")
+            return await _reply(send, path, 429, "too_many_uploads", f"more than {cap} uploads open at once from "
+                                "this address", {"retry-after": f"{self.limits.retry_after_s:g}"})
         declared = dict(scope.get("headers") or []).get(b"content-length", b"").strip()
         if declared.isdigit() and int(declared) > self.limits.max_body_bytes:  # refused before a byte is read
-            _count(scope.get("path", ""), 413, "body_too_large")
-            return await _reply(send, 413, "body_too_large", f"request body is {int(declared)} bytes; the limit is "
-                                f"{self.limits.max_body_bytes}", {"connection": "close"})
+            _count(path, 413, "body_too_large")
+            return await _reply(send, path, 413, "body_too_large", f"request body is {int(declared)} bytes; the "
+                                f"limit is {self.limits.max_body_bytes}", {"connection": "close"})
         self.open_uploads[client] += 1
         try:
-            body = await self._read(receive)
+            received = await self._read(receive)
         except _Refused as exc:
-            _count(scope.get("path", ""), exc.status, exc.code)
-            return await _reply(send, exc.status, exc.code, exc.message, {"connection": "close"})
+            _count(path, exc.status, exc.code)
+            return await _reply(send, path, exc.status, exc.code, exc.message, {"connection": "close"})
         finally:
             self.open_uploads[client] -= 1
             if self.open_uploads[client] <= 0:
                 del self.open_uploads[client]
+        if is_v2(path) and path.endswith("/infer"):
+            # The replica bounds v2 JSON too; here a body that fails the bound never crosses to it
+            # (Ray's transfer alone holds ~3 copies of a body in the replica). One C-speed scan.
+            header_length = dict(scope.get("headers") or []).get(b"inference-header-content-length")
+            try:
+                check_json_shape(json_head(received, None if header_length is None else header_length.decode("latin-1")),
+                                 self.limits.max_json_bytes, self.limits.max_json_depth)
+            except JsonBoundError as exc:
+                _count(path, exc.status, exc.code)
+                return await _reply(send, path, exc.status, exc.code, exc.message, {})
+        body = bytes(received)
+        del received
         sent = False
 
         async def replay() -> Message:
@@ -314,8 +381,11 @@ class BodyGate:
 
         await self.app(scope, replay, send)
 
-    async def _read(self, receive: Receive) -> bytes:
-        chunks, size = [], 0
+    async def _read(self, receive: Receive) -> bytearray:
+        # One growing buffer, not a list of chunks joined at the end: the body is held once while it
+        # arrives (and while it is checked), and copied once only if it goes on to a replica.
+        buf = bytearray()
+        size = 0
 
         async def collect() -> None:
             nonlocal size
@@ -328,7 +398,7 @@ class BodyGate:
                 if size > self.limits.max_body_bytes:
                     raise _Refused(413, "body_too_large",
                                    f"request body exceeds the limit of {self.limits.max_body_bytes} bytes")
-                chunks.append(chunk)
+                buf.extend(chunk)
                 if not message.get("more_body", False):
                     return
 
@@ -337,7 +407,7 @@ class BodyGate:
         except asyncio.TimeoutError:
             raise _Refused(408, "body_timeout", f"the request body did not arrive within "
                            f"{self.limits.body_timeout_s:g} s ({size} bytes received)") from None
-        return b"".join(chunks)
+        return buf
 
 
 class _Refused(Exception):
@@ -354,8 +424,56 @@ def _has_body(scope: Scope) -> bool:
     return b"transfer-encoding" in headers
 
 
-async def _reply(send: Send, status: int, code: str, message: str, headers: dict[str, str]) -> None:
-    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+def _scope_api_key(scope: Scope) -> str | None:
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+    return provided_api_key(headers)
+
+
+def _v2_errors(send: Send) -> Send:
+    """``send`` that gives an error response the v2 body, ``{"error": "<message>"}``, unless it has it.
+
+    Errors under ``/v2`` come from foclip's v2 routes (already in shape) but also from the framework
+    and Ray's proxy (a 503 when its queue is full, a 408 past its request timeout, a 500 when a
+    replica died), in their own shapes: those are rewritten, their text kept as the message.
+    Successful responses pass through as they stream.
+    """
+    held: dict[str, Any] = {}
+
+    async def reshaping_send(message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            held["start"], held["body"] = message, b""
+            return
+        if "start" not in held or message["type"] != "http.response.body":
+            return await send(message)
+        held["body"] += message.get("body", b"")
+        if message.get("more_body", False):
+            return
+        start, body = held.pop("start"), held.pop("body")
+        if not _has_v2_shape(body):
+            text = body.decode("utf-8", "replace").strip()
+            with contextlib.suppress(ValueError):  # a framework's {"detail": ...}: its text, not its JSON
+                detail = json.loads(text)
+                text = str(detail.get("detail", text)) if isinstance(detail, dict) else text
+            body = json.dumps({"error": text or HTTPStatus(start["status"]).phrase}).encode()
+            kept = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"content-type", b"content-length")]
+            start = {**start, "headers": kept + [(b"content-type", b"application/json"),
+                                                 (b"content-length", str(len(body)).encode())]}
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+    return reshaping_send
+
+
+def _has_v2_shape(body: bytes) -> bool:
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(obj, dict) and isinstance(obj.get("error"), str)
+
+
+async def _reply(send: Send, path: str, status: int, code: str, message: str, headers: dict[str, str]) -> None:
+    body = error_json(path, code, message)
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.encode(), v.encode()) for k, v in headers.items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})

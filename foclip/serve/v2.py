@@ -1,7 +1,7 @@
 """The Open Inference Protocol (KServe v2, the REST protocol of Triton, KServe and MLServer) on the service.
 
 One model, ``foclip`` (version ``1``), on the same service and the same detection path as
-``/v1/detect`` (:meth:`foclip.serve.http.DetectService.handle`: drain, API key, per-client bound,
+``/v1/detect`` (:class:`foclip.serve.core.DetectService`: drain, API key, per-client bound,
 body size and time, pixel budget, Serve's cross-request batching, deadline). Only the wire format
 differs, and it lives here:
 
@@ -13,7 +13,9 @@ differs, and it lives here:
   image was scored, else ``"<code>: <message>"``); with several colour-space probes also
   ``PROBE_DROP`` (the multi-probe statistic) and ``DROP_<PROBE>`` per probe;
 * a per-image failure is an output (status 200); a malformed request gets ``{"error": "..."}`` with
-  the status the same failure gets on ``/v1/detect`` (400, 401, 404, 408, 413, 429, 503, 504).
+  the status the same failure gets on ``/v1/detect`` (400, 401, 404, 405, 408, 413, 429, 503, 504);
+  documented parameters have strict types (``"false"`` is not a boolean), and a JSON body is
+  bounded before it is parsed (:mod:`foclip.serve.json_bounds`).
 
 Routes (all under ``/v2``): ``GET /v2`` (server metadata), ``GET /v2/health/live``,
 ``GET /v2/health/ready``, ``GET /v2/models/foclip[/versions/1]`` (model metadata),
@@ -26,10 +28,13 @@ No Ray and no FastAPI at import; plain functions testable without a server.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
+import os
 import re
+import reprlib
 import struct
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,9 +42,13 @@ from typing import Any
 
 import numpy as np
 
+from foclip import __version__
+from foclip.scoring import drop
 from foclip.serve.config import Limits
-from foclip.serve.http import DetectService, HttpError, Item, check_api_key, provided_api_key
+from foclip.serve.core import DetectService, HttpError, Item
+from foclip.serve.json_bounds import JSON_STRING, JsonBoundError, check_json_shape
 
+ROUTE = "/v2/infer"  # the metrics label of inference
 MODEL_NAME = "foclip"
 MODEL_VERSION = "1"
 INPUT_NAME = "IMAGE"
@@ -49,6 +58,11 @@ BASE_OUTPUTS: tuple[tuple[str, str], ...] = (
     ("SCORE_COLOR", "FP32"), ("SCORE_GRAY", "FP32"), ("DROP", "FP32"), ("TAMPERED", "BOOL"), ("ERROR", "BYTES"),
 )
 _LENGTH = struct.Struct("<I")
+_SHORT = reprlib.Repr()  # keyword arguments to Repr() need Python 3.12
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlist, _SHORT.maxlevel = 80, 80, 8, 3
+_BASE64 = re.compile(rb"[A-Za-z0-9+/]*={0,2}")  # what base64.b64decode(validate=True) accepts
+RAW_MIN_CHARS = 1024  # shorter strings are parsed as usual: the saving would be nothing
+_DECIMAL = re.compile(r"[+-]?[0-9]+")  # ASCII digits only (the range check that follows refuses a sign)
 
 
 def probe_output_name(probe: str) -> str:
@@ -63,6 +77,11 @@ def output_specs(probes: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
         specs.append(("PROBE_DROP", "FP32"))
         specs.extend((probe_output_name(p), "FP32") for p in probes)
     return specs
+
+
+def short(value: Any) -> str:
+    """``repr(value)`` cut to a line (an echoed value may be megabytes long)."""
+    return _SHORT.repr(value)
 
 
 def v2_error(status: int, message: str, headers: Mapping[str, str] | None = None) -> HttpError:
@@ -88,28 +107,142 @@ class InferRequest:
     binary_default: bool = False
 
 
-def split_body(headers: Mapping[str, str], body: bytes) -> tuple[dict[str, Any], bytes]:
-    """The JSON header of a request and the binary tensor data after it.
+def check_encoding(headers: Mapping[str, str]) -> None:
+    """Refuse a compressed body (its decompressed size would escape the body limit).
 
     Raises:
-        HttpError: 400 when ``Inference-Header-Content-Length`` is not a length within the body,
-            or the JSON part is not a JSON object.
+        HttpError: 400 for a Content-Encoding other than identity.
+    """
+    encoding = headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise v2_error(400, f"Content-Encoding {encoding!r} is not accepted; send the request uncompressed")
+
+
+class Base64Text:
+    """A JSON string of base64 left where it is in the request body: an image, decoded once, never copied to a str.
+
+    Args:
+        view: the string's characters (only the base64 alphabet; nothing to unescape).
+    """
+
+    __slots__ = ("view",)
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+
+    def decode(self) -> bytes:
+        """The bytes, as ``base64.b64decode(text, validate=True)`` gives them (the alphabet is already checked).
+
+        Raises:
+            binascii.Error: on bad padding.
+        """
+        return binascii.a2b_base64(self.view)
+
+
+def load_json(head: memoryview) -> Any:
+    """``json.loads`` of a request's JSON, with each long base64 string under ``inputs[i].data`` left in place.
+
+    Parsing turns the body's text into a ``str`` and each string into another: a JSON request whose
+    images travel in base64 would hold its images three times over before decoding. Here the
+    strings of :data:`RAW_MIN_CHARS` or more characters that are plain base64 (nothing escaped, so
+    the parser would give exactly those characters) are replaced, before parsing, by short
+    placeholders; after it, those under ``inputs[i].data`` become :class:`Base64Text` views of the
+    body, and any elsewhere the ``str`` the parser would have made. The result is the parser's, but
+    for those views. Malformed JSON gets the parser's own message, from the original text.
+
+    Args:
+        head: the JSON bytes (already within :func:`foclip.serve.json_bounds.check_json_shape`).
+
+    Returns:
+        The parsed value.
+
+    Raises:
+        ValueError: the JSON is malformed (``json.JSONDecodeError``, or a ``UnicodeDecodeError``).
+    """
+    spans: list[memoryview] = []
+    parts: list[bytes | memoryview] = []
+    pos = 0
+    tag = "\x00foclip-" + os.urandom(4).hex() + "-"  # a client's own strings cannot collide with it
+    for m in JSON_STRING.finditer(head):
+        start, end = m.span()
+        if end - start - 2 >= RAW_MIN_CHARS and _BASE64.fullmatch(head, start + 1, end - 1):
+            parts += [head[pos:start], json.dumps(f"{tag}{len(spans)}").encode()]
+            spans.append(head[start + 1:end - 1])
+            pos = end
+    if not spans:
+        return json.loads(_whole(head))
+    parts.append(head[pos:])
+    try:
+        obj = json.loads(b"".join(parts))
+    except ValueError:
+        return json.loads(_whole(head))  # the message (and its positions) of the text the client sent
+
+    def restore(node: Any, keep: bool) -> Any:
+        if isinstance(node, str) and node.startswith(tag):
+            view = spans[int(node[len(tag):])]
+            return Base64Text(view) if keep else str(view, "ascii")
+        if isinstance(node, list):
+            return [restore(x, keep) for x in node]
+        if isinstance(node, dict):
+            return {restore(k, False): restore(v, keep) for k, v in node.items()}
+        return node
+
+    if not isinstance(obj, dict):
+        return restore(obj, False)
+    out = {}
+    for key, value in obj.items():
+        key = restore(key, False)
+        if key == "inputs" and isinstance(value, list):
+            out[key] = [{restore(k, False): restore(v, restore(k, False) == "data") for k, v in t.items()}
+                        if isinstance(t, dict) else restore(t, False) for t in value]
+        else:
+            out[key] = restore(value, False)
+    return out
+
+
+def _whole(view: memoryview) -> bytes:
+    # The bytes a view shows, without a copy when it shows the whole of a bytes object.
+    whole = view.obj
+    return whole if isinstance(whole, bytes) and len(whole) == view.nbytes else bytes(view)
+
+
+def split_body(headers: Mapping[str, str], body: bytes, limits: Limits) -> tuple[dict[str, Any], memoryview]:
+    """The JSON header of a request and the binary tensor data after it.
+
+    Args:
+        headers: request headers with lower-case keys.
+        body: the whole body.
+        limits: the service limits (``max_json_bytes``, ``max_json_depth``).
+
+    Returns:
+        (the parsed JSON object, a view of the bytes after it).
+
+    Raises:
+        HttpError: 400 when ``Inference-Header-Content-Length`` is not a decimal length within the
+            body, or the JSON part is not a JSON object; 413 or 400 past the JSON bounds
+            (:func:`foclip.serve.json_bounds.check_json_shape`).
     """
     declared = headers.get(HEADER_LENGTH)
+    view = memoryview(body)  # slices of a view copy nothing (the binary part may be most of the body)
     if declared is None:
-        head, rest = body, b""
+        head, rest = view, view[len(body):]
     else:
-        try:
-            n = int(declared)
-        except ValueError:
-            raise v2_error(400, f"Inference-Header-Content-Length {declared!r} is not a number") from None
+        if not _DECIMAL.fullmatch(declared):  # int() would also take "1_0_9", " 12" and other digits
+            raise v2_error(400, f"Inference-Header-Content-Length {short(declared)} is not a number")
+        n = int(declared)
         if not 0 <= n <= len(body):
             raise v2_error(400, f"Inference-Header-Content-Length {n} is outside the body of {len(body)} bytes")
-        head, rest = body[:n], body[n:]
+        head, rest = view[:n], view[n:]
     try:
-        obj = json.loads(head)
+        check_json_shape(head, limits.max_json_bytes, limits.max_json_depth)
+    except JsonBoundError as exc:
+        raise HttpError(exc.status, exc.code, exc.message) from None
+    try:
+        obj = load_json(head)
     except (ValueError, UnicodeDecodeError) as exc:
         raise v2_error(400, f"the inference request is not valid JSON ({exc})") from None
+    except RecursionError:  # bounded by max_json_depth; kept so that no nesting can ever be a 500
+        raise v2_error(400, "the inference request nests too deep") from None
     if not isinstance(obj, dict):
         raise v2_error(400, "the inference request must be a JSON object with an 'inputs' list")
     return obj, rest
@@ -124,6 +257,35 @@ def _parameters(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
     return params
 
 
+def _flag(params: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    # Strict: bool("false") and bool({"x": 1}) are True, so anything but a JSON boolean is refused.
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise v2_error(400, f"{where}: parameter {key!r} is {_kind(value)}; expected true or false")
+    return value
+
+
+def _kind(value: Any) -> str:
+    # The JSON kind of a parsed value, for messages (the value itself may be megabytes).
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+MAX_ID_CHARS = 256
+
+
+def _request_id(value: Any) -> str | None:
+    # The protocol's id is a string; a number is taken as its decimal text (clients send either).
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise v2_error(400, f"request: 'id' is {_kind(value)}; expected a string")
+    text = str(value)
+    if len(text) > MAX_ID_CHARS:
+        raise v2_error(400, f"request: 'id' has {len(text)} characters; the limit is {MAX_ID_CHARS}")
+    return text
+
+
 def _flat(data: Any) -> list[Any]:
     # The protocol allows row-major nested lists for a tensor's JSON data.
     if isinstance(data, list):
@@ -131,7 +293,7 @@ def _flat(data: Any) -> list[Any]:
     return [data]
 
 
-def decode_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
+def decode_bytes_tensor(raw: bytes | memoryview, count: int) -> list[bytes]:
     """The elements of a BYTES tensor in the binary-tensor format (4-byte little-endian length, then the bytes).
 
     Raises:
@@ -146,7 +308,7 @@ def decode_bytes_tensor(raw: bytes, count: int) -> list[bytes]:
         if pos + n > len(raw):
             raise v2_error(400, f"input {INPUT_NAME!r}: element {len(out)} declares {n} bytes; only "
                            f"{len(raw) - pos} remain")
-        out.append(raw[pos:pos + n])
+        out.append(bytes(raw[pos:pos + n]))
         pos += n
     if len(out) != count:
         raise v2_error(400, f"input {INPUT_NAME!r}: binary data holds {len(out)} elements; shape says {count}")
@@ -160,11 +322,11 @@ def _items_from_json(data: Any, count: int) -> list[Item]:
     items = []
     for i, v in enumerate(values):
         item_id = f"{INPUT_NAME}[{i}]"
-        if not isinstance(v, str):
+        if not isinstance(v, (str, Base64Text)):
             raise v2_error(400, f"input {INPUT_NAME!r}: element {i} is {type(v).__name__}; expected a base64 "
                            "string (BYTES in JSON), or send the images as binary data")
         try:
-            items.append(Item(item_id, base64.b64decode(v, validate=True)))
+            items.append(Item(item_id, v.decode() if isinstance(v, Base64Text) else base64.b64decode(v, validate=True)))
         except (binascii.Error, ValueError):
             items.append(Item(item_id, b"", {"code": "bad_base64", "message": (
                 f"{item_id!r} | is not valid base64. Expected the image file's bytes in standard base64 "
@@ -190,23 +352,23 @@ def parse_infer(headers: Mapping[str, str], body: bytes, limits: Limits,
             does not match the shape, an unknown output, unsupported parameters); 413 for more than
             ``limits.max_images`` images.
     """
-    obj, binary = split_body(headers, body)
+    obj, binary = split_body(headers, body, limits)
     params = _parameters(obj, "request")
-    req = InferRequest(id=str(obj["id"]) if obj.get("id") is not None else None,
-                       binary_default=bool(params.get("binary_data_output", False)))
+    req = InferRequest(id=_request_id(obj.get("id")),
+                       binary_default=_flag(params, "binary_data_output", False, "request"))
     inputs = obj.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise v2_error(400, f"the request must have exactly one input, {INPUT_NAME!r} (BYTES, shape [N])")
     tensor = inputs[0]
     if tensor.get("name") != INPUT_NAME:
-        raise v2_error(400, f"unknown input {tensor.get('name')!r}; the model's one input is {INPUT_NAME!r}")
+        raise v2_error(400, f"unknown input {short(tensor.get('name'))}; the model's one input is {INPUT_NAME!r}")
     if tensor.get("datatype") != "BYTES":
-        raise v2_error(400, f"input {INPUT_NAME!r} has datatype {tensor.get('datatype')!r}; expected 'BYTES' "
+        raise v2_error(400, f"input {INPUT_NAME!r} has datatype {short(tensor.get('datatype'))}; expected 'BYTES' "
                        "(one encoded image file per element)")
     shape = tensor.get("shape")
     if (not isinstance(shape, list) or len(shape) != 1 or not isinstance(shape[0], int)
             or isinstance(shape[0], bool) or shape[0] < 0):
-        raise v2_error(400, f"input {INPUT_NAME!r} has shape {shape!r}; expected [N], N the number of images")
+        raise v2_error(400, f"input {INPUT_NAME!r} has shape {short(shape)}; expected [N], N the number of images")
     count = shape[0]
     if count == 0:
         raise HttpError(400, "no_images", f"input {INPUT_NAME!r} has no elements")
@@ -214,8 +376,8 @@ def parse_infer(headers: Mapping[str, str], body: bytes, limits: Limits,
         raise HttpError(413, "too_many_images", f"{count} images in one request; the limit is {limits.max_images}")
     size = _parameters(tensor, f"input {INPUT_NAME!r}").get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size != len(binary):
-            raise v2_error(400, f"input {INPUT_NAME!r}: binary_data_size is {size!r} but {len(binary)} bytes "
+        if type(size) is not int or size != len(binary):  # bool is an int subclass, and not a size
+            raise v2_error(400, f"input {INPUT_NAME!r}: binary_data_size is {short(size)} but {len(binary)} bytes "
                            "follow the JSON header")
         if "data" in tensor:
             raise v2_error(400, f"input {INPUT_NAME!r} has both 'data' and binary data")
@@ -233,12 +395,12 @@ def parse_infer(headers: Mapping[str, str], body: bytes, limits: Limits,
         req.outputs = {}
         for out in requested:
             name = out.get("name") if isinstance(out, dict) else None
-            if name not in known_outputs:
-                raise v2_error(400, f"unknown output {name!r}; the model's outputs are {', '.join(known_outputs)}")
+            if not isinstance(name, str) or name not in known_outputs:
+                raise v2_error(400, f"unknown output {short(name)}; the model's outputs are {', '.join(known_outputs)}")
             out_params = _parameters(out, f"output {name!r}")
             if "classification" in out_params:
                 raise v2_error(400, f"output {name!r}: the classification extension is not supported")
-            req.outputs[name] = bool(out_params.get("binary_data", req.binary_default))
+            req.outputs[name] = _flag(out_params, "binary_data", req.binary_default, f"output {name!r}")
     return req, items
 
 
@@ -251,8 +413,6 @@ def _column(results: list[dict[str, Any]], key: str) -> np.ndarray:
 
 def output_arrays(results: list[dict[str, Any]], probes: tuple[str, ...]) -> dict[str, np.ndarray]:
     """Every output tensor for these per-item results (Detector result dicts, in request order)."""
-    from foclip.scoring import drop
-
     out: dict[str, np.ndarray] = {
         "SCORE_COLOR": _column(results, "score_color"),
         "SCORE_GRAY": _column(results, "score_gray"),
@@ -328,42 +488,6 @@ def shape_infer_response(req: InferRequest, results: list[dict[str, Any]], specs
                                     "Inference-Header-Content-Length": str(len(head))}
 
 
-class InferRoute:
-    """``POST /v2/models/foclip[/versions/1]/infer`` as a :class:`foclip.serve.http.Route` (one per request).
-
-    Args:
-        specs: (name, datatype) of the model's outputs.
-        probes: the detector's colour-space probes.
-    """
-
-    name = "/v2/infer"
-
-    def __init__(self, specs: list[tuple[str, str]], probes: tuple[str, ...]) -> None:
-        self.specs = specs
-        self.probes = probes
-        self.request = InferRequest()
-
-    def check_headers(self, headers: Mapping[str, str]) -> None:
-        """400 on a compressed body (its decompressed size would escape the body limit)."""
-        encoding = headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
-            raise v2_error(400, f"Content-Encoding {encoding!r} is not accepted; send the request uncompressed")
-
-    async def parse(self, headers: Mapping[str, str], body: bytes, limits: Limits) -> list[Item]:
-        """See :func:`parse_infer`."""
-        self.request, items = parse_infer(headers, body, limits, dict(self.specs))
-        return items
-
-    def respond(self, results: list[dict[str, Any]], meta: Mapping[str, Any]) -> tuple[int, Any, dict[str, str]]:
-        """200 with every result (per-item failures are in ``ERROR``), see :func:`shape_infer_response`."""
-        body, headers = shape_infer_response(self.request, results, self.specs, self.probes, meta)
-        return 200, body, headers
-
-    def error_body(self, exc: HttpError) -> Any:
-        """The protocol's error body, ``{"error": "<message>"}``."""
-        return json_bytes({"error": exc.message})
-
-
 def json_bytes(obj: Any) -> bytes:
     """Compact JSON (no NaN)."""
     return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
@@ -404,9 +528,7 @@ class V2Front:
 
     def __post_init__(self) -> None:
         if not self.server_version:
-            import foclip
-
-            self.server_version = foclip.__version__
+            self.server_version = __version__
         self.probes = tuple(self.detector_info.get("probes") or ("gray",))
         self.specs = output_specs(self.probes)
 
@@ -439,9 +561,7 @@ class V2Front:
             self._model(m["name"], m["version"])
             if m["tail"] == "/infer":
                 self._method(method, "POST")
-                status, payload, extra = await self.service.handle(InferRoute(self.specs, self.probes),
-                                                                   headers, body, client)
-                return status, payload, {**_JSON, **extra}
+                return await self.infer(headers, body, client)
             self._method(method, "GET")
             if m["tail"] == "/ready":
                 return self._health(True)
@@ -449,6 +569,26 @@ class V2Front:
             return 200, json_bytes(self.model_metadata()), _JSON
         except HttpError as exc:
             self.service.metrics.error(exc.code)
+            return exc.status, json_bytes({"error": exc.message}), {**_JSON, **exc.headers}
+
+    async def infer(self, headers: Mapping[str, str], stream: AsyncIterator[bytes], client: str | None) -> Reply:
+        """``POST .../infer``: the service's bounds around this protocol's parsing and response.
+
+        Per-item failures are outputs (``ERROR``, status 200); a whole-request failure is
+        ``{"error": "<message>"}`` with its status.
+        """
+        try:
+            async with self.service.admit(ROUTE, headers, client) as admission:
+                check_encoding(headers)
+                body = await self.service.read_body(headers, stream)
+                # Off the event loop: a large body's scan, parse and base64 decoding must not hold up the
+                # replica's other requests (the C parts keep the GIL, but each is one linear pass).
+                req, items = await asyncio.to_thread(parse_infer, headers, body, self.service.limits, dict(self.specs))
+                results = await self.service.detect(items)
+                payload, extra = shape_infer_response(req, results, self.specs, self.probes, self.service.meta)
+                admission.status = 200
+                return 200, payload, extra
+        except HttpError as exc:
             return exc.status, json_bytes({"error": exc.message}), {**_JSON, **exc.headers}
 
     def is_ready(self) -> bool:
@@ -466,14 +606,14 @@ class V2Front:
             raise v2_error(405, f"method {method} is not allowed here; use {allowed}", {"Allow": allowed})
 
     def _key(self, headers: Mapping[str, str]) -> None:
-        check_api_key(self.service.api_key_sha256, provided_api_key(headers))
+        self.service.check_key(headers)
 
     @staticmethod
     def _model(name: str, version: str | None) -> None:
         if name != MODEL_NAME:
-            raise v2_error(404, f"unknown model {name!r}; this server serves {MODEL_NAME!r}")
+            raise v2_error(404, f"unknown model {short(name)}; this server serves {MODEL_NAME!r}")
         if version not in (None, MODEL_VERSION):
-            raise v2_error(404, f"unknown version {version!r} of model {MODEL_NAME!r}; it has version {MODEL_VERSION!r}")
+            raise v2_error(404, f"unknown version {short(version)} of model {MODEL_NAME!r}; it has version {MODEL_VERSION!r}")
 
     def server_metadata(self) -> dict[str, Any]:
         """``GET /v2``: name, version and the protocol extensions served."""
@@ -507,15 +647,4 @@ class V2Front:
         }
 
 
-async def respond_v2(front: V2Front, request, path: str) -> Any:
-    """Run :meth:`V2Front.dispatch` on a Starlette request and wrap the reply in a Response."""
-    from starlette.responses import Response
-
-    client = request.client.host if request.client else None
-    status, body, headers = await front.dispatch(
-        request.method, path, {k.lower(): v for k, v in request.headers.items()}, request.stream(), client)
-    media = headers.pop("content-type", None)
-    return Response(body, status_code=status, headers=headers, media_type=media)
-
-
-__all__ = ["InferRoute", "V2Front", "output_specs", "parse_infer", "respond_v2", "shape_infer_response"]
+__all__ = ["V2Front", "output_specs", "parse_infer", "shape_infer_response"]

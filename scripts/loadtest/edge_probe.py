@@ -26,9 +26,9 @@ import httpx
 import psutil
 
 
-def ray_rss_mb(port: int) -> dict[str, float]:
-    """RSS (MB) of the proxy listening on ``port`` and its sibling Ray workers (ingress, detector
-    replicas) under the same raylet; other services on the machine are not counted."""
+def ray_workers(port: int) -> dict[str, psutil.Process]:
+    """The proxy listening on ``port`` and its sibling Ray workers (ingress, detector replicas) under
+    the same raylet, as ``"<tag>:<pid>"``; other services on the machine are not included."""
     proxy = next((c.pid for c in psutil.net_connections("tcp")
                   if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid), None)
     if proxy is None:
@@ -37,9 +37,20 @@ def ray_rss_mb(port: int) -> dict[str, float]:
     for p in psutil.Process(proxy).parent().children():
         try:
             title = " ".join(p.cmdline())
-            tag = next((t for t in ("ProxyActor", "FoclipIngress", "FoclipDetector") if t in title), None)
-            if tag:
-                out[f"{tag}:{p.pid}"] = p.memory_info().rss / 2**20
+        except psutil.Error:
+            continue
+        tag = next((t for t in ("ProxyActor", "FoclipIngress", "FoclipDetector") if t in title), None)
+        if tag:
+            out[f"{tag}:{p.pid}"] = p
+    return out
+
+
+def ray_rss_mb(port: int) -> dict[str, float]:
+    """RSS (MB) of :func:`ray_workers`."""
+    out = {}
+    for name, p in ray_workers(port).items():
+        try:
+            out[name] = p.memory_info().rss / 2**20
         except psutil.Error:
             pass
     return out

@@ -55,8 +55,8 @@ def protocol_code_us(files: list[Path], repeat: int = 300) -> dict[str, float]:
     import struct
 
     from foclip.serve.config import Limits
-    from foclip.serve.http import DetectRoute
-    from foclip.serve.v2 import InferRoute, output_specs
+    from foclip.serve.v1 import check_media_type, parse_items, shape_response
+    from foclip.serve.v2 import check_encoding, output_specs, parse_infer, shape_infer_response
 
     limits = Limits()
     result = [{"id": "x", "score_color": 23.1, "score_gray": 20.4, "drop": 0.117, "tampered": False,
@@ -73,17 +73,16 @@ def protocol_code_us(files: list[Path], repeat: int = 300) -> dict[str, float]:
 
     async def v1() -> None:
         for data, _, _ in requests:
-            route = DetectRoute()
-            route.check_headers({"content-type": "image/jpeg"})
-            await route.parse({"content-type": "image/jpeg"}, data, limits)
-            route.respond(result, meta)
+            check_media_type("image/jpeg")
+            await parse_items({"content-type": "image/jpeg"}, data, limits)
+            shape_response(result, meta)
 
     async def v2() -> None:
         for _, body, headers in requests:
-            route = InferRoute(output_specs(("gray",)), ("gray",))
-            route.check_headers(headers)
-            await route.parse(headers, body, limits)
-            route.respond(result, meta)
+            specs = output_specs(("gray",))
+            check_encoding(headers)
+            req, _ = parse_infer(headers, body, limits, dict(specs))
+            shape_infer_response(req, result, specs, ("gray",), meta)
 
     out = {}
     for name, fn in (("v1", v1), ("v2", v2)):

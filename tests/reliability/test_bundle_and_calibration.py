@@ -158,3 +158,61 @@ def test_a_calibration_for_other_probes_is_refused(tiny_bundle):
     cal = _calibration(tiny_bundle)  # made for the gray probe alone
     with pytest.raises(BundleError, match="probes gray, the detector uses gray,hue180"):
         Detector.from_bundle(tiny_bundle, calibration=cal, probes=("gray", "hue180"), threads=1)
+
+
+def _labelled(tmp_path, sample_photos):
+    """A generate-like folder with 4 originals and 4 different manipulated images."""
+    from PIL import Image
+
+    for d in ("gen/original", "gen/manipulated"):
+        (tmp_path / d).mkdir(parents=True)
+    for i, (name, arr) in enumerate(sample_photos.items()):
+        small = arr[::4, ::4]
+        Image.fromarray(small).save(tmp_path / "gen/original" / f"{name}.png")
+        Image.fromarray(small[:, :, ::-1].copy()).save(tmp_path / "gen/manipulated" / f"{name}.png")
+    return tmp_path / "gen"
+
+
+def test_a_clean_folder_with_nothing_readable_is_an_error(tiny_bundle, sample_photos, tmp_path, capsys):
+    gen = _labelled(tmp_path, sample_photos)
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    (clean / "empty.jpg").write_bytes(b"")
+    (clean / "junk.png").write_bytes(b"not a png at all")
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", str(tiny_bundle), "--originals", str(gen), "--clean", str(clean),
+                 "--out", str(out), "--folds", "0"]) == 1  # 9b2574a: exit 0, an empty group table
+    err = " ".join(capsys.readouterr().err.split())
+    assert "--clean" in err and "no readable image" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_every_group_table_row_counts_its_unreadable_files(tiny_bundle, sample_photos, tmp_path, capsys):
+    from PIL import Image
+
+    gen = _labelled(tmp_path, sample_photos)
+    for d in ("clean/good", "clean/broken"):
+        (tmp_path / d).mkdir(parents=True)
+    for name, arr in sample_photos.items():
+        Image.fromarray(arr[::-4, ::4].copy()).save(tmp_path / "clean/good" / f"{name}.png")
+    (tmp_path / "clean/good/zero.jpg").write_bytes(b"")
+    (tmp_path / "clean/broken/a.jpg").write_bytes(b"")
+    (tmp_path / "clean/broken/b.png").write_bytes(b"junk")
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", str(tiny_bundle), "--originals", str(gen), "--clean", str(tmp_path / "clean"),
+                 "--out", str(out), "--folds", "2"]) == 0
+    m = json.loads(out.read_text())["metrics"]
+    assert m["clean_unreadable"] == {"broken": 2, "good": 1} and m["clean_errors"] == 3
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
+            for line in capsys.readouterr().out.splitlines() if line.count("│") >= 5}
+    assert rows["good"] == ["4", "1"] and rows["broken"] == ["0", "2"]  # 9b2574a: no broken row, no count
+
+
+def test_identical_originals_and_manipulated_sets_are_refused(tiny_bundle, sample_photos, tmp_path, capsys):
+    gen = _labelled(tmp_path, sample_photos)
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", str(tiny_bundle), "--originals", str(gen / "original"),
+                 "--manipulated", str(gen / "original"), "--out", str(out)]) == 1  # 9b2574a: exit 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "same 4 image(s)" in err[0] and "sha256" in err[0], err
+    assert not out.exists()

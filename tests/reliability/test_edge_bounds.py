@@ -184,6 +184,18 @@ def test_pipelined_requests_with_bodies_pass(edge):
     assert b'"received": 100000' in got[1] and app.calls == 3
 
 
+def test_a_431_under_v2_has_the_protocols_error_body(edge):
+    # Issue 32 item 6: at 9b2574a the edge answered /v2 paths {"error": {"code", "message"}} too.
+    port, app = edge
+    for target in (b"/v2/models/foclip/infer", b"http://x/v2/health/ready?a=1"):
+        response = exchange(port, b"POST " + target + b" HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * 10_000 + b"\r\n\r\n")
+        body = json.loads(response.partition(b"\r\n\r\n")[2])
+        assert status(response) == 431 and body == {"error": "a request header line exceeds 8192 bytes"}
+    response = exchange(port, b"POST /v1/detect HTTP/1.1\r\nhost: x\r\nx-pad: " + b"a" * 10_000 + b"\r\n\r\n")
+    assert json.loads(response.partition(b"\r\n\r\n")[2])["error"]["code"] == "headers_too_large"
+    assert app.calls == 0
+
+
 def test_a_slow_head_is_408_and_closed(edge_short):
     port, app = edge_short
     t0 = time.monotonic()

@@ -1,6 +1,6 @@
 """D1 (pixel budget), D2 (body deadline, per-client bound), D3 (drain) and the minor HTTP items, without Ray.
 
-The service is :class:`foclip.serve.http.DetectService` around a recording detect function, driven
+The service is :class:`foclip.serve.core.DetectService` around a recording detect function, driven
 directly (async) or through Starlette's test client.
 """
 
@@ -11,8 +11,10 @@ import hashlib
 
 from fastapi.testclient import TestClient
 
+from foclip.serve import v1
+from foclip.serve.app import create_app
 from foclip.serve.config import Limits
-from foclip.serve.http import DetectService, create_app
+from foclip.serve.core import DetectService
 
 
 def make(limits: Limits | None = None, key: str | None = None, delay_s: float = 0.0):
@@ -43,8 +45,8 @@ def test_d2_stalled_upload_gets_408_and_frees_its_slot(photo_jpeg):
     svc, seen = make(Limits(body_timeout_s=0.2))
 
     async def run():
-        stalled = await svc.handle_detect(JPEG, chunks(photo_jpeg[:1024], stall_s=30), {}, "10.0.0.1")
-        return stalled, svc.in_flight, await svc.handle_detect(JPEG, chunks(photo_jpeg), {}, "10.0.0.1")
+        stalled = await v1.detect(svc, JPEG, chunks(photo_jpeg[:1024], stall_s=30), {}, "10.0.0.1")
+        return stalled, svc.in_flight, await v1.detect(svc, JPEG, chunks(photo_jpeg), {}, "10.0.0.1")
 
     (status, body, _headers), in_flight, (ok_status, _, _) = asyncio.run(run())
     assert status == 408 and body["error"]["code"] == "body_timeout"
@@ -55,13 +57,13 @@ def test_d2_one_client_cannot_take_every_slot(photo_jpeg):
     svc, _ = make(Limits(max_per_client=2, body_timeout_s=5))
 
     async def run():
-        stalled = [asyncio.create_task(svc.handle_detect(JPEG, chunks(b"x", stall_s=1.0), {}, "10.0.0.9"))
+        stalled = [asyncio.create_task(v1.detect(svc, JPEG, chunks(b"x", stall_s=1.0), {}, "10.0.0.9"))
                    for _ in range(2)]
         await asyncio.sleep(0.1)
-        third = await svc.handle_detect(JPEG, chunks(photo_jpeg), {}, "10.0.0.9")
-        other = await svc.handle_detect(JPEG, chunks(photo_jpeg), {}, "10.0.0.10")
+        third = await v1.detect(svc, JPEG, chunks(photo_jpeg), {}, "10.0.0.9")
+        other = await v1.detect(svc, JPEG, chunks(photo_jpeg), {}, "10.0.0.10")
         await asyncio.gather(*stalled)
-        after = await svc.handle_detect(JPEG, chunks(photo_jpeg), {}, "10.0.0.9")
+        after = await v1.detect(svc, JPEG, chunks(photo_jpeg), {}, "10.0.0.9")
         return third, other, after
 
     third, other, after = asyncio.run(run())
@@ -73,10 +75,10 @@ def test_d3_draining_service_answers_503_with_retry_after_and_finishes_in_flight
     svc, _ = make(delay_s=0.3)
 
     async def run():
-        in_flight = asyncio.create_task(svc.handle_detect(JPEG, chunks(photo_jpeg), {}, "a"))
+        in_flight = asyncio.create_task(v1.detect(svc, JPEG, chunks(photo_jpeg), {}, "a"))
         await asyncio.sleep(0.1)
         svc.draining = True
-        new = await svc.handle_detect(JPEG, chunks(photo_jpeg), {}, "b")
+        new = await v1.detect(svc, JPEG, chunks(photo_jpeg), {}, "b")
         return await in_flight, new
 
     (old_status, _, _), (new_status, body, headers) = asyncio.run(run())
@@ -100,7 +102,7 @@ def test_minor_non_ascii_api_key_matches_when_sent_as_utf8_or_latin1(photo_jpeg)
         return {**JPEG, "x-api-key": raw.decode("latin-1")}
 
     async def status(svc, raw: bytes) -> int:
-        return (await svc.handle_detect(as_received(raw), chunks(photo_jpeg), {}, "c"))[0]
+        return (await v1.detect(svc, as_received(raw), chunks(photo_jpeg), {}, "c"))[0]
 
     key = "clé-секрет"
     svc, _ = make(key=key)

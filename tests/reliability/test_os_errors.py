@@ -19,6 +19,19 @@ def error_lines(text: str) -> list[str]:
 
 
 @pytest.fixture
+def manipulated_dir(sample_photo_dir, tmp_path):
+    """A folder of images other than the originals (calibrate refuses identical sets)."""
+    from PIL import Image
+
+    d = tmp_path / "manipulated"
+    d.mkdir()
+    for p in sorted(sample_photo_dir.iterdir()):
+        with Image.open(p) as img:
+            img.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(d / f"{p.stem}.png")
+    return d
+
+
+@pytest.fixture
 def locked_bundle(tiny_bundle, tmp_path, monkeypatch):
     """A copy of the tiny bundle whose tokenizer.json this process may not read.
 
@@ -45,13 +58,13 @@ def locked_bundle(tiny_bundle, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("command", ["detect", "serve", "inspect", "calibrate"])
-def test_an_unreadable_bundle_file_is_one_line_on_every_command(locked_bundle, sample_photo_dir, tmp_path,
-                                                                capsys, command):
+def test_an_unreadable_bundle_file_is_one_line_on_every_command(locked_bundle, sample_photo_dir, manipulated_dir,
+                                                                tmp_path, capsys, command):
     argv = {"detect": ["detect", str(locked_bundle), str(sample_photo_dir), "--out", str(tmp_path / "r.jsonl")],
             "serve": ["serve", str(locked_bundle), "--port", "1"],
             "inspect": ["inspect", str(locked_bundle)],
             "calibrate": ["calibrate", str(locked_bundle), "--originals", str(sample_photo_dir), "--manipulated",
-                          str(sample_photo_dir), "--out", str(tmp_path / "c.json")]}[command]
+                          str(manipulated_dir), "--out", str(tmp_path / "c.json")]}[command]
     assert main(argv) == 1
     lines = error_lines(capsys.readouterr().err)
     assert len(lines) == 1 and "tokenizer.json" in lines[0] and "permission denied" in lines[0], lines
@@ -116,9 +129,9 @@ def test_out_inside_the_bundle_is_refused(tiny_bundle, sample_photo_dir, tmp_pat
     json.loads(manifest)
 
 
-def test_calibrate_out_inside_the_bundle_is_refused(tiny_bundle, sample_photo_dir, tmp_path, capsys):
+def test_calibrate_out_inside_the_bundle_is_refused(tiny_bundle, sample_photo_dir, manipulated_dir, tmp_path, capsys):
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
-    assert main(["calibrate", str(b), "--originals", str(sample_photo_dir), "--manipulated", str(sample_photo_dir),
+    assert main(["calibrate", str(b), "--originals", str(sample_photo_dir), "--manipulated", str(manipulated_dir),
                  "--out", str(b / "manifest.json")]) == 1
     assert "inside the bundle" in capsys.readouterr().err

@@ -1,6 +1,6 @@
 """Request handling without Ray: limits, parsing, status codes and result shaping over HTTP.
 
-The app here is :func:`foclip.serve.http.create_app` around a real Detector on the tiny bundle, so
+The app here is :func:`foclip.serve.app.create_app` around a real Detector on the tiny bundle, so
 everything but Ray Serve's batching and process model is the production path.
 """
 
@@ -12,8 +12,10 @@ import hashlib
 import pytest
 from fastapi.testclient import TestClient
 
+from foclip.serve.app import create_app
 from foclip.serve.config import Limits, ServeConfig, api_key_digest_from_env
-from foclip.serve.http import DetectService, HttpError, check_api_key, create_app, shape_response
+from foclip.serve.core import DetectService, HttpError, check_api_key
+from foclip.serve.v1 import shape_response
 
 KEY = "s3cret-key"
 

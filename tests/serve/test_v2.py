@@ -1,6 +1,6 @@
 """The Open Inference Protocol (v2) routes without Ray: wire format, bounds and status codes.
 
-The app is :func:`foclip.serve.http.create_app` with a :class:`foclip.serve.v2.V2Front` around a
+The app is :func:`foclip.serve.app.create_app` with a :class:`foclip.serve.v2.V2Front` around a
 real Detector on the tiny bundle, so parsing, bounds, detection and response shaping are the
 production code; the real client (tritonclient) against a running server is in
 test_v2_tritonclient.py.
@@ -18,7 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from foclip.serve.config import Limits
-from foclip.serve.http import DetectService
+from foclip.serve.core import DetectService
 from foclip.serve.v2 import V2Front, decode_bytes_tensor, output_specs
 
 KEY = "v2-key"
@@ -62,7 +62,7 @@ def make(detector, key=None, limits=None, ready=lambda: True, delay_s=0.0):
                         limits or Limits(max_body_bytes=300_000, max_images=5),
                         hashlib.sha256(key.encode()).hexdigest() if key else None, rec)
     front = V2Front(svc, detector.info(), ready=ready)
-    from foclip.serve.http import create_app
+    from foclip.serve.app import create_app
 
     return TestClient(create_app(svc, v2=front)), svc, rec
 
@@ -271,3 +271,68 @@ def test_probe_outputs(tiny_bundle, uploads):
         assert out["PROBE_DROP"][0] == pytest.approx(d["probe_drop"], abs=1e-6)
         assert out["PROBE_DROP"][0] == pytest.approx(max(out["DROP_GRAY"][0], out["DROP_HUE180"][0]), abs=1e-6)
         assert np.isnan(out["DROP_HUE180"][1])
+
+
+def _as_parsed(node):
+    """A load_json result as json.loads gives it (its Base64Text views as the strings they are)."""
+    from foclip.serve.v2 import Base64Text
+
+    if isinstance(node, Base64Text):
+        return str(node.view, "ascii")
+    if isinstance(node, list):
+        return [_as_parsed(x) for x in node]
+    if isinstance(node, dict):
+        return {k: _as_parsed(v) for k, v in node.items()}
+    return node
+
+
+@pytest.mark.parametrize("text, in_place", [
+    ('{"inputs": [{"name": "IMAGE", "data": ["%(b)s", "short", ["%(b)s"]]}], "id": "%(b)s"}', 2),
+    ('{"%(b)s": 1, "inputs": [{"data": "%(b)s", "%(b)s": "%(b)s"}, "%(b)s", 3], "outputs": [{"name": "%(b)s"}]}', 1),
+    ('["%(b)s", {"inputs": []}]', 0),
+    # escaped, padded past "==", or a client string like a placeholder: the parser's strings
+    ('{"inputs": [{"data": ["%(b)s\\\\/A", "%(b)s=", "%(b)s==="]}], "x": "\\\\u00000"}', 1),
+])
+def test_load_json_is_json_loads_with_the_images_left_in_place(text, in_place):
+    # Long base64 strings are kept as views of the body (issue 32: JSON costs what its bytes cost);
+    # the value is otherwise exactly the parser's, wherever such a string sits.
+    from foclip.serve.v2 import Base64Text, load_json
+
+    raw = (text % {"b": base64.b64encode(bytes(range(256)) * 8).decode()}).encode()
+    got = load_json(memoryview(raw))
+    assert _as_parsed(got) == json.loads(raw)
+
+    def count(node):
+        if isinstance(node, Base64Text):
+            return 1
+        values = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+        return sum(count(v) for v in values)
+
+    assert count(got) == in_place
+
+
+def test_load_json_reports_malformed_json_as_the_parser_does():
+    from foclip.serve.v2 import load_json
+
+    big = base64.b64encode(bytes(4096)).decode()
+    raw = ('{"inputs": [{"data": ["' + big + '"]}], "x": tru}').encode()
+    with pytest.raises(json.JSONDecodeError) as ours:
+        load_json(memoryview(raw))
+    with pytest.raises(json.JSONDecodeError) as parser:
+        json.loads(raw)
+    assert str(ours.value) == str(parser.value)
+
+
+def test_a_large_json_image_reaches_the_detector_as_base64_decodes_it(client, uploads):
+    http, _, _ = client
+    image = uploads["astronaut.jpg"]
+    assert len(base64.b64encode(image)) > 1024  # the in-place path
+    rj = read_binary_response(http.post("/v2/models/foclip/infer", json=json_request([image, image[:1000]])))
+    rb = read_binary_response(http.post("/v2/models/foclip/infer", content=binary_request([image, image[:1000]])[0],
+                                        headers=binary_request([image, image[:1000]])[1]))
+    for name in ("SCORE_COLOR", "DROP", "ERROR"):
+        assert np.array_equal(rj[name], rb[name], equal_nan=name != "ERROR")
+    bad = base64.b64encode(image).decode()[:-1]  # bad padding: an item error, as b64decode gives it
+    out = read_binary_response(http.post("/v2/models/foclip/infer", json={"inputs": [
+        {"name": "IMAGE", "datatype": "BYTES", "shape": [1], "data": [bad]}]}))
+    assert out["ERROR"][0].startswith("bad_base64")

@@ -201,6 +201,26 @@ def test_body_over_the_limit(client):
     assert exc.value.status() == "413"
 
 
+def test_every_layer_answers_v2_errors_in_one_shape_and_rays_routes_need_the_key(server):
+    # Issue 32 item 6 through a running service: the framework (405), foclip's proxy edge (413 on the
+    # body, 413 on JSON past its bound) and Ray's own /-/ routes (behind the key).
+    import httpx
+
+    base = f"http://{server[0]}"
+    with httpx.Client(timeout=120.0) as http:
+        shaped = [http.put(f"{base}/v2/models/foclip/infer", headers=HEADERS),
+                  http.post(f"{base}/v2/models/foclip/infer", content=b"x" * (1024 * 1024 + 1), headers=HEADERS),
+                  http.post(f"{base}/v2/models/foclip/infer", headers=HEADERS,
+                            content=b'{"inputs": [], "junk": [' + b"[]," * 30_000 + b"[]]}")]
+        assert [r.status_code for r in shaped] == [405, 413, 413]
+        for r in shaped:
+            assert set(r.json()) == {"error"} and isinstance(r.json()["error"], str), r.text
+        for path in ("/-/routes", "/-/healthz"):
+            refused = http.get(base + path)
+            assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthorized"
+            assert http.get(base + path, headers=HEADERS).status_code == 200
+
+
 def test_aio_client_concurrent_requests(server, files, expected):
     import tritonclient.http.aio as aioclient
 
