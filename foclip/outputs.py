@@ -16,6 +16,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from foclip.errors import FoclipError
@@ -229,7 +230,7 @@ class OutputClaim:
         """The output now holds work worth resuming: a failure from here on leaves it in place."""
         self._keep = True
 
-    def __enter__(self) -> OutputClaim:
+    def __enter__(self) -> OutputClaim:  # noqa: PYI034 - a final class, never subclassed
         self._new = [*_missing_chain(self.path), *(s for s in self.sidecars if not s.exists())]
         try:
             self.lock.parent.mkdir(parents=True, exist_ok=True)
@@ -271,7 +272,8 @@ class OutputClaim:
                 return fh
             fh.close()
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         try:
             if exc_type is not None:
                 self._undo_outputs()

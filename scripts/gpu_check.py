@@ -3,23 +3,33 @@
 
 On a machine with CUDA it:
 
-1. runs every ``gpu``-marked test (``pytest -m gpu``);
-2. exports fp32/fp16 bundles of the reference ViT (``foclip-ref-vit``, shipped weights) and of
-   ViT-B-32 (random weights: no download here), builds fp32 and fp16 TensorRT engines of their
-   ``image.fp32`` graph (profile 1..512 rows: a detection is a colour and a gray row), each
+1. runs the fast ``gpu``-marked tests (``pytest -m "gpu and not slow"``; ``--slow`` adds the slow
+   ones, e.g. the hour-long paper protocol), under ``--step-timeout`` seconds;
+2. exports fp32/fp16 bundles (with the fused detect graph) of the reference ViT
+   (``foclip-ref-vit``, shipped weights) and, with ``--slow``, of ViT-B-32 (random weights), and
+   builds strongly typed fp32 and fp16 TensorRT engines from their ``image.fp32`` / ``image.fp16``
+   graphs (profile 1..2x the largest batch: a detection is a colour and a gray row), each
    self-checked against its precision's gate while being built;
 3. measures every row on the same pre-decoded photos: TensorRT engines, ONNX Runtime CUDA
    (fp32/fp16 graphs) and PyTorch CUDA (fp32/fp16) beside them: min cosine against the bundle's
-   fp32 PyTorch reference, det/s at batch 1/32/256 (colour + gray encoder rows and scoring, no
+   fp32 PyTorch reference, det/s at each batch (colour + gray encoder rows and scoring, no
    decode) and p50/p99 latency per batch call;
 4. prints one table and writes ``gpu_check.json`` into ``--out``.
 
-A row whose software is missing (no tensorrt, no onnxruntime-gpu) is skipped with the reason; with
-only torch-CUDA the PyTorch rows still run. Without CUDA nothing can be verified: every row is
-listed as skipped, the JSON says so, and the exit code is 2 (0: every row that ran passed its gate
-and the tests passed; 1: something failed).
+Every row runs in its own try, under ``--step-timeout`` seconds (a hung GPU call ends that row,
+not the check), and the JSON is written whatever fails (also after Ctrl-C). The default run (one
+small model, batches 1 and 32, fast tests) fits a 10-minute GPU slot.
 
-    python scripts/gpu_check.py --out /tmp/foclip-gpu-check
+A row whose software is missing (no tensorrt, no onnxruntime-gpu) is skipped with the reason; with
+only torch-CUDA the PyTorch rows still run.
+
+Exit codes: 0 every row that ran passed its gate and the tests passed; 1 something failed (a row
+below its gate, a row error or timeout, a failing test); 2 nothing could be verified (no CUDA:
+every row is listed as skipped and the JSON says so); 3 the check itself crashed (the JSON still
+holds what ran).
+
+    python scripts/gpu_check.py --out /tmp/foclip-gpu-check              # ~10 min slot
+    python scripts/gpu_check.py --out /tmp/g --slow                       # + ViT-B-32, slow tests
     python scripts/gpu_check.py --out /tmp/g --models foclip-ref-vit:reference --skip-tests
 """
 
@@ -38,8 +48,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODELS = ("foclip-ref-vit:reference", "ViT-B-32:random")
-DEFAULT_BATCHES = (1, 32, 256)
+DEFAULT_MODELS = ("foclip-ref-vit:reference",)
+SLOW_MODELS = ("foclip-ref-vit:reference", "ViT-B-32:random")
+DEFAULT_BATCHES = (1, 32)
+SLOW_BATCHES = (1, 32, 256)
+STEP_TIMEOUT_S = 240.0
 ROW_KINDS = (("trt", "fp32"), ("trt", "fp16"), ("ort-cuda", "fp32"), ("ort-cuda", "fp16"),
              ("torch-cuda", "fp32"), ("torch-cuda", "fp16"))
 
@@ -114,15 +127,20 @@ def skip_reasons(cuda: bool, has_trt: bool, has_ort_cuda: bool, has_torch: bool)
     }
 
 
-def run_gpu_tests(out: Path, marker: str = "gpu") -> dict[str, Any]:
-    """Run every test ``marker`` selects (default: every gpu-marked one); return its exit code and
-    pytest's summary line (the full log goes to ``out/gpu_tests.log``)."""
+def run_gpu_tests(out: Path, marker: str = "gpu and not slow", timeout: float = STEP_TIMEOUT_S) -> dict[str, Any]:
+    """Run every test ``marker`` selects (default: the fast gpu-marked ones) under ``timeout``
+    seconds; return its exit code and pytest's summary line (the full log goes to ``out/gpu_tests.log``)."""
     log = out / "gpu_tests.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "HF_HUB_OFFLINE": "1"}
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", marker, "-q", "-p", "no:cacheprovider", "tests"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-m", marker, "-q", "-p", "no:cacheprovider", "tests"],
+                              cwd=ROOT, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        log.write_text(f"{exc.stdout or ''}{exc.stderr or ''}" if isinstance(exc.stdout, str) else "")
+        return {"marker": marker, "returncode": 124, "summary": f"timed out after {timeout:g} s", "log": str(log),
+                "seconds": round(time.perf_counter() - t0, 1)}
     log.write_text(proc.stdout + proc.stderr)
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
     return {"marker": marker, "returncode": proc.returncode, "summary": lines[-1] if lines else "", "log": str(log),
@@ -134,8 +152,8 @@ def _export(model: str, pretrained: str, out: Path) -> Path:
 
     path = out / "bundles" / model
     if not (path / "manifest.json").is_file():
-        export_bundle(ExportConfig(model_name=model, pretrained=pretrained, precisions=("fp32", "fp16")), path,
-                      force=True)
+        export_bundle(ExportConfig(model_name=model, pretrained=pretrained, precisions=("fp32", "fp16"),
+                                   detect_graph=True), path, force=True)
     return path
 
 
@@ -180,11 +198,12 @@ def _time(fn: Any, pixels: Any, batches: tuple[int, ...], row: Row, sync: Any = 
 
 
 def _runtime_row(bundle: Path, row: Row, pixels: Any, batches: tuple[int, ...]) -> None:
-    from foclip.exporter.engine import EngineRequest, build_engine
+    from foclip.exporter.engine import EngineRequest, build_engine, graph_for
     from foclip.runtime import Detector
 
-    if row.backend == "trt":
-        spec, _ = build_engine(bundle, EngineRequest("image.fp32", row.precision, (1, 64, 2 * max(batches))),
+    if row.backend == "trt":  # strongly typed: the engine's precision is its graph's
+        spec, _ = build_engine(bundle, EngineRequest(graph_for("image", row.precision), row.precision,
+                                                     (1, min(64, 2 * max(batches)), 2 * max(batches))),
                                log=lambda s: print(f"  {s}", file=sys.stderr))
         row.engine = spec.file
     with Detector.from_bundle(bundle, backend=row.backend, precision=row.precision, graph="encoder",
@@ -234,13 +253,43 @@ def _torch_row(bundle: Path, model: str, pretrained: str, row: Row, pixels: Any,
     _time(lambda u8: clipscore(embed(u8), bank, b.score_scale), pixels, batches, row, sync)
 
 
+class StepTimeout(Exception):
+    """A step ran past its time limit."""
+
+
+def with_timeout(seconds: float, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` with a SIGALRM time limit (main thread; no limit where SIGALRM does not exist).
+
+    Raises:
+        StepTimeout: when it runs longer than ``seconds``.
+    """
+    import signal
+
+    if seconds <= 0 or not hasattr(signal, "SIGALRM"):
+        return fn(*args)
+
+    def expire(signum: int, frame: Any) -> None:
+        raise StepTimeout(f"step timed out after {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        return fn(*args)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def run_rows(env: dict[str, Any], models: tuple[str, ...], batches: tuple[int, ...], out: Path,
-             torch_device: str = "cuda") -> list[Row]:
+             torch_device: str = "cuda", step_timeout: float = STEP_TIMEOUT_S, rows: list[Row] | None = None
+             ) -> list[Row]:
     """Every row of every model: measured where it can run, skipped with the reason where not.
 
+    Each row (and each model's export) runs in its own try under ``step_timeout`` seconds; rows are
+    appended to ``rows`` as they finish, so a caller that writes them after a crash has them.
     ``torch_device`` exists for the CPU test of this script's own mechanics (the torch rows on CPU).
     """
-    rows = []
+    rows = [] if rows is None else rows
     for entry in models:
         model, _, pretrained = entry.partition(":")
         pretrained = pretrained or "random"
@@ -248,10 +297,17 @@ def run_rows(env: dict[str, Any], models: tuple[str, ...], batches: tuple[int, .
         if all(r.reason for r in todo):
             rows += todo
             continue
-        bundle = _export(model, pretrained, out)
-        from foclip.manifest import read_manifest
+        try:
+            bundle = with_timeout(step_timeout, _export, model, pretrained, out)
+            from foclip.manifest import read_manifest
 
-        pixels = _photos(read_manifest(bundle).preprocess.image_size, max(batches))
+            pixels = _photos(read_manifest(bundle).preprocess.image_size, max(batches))
+        except Exception as exc:  # noqa: BLE001 - the model's rows say why, the other models still run
+            for row in todo:
+                row.status, row.reason = ("skipped", row.reason) if row.reason else (
+                    "failed", f"export: {exc.__class__.__name__}: {exc}"[:400])
+            rows += todo
+            continue
         for row in todo:
             if row.reason:
                 rows.append(row)
@@ -259,9 +315,9 @@ def run_rows(env: dict[str, Any], models: tuple[str, ...], batches: tuple[int, .
             print(f"{model} {row.backend} {row.precision} ...", file=sys.stderr, flush=True)
             try:
                 if row.backend == "torch-cuda":
-                    _torch_row(bundle, model, pretrained, row, pixels, batches, torch_device)
+                    with_timeout(step_timeout, _torch_row, bundle, model, pretrained, row, pixels, batches, torch_device)
                 else:
-                    _runtime_row(bundle, row, pixels, batches)
+                    with_timeout(step_timeout, _runtime_row, bundle, row, pixels, batches)
                 row.status = "ran"
             except Exception as exc:  # noqa: BLE001 - one failed row must not hide the others
                 row.status, row.reason = "failed", f"{exc.__class__.__name__}: {exc}"[:400]
@@ -294,36 +350,64 @@ def render(env: dict[str, Any], tests: dict[str, Any], rows: list[Row], batches:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the check; print the table; write gpu_check.json. Exit 0 ok, 1 a failure, 2 nothing verified."""
+    """Run the check; print the table; write gpu_check.json. Exit 0 ok, 1 a failure, 2 nothing
+    verified, 3 the check itself crashed (the JSON is written in every case)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for bundles, engines, the test log and gpu_check.json")
-    ap.add_argument("--models", default=",".join(DEFAULT_MODELS), help="MODEL:PRETRAINED,... (default: %(default)s)")
-    ap.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)))
+    ap.add_argument("--slow", action="store_true", help="also ViT-B-32, batch 256 and the slow gpu tests "
+                                                        "(does not fit a 10-minute slot)")
+    ap.add_argument("--models", default=None, help=f"MODEL:PRETRAINED,... (default {','.join(DEFAULT_MODELS)}; "
+                                                   f"--slow: {','.join(SLOW_MODELS)})")
+    ap.add_argument("--batches", default=None, help="default 1,32 (--slow: 1,32,256)")
     ap.add_argument("--skip-tests", action="store_true", help="do not run the gpu-marked tests")
-    ap.add_argument("--test-marker", default="gpu", help="pytest -m expression for the tests (default: %(default)s; "
-                                                         "'gpu and not slow' skips the hour-long paper protocol)")
+    ap.add_argument("--test-marker", default=None, help="pytest -m expression for the tests (default 'gpu and not "
+                                                        "slow'; --slow: 'gpu')")
+    ap.add_argument("--step-timeout", type=float, default=STEP_TIMEOUT_S,
+                    help="seconds each step (the tests, one export, one row) may take (default %(default)s)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    batches = tuple(int(b) for b in args.batches.split(","))
-    env = probe()
+    models = args.models or ",".join(SLOW_MODELS if args.slow else DEFAULT_MODELS)
+    batches = tuple(int(b) for b in (args.batches or ",".join(map(str, SLOW_BATCHES if args.slow
+                                                                    else DEFAULT_BATCHES))).split(","))
+    marker = args.test_marker or ("gpu" if args.slow else "gpu and not slow")
+    env: dict[str, Any] = {"cuda": False, "device": "", "skip": skip_reasons(False, False, False, False)}
     tests: dict[str, Any] = {}
-    if not args.skip_tests and not env["skip"]["tests"]:
-        tests = run_gpu_tests(out, args.test_marker)
-    rows = run_rows(env, tuple(m for m in args.models.split(",") if m), batches, out)
+    rows: list[Row] = []
+    crash = ""
+    try:
+        env = probe()
+        if not args.skip_tests and not env["skip"]["tests"]:
+            tests = run_gpu_tests(out, marker, args.step_timeout)
+        run_rows(env, tuple(m for m in models.split(",") if m), batches, out, step_timeout=args.step_timeout,
+                 rows=rows)
+    except BaseException as exc:  # noqa: BLE001 - whatever happens, the JSON below says what ran
+        crash = f"{exc.__class__.__name__}: {exc}"[:400]
+    return _report(out, env, tests, rows, batches, crash)
+
+
+def _report(out: Path, env: dict[str, Any], tests: dict[str, Any], rows: list[Row], batches: tuple[int, ...],
+            crash: str) -> int:
+    """Print the table, write gpu_check.json, and return the exit code (see the module docstring)."""
     print(render(env, tests, rows, batches))
     ran = [r for r in rows if r.status == "ran"]
     verified = bool(ran) or tests.get("returncode") == 0
     ok = all(r.passed for r in ran) and not any(r.status == "failed" for r in rows) and tests.get("returncode", 0) in (
-        0, 5)  # pytest 5: no gpu test collected
+        0, 5) and not crash  # pytest 5: no gpu test collected
     report = {"device": env["device"], "cuda": env["cuda"], "verified": verified, "ok": ok and verified,
               "skip_reasons": env["skip"], "tests": tests, "batches": list(batches), "rows": [asdict(r) for r in rows],
+              "crash": crash,
               "note": ("det/s: images scored per second (colour + gray encoder rows and scoring; decode "
                        "excluded); latency per batch call")}
-    from foclip.outputs import atomic_write_json
+    import json
 
-    atomic_write_json(out / "gpu_check.json", report)
+    tmp = out / "gpu_check.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out / "gpu_check.json")
     print(f"wrote {out / 'gpu_check.json'}")
+    if crash:
+        print(f"the check crashed: {crash}", file=sys.stderr)
+        return 3
     if not verified:
         print("nothing was verified on this machine (see the skipped rows above)", file=sys.stderr)
         return 2

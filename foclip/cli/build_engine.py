@@ -7,17 +7,19 @@ import argparse
 
 def add_parser(sub) -> None:
     p = sub.add_parser("build-engine", help="build a TensorRT engine for a bundle graph (needs foclip[trt] + GPU)",
-                       description="Build a TensorRT 10 engine from one of a bundle's ONNX graphs with one "
-                                   "optimisation profile, check it on the bundle's reference set, and keep the "
-                                   "engine, the timing cache and the manifest entry in the bundle.")
+                       description="Build a strongly typed TensorRT engine (TensorRT 10.12 to 11.x) from one of a "
+                                   "bundle's ONNX graphs with one optimisation profile, check it on the bundle's "
+                                   "reference set, and keep the engine, the timing cache and the manifest entry in "
+                                   "the bundle. The engine's precision is its graph's: an fp16 engine is built from "
+                                   "image.fp16 / text.fp16 / detect.fp16.")
     p.add_argument("bundle", help="bundle folder written by `foclip export`")
-    p.add_argument("--precision", default="fp16", help="fp16 (default), bf16 or fp32")
+    p.add_argument("--precision", default=None, help="fp16 (default) or fp32: picks the graph <encoder>.<precision>")
     p.add_argument("--batch", default="1,16,64", metavar="MIN,OPT,MAX", help="batch profile (default 1,16,64)")
     p.add_argument("--graph", default=None, metavar="KEY",
-                   help="graph key to build from: image.fp32 (default), text.fp32, detect.fp32, ... "
-                        "(`foclip inspect BUNDLE` lists them)")
+                   help="graph key to build from: image.fp16 (default), image.fp32, text.fp16, detect.fp16, ... "
+                        "(`foclip inspect BUNDLE` lists them); the engine has its precision")
     p.add_argument("--encoder", default=None, choices=("image", "text", "detect"),
-                   help="shorthand for --graph <encoder>.fp32")
+                   help="shorthand for --graph <encoder>.<precision>")
     p.set_defaults(func=run)
 
 
@@ -25,12 +27,13 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from foclip.cli.common import console, err_console
-    from foclip.exporter.engine import EngineRequest, build_engine, check_request, parse_profile
+    from foclip.exporter.engine import EngineRequest, build_engine, check_request, graph_for, parse_profile
 
-    graph = args.graph or f"{args.encoder or 'image'}.fp32"
-    req = check_request(EngineRequest(graph, args.precision, parse_profile(args.batch)))
+    graph = args.graph or graph_for(args.encoder or "image", args.precision or "fp16")
+    precision = args.precision or graph.partition(".")[2]
+    req = check_request(EngineRequest(graph, precision, parse_profile(args.batch)))
     spec, built = build_engine(args.bundle, req, log=lambda s: err_console.print(f"[dim]{escape(s)}[/]", highlight=False))
     verb = "built" if built else "reused cached"
-    console.print(f"{verb} {escape(spec.file)} (key {spec.key[:16]}…, TensorRT {spec.tensorrt_version}, "
-                  f"sm {spec.compute_capability}); manifest updated", highlight=False)
+    console.print(f"{verb} {escape(spec.file)} from {spec.graph} (key {spec.key[:16]}…, TensorRT "
+                  f"{spec.tensorrt_version}, sm {spec.compute_capability}); manifest updated", highlight=False)
     return 0

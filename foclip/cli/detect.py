@@ -81,6 +81,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--strict", action="store_true", help=STRICT_HELP)
     p.add_argument("--exit-zero", action="store_true",
                    help="exit 0 even when an image is flagged or an input is unreadable (user errors still exit 1)")
+    from foclip.cli.detect_ray import add_arguments
+
+    add_arguments(p)  # --ray and its options: dataset scale on Ray Data (foclip/cli/detect_ray.py)
     p.set_defaults(func=run)
 
 
@@ -303,7 +306,10 @@ def _check_paths_before_loading(args: argparse.Namespace) -> list[str]:
 
 
 def _holds_rows(path: Path) -> bool:
-    """A results file with at least one result row (a CSV's header alone is not work)."""
+    """A results file with at least one result row (a CSV's header alone is not work), or a
+    ``--ray`` results folder with a finished shard."""
+    if path.is_dir():
+        return any(path.glob("*.parquet"))
     return path.is_file() and path.read_bytes().count(b"\n") > (1 if path.suffix.lower() == ".csv" else 0)
 
 
@@ -318,6 +324,10 @@ def run(args: argparse.Namespace) -> int:
     from foclip.runtime import Detector
     from foclip.runtime.decode import DecodeLimits
 
+    if args.ray:
+        from foclip.cli.detect_ray import run_ray
+
+        return run_ray(args, lambda det: _settings(det, args))
     paths = _check_paths_before_loading(args)
     if not args.max_file_mb > 0:
         raise InputError("--max-file-mb", f"is {args.max_file_mb:g}", "a size in MiB > 0")

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights, imagenet-N draws and parity prompts")
     p.add_argument("--detect-graph", action="store_true",
-                   help="also write the fused detection graph detect.fp32.onnx (a second copy of the image weights)")
+                   help="also write the fused detection graph detect.fp32.onnx (and detect.fp16.onnx with fp16; "
+                        "a second copy of the image weights)")
     p.add_argument("--no-detect-graph", action="store_true", help=argparse.SUPPRESS)  # the default since 0.2
     p.add_argument("--int8-method", default="dynamic-u8s7",
                    help="how the int8 image encoder is made: dynamic-u8s7 (default; holds on every CPU), "

@@ -261,6 +261,9 @@ class _Exporter:
             export_detect_graph(self.image_encoder, c.preprocess.image_size, c.embed_dim, cfg.score_scale,
                                 tmp / "detect.fp32.onnx", cfg.opset)
             add(specs["detect"]("fp32", "fp32"))
+            if "fp16" in self.precisions:  # a TensorRT fp16 engine is built from it (precision lives in the graph)
+                convert.to_fp16(tmp / "detect.fp32.onnx", tmp / "detect.fp16.onnx")
+                add(specs["detect"]("fp16", "fp16 weights and compute (ONNX Runtime float16 converter)"))
         return graphs
 
     def reference_pixels(self) -> np.ndarray:

@@ -22,7 +22,8 @@ class ExportConfig:
             reference); text encoders are written in fp32 and, when asked, fp16 (no int8 text).
         opset: ONNX opset (17 or more; at most what the installed exporter produces).
         seed: seed of the random init, the imagenet-N draw and the random parity prompts.
-        detect_graph: also write the fused detection graph ``detect.fp32.onnx`` (off by default:
+        detect_graph: also write the fused detection graph ``detect.fp32.onnx`` (and ``detect.fp16.onnx``
+            when fp16 is exported: TensorRT fp16 engines are built from it) (off by default:
             it holds a second copy of the image encoder's weights, and on the CPU it gains little;
             see docs/export.md).
         int8_method: how the int8 image encoder is made (a key of

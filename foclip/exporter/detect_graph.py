@@ -5,6 +5,18 @@ Inside: ``/255``; a luma gray copy (0.299, 0.587, 0.114 of the [0, 1] RGB, float
 channels); both stacked into one 2N batch; the image encoder (mean/std normalisation inside);
 cosine with each L2-normalised prompt embedding, clamped at 0 per pair, mean over prompts, times
 the score scale. Same definitions as :mod:`foclip.scoring`.
+
+TensorRT rules this graph is shaped by (a strongly typed network built by ``foclip build-engine``):
+
+* every UINT8 network input must feed a Cast layer directly (TensorRT's ONNX parser refuses a
+  uint8 tensor into any other layer, a Transpose included), so ``pixels_u8`` is cast to float
+  *before* the NHWC -> NCHW permute; a cast and a permute commute exactly, so the scores are the
+  same numbers as with the permute first;
+* precision comes from the graph: ``detect.fp16`` is this graph through the fp16 converter
+  (``foclip.exporter.convert.to_fp16``), whose first Cast then goes to float16; its inputs
+  (uint8 pixels, float32 text bank) and outputs (float32 scores) keep their types;
+* every dynamic axis (``batch``, ``prompts``) is named, so one optimisation profile can bound it
+  (:func:`foclip.exporter.engine.input_shapes`).
 """
 
 from __future__ import annotations
@@ -26,7 +38,7 @@ class DetectGraph(torch.nn.Module):
         self.register_buffer("luma", torch.tensor(LUMA, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, pixels_u8: torch.Tensor, text_bank: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = pixels_u8.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+        x = pixels_u8.to(torch.float32).permute(0, 3, 1, 2) / 255.0  # Cast first: TensorRT's uint8 rule
         gray = (x * self.luma).sum(dim=1, keepdim=True).expand(-1, 3, -1, -1)
         emb = self.image_encoder(torch.cat([x, gray], dim=0))
         scores = self.scale * torch.clamp(emb @ text_bank.t(), min=0.0).mean(dim=1)

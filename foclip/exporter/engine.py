@@ -1,28 +1,55 @@
-"""TensorRT engines for any of a bundle's graphs (TensorRT 10 Python API, imported lazily).
+"""TensorRT engines for any of a bundle's graphs (TensorRT 10.12+ and 11.x Python API, imported lazily).
 
-An engine is built from one graph key (``image.fp32``, ``text.fp32``, ``detect.fp32``…), the
-same keys the detector chooses from, so ``--backend trt`` always finds the engine of the graph
-it runs. Before anything is built the graph's ONNX ops are checked against the TensorRT ONNX
-parser's list of unsupported operators (:data:`TRT_UNSUPPORTED_OPS`), so ``--graph image.int8``
-(ONNX Runtime's DynamicQuantizeLinear/MatMulInteger) is refused with what to build instead.
+**Precision lives in the graph.** An engine is built from a *strongly typed* network
+(``NetworkDefinitionCreationFlag.STRONGLY_TYPED``: TensorRT 10's recommended mode since 10.12, the
+only mode of TensorRT 11, where the flag is accepted and ignored) parsed from the bundle graph of
+the engine's own precision: ``image.fp16`` / ``text.fp16`` / ``detect.fp16`` for an fp16 engine, the
+fp32 graphs for an fp32 one. No precision ``BuilderFlag`` is set on any version (TensorRT 11 has
+none; on TensorRT 10 a strongly typed network refuses them); ``BuilderFlag.TF32`` is cleared where
+the API has it, so float32 tensors compute in fp32. int8 engines are not offered: TensorRT's int8
+needs explicit Q/DQ graphs, and foclip's int8 graphs are ONNX Runtime's dynamic quantisation. So
+one graph means one thing on every backend: ONNX Runtime runs the same ``image.fp16`` file, and
+its gate (:data:`foclip.manifest.ENGINE_GATES`) holds the engine. The manifest entry
+(:class:`foclip.manifest.EngineSpec`) names the graph key and the sha256 of the file it was built from.
+
+**Graph rules** (:func:`graph_problems`, checked before TensorRT is imported, so no GPU is needed to
+say no); what TensorRT's ONNX parser and network API require of a graph, and foclip relies on:
+
+1. every op is one the parser imports (:data:`TRT_UNSUPPORTED_OPS`: onnx-tensorrt ``docs/operators.md``
+   marks these "N"; ops outside the default ONNX domain are refused too), and, once TensorRT is
+   loaded, ``OnnxParser.supports_operator`` agrees;
+2. every UINT8 network input feeds Cast layers and nothing else (TensorRT accepts uint8 only as
+   the input of a cast to a float type: the fused detect graph casts its pixels before permuting);
+3. every dynamic axis is named in the manifest (``batch``, ``prompts``), so one optimisation profile
+   (:func:`input_shapes`) bounds it: TensorRT refuses to build a network with an unbounded input;
+4. the graph's own types are final (strong typing): an fp16 graph keeps float32 IO through Casts
+   (``keep_io_types``), and the engine's IO dtypes are read back from the engine, never assumed;
+5. the opset is one the parser reads (TensorRT 10.0's parser: opsets 9 to 20, per onnx-tensorrt's
+   ``docs/operators.md``; foclip exports opset 18 unless told otherwise);
+6. not checked here, only on a GPU: the text graph's EOT pooling is an ArgMax over int64 token ids
+   (TensorRT 10 has INT64 tensors; onnx-tensorrt's older tables list ArgMax for FP32/FP16 only), so
+   whether ``text.*`` engines build is for the gpu test ``test_every_graph_builds_on_real_tensorrt``
+   (run by ``scripts/gpu_check.py``) to settle.
 
 A build is a transaction (Polygraphy's pattern): the plan is written to a temporary folder under
 ``engines/``, loaded from there and run on the bundle's self-check reference set against the
-*engine precision's* gate (:data:`foclip.manifest.ENGINE_GATES`: fp32 0.99999, fp16 0.999, bf16
-0.995); only an engine that passes is renamed into place and recorded, under an ``fcntl`` lock on
-``engines/.lock``, with the gate it passed. A failed or killed build leaves the manifest and every
-file it lists exactly as they were; the temporary folder a killed build leaves behind is removed by
-the next ``build_engine`` call (:func:`sweep_builds`: a folder whose owner lock nobody holds).
+engine precision's gate; only an engine that passes is renamed into place and recorded, under an
+``fcntl`` lock on ``engines/.lock``. A failed or killed build leaves the manifest and every file it
+lists exactly as they were; the temporary folder a killed build leaves behind is removed by the next
+``build_engine`` call (:func:`sweep_builds`: a folder whose owner lock nobody holds).
 
 One optimisation profile from a (min, opt, max) batch triple; the timing cache
 (``engines/timing.cache``) is a *cache*, not an artifact: it is not in the manifest's hashed file
 list, a damaged one is ignored, and it is merged with the build's own under the same lock. An
 engine is cached under a key over everything that invalidates it (ONNX sha256, TensorRT version,
-GPU compute capability, precision, profile) and recorded as an :class:`foclip.manifest.EngineSpec`.
+GPU compute capability, precision, profile).
 
-Only TensorRT 10 calls are used: ``build_serialized_network``, ``create_optimization_profile`` /
-``set_shape``, ``create_timing_cache`` / ``set_timing_cache``; none of the removed
-``build_engine`` / ``set_binding_shape`` / ``execute_async_v2``.
+Calls used, all present in both API surfaces the tests check (``tests/trt_api``): ``Builder``,
+``create_network``, ``OnnxParser.parse_from_file`` / ``supports_operator``,
+``create_builder_config``, ``set_memory_pool_limit``, ``create_optimization_profile`` / ``set_shape``,
+``create_timing_cache`` / ``set_timing_cache``, ``build_serialized_network``. Every status
+TensorRT returns (False, None) is checked; every exception its bindings raise becomes one line
+(:func:`foclip.runtime.trt_env.trt_call`).
 """
 
 from __future__ import annotations
@@ -40,7 +67,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from foclip.errors import BackendError, BundleError, InputError, require
+from foclip.errors import BackendError, BundleError, InputError
 from foclip.manifest import (
     MANIFEST_NAME,
     EngineSpec,
@@ -52,6 +79,7 @@ from foclip.manifest import (
     verify_files,
 )
 from foclip.runtime.capabilities import caps
+from foclip.runtime.trt_env import load_tensorrt, trt_call
 
 ENGINE_PRECISIONS = caps("trt").precisions  # the backend table says what a TensorRT precision is
 PROMPTS_PROFILE_MAX = 4096  # most prompts a detect engine's text_bank input takes
@@ -62,9 +90,9 @@ WORKSPACE_BYTES = 4 << 30
 
 @dataclass(frozen=True)
 class EngineRequest:
-    """What to build: source graph key, engine precision and batch profile."""
+    """What to build: source graph key, engine precision (the graph's own) and batch profile."""
 
-    graph: str = "image.fp32"
+    graph: str = "image.fp16"
     precision: str = "fp16"
     profile: tuple[int, int, int] = DEFAULT_PROFILE
 
@@ -93,21 +121,39 @@ def parse_profile(text: str) -> tuple[int, int, int]:
 
 
 def check_request(req: EngineRequest) -> EngineRequest:
-    """Validate the graph key's form and the precision name.
+    """Validate the graph key's form and the precision: an engine's precision is its graph's.
 
     Raises:
-        InputError: a graph key not of the form ``<image|text|detect>.<fp32|fp16|int8>``, or an
-            unknown precision.
+        InputError: a graph key not of the form ``<image|text|detect>.<fp32|fp16|int8>``; an int8
+            engine (not offered: TensorRT int8 needs explicit Q/DQ graphs); a precision other than
+            the graph's (strongly typed networks take it from the graph, never from a flag).
     """
     from foclip.manifest import PRECISIONS, ROLES
 
     role, _, prec = req.graph.partition(".")
     if role not in ROLES or prec not in PRECISIONS:
         raise InputError(f"--graph {req.graph!r}", "is not a graph key",
-                         "<role>.<precision> with role image, text or detect, e.g. image.fp32 or detect.fp32")
+                         "<role>.<precision> with role image, text or detect, e.g. image.fp16 or detect.fp32")
+    if req.precision == "int8" or prec == "int8":
+        raise InputError(f"--graph {role}.int8" if prec == "int8" else "--precision int8",
+                         "is not a TensorRT engine foclip builds (TensorRT int8 needs an explicit Q/DQ graph; "
+                         "foclip's int8 graphs are ONNX Runtime dynamic quantisation, which TensorRT cannot parse)",
+                         f"an fp16 engine: `--graph {role}.fp16`")
     if req.precision not in ENGINE_PRECISIONS:
-        raise InputError(f"--precision {req.precision!r}", "is not a TensorRT precision", "|".join(ENGINE_PRECISIONS))
+        raise InputError(f"--precision {req.precision!r}", "is not a TensorRT engine precision foclip builds",
+                         f"{'|'.join(ENGINE_PRECISIONS)} (the precision of the bundle graph it is built from)")
+    if prec != req.precision:
+        raise InputError(f"--graph {req.graph} --precision {req.precision}",
+                         "asks for an engine of another precision than its graph (TensorRT builds strongly typed "
+                         "networks: the precision comes from the graph)",
+                         f"`--graph {role}.{req.precision}` (exported with `foclip export --precision "
+                         f"{req.precision}`), or leave --precision out")
     return req
+
+
+def graph_for(role: str, precision: str) -> str:
+    """The graph key an engine of ``precision`` is built from (``image``, ``fp16`` -> ``image.fp16``)."""
+    return f"{role}.{precision}"
 
 
 def engine_key(onnx_sha256: str, tensorrt_version: str, compute_capability: str, precision: str,
@@ -169,7 +215,7 @@ def gpu_compute_capability() -> str:
         BackendError: when no CUDA GPU can be found.
     """
     try:  # cuda-python comes with the trt extra: the same answer the runtime checks a plan against
-        from foclip.runtime.backends import device_compute_capability
+        from foclip.runtime.trt_env import device_compute_capability
 
         return device_compute_capability()
     except Exception:  # noqa: BLE001, S110 - no cuda-python or no device: try torch, then nvidia-smi
@@ -225,7 +271,7 @@ def engine_gate(precision: str) -> float:
 
 
 def unsupported_ops(onnx_path: Path, parser: Any = None) -> list[str]:
-    """ONNX ops of a graph that the TensorRT ONNX parser does not support.
+    """ONNX ops of a graph that the TensorRT ONNX parser does not support (graph rule 1).
 
     Args:
         onnx_path: the graph.
@@ -244,19 +290,44 @@ def unsupported_ops(onnx_path: Path, parser: Any = None) -> list[str]:
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             bad.add(f"{node.domain}::{node.op_type}")
-        elif node.op_type in TRT_UNSUPPORTED_OPS or (
-                parser is not None and hasattr(parser, "supports_operator") and not parser.supports_operator(node.op_type)):
+        elif node.op_type in TRT_UNSUPPORTED_OPS or (parser is not None and not parser.supports_operator(node.op_type)):
             bad.add(node.op_type)
     return sorted(bad)
 
 
-def _refuse_unsupported(onnx_path: Path, req: EngineRequest, parser: Any = None) -> None:
+def uint8_problems(onnx_path: Path) -> list[str]:
+    """Graph rule 2: each UINT8 graph input that feeds anything but Cast nodes, with what it feeds.
+
+    Returns:
+        ``["pixels_u8 -> Transpose", ...]``; empty when the rule holds (or ``onnx`` is missing).
+    """
+    try:
+        import onnx
+    except ImportError:
+        return []
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    u8 = {i.name for i in graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
+    return sorted({f"{name} -> {n.op_type}" for n in graph.node for name in n.input
+                   if name in u8 and n.op_type != "Cast"} | {f"{name} -> graph output" for name in u8
+                                                              if name in {o.name for o in graph.output}})
+
+
+def graph_problems(onnx_path: Path, req: EngineRequest, parser: Any = None) -> None:
+    """Refuse a graph that breaks one of TensorRT's rules (module docstring), in one line.
+
+    Raises:
+        InputError: unsupported ops, or a uint8 input that does not feed a Cast directly.
+    """
+    role = req.graph.split(".")[0]
     bad = unsupported_ops(onnx_path, parser)
     if bad:
-        role = req.graph.split(".")[0]
         raise InputError(f"--graph {req.graph}", f"has ops the TensorRT ONNX parser does not support "
-                         f"({', '.join(bad)})", f"a float graph: `--graph {role}.fp32 --precision fp16` "
-                         "(TensorRT int8 needs an explicit Q/DQ graph, which foclip does not export)")
+                         f"({', '.join(bad)})", f"a float graph: `--graph {role}.fp16` or `--graph {role}.fp32`")
+    u8 = uint8_problems(onnx_path)
+    if u8:
+        raise InputError(f"--graph {req.graph}", f"feeds a uint8 input to something other than a Cast ({', '.join(u8)}); "
+                         "TensorRT requires every uint8 network input to feed a Cast layer directly",
+                         "a graph exported by this foclip (re-export the bundle with `foclip export`)")
 
 
 @contextmanager
@@ -356,7 +427,7 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
         BundleError: the bundle fails its hash check or lacks the graph; the parse or build fails;
             the built engine misses its precision's gate on the reference set (SelfCheckError).
         BackendError: no GPU.
-        InputError: bad encoder, precision or profile; a graph with ops TensorRT cannot parse.
+        InputError: bad graph, precision or profile; a graph that breaks TensorRT's rules.
     """
     log = log or (lambda _: None)
     check_request(req)
@@ -367,11 +438,14 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
         rel, why = problems[0]
         raise BundleError(str(bundle / rel), why, "the files `foclip export` wrote (re-export the bundle)")
     src = _source_onnx(manifest, req.graph)
-    _refuse_unsupported(bundle / src, req)  # before TensorRT is even imported: no GPU needed to say no
-    trt = require("tensorrt", "trt")
+    graph_problems(bundle / src, req)  # before TensorRT is even imported: no GPU needed to say no
+    trt = load_tensorrt()  # installed, and a version whose API the tests check (10.12 <= v < 12)
     if (bundle / "engines").is_dir():
         sweep_builds(bundle / "engines")  # what killed builds left (cached or not, this call cleans up)
+    from foclip.runtime.trt_env import check_cuda
+
     sm = gpu_compute_capability()
+    check_cuda(trt.__version__)  # driver vs the CUDA TensorRT and the bindings are built for
     key = engine_key(manifest.files[src], trt.__version__, sm, req.precision, req.profile)
     for spec in manifest.engines:
         if spec.key == key and (bundle / spec.file).is_file() and manifest.files.get(spec.file) == sha256_file(
@@ -382,7 +456,7 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
     gate = engine_gate(req.precision)
     log(f"building {rel} (TensorRT {trt.__version__}, sm {sm}, {req.precision}, batch {req.profile}, gate {gate})")
     with build_folder(bundle / "engines") as tmp:
-        plan, config, cache = _build(trt, bundle / src, manifest, req, bundle / TIMING_CACHE, log)
+        plan, config, cache = _build(bundle / src, manifest, req, bundle / TIMING_CACHE, log)
         trial_rel = Path(tmp).relative_to(bundle).as_posix() + "/" + Path(rel).name
         atomic_write_bytes(bundle / trial_rel, plan)
         spec = EngineSpec(req.graph, req.precision, rel, manifest.files[src], trt.__version__, sm, req.profile, key,
@@ -409,35 +483,53 @@ def _self_check(bundle: Path, manifest: Manifest, spec: EngineSpec):  # -> SelfC
         return require_pass(self_check(trial, graph, runner))
 
 
-def _build(trt: Any, onnx_path: Path, manifest: Manifest, req: EngineRequest, cache_path: Path,
+def _build(onnx_path: Path, manifest: Manifest, req: EngineRequest, cache_path: Path,
            log: Callable[[str], None]) -> tuple[bytes, Any, Any]:
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10
-    parser = trt.OnnxParser(network, logger)
-    _refuse_unsupported(onnx_path, req, parser)  # the installed parser's own word, too
-    if not parser.parse_from_file(str(onnx_path)):
-        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise BundleError(str(onnx_path), f"TensorRT cannot parse it ({errs[:300]})", "an ONNX file TensorRT supports")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
-    if req.precision != "fp32":
-        config.set_flag(getattr(trt.BuilderFlag, req.precision.upper()))
-    elif hasattr(trt.BuilderFlag, "TF32"):
-        # TensorRT allows TF32 (10-bit mantissa) matmuls by default on Ampere and later; an fp32
-        # engine is held to the fp32 gate, so it must compute in fp32.
-        config.clear_flag(trt.BuilderFlag.TF32)
-    profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in input_shapes(manifest, req.graph, req.profile):
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    timing = _load_timing_cache(config, cache_path, log)
-    config.set_timing_cache(timing, ignore_mismatch=True)
-    plan = builder.build_serialized_network(network, config)
+    """Parse ``onnx_path`` into a strongly typed network and build a serialized plan from it."""
+    import tensorrt as trt  # loaded and version-checked by build_engine (load_tensorrt)
+
+    fix = f"a machine where TensorRT {trt.__version__} runs (`nvidia-smi` works; `{_rebuild(req)}`)"
+    with trt_call("Builder(Logger(WARNING))", fix):
+        logger = trt.Logger(trt.Logger.WARNING)
+        builder = trt.Builder(logger)
+    with trt_call("create_network(STRONGLY_TYPED)", fix):
+        # strongly typed: each tensor's type is the graph's (accepted and ignored on TensorRT 11)
+        network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
+        parser = trt.OnnxParser(network, logger)
+    graph_problems(onnx_path, req, parser)  # the installed parser's own word, too
+    with trt_call(f"OnnxParser.parse_from_file({onnx_path.name!r})", fix):
+        parsed = parser.parse_from_file(str(onnx_path))
+        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) if not parsed else ""
+    if not parsed:
+        raise BundleError(str(onnx_path), f"TensorRT {trt.__version__} cannot parse it ({errs[:300]})",
+                          "an ONNX graph exported by this foclip (re-export the bundle with `foclip export`)")
+    with trt_call("create_builder_config", fix):
+        config = builder.create_builder_config()
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)
+        if hasattr(trt.BuilderFlag, "TF32"):
+            # TensorRT allows TF32 (10-bit mantissa) matmuls on float32 tensors by default on Ampere
+            # and later; the graph says float32, and the engine is held to that precision's gate.
+            config.clear_flag(trt.BuilderFlag.TF32)
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in input_shapes(manifest, req.graph, req.profile):
+            profile.set_shape(name, lo, opt, hi)  # type: ignore[arg-type]  # TensorRT turns tuples into Dims
+        if config.add_optimization_profile(profile) < 0:
+            raise BundleError(f"optimisation profile {req.profile}", "was refused by TensorRT",
+                              "a profile with 1 <= MIN <= OPT <= MAX (`--batch MIN,OPT,MAX`)")
+        timing = _load_timing_cache(config, cache_path, log)
+        if not config.set_timing_cache(timing, True):
+            log("TensorRT did not take the timing cache; building without it")
+    with trt_call("build_serialized_network", fix):
+        plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise BundleError(str(onnx_path), "TensorRT could not build an engine from it (see the log above)",
-                          "a graph TensorRT supports at this precision")
+        raise BundleError(str(onnx_path), f"TensorRT {trt.__version__} could not build an engine from it "
+                          "(see TensorRT's log above)", f"a graph TensorRT supports at {req.precision}")
     return bytes(plan), config, config.get_timing_cache()
+
+
+def _rebuild(req: EngineRequest) -> str:
+    lo, opt, hi = req.profile
+    return f"foclip build-engine BUNDLE --graph {req.graph} --batch {lo},{opt},{hi}"
 
 
 def _load_timing_cache(config: Any, path: Path, log: Callable[[str], None]) -> Any:
@@ -459,7 +551,8 @@ def _save_timing_cache(path: Path, config: Any, cache: Any, log: Callable[[str],
     """Merge this build's timing cache into the bundle's (call under :func:`bundle_lock`)."""
     try:
         current = _load_timing_cache(config, path, log)
-        current.combine(cache, True)
+        if not current.combine(cache, True):  # False: TensorRT refused to merge (another GPU or version)
+            current = cache
         atomic_write_bytes(path, bytes(current.serialize()))
     except Exception as exc:  # noqa: BLE001 - a cache that cannot be saved costs build time, nothing else
         log(f"timing cache not saved ({exc.__class__.__name__}: {exc})")

@@ -29,7 +29,9 @@ from foclip.runtime.parity import Runs, compare, cosine_rows, passes_gate
 from foclip.scoring import CLAMP, at_floor, clipscore, drop
 
 GATES = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
-DETECT_SCORE_TOL = {"fp32": 0.01}  # max |score difference| at w = 100 (1e-4 in cosine); scaled by w / 100
+# max |score difference| at w = 100, scaled by w / 100: fp32 1e-4 in cosine; fp16 the fp16 gate's 1e-3
+# (the cosine error the detector's self-check allows an fp16 detect graph or engine)
+DETECT_SCORE_TOL = {"fp32": 0.01, "fp16": 0.1}
 BATCH_SIZES = (1, 3, 16)
 # ONNX Runtime 1.32's NchwcTransformer (part of ORT_ENABLE_ALL on CPU) crashes the process on
 # fp16 graphs from the float16 converter (cf. onnxruntime issue 15494); skip that one pass.

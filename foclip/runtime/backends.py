@@ -30,6 +30,16 @@ from foclip.errors import BackendError, BundleError, InternalError, require
 from foclip.manifest import EngineSpec, GraphSpec, Manifest
 from foclip.runtime.bundle import Bundle
 from foclip.runtime.capabilities import ALIASES, BACKENDS, caps
+from foclip.runtime.trt_env import (
+    check_cuda,
+    cuda_check,
+    cudart,
+    device_compute_capability,
+    load_tensorrt,
+    np_dtype,
+    tensorrt_available,
+    trt_call,
+)
 
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int64)": np.int64,
               "tensor(int32)": np.int32, "tensor(uint8)": np.uint8}
@@ -71,7 +81,7 @@ def available_backends() -> list[str]:
             found.append("ort-cpu")
         if "CUDAExecutionProvider" in providers:
             found.append("ort-cuda")
-    if importlib.util.find_spec("tensorrt") is not None:
+    if tensorrt_available():  # a real TensorRT, not tensorrt-stubs' namespace folder
         found.append("trt")
     return found
 
@@ -155,22 +165,6 @@ def rebuild_command(bundle: Bundle, spec: EngineSpec) -> str:
             f"--batch {lo},{opt},{hi}`")
 
 
-def device_compute_capability(device: int = 0) -> str:
-    """Compute capability (``"major.minor"``) of a CUDA device, through cuda-python's runtime API.
-
-    Raises:
-        MissingExtraError: cuda-python is not installed.
-        BackendError: no device, or the CUDA call fails.
-    """
-    cu = _cudart()
-    attr = cu.cudaDeviceAttr
-    major = _cuda_check(cu.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMajor, device),
-                        "cudaDeviceGetAttribute(ComputeCapabilityMajor)")
-    minor = _cuda_check(cu.cudaDeviceGetAttribute(attr.cudaDevAttrComputeCapabilityMinor, device),
-                        "cudaDeviceGetAttribute(ComputeCapabilityMinor)")
-    return f"{int(major)}.{int(minor)}"
-
-
 class EngineFromBundle:
     """Loader: a deserialised TensorRT engine built from one graph.
 
@@ -183,22 +177,37 @@ class EngineFromBundle:
         self.spec = find_engine(bundle.manifest, graph.key, precision)
 
     def __call__(self) -> tuple[Any, Any]:
-        trt = require("tensorrt", "trt")
+        """Check versions and GPU, then deserialise the plan.
+
+        Returns:
+            ``(runtime, engine)``.
+
+        Raises:
+            MissingExtraError: tensorrt or cuda-python missing.
+            BackendError: a TensorRT outside the supported range; a driver too old for the CUDA
+                build of TensorRT or of the bindings; a TensorRT call that raises.
+            BundleError: a plan of another TensorRT version or GPU, or one TensorRT cannot read.
+        """
+        load_tensorrt()  # installed, and a version whose API the tests check
+        import tensorrt as trt
+
         spec = self.spec
         subject = f"engine {spec.file!r}"
+        rebuild = f"an engine built here: {rebuild_command(self.bundle, spec)}"
         if spec.tensorrt_version != trt.__version__:
             raise BundleError(subject, f"was built with TensorRT {spec.tensorrt_version}, this is TensorRT "
-                              f"{trt.__version__} (plans are tied to the exact version)",
-                              f"an engine built here: {rebuild_command(self.bundle, spec)}")
+                              f"{trt.__version__} (plans are tied to the exact version)", rebuild)
+        self.cuda = check_cuda(trt.__version__)
         sm = device_compute_capability()
         if spec.compute_capability != sm:
             raise BundleError(subject, f"was built for a GPU of compute capability {spec.compute_capability}, "
-                              f"this GPU is {sm}", f"an engine built here: {rebuild_command(self.bundle, spec)}")
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        engine = runtime.deserialize_cuda_engine(self.bundle.file(spec.file).read_bytes())
+                              f"this GPU is {sm}", rebuild)
+        with trt_call(f"Runtime.deserialize_cuda_engine({spec.file!r})", rebuild):
+            runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+            engine = runtime.deserialize_cuda_engine(self.bundle.file(spec.file).read_bytes())
         if engine is None:
             raise BundleError(subject, f"cannot be deserialized by TensorRT {trt.__version__} on this GPU (sm {sm})",
-                              f"an engine built here: {rebuild_command(self.bundle, spec)}")
+                              rebuild)
         return runtime, engine
 
 
@@ -332,7 +341,8 @@ class OrtRunner(Runner):
     def _activate_impl(self) -> None:
         self.session = self.loader()
         self._outputs = [o.name for o in self.session.get_outputs()]
-        self._inputs = {i.name: (np.dtype(_ORT_TYPES.get(i.type, np.float32)),
+        self._inputs: dict[str, tuple[np.dtype, tuple[int | str | None, ...]]] = {
+            i.name: (np.dtype(_ORT_TYPES.get(i.type, np.float32)),
                                  tuple(d if isinstance(d, int) else None for d in i.shape))
                         for i in self.session.get_inputs()}
 
@@ -348,26 +358,6 @@ class OrtRunner(Runner):
     def describe(self) -> dict[str, Any]:
         providers = self.session.get_providers() if self.session is not None else []
         return {**super().describe(), "providers": providers}
-
-
-def _cudart() -> Any:
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError as exc:
-            from foclip.errors import MissingExtraError
-
-            raise MissingExtraError("cuda-python", "trt") from exc
-    return cudart
-
-
-def _cuda_check(result: Any, call: str = "CUDA call") -> Any:
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    if int(err) != 0:
-        raise BackendError(f"trt {call}", f"failed with CUDA error {err}", "a working CUDA device")
-    return rest[0] if len(rest) == 1 else rest
 
 
 class TrtRunner(Runner):
@@ -398,30 +388,47 @@ class TrtRunner(Runner):
         return self.loader.spec.gate_min_cosine
 
     def _activate_impl(self) -> None:
-        self._trt = require("tensorrt", "trt")
-        self._cu = _cudart()
         self._runtime, self.engine = self.loader()
-        self.context = self.engine.create_execution_context()
+        import tensorrt as trt  # loaded and checked by the loader
+
+        self._trt = trt
+        self._cu = cudart()
+        fix = f"free GPU memory, or an engine built here: {rebuild_command(self.loader.bundle, self.loader.spec)}"
+        with trt_call("create_execution_context", fix):
+            self.context = self.engine.create_execution_context()
         if self.context is None:
             raise BackendError(f"trt create_execution_context for {self.loader.spec.file!r}", "returned None "
                                "(out of GPU memory, or an engine this GPU cannot run)",
                                "free GPU memory, or an engine built on this GPU with `foclip build-engine`")
-        self.stream = _cuda_check(self._cu.cudaStreamCreate(), "cudaStreamCreate")
-        trt = self._trt
-        self._inputs, self._outputs, self._profiles = {}, [], {}
-        for i in range(self.engine.num_io_tensors):
-            name = self.engine.get_tensor_name(i)
-            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-                shape = tuple(d if d >= 0 else None for d in self.engine.get_tensor_shape(name))
-                self._inputs[name] = (np.dtype(trt.nptype(self.engine.get_tensor_dtype(name))), shape)
+        self.stream = cuda_check(self._cu.cudaStreamCreate(), "cudaStreamCreate")
+        self._inputs: dict[str, tuple[np.dtype, tuple[int | str | None, ...]]] = {}
+        self._outputs: list[str] = []
+        self._profiles: dict[str, tuple[tuple[int | None, ...], tuple[int | None, ...]]] = {}
+        self._out_dtypes: dict[str, np.dtype] = {}
+        with trt_call(f"ICudaEngine IO of {self.loader.spec.file!r}", fix):
+            self._read_io(trt)
+        self._check_against_graph()
+
+    def _read_io(self, trt: Any) -> None:
+        """Inputs (dtype, shape with None for -1, profile bounds) and outputs, from the engine itself.
+
+        Dtypes come from the engine (strong typing: the graph's types), through ``trt.nptype``.
+        """
+        engine = self.engine
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            dtype = np_dtype(trt, engine.get_tensor_dtype(name), name)
+            if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                shape = tuple(int(d) if d >= 0 else None for d in engine.get_tensor_shape(name))
+                self._inputs[name] = (dtype, shape)
                 if None in shape:  # a dynamic input: the engine's own profile bounds every axis
-                    lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
+                    lo, _, hi = engine.get_tensor_profile_shape(name, 0)
                     self._profiles[name] = (tuple(int(d) for d in lo), tuple(int(d) for d in hi))
                 else:
                     self._profiles[name] = (shape, shape)
             else:
                 self._outputs.append(name)
-        self._check_against_graph()
+                self._out_dtypes[name] = dtype
 
     def _check_against_graph(self) -> None:
         """Refuse an engine whose tensors are not the bundle graph's (names, fixed dimensions).
@@ -458,9 +465,9 @@ class TrtRunner(Runner):
         if size < nbytes:
             if ptr:
                 # the stream may still read the old buffer: let it finish before freeing it
-                _cuda_check(self._cu.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-                _cuda_check(self._cu.cudaFree(ptr), f"cudaFree({name!r})")
-            ptr = _cuda_check(self._cu.cudaMalloc(nbytes), f"cudaMalloc({name!r}, {nbytes} bytes)")
+                cuda_check(self._cu.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+                cuda_check(self._cu.cudaFree(ptr), f"cudaFree({name!r})")
+            ptr = cuda_check(self._cu.cudaMalloc(nbytes), f"cudaMalloc({name!r}, {nbytes} bytes)")
             self._buffers[name] = (ptr, nbytes)
         return ptr
 
@@ -480,11 +487,12 @@ class TrtRunner(Runner):
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_profile(feeds)
-        with self._lock:
+        with self._lock, trt_call(f"IExecutionContext run of {self.loader.spec.file!r}",
+                                  "inputs within the engine's profile on a working GPU"):
             return self._run_locked(feeds)
 
     def _run_locked(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        cu, trt, ctx = self._cu, self._trt, self.context
+        cu, ctx = self._cu, self.context
         h2d, d2h = cu.cudaMemcpyKind.cudaMemcpyHostToDevice, cu.cudaMemcpyKind.cudaMemcpyDeviceToHost
         staged = []  # keep every host array alive until the stream has read it
         for name, arr in feeds.items():
@@ -494,7 +502,7 @@ class TrtRunner(Runner):
                 raise BackendError(f"trt set_input_shape({name!r}, {tuple(arr.shape)})", "returned False",
                                    "a shape within the engine's optimisation profile")
             ptr = self._device(name, arr.nbytes)
-            _cuda_check(cu.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream),
+            cuda_check(cu.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream),
                         f"cudaMemcpyAsync(host->device, {name!r})")
             if not ctx.set_tensor_address(name, ptr):
                 raise BackendError(f"trt set_tensor_address({name!r})", "returned False",
@@ -505,7 +513,7 @@ class TrtRunner(Runner):
             if any(d < 0 for d in shape):
                 raise BackendError(f"trt output {name!r}", f"has unresolved shape {shape} after set_input_shape",
                                    "every input shape set (a bug: report it)")
-            host = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
+            host = np.empty(shape, dtype=self._out_dtypes[name])
             if not ctx.set_tensor_address(name, self._device(name, host.nbytes)):
                 raise BackendError(f"trt set_tensor_address({name!r})", "returned False",
                                    "a valid device address for the tensor")
@@ -515,10 +523,10 @@ class TrtRunner(Runner):
             raise BackendError(f"trt execute_async_v3 ({shapes})", "returned False",
                                "an engine and inputs TensorRT accepts (see TensorRT's log above)")
         for name, host in outs.items():
-            _cuda_check(cu.cudaMemcpyAsync(host.ctypes.data, self._buffers[name][0], host.nbytes, d2h, self.stream),
+            cuda_check(cu.cudaMemcpyAsync(host.ctypes.data, self._buffers[name][0], host.nbytes, d2h, self.stream),
                         f"cudaMemcpyAsync(device->host, {name!r})")
         # results exist only once the stream has run: nothing is read before this returns
-        _cuda_check(cu.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        cuda_check(cu.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         del staged
         return {k: v.astype(np.float32, copy=False) for k, v in outs.items()}
 

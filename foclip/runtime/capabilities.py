@@ -57,7 +57,9 @@ TABLE: dict[str, BackendCaps] = {c.name: c for c in (
     BackendCaps("ort-cuda", ("cuda", "gpu", "onnxruntime-cuda", "onnxruntime-gpu", "cudaexecutionprovider"),
                 ("CUDAExecutionProvider", "CPUExecutionProvider"), "gpu", "graph", PRECISIONS, False, "ort-cuda",
                 True, "pytorch-parity"),
-    BackendCaps("trt", ("tensorrt",), (), "trt", "engine", ("fp16", "bf16", "fp32"), True,
+    # TensorRT precisions are those of the graphs foclip exports (strongly typed engines: the
+    # precision comes from the graph; no bf16 graph is exported, int8 would need Q/DQ graphs)
+    BackendCaps("trt", ("tensorrt",), (), "trt", "engine", ("fp16", "fp32"), True,
                 "ort-cpu", True, "pytorch-parity"),
 )}
 BACKENDS = tuple(TABLE)

@@ -55,7 +55,7 @@ class DetectConfig:
     Attributes:
         backend: ``ort-cpu``, ``ort-cuda`` or ``trt``.
         precision: image-graph precision in the bundle (``fp32``, ``fp16``, ``int8``), or the
-            engine precision for ``trt`` (``fp16``, ``bf16``, ``fp32``).
+            engine precision for ``trt`` (``fp16``, ``fp32``).
         cascade: run the gray pass only where ``score_color >= tau_score``.
         batch_size: images per encoder call (2x rows without cascade).
         tau_score: score gate on the 0..score_scale scale (from the calibration when given).
@@ -552,7 +552,7 @@ def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto
 
         raise InputError(f"precision {precision!r}", f"is not a precision of {canon} graphs"
                          + did_you_mean(precision, list(row.precisions)),
-                         "fp32, fp16 or int8 (bf16 is a TensorRT engine precision: --backend trt)")
+                         "fp32, fp16 or int8")
 
     def candidates(role: str) -> list[str]:
         return graph_candidates(canon, m, role, precision)
@@ -560,7 +560,7 @@ def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto
     def missing(role: str) -> BundleError:
         where = f"bundle {str(bundle.path)!r}"
         if row.needs_engine:
-            src = f"{role}.fp32"
+            src = f"{role}.{precision}"  # an engine's precision is its graph's (strongly typed)
             return BundleError(where, f"has no TensorRT engine at {precision} built from a {role} graph",
                                f"`foclip build-engine {bundle.path} --graph {src} --precision {precision}` first")
         have = ", ".join(k for k in m.graphs if k.startswith(f"{role}.")) or "none"

@@ -34,14 +34,19 @@ def _cuda() -> bool:
 
 
 @pytest.mark.skipif(_cuda(), reason="this machine has CUDA: the no-CUDA path cannot be seen here")
-def test_without_cuda_every_row_is_skipped_with_its_reason_and_nothing_claims_success(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "g")], capture_output=True, text=True,
-                          timeout=300 * float(os.environ.get("FOCLIP_TEST_TIMEOUT_SCALE", "1")), check=False,
+@pytest.mark.parametrize(("args", "rows"), [((), 6), (("--slow",), 12)])
+def test_without_cuda_every_row_is_skipped_with_its_reason_and_nothing_claims_success(tmp_path, args, rows):
+    """Default: one small model (fits a 10-minute slot); --slow adds ViT-B-32."""
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "g"), *args], capture_output=True,
+                          text=True, timeout=300 * float(os.environ.get("FOCLIP_TEST_TIMEOUT_SCALE", "1")), check=False,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 2, proc.stderr[-2000:]  # 2: nothing verified
     report = json.loads((tmp_path / "g" / "gpu_check.json").read_text())
     assert report["verified"] is False and report["ok"] is False and report["tests"] == {}
-    assert len(report["rows"]) == 12 and {r["status"] for r in report["rows"]} == {"skipped"}
+    assert len(report["rows"]) == rows and {r["status"] for r in report["rows"]} == {"skipped"}
+    if not args:
+        assert report["batches"] == [1, 32] and {r["model"] for r in report["rows"]} == {"foclip-ref-vit"}
+        return
     assert all("no CUDA GPU" in r["reason"] for r in report["rows"])
     assert {(r["model"], r["backend"], r["precision"]) for r in report["rows"]} >= {
         ("foclip-ref-vit", "trt", "fp16"), ("ViT-B-32", "trt", "fp32"), ("ViT-B-32", "torch-cuda", "fp16")}
@@ -75,3 +80,25 @@ def test_torch_rows_run_and_the_others_say_why_not(tiny_bundle, tmp_path, monkey
     assert by[("trt", "fp16")].status == "skipped" and "tensorrt is not installed" in by[("trt", "fp16")].reason
     table = gc.render(env, {}, rows, (1, 2))
     assert "skipped trt: tensorrt is not installed" in table and "skipped ort-cuda: onnxruntime has no" in table
+
+
+def test_a_crash_still_writes_the_json_and_exits_3(tmp_path, monkeypatch):
+    gc = _module()
+
+    def boom(*a, **k):
+        raise RuntimeError("driver fell over")
+
+    monkeypatch.setattr(gc, "probe", lambda: {"cuda": True, "device": "x", "skip": gc.skip_reasons(True, True, True, True)})
+    monkeypatch.setattr(gc, "run_rows", boom)
+    assert gc.main(["--out", str(tmp_path), "--skip-tests"]) == 3
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["crash"] == "RuntimeError: driver fell over" and report["ok"] is False
+
+
+def test_a_step_past_its_timeout_ends_that_step_only():
+    import time
+
+    gc = _module()
+    with pytest.raises(gc.StepTimeout, match="timed out after 0.2 s"):
+        gc.with_timeout(0.2, time.sleep, 30)
+    assert gc.with_timeout(5, lambda x: x + 1, 1) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 
@@ -10,6 +9,7 @@ import pytest
 
 from foclip.cli.export import split_prompt_specs
 from foclip.cli.main import main
+from foclip.runtime.trt_env import tensorrt_available
 
 
 def test_export_cli_writes_a_bundle(tmp_path, capsys):
@@ -95,7 +95,7 @@ def test_build_engine_bad_profile(tiny_bundle, capsys):
     assert "--batch" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
+@pytest.mark.skipif(tensorrt_available(), reason="tensorrt is installed")
 def test_build_engine_without_tensorrt(tiny_bundle, capsys):
     assert main(["build-engine", str(tiny_bundle)]) == 1
     err = capsys.readouterr().err

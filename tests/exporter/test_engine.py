@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 
 from foclip.errors import BundleError, InputError, MissingExtraError
@@ -17,6 +15,7 @@ from foclip.exporter.engine import (
     parse_profile,
 )
 from foclip.manifest import read_manifest
+from foclip.runtime.trt_env import tensorrt_available
 
 BASE = ("a" * 64, "10.9.0", "9.0", "fp16", (1, 16, 64))
 
@@ -51,16 +50,24 @@ def test_engine_file_and_shapes(tiny_bundle):
 
 
 def test_check_request():
-    check_request(EngineRequest("image.fp32", "bf16", (1, 1, 1)))
-    check_request(EngineRequest("detect.fp32", "fp16", (1, 1, 1)))
+    """An engine's precision is its graph's (strong typing); int8 and bf16 engines are refused in one line."""
+    check_request(EngineRequest("image.fp16", "fp16", (1, 1, 1)))
+    check_request(EngineRequest("detect.fp32", "fp32", (1, 1, 1)))
     for bad in ("audio.fp32", "image", "image.int4"):
         with pytest.raises(InputError, match="--graph"):
             check_request(EngineRequest(bad, "fp16", (1, 1, 1)))
     with pytest.raises(InputError, match="--precision"):
         check_request(EngineRequest("image.fp32", "int4", (1, 1, 1)))
+    with pytest.raises(InputError, match=r"--precision 'bf16' \| is not a TensorRT engine precision"):
+        check_request(EngineRequest("image.fp32", "bf16", (1, 1, 1)))
+    with pytest.raises(InputError, match=r"--graph image.fp32 --precision fp16 \| asks for an engine of another "
+                                         r"precision.*`--graph image.fp16`"):
+        check_request(EngineRequest("image.fp32", "fp16", (1, 1, 1)))
+    with pytest.raises(InputError, match=r"--graph image.int8 \|.*explicit Q/DQ.*`--graph image.fp16`"):
+        check_request(EngineRequest("image.int8", "int8", (1, 1, 1)))
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed")
+@pytest.mark.skipif(tensorrt_available(), reason="tensorrt is installed")
 def test_without_tensorrt_one_line_names_the_extra(tiny_bundle):
     with pytest.raises(MissingExtraError) as info:
         build_engine(tiny_bundle, EngineRequest())
@@ -76,7 +83,7 @@ def test_build_engine_records_and_reuses(tiny_bundle, tmp_path):
 
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
-    req = EngineRequest("image.fp32", "fp16", (1, 4, 16))
+    req = EngineRequest("image.fp16", "fp16", (1, 4, 16))
     spec, built = build_engine(b, req)
     assert built and (b / spec.file).is_file() and (b / "engines/timing.cache").is_file()
     m = read_manifest(b)
@@ -94,15 +101,15 @@ def test_build_flow_with_a_fake_tensorrt(tiny_bundle, tmp_path, fake_trt):
     fake = fake_trt
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
-    req = EngineRequest("text.fp32", "bf16", (1, 4, 16))
+    req = EngineRequest("text.fp16", "fp16", (1, 4, 16))
     spec, built = build_engine(b, req)
     assert built and (b / spec.file).read_bytes().startswith(b"FAKEPLAN")
     assert ("deserialize",) in fake.calls  # the new engine was loaded and self-checked
     assert ("set_shape", "tokens", (1, 77), (4, 77), (16, 77)) in fake.calls
-    assert ("flag", "bf16-flag") in fake.calls and ("parse", "text_encoder.fp32.onnx") in fake.calls
+    assert not any(c[0] == "flag" for c in fake.calls) and ("parse", "text_encoder.fp16.onnx") in fake.calls
     m = read_manifest(b)
-    assert m.engines == (spec,) and verify_files(b, m) == []
-    assert spec.key == engine_key(m.files["text_encoder.fp32.onnx"], fake.__version__, "9.0", "bf16", (1, 4, 16))
+    assert m.engines == (spec,) and verify_files(b, m) == [] and spec.graph == "text.fp16"
+    assert spec.key == engine_key(m.files["text_encoder.fp16.onnx"], fake.__version__, "9.0", "fp16", (1, 4, 16))
     assert (b / "engines/timing.cache").read_bytes() == b"+"
     # same key: reused, nothing built
     fake.calls.clear()
@@ -116,4 +123,18 @@ def test_build_flow_with_a_fake_tensorrt(tiny_bundle, tmp_path, fake_trt):
     with open(b / "text_encoder.fp32.onnx", "ab") as f:
         f.write(b"\0")
     with pytest.raises(BundleError, match="text_encoder.fp32.onnx"):
-        build_engine(b, EngineRequest("text.fp32", "fp16", (1, 4, 16)))
+        build_engine(b, EngineRequest("text.fp32", "fp32", (1, 4, 8)))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("graph", ["text.fp32", "text.fp16", "detect.fp32", "detect.fp16"])
+def test_every_graph_builds_on_real_tensorrt(tiny_bundle, tmp_path, graph):
+    """Real TensorRT builds and self-checks the text graphs (EOT ArgMax over int64 token ids, graph
+    rule 6 in foclip/exporter/engine.py) and the fused detect graphs (uint8 -> Cast)."""
+    import shutil
+
+    pytest.importorskip("tensorrt")
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    spec, built = build_engine(b, EngineRequest(graph, graph.split(".")[1], (1, 4, 8)))
+    assert built and spec.graph == graph

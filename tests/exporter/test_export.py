@@ -13,7 +13,7 @@ from foclip.manifest import MANIFEST_NAME, read_manifest, sha256_file, sha256_te
 EXPECTED = {
     "manifest.json", "parity.json", "tokenizer.json", "tokenizer_config.json",
     "image_encoder.fp32.onnx", "image_encoder.fp16.onnx", "image_encoder.int8.onnx",
-    "text_encoder.fp32.onnx", "text_encoder.fp16.onnx", "detect.fp32.onnx",
+    "text_encoder.fp32.onnx", "text_encoder.fp16.onnx", "detect.fp32.onnx", "detect.fp16.onnx",
     "banks/artistic.prompts.json", "banks/artistic.fp32.npy",
     "reference/pixels_u8.npy", "reference/image_embeddings.fp32.npy", "reference/tokens.npy",
     "reference/text_embeddings.fp32.npy",
@@ -44,7 +44,8 @@ def test_manifest_hashes_and_contract(tiny_bundle):
     assert (txt.inputs[0].name, txt.inputs[0].dtype, txt.inputs[0].shape) == ("tokens", "int64", ("batch", 77))
     assert m.grayscale.weights == (0.299, 0.587, 0.114) and m.grayscale.definition == "luma-rgb01-float"
     assert m.scoring.score_scale == 100 and m.scoring.clamp == "per-pair"
-    assert set(m.graphs) == {"image.fp32", "image.fp16", "image.int8", "text.fp32", "text.fp16", "detect.fp32"}
+    assert set(m.graphs) == {"image.fp32", "image.fp16", "image.int8", "text.fp32", "text.fp16", "detect.fp32",
+                             "detect.fp16"}
     assert all(g.key == k and g.gate_min_cosine == {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}[g.precision]
                for k, g in m.graphs.items())
     q = m.graphs["image.int8"].quantization

@@ -78,7 +78,7 @@ def test_a_failed_command_leaves_nothing_behind(work, argv):
 
 
 def test_reference_build_without_its_debian_packages_leaves_nothing(work, monkeypatch):
-    import foclip_train.reference.data as data
+    from foclip_train.reference import data
 
     real = data.check_sources
     # the real check, pointed at a clip-art folder that is not installed

@@ -52,7 +52,8 @@ sys.exit(main(argv))
 
 
 def _foclip(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "foclip.cli.main", *argv], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "foclip.cli.main", *argv], check=False, capture_output=True,
+                          text=True,
                           timeout=waits.ceiling(300))
 
 

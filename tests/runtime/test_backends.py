@@ -78,12 +78,12 @@ def test_graph_choice_never_picks_a_graph_without_an_artifact(tiny_bundle, monke
     assert choose_graph(b, "ort-cuda", "fp32") == ("detect.fp32", True)
     assert choose_graph(b, "ort-cuda", "fp32", cascade=True) == ("image.fp32", False)
     assert choose_graph(b, "ort-cuda", "int8") == ("image.int8", False)  # no detect.int8 graph
-    with pytest.raises(BundleError, match="build-engine .* --graph image.fp32 --precision fp16"):
+    with pytest.raises(BundleError, match="build-engine .* --graph image.fp16 --precision fp16"):
         choose_graph(b, "trt", "fp16")  # no engines: the error names the command that makes one
     eng = EngineSpec("image.fp32", "fp16", "engines/x.engine", "0" * 64, "10.0", "9.0", (1, 4, 8), "k")
     with_image = dataclasses.replace(b, manifest=b.manifest.with_changes(engines=(eng,)))
     assert choose_graph(with_image, "trt", "fp16") == ("image.fp32", False)  # detect.fp32 exists, no engine
-    with pytest.raises(BundleError, match="--graph detect.fp32 --precision fp16"):
+    with pytest.raises(BundleError, match="--graph detect.fp16 --precision fp16"):
         choose_graph(with_image, "trt", "fp16", mode="fused")
     fused = dataclasses.replace(eng, graph="detect.fp32")
     both = dataclasses.replace(b, manifest=b.manifest.with_changes(engines=(eng, fused)))
@@ -114,12 +114,12 @@ def test_trt_on_a_default_bundle_with_a_stand_in_tensorrt(tiny_bundle, tmp_path,
     atomic_write_json(b / MANIFEST_NAME, raw)
     with pytest.raises(BundleError, match="build-engine"):
         Detector.from_bundle(b, backend="trt", precision="fp16")
-    spec, built = build_engine(b, EngineRequest("image.fp32", "fp16", (1, 4, 16)))
-    assert built and spec.graph == "image.fp32"
+    spec, built = build_engine(b, EngineRequest("image.fp16", "fp16", (1, 4, 16)))
+    assert built and spec.graph == "image.fp16"
     photos = [np.random.default_rng(i).integers(0, 255, (80, 90, 3), dtype=np.uint8) for i in range(5)]
     with Detector.from_bundle(b, backend="trt", precision="fp16", batch_size=4) as det, \
             Detector.from_bundle(b, threads=1) as ref:
-        assert det.graph_key == "image.fp32" and det.self_check.passed and det.self_check.backend == "trt"
+        assert det.graph_key == "image.fp16" and det.self_check.passed and det.self_check.backend == "trt"
         got, want = det.detect(photos), ref.detect(photos)
         assert det.info()["backend_detail"]["engine"] == spec.file
     # an fp16 engine computes in fp16 (the double rounds as TensorRT stores): scores agree within
@@ -141,13 +141,13 @@ def test_a_wrong_engine_is_refused_when_built(tiny_bundle, tmp_path, fake_trt):
     fake_trt.corrupt_engines = True  # the engine returns the batch's rows in reverse order
     b = tmp_path / "b"
     shutil.copytree(tiny_bundle, b)
-    with pytest.raises(SelfCheckError, match="graph image.fp32 on trt .* below its gate"):
-        build_engine(b, EngineRequest("image.fp32", "fp16", (1, 8, 16)))
+    with pytest.raises(SelfCheckError, match="graph image.fp16 on trt .* below its gate"):
+        build_engine(b, EngineRequest("image.fp16", "fp16", (1, 8, 16)))
     assert read_manifest(b).engines == () and not list((b / "engines").glob("*.engine"))
 
 
 def _trt_engine_round_trip(tiny_bundle, tmp_path) -> None:
-    """Build fp32 and fp16 engines of image.fp32 in a copy, detect with each, compare with ort-cpu."""
+    """Build fp32 and fp16 engines (of image.fp32, image.fp16) in a copy, detect with each, compare with ort-cpu."""
     import shutil
 
     from foclip.exporter.engine import EngineRequest, build_engine
@@ -158,7 +158,7 @@ def _trt_engine_round_trip(tiny_bundle, tmp_path) -> None:
     with Detector.from_bundle(b, threads=1) as ref:
         want = ref.detect(x)
     for precision, gate in (("fp32", 0.99999), ("fp16", 0.999)):
-        spec, built = build_engine(b, EngineRequest("image.fp32", precision, (1, 4, 8)))
+        spec, built = build_engine(b, EngineRequest(f"image.{precision}", precision, (1, 4, 8)))
         assert built and spec.gate_min_cosine == gate
         with Detector.from_bundle(b, backend="trt", precision=precision, graph="encoder", batch_size=4) as det:
             assert det.self_check.passed and det.self_check.gate == gate
@@ -177,7 +177,7 @@ def test_trt_engine_round_trip_with_the_double(tiny_bundle, tmp_path, fake_trt, 
 
 @pytest.mark.gpu
 def test_trt_backend_runs_engine(tiny_bundle, tmp_path):  # pragma: no cover - needs TensorRT and a GPU
-    """Real TensorRT 10 on this GPU: builds its own engines in a temporary copy of the bundle."""
+    """Real TensorRT (10.12 to 11.x) on this GPU: builds its own engines in a temporary copy of the bundle."""
     pytest.importorskip("tensorrt")
     _trt_engine_round_trip(tiny_bundle, tmp_path)
 
