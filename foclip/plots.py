@@ -33,6 +33,29 @@ def pyplot() -> Any:
     return plt
 
 
+def save_figure(plt: Any, fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Save ``fig`` as PNG atomically (temp name, then rename) and close it.
+
+    Args:
+        plt: ``matplotlib.pyplot`` (from :func:`pyplot`).
+        fig: the figure.
+        path: the PNG to write (its folder is created).
+        dpi: resolution.
+
+    Returns:
+        ``path`` as a Path.
+    """
+    import io
+
+    from foclip.outputs import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+
+
 def _view(classes: list[np.ndarray], tau: float) -> tuple[float, float] | None:
     """A histogram range outliers cannot squash, or None when no value lies outside it.
 

@@ -16,31 +16,38 @@ detector sees the files (the runtime's decode and preprocessing); detection thre
 held-out evaluation are :mod:`foclip.runtime.stats`'s. Rerunning with the same ``--out``
 skips images already done and sections whose inputs did not change.
 
-Sections are entries of :data:`SECTIONS` (a name, a title, a ``compute`` function from the
-per-set records, the config and a :class:`SectionContext` to a JSON-ready dict, and a ``markdown``
-function): Tables 1-3, then the paper's open questions (:mod:`foclip_train.questions`: adaptive
-attacker, cross-model transfer, spectral analysis), whose own attacks live under ``OUT/adaptive/``
-and ``OUT/transfer/``. ``ReproduceConfig.sections`` picks which sections run.
+Sections are the entries of :data:`foclip_train.sections.registry.SECTIONS`, one module each (a
+name, a title, a ``run`` from the per-set records, the config and a :class:`SectionContext` to a
+JSON-ready dict, a ``table`` to markdown and ``figures`` drawn through :mod:`foclip.plots`):
+Tables 1-3, the paper's open questions (adaptive attacker, cross-model transfer, spectral
+analysis; attacks under ``OUT/adaptive/`` and ``OUT/transfer/``), the wild section and the
+in-domain experiment (``OUT/in-domain/``). This module knows no section by name: it runs the
+chosen ones, caches their numbers and assembles report.json and REPORT.md from what they return.
+``ReproduceConfig.sections`` picks which sections run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import io
 import json
 import re
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from foclip.errors import InputError
+from foclip.errors import InputError, did_you_mean
 from foclip.manifest import atomic_write_bytes, atomic_write_json
-from foclip_train import questions, wild
 from foclip_train.config import AttackConfig, GenerateConfig
+from foclip_train.sections.base import PAPER, Section, ok_records
+from foclip_train.sections.in_domain import IN_DOMAIN_KEYWORD, heldout_images
+from foclip_train.sections.registry import DEFAULT_SECTIONS, SECTION_NAMES, SECTIONS, TABLE_SECTIONS
+from foclip_train.wild import clean_listing as _clean_listing  # noqa: F401 - the name tests and callers use
 
 __all__ = [
     "DEFAULT_SETS",
@@ -57,18 +64,7 @@ DEFAULT_SETS = ("masterpieces", "artistic", "imagenet-25", "imagenet-50", "image
 QUICK_ITERS = 200
 FULL_ITERS = 1000
 QUICK_EXTRA_IMAGES = 4
-SECTION_NAMES = ("table1", "table2", "table3", "adaptive", "transfer", "spectral", "wild")
-DEFAULT_SECTIONS = SECTION_NAMES[:-1]  # wild is opt-in (a second attack per image and a clean corpus)
-TABLE_SECTIONS = ("table1", "table2", "table3")
 DEFAULT_TRANSFER = (("foclip-ref-vit", "reference"), ("foclip-ref-rn", "reference"))
-# The paper's headline figures (arXiv 2511.06947), as fractions or percent as labelled.
-PAPER = {
-    "improvement_pct_masterpieces": 42.7,  # the paper's "artistic" experiment: ten masterpiece prompts
-    "improvement_pct_imagenet": 27.3,
-    "drop_original": 0.085,
-    "drop_manipulated": 0.632,
-    "detection_accuracy": 0.91,
-}
 
 
 class ProgressSink(Protocol):
@@ -141,15 +137,18 @@ class ReproduceConfig:
     multi_probes: int = 3
     transfer_models: tuple[tuple[str, str], ...] = DEFAULT_TRANSFER
     clean: tuple[str, ...] = ()
+    in_domain_models: tuple[tuple[str, str], ...] = DEFAULT_TRANSFER
+    budget_s: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sections", tuple(self.sections))
         object.__setattr__(self, "clean", tuple(str(c) for c in self.clean))
         object.__setattr__(self, "transfer_models", tuple(tuple(m) for m in self.transfer_models))
+        object.__setattr__(self, "in_domain_models", tuple(tuple(m) for m in self.in_domain_models))
+        if self.budget_s is not None and not self.budget_s > 0:
+            raise InputError(f"budget_s={self.budget_s}", "is out of range", "a number of seconds > 0")
         bad = [n for n in self.sections if n not in SECTION_NAMES]
         if bad or not self.sections or len(set(self.sections)) != len(self.sections):
-            from foclip.errors import did_you_mean
-
             hints = "".join(did_you_mean(n, SECTION_NAMES) for n in bad)
             raise InputError(f"sections {','.join(self.sections)}", "are not distinct section names" + hints,
                              f"a comma-separated subset of {','.join(SECTION_NAMES)}")
@@ -182,13 +181,16 @@ class ReproduceConfig:
         # The extra sections' attacks live in folders named by their own settings (model, probes,
         # weight), so those settings do not change an image already made either.
         for k in ("prompt_sets", "target_fpr", "folds", "device", "sections", "extra_images", "adaptive_weight",
-                  "multi_probes", "transfer_models", "clean"):
+                  "multi_probes", "transfer_models", "clean", "in_domain_models", "budget_s"):
             d.pop(k)
         return d
 
     def sets_to_attack(self) -> tuple[str, ...]:
-        """Prompt sets whose plain attack the chosen sections need."""
-        return self.prompt_sets if any(s in TABLE_SECTIONS for s in self.sections) else self.prompt_sets[:1]
+        """Prompt sets whose plain attack the chosen sections need (none when no chosen section reads them)."""
+        if any(s in TABLE_SECTIONS for s in self.sections):
+            return self.prompt_sets
+        plain = any(sec.plain_sets for sec in SECTIONS if sec.name in self.sections)
+        return self.prompt_sets[:1] if plain else ()
 
 
 class SectionContext:
@@ -198,10 +200,12 @@ class SectionContext:
         out: the report folder.
         inputs: the image inputs of the run.
         progress: the progress sink.
+        by_set: the plain prompt sets' latest records (filled in before the sections run).
     """
 
     def __init__(self, cfg: ReproduceConfig, out: Path, inputs: list[str], progress: ProgressSink) -> None:
         self.cfg, self.out, self.inputs, self.progress = cfg, out, inputs, progress
+        self.by_set: dict[str, list[dict[str, Any]]] = {}  # the plain sets' latest records, once attacked
         self._models: dict[tuple[str, str], Any] = {}
         self._banks: dict[tuple[str, str, str], Any] = {}
         self.wall_s: dict[str, float | None] = {}  # per section, when it was computed (None: unknown)
@@ -234,219 +238,13 @@ class SectionContext:
         return self._models[key], self._banks[bkey]
 
     def generate(self, inputs: list[str], folder: Path, gcfg: GenerateConfig, resources: tuple[Any, Any],
-                 label: str) -> dict[str, Any]:
-        """Run `foclip generate` (resumable) with a progress bar; returns its summary."""
-        return _generate_one(inputs, folder, gcfg, resources, label, self.progress)
+                 label: str, deadline: float | None = None) -> dict[str, Any]:
+        """Run `foclip generate` (resumable) with a progress bar; returns its summary.
 
-
-# ----------------------------------------------------------------------------- sections
-
-
-@dataclass(frozen=True)
-class Section:
-    """One part of the report.
-
-    Attributes:
-        name: file stem under ``sections/`` and key in report.json.
-        title: heading in REPORT.md.
-        compute: ``(records by set, config, context) -> dict`` (JSON-ready numbers).
-        markdown: ``(numbers, config) -> str`` (the section's body in REPORT.md).
-        reads: extra attack folders under OUT (``adaptive``, ``transfer``) whose records are part of
-            the section's inputs (its cache key).
-    """
-
-    name: str
-    title: str
-    compute: Callable[[dict[str, list[dict[str, Any]]], ReproduceConfig, SectionContext], dict[str, Any]]
-    markdown: Callable[[dict[str, Any], ReproduceConfig], str]
-    reads: tuple[str, ...] = ()
-
-
-def _ok(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r for r in records if not r.get("error")]
-
-
-def _mean(vals: Sequence[float | None]) -> float | None:
-    v = [x for x in vals if x is not None]
-    return statistics.fmean(v) if v else None
-
-
-def _paper_improvement(name: str) -> tuple[float | None, str]:
-    if name == "masterpieces":
-        return PAPER["improvement_pct_masterpieces"], "paper's ten artistic-masterpiece prompts"
-    if name.startswith("imagenet-"):
-        return PAPER["improvement_pct_imagenet"], "paper's ImageNet subsets"
-    if name == "artistic":
-        return None, "foclip's own set; the paper's artistic figure is beside masterpieces"
-    return None, "no paper counterpart"
-
-
-def table1_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig,
-                   ctx: SectionContext | None = None) -> dict[str, Any]:
-    """Table 1: CLIPscore before and after FoCLIP, improvement %, per prompt set."""
-    rows = []
-    for name, recs in by_set.items():
-        ok = _ok(recs)
-        impr = [r["improvement_pct"] for r in ok if r.get("improvement_pct") is not None]
-        paper, note = _paper_improvement(name)
-        so, sa = _mean([r["score_orig"] for r in ok]), _mean([r["score_adv"] for r in ok])
-        rows.append({
-            "prompt_set": name, "prompt_set_sha256": ok[0]["prompt_set_sha256"] if ok else None,
-            "prompt_count": ok[0]["prompt_count"] if ok else None, "images": len(ok),
-            "failures": len(recs) - len(ok),
-            "mean_score_orig": so, "mean_score_adv": sa,
-            # Improvement of the mean scores (as a table of means reads) and the mean of per-image ones.
-            "improvement_of_means_pct": (sa - so) / so * 100 if so and sa is not None else None,
-            "mean_improvement_pct": statistics.fmean(impr) if impr else None,
-            "median_improvement_pct": statistics.median(impr) if impr else None,
-            "mean_score_opt": _mean([r.get("score_opt") for r in ok]),
-            "mean_best_step": _mean([r.get("best_step") for r in ok]),
-            "paper_improvement_pct": paper, "paper_note": note,
-        })
-    return {"rows": rows, "score_scale": cfg.attack.score_scale}
-
-
-def _pct(v: float | None, digits: int = 1, sign: bool = False) -> str:
-    if v is None:
-        return "–"
-    return f"{v:+.{digits}f} %" if sign else f"{v:.{digits}f} %"
-
-
-def _num(v: float | None, digits: int = 3) -> str:
-    return "–" if v is None else f"{v:.{digits}f}"
-
-
-def table1_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
-    """Table 1 as markdown."""
-    w = res["score_scale"]
-    lines = [(f"CLIPscore on the 0..{w:g} scale (per-pair clamp, mean over the set's prompts), measured on the "
-             "saved files as the detector decodes them. Improvement = (after - before) / before."),
-             "",
-             ("| prompt set | prompts | images | before | after | improvement of means | median per image | "
-             "paper |"),
-             "|---|---|---|---|---|---|---|---|"]
-    for r in res["rows"]:
-        paper = _pct(r["paper_improvement_pct"], sign=True) if r["paper_improvement_pct"] is not None else "–"
-        lines.append(f"| {r['prompt_set']} | {r['prompt_count']} | {r['images']} | {_num(r['mean_score_orig'])} | "
-                     f"{_num(r['mean_score_adv'])} | {_pct(r['improvement_of_means_pct'], sign=True)} | "
-                     f"{_pct(r['median_improvement_pct'], sign=True)} | {paper} ({r['paper_note']}) |")
-    return "\n".join(lines)
-
-
-def _per_set_and_all(by_set: dict[str, list[dict[str, Any]]],
-                     row: Callable[[list[dict[str, Any]]], dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per prompt set from its usable records, then one over every set pooled."""
-    rows, every = [], []
-    for name, recs in by_set.items():
-        ok = _ok(recs)
-        every += ok
-        rows.append({"prompt_set": name, **row(ok)})
-    return [*rows, {"prompt_set": "all sets", **row(every)}]
-
-
-def _drop_row(ok: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"images": len(ok), "mean_drop_orig": _mean([r["drop_orig"] for r in ok]),
-            "mean_drop_adv": _mean([r["drop_adv"] for r in ok]),
-            "median_drop_orig": statistics.median([r["drop_orig"] for r in ok]) if ok else None,
-            "median_drop_adv": statistics.median([r["drop_adv"] for r in ok]) if ok else None}
-
-
-def table2_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig,
-                   ctx: SectionContext | None = None) -> dict[str, Any]:
-    """Table 2: grayscale drop of originals vs manipulated images, per set and over all sets."""
-    return {"rows": _per_set_and_all(by_set, _drop_row), "paper_drop_orig": PAPER["drop_original"],
-            "paper_drop_adv": PAPER["drop_manipulated"]}
-
-
-def table2_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
-    """Table 2 as markdown (drops shown in percent)."""
-    p = f"{res['paper_drop_orig'] * 100:.1f} % / {res['paper_drop_adv'] * 100:.1f} %"
-    lines = ["Grayscale drop = (score - score_gray) / score; gray = luma 0.299 R + 0.587 G + 0.114 B.", "",
-             ("| prompt set | images | originals: mean (median) | manipulated: mean (median) | "
-             "paper: originals / manipulated |"), "|---|---|---|---|---|"]
-    pc = lambda v: _pct(None if v is None else v * 100)
-    for r in res["rows"]:
-        lines.append(f"| {r['prompt_set']} | {r['images']} | {pc(r['mean_drop_orig'])} ({pc(r['median_drop_orig'])}) "
-                     f"| {pc(r['mean_drop_adv'])} ({pc(r['median_drop_adv'])}) | {p} |")
-    return "\n".join(lines)
-
-
-def _detection(ok: list[dict[str, Any]], cfg: ReproduceConfig) -> dict[str, Any]:
-    import numpy as np
-
-    from foclip.runtime.stats import (
-        evaluate,
-        held_out_evaluation,
-        sample_size_warnings,
-        search_thresholds,
-    )
-
-    so = np.array([r["score_orig"] for r in ok])
-    do = np.array([r["drop_orig"] for r in ok])
-    sm = np.array([r["score_adv"] for r in ok])
-    dm = np.array([r["drop_adv"] for r in ok])
-    if len(ok) == 0:
-        return {"skipped": "no image"}
-    ts, td = search_thresholds(so, do, sm, dm, cfg.target_fpr, "fpr")
-    fit = evaluate(so, do, sm, dm, ts, td)
-    fit.pop("paper_mean_drop", None)
-    held = held_out_evaluation(so, do, sm, dm, cfg.target_fpr, "fpr", cfg.folds, cfg.seed)
-    return {"tau_score": ts, "tau_drop": td, "fit": fit, "held_out": held,
-            "warnings": sample_size_warnings(len(so), len(sm), cfg.target_fpr, "fpr", cfg.folds)}
-
-
-def table3_compute(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig,
-                   ctx: SectionContext | None = None) -> dict[str, Any]:
-    """Table 3: detection (score gate + drop threshold) per set and pooled, fit set and held out."""
-    rows = _per_set_and_all(by_set, lambda ok: _detection(ok, cfg))
-    return {"rows": rows, "target_fpr": cfg.target_fpr, "folds": cfg.folds,
-            "paper_accuracy": PAPER["detection_accuracy"]}
-
-
-def table3_markdown(res: dict[str, Any], cfg: ReproduceConfig) -> str:
-    """Table 3 as markdown."""
-    t = res["target_fpr"]
-    lines = [(f"Rule: tampered = score >= tau_score and drop >= tau_drop, thresholds chosen for a {t:.0%} FPR "
-             "target (foclip.runtime.stats). Each row: originals vs their manipulated copies, scored "
-             "with that set's prompts (\"all sets\" pools them; its rows reuse the same photos once per set, "
-             "so they are not independent). Held out: seeded stratified "
-             f"{res['folds']}-fold cross-validation, [95 % interval: Wilson for rates, bootstrap for AUC]."),
-             "", ("| prompt set | originals / manipulated | accuracy, fit set | accuracy, held out | "
-             f"TPR at {t:.0%} FPR target, held out | FPR, held out | ROC-AUC, held out | paper accuracy |"),
-             "|---|---|---|---|---|---|---|---|"]
-    paper = f"{res['paper_accuracy']:.0%}"
-    for r in res["rows"]:
-        if "skipped" in r:
-            lines.append(f"| {r['prompt_set']} | – | – | – | – | – | – | {paper} |")
-            continue
-        f, h = r["fit"], r["held_out"]
-        n = f"{f['n_originals']} / {f['n_manipulated']}"
-        if "skipped" in h:
-            lines.append(f"| {r['prompt_set']} | {n} | {f['accuracy']:.1%} | {h['skipped']} | – | – | – | {paper} |")
-            continue
-        ci = lambda k, fmt="{:.1%}", h=h: (fmt.format(h[k]) + " [" + fmt.format(h["ci95"][k][0]) + ", "
-                                           + fmt.format(h["ci95"][k][1]) + "]")
-        lines.append(f"| {r['prompt_set']} | {n} | {f['accuracy']:.1%} | {ci('accuracy')} | {ci('tpr')} | "
-                     f"{ci('fpr')} | {ci('roc_auc', '{:.3f}')} | {paper} |")
-    warns = sorted({w for r in res["rows"] for w in r.get("warnings", [])})
-    if warns:
-        lines += ["", "Small samples (per row as applicable):"] + [f"- {w}" for w in warns]
-    return "\n".join(lines)
-
-
-SECTIONS: list[Section] = [
-    Section("table1", "Table 1: CLIPscore before and after FoCLIP", table1_compute, table1_markdown),
-    Section("table2", "Table 2: grayscale drop, originals vs manipulated", table2_compute, table2_markdown),
-    Section("table3", "Table 3: detection by grayscale drop", table3_compute, table3_markdown),
-    Section("adaptive", "Open question 1: an attacker who knows the detector (adaptive attacks, multi-probe "
-            "detector)", questions.adaptive_compute, questions.adaptive_markdown, reads=("adaptive",)),
-    Section("transfer", "Open question 2: transfer across models", questions.transfer_compute,
-            questions.transfer_markdown, reads=("transfer",)),
-    Section("spectral", "Open question 3: where the manipulation lives (spatial frequency, luma vs chroma)",
-            questions.spectral_compute, questions.spectral_markdown, reads=("adaptive",)),
-    Section("wild", "In the wild: false positives on clean traffic, attacks after JPEG and resizing",
-            wild.wild_compute, wild.wild_markdown, reads=("wild",)),
-]
+        ``deadline`` (``time.monotonic()`` seconds): no batch starts after it; the summary then has
+        ``"stopped": True`` and the folder resumes on the next run.
+        """
+        return _generate_one(inputs, folder, gcfg, resources, label, self.progress, deadline)
 
 
 # ----------------------------------------------------------------------------- running
@@ -463,7 +261,7 @@ def prepare_inputs(cfg: ReproduceConfig, out: Path) -> list[str]:
         Paths (files or folders) for :func:`foclip_train.generate.plan_jobs`.
     """
     if cfg.images:
-        return list(cfg.images)
+        return [str(heldout_images() / "scored") if i == IN_DOMAIN_KEYWORD else i for i in cfg.images]
     from foclip.samples import sample_photos
 
     folder = out / "inputs"
@@ -488,9 +286,9 @@ def _check_config(cfg: ReproduceConfig, out: Path) -> None:
 
 
 def _generate_one(inputs: list[str], folder: Path, gcfg: GenerateConfig, resources: tuple[Any, Any], label: str,
-                  progress: ProgressSink) -> dict[str, Any]:
-    """One extra `foclip generate` run (resumable) with its own progress bar."""
-    from foclip_train.generate import plan_jobs, run_generate
+                  progress: ProgressSink, deadline: float | None = None) -> dict[str, Any]:
+    """One extra `foclip generate` run (resumable) with its own progress bar, stopped between batches at ``deadline``."""
+    from foclip_train.generate import batches, plan_jobs, run_generate
 
     jobs = plan_jobs(inputs, folder, gcfg)
     key = f"gen:{folder}"
@@ -505,7 +303,14 @@ def _generate_one(inputs: list[str], folder: Path, gcfg: GenerateConfig, resourc
         elif step > 0:
             progress.advance(key, state["n"])
 
-    return run_generate(inputs, folder, gcfg, resources=resources, on_step=on_step, jobs=jobs)
+    if deadline is None or not jobs:
+        return run_generate(inputs, folder, gcfg, resources=resources, on_step=on_step, jobs=jobs)
+    summary: dict[str, Any] = {}
+    for batch in batches(jobs, gcfg.batch):
+        if time.monotonic() > deadline:
+            return {**summary, "stopped": True}
+        summary = run_generate(inputs, folder, gcfg, resources=resources, on_step=on_step, jobs=batch)
+    return summary
 
 
 def _generate_sets(cfg: ReproduceConfig, ctx: SectionContext) -> dict[str, Any]:
@@ -577,11 +382,9 @@ def _extra_records(out: Path, tops: Sequence[str]) -> dict[str, Any]:
 
 
 def _code_digest(sec: Section) -> str:
-    """sha256 of the source file of a section's compute (an edited section recomputes; numbers stay honest)."""
-    import inspect
-
+    """sha256 of the source file of a section's run (an edited section recomputes; numbers stay honest)."""
     try:
-        return hashlib.sha256(Path(inspect.getfile(sec.compute)).read_bytes()).hexdigest()
+        return hashlib.sha256(Path(inspect.getfile(sec.run)).read_bytes()).hexdigest()
     except (OSError, TypeError):
         return "unknown"
 
@@ -598,7 +401,7 @@ def _run_sections(cfg: ReproduceConfig, ctx: SectionContext, by_set: dict[str, l
     out, progress = ctx.out, ctx.progress
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "sections"}
     key = lambda: _digest({"records": by_set, "cfg": settings, "extra": _extra_records(out, sec.reads),
-                           "code": _code_digest(sec), **({"clean": _clean_listing(cfg.clean)} if sec.name == "wild" else {})})
+                           "code": _code_digest(sec), **({"extra_inputs": sec.key_extra(cfg)} if sec.key_extra else {})})
     results = {}
     chosen = [sec for sec in SECTIONS if sec.name in cfg.sections]
     progress.start("sections", "report sections", len(chosen))
@@ -612,7 +415,7 @@ def _run_sections(cfg: ReproduceConfig, ctx: SectionContext, by_set: dict[str, l
             ctx.wall_s[sec.name] = cached.get("wall_s")
         elif sec in chosen:
             t0 = time.perf_counter()
-            results[sec.name] = sec.compute(by_set, cfg, ctx)
+            results[sec.name] = sec.run(by_set, cfg, ctx)
             ctx.wall_s[sec.name] = time.perf_counter() - t0  # includes the section's own attacks
             atomic_write_json(path, {"inputs_digest": key(), "result": results[sec.name],
                                      "wall_s": ctx.wall_s[sec.name]})
@@ -665,17 +468,19 @@ def run_reproduce(cfg: ReproduceConfig, out_dir: str | Path, progress: ProgressS
     ctx = SectionContext(cfg, out, inputs, progress)
     _generate_sets(cfg, ctx)
     by_set = _records_by_set(cfg, out)
-    if not any(_ok(r) for r in by_set.values()):
+    ctx.by_set = by_set
+    if cfg.sets_to_attack() and not any(ok_records(r) for r in by_set.values()):
         raise InputError(f"images {' '.join(inputs)!r}", "gave no usable result",
                          "readable image files (see the per-set manifest.jsonl for each error)")
     sections = _run_sections(cfg, ctx, by_set)
     report = {
         "model": cfg.model, "pretrained": cfg.pretrained,
-        "random_init": any(r.get("random_init") for recs in by_set.values() for r in _ok(recs)),
+        "random_init": any(r.get("random_init") for recs in by_set.values() for r in ok_records(recs))
+        or cfg.pretrained == "random",
         "config": json.loads(json.dumps(dataclasses.asdict(cfg))),
-        "prompt_sets": {name: {"sha256": _ok(recs)[0]["prompt_set_sha256"] if _ok(recs) else None,
-                               "prompts": _ok(recs)[0]["prompt_count"] if _ok(recs) else None,
-                               "images": len(_ok(recs)), "failures": len(recs) - len(_ok(recs))}
+        "prompt_sets": {name: {"sha256": ok_records(recs)[0]["prompt_set_sha256"] if ok_records(recs) else None,
+                               "prompts": ok_records(recs)[0]["prompt_count"] if ok_records(recs) else None,
+                               "images": len(ok_records(recs)), "failures": len(recs) - len(ok_records(recs))}
                         for name, recs in by_set.items()},
         "paper": dict(PAPER),
         "sections": sections,
@@ -686,12 +491,19 @@ def run_reproduce(cfg: ReproduceConfig, out_dir: str | Path, progress: ProgressS
                            **ctx.wall_s},
     }
     if figures:
-        from foclip_train.report_figures import write_figures
-
-        report["figures"] = [p.name for p in write_figures(out, cfg, by_set, report, _set_dir)]
+        report["figures"] = [p.name for p in _write_figures(report, cfg, ctx)]
     atomic_write_json(out / "report.json", report)
     atomic_write_bytes(out / "REPORT.md", render_markdown(report, cfg).encode("utf-8"))
     return report
+
+
+def _write_figures(report: dict[str, Any], cfg: ReproduceConfig, ctx: SectionContext) -> list[Path]:
+    """Each reported section's figures under ``OUT/figures`` (drawn through foclip.plots; ``foclip[plots]``)."""
+    written = []
+    for sec in SECTIONS:
+        if sec.figures is not None and sec.name in report["sections"]:
+            written += sec.figures(ctx.out / "figures", report["sections"][sec.name], report, cfg, ctx)
+    return written
 
 
 def render_markdown(report: dict[str, Any], cfg: ReproduceConfig) -> str:
@@ -715,7 +527,7 @@ def render_markdown(report: dict[str, Any], cfg: ReproduceConfig) -> str:
     for sec in SECTIONS:
         if sec.name in report["sections"]:
             body += [f"## {sec.title}", ""] + ([limits, ""] if limits else []) + [
-                sec.markdown(report["sections"][sec.name], cfg), ""]
+                sec.table(report["sections"][sec.name], cfg), ""]
     figs = report.get("figures") or []
     if figs:
         body += ["## Figures", ""] + [f"![{p}](figures/{p})" for p in figs] + [""]
@@ -746,18 +558,8 @@ def reference_limits_line(report: dict[str, Any], cfg: ReproduceConfig) -> str:
 def _score_range(by_set: dict[str, list[dict[str, Any]]], cfg: ReproduceConfig) -> dict[str, Any]:
     """Lowest and highest score of originals and manipulated images of the first prompt set."""
     first = cfg.prompt_sets[0]
-    ok = [r for r in _ok(by_set.get(first, [])) if r.get("score_orig") is not None and r.get("score_adv") is not None]
+    ok = [r for r in ok_records(by_set.get(first, [])) if r.get("score_orig") is not None and r.get("score_adv") is not None]
     if not ok:
         return {"prompt_set": first}
     so, sa = [r["score_orig"] for r in ok], [r["score_adv"] for r in ok]
     return {"prompt_set": first, "original": [min(so), max(so)], "manipulated": [min(sa), max(sa)]}
-
-
-def _clean_listing(folders: Sequence[str]) -> list[tuple[str, int, int]]:
-    """(path, size, mtime_ns) of every file under the clean folders: edited clean images recompute the wild section."""
-    found = []
-    for f in folders:
-        root = Path(f)
-        if root.is_dir():
-            found += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()]
-    return found

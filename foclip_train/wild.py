@@ -34,9 +34,12 @@ import numpy as np
 from PIL import Image
 
 from foclip.errors import FoclipError
+from foclip.plots import pyplot, save_figure
 from foclip.scoring import PROBES
+from foclip_train.sections.base import Section, who
 
-__all__ = ["TRANSFORMS", "apply_transform", "wild_compute", "wild_figures", "wild_markdown"]
+__all__ = ["SECTION", "TRANSFORMS", "apply_transform", "clean_listing", "wild_compute", "wild_figures",
+           "wild_markdown"]
 
 # name -> (kind, parameter, chroma subsampling for JPEG: 2 = 4:2:0, 0 = 4:4:4)
 TRANSFORMS: dict[str, tuple[str, float, int]] = {
@@ -358,10 +361,9 @@ def wild_markdown(res: dict[str, Any], cfg: Any) -> str:
     return "\n".join(lines)
 
 
-def wild_figures(plt: Any, figs: Path, res: dict[str, Any] | None, who: str) -> list[Path]:
+def wild_figures(figs: Path, res: dict[str, Any], report: dict[str, Any], cfg: Any, ctx: Any) -> list[Path]:
     """One figure per table: ``wild_fpr.png`` and ``wild_survival.png`` (rates with Wilson bars)."""
-    from foclip_train.report_figures import _save
-
+    plt, w = pyplot(), who(report)
     if not res or "fpr_rows" not in res:
         return []
     dets = list(res["thresholds"])
@@ -390,7 +392,23 @@ def wild_figures(plt: Any, figs: Path, res: dict[str, Any] | None, who: str) -> 
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, 1.25)
         ax.set_title(f"{'false positives on clean traffic' if key == 'fpr_rows' else 'attack survival'} "
-                     f"(bars: Wilson 95 %)\n{who}", fontsize=9)
+                     f"(bars: Wilson 95 %)\n{w}", fontsize=9)
         ax.legend(fontsize=7, ncol=3)
-        written.append(_save(plt, fig, figs / fname))
+        written.append(save_figure(plt, fig, figs / fname))
     return written
+
+
+def clean_listing(folders: Sequence[str]) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every file under the clean folders: edited clean images recompute the section."""
+    found = []
+    for f in folders:
+        root = Path(f)
+        if root.is_dir():
+            found += [(str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*")) if p.is_file()]
+    return found
+
+
+# wild is opt-in: a second attack per image and a clean corpus.
+SECTION = Section("wild", "In the wild: false positives on clean traffic, attacks after JPEG and resizing",
+                  wild_compute, wild_markdown, wild_figures, reads=("wild",), default=False,
+                  key_extra=lambda cfg: clean_listing(cfg.clean))

@@ -10,7 +10,16 @@ def add_parser(sub: Any) -> None:
     """Register ``foclip data``."""
     p = sub.add_parser("data", help="build data sets foclip measures on (wild: clean traffic for false positives)",
                        description="Data sets that foclip's reports measure on, each with a CSV data card.")
-    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{wild}")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="{wild,heldout}")
+    h = dsub.add_parser(
+        "heldout", help="the reference CLIPs' held-out clip art and emoji (never trained on), with a data card",
+        description="Writes DIR/scored/ and DIR/calibration/ (the stratified subset `foclip reproduce --images "
+                    "in-domain` uses: 200 scored images, 39 for calibrating the matched attack), DIR/other/ (the rest "
+                    "of the held-out split) and DIR/data_card.csv (file, source package, licence, category, caption, "
+                    "sha256, role). Needs the Debian packages (sudo apt-get install openclipart-png "
+                    "fonts-noto-color-emoji); without them the subset that ships with foclip is copied.")
+    h.add_argument("--out", required=True, metavar="DIR", help="folder (created; reruns keep what is there)")
+    h.set_defaults(func=run_heldout)
     w = dsub.add_parser(
         "wild", help="clean-traffic corpus: wallpaper photos and art from Debian packages, grayscale, sepia and "
                      "saturated photos, screenshots with text",
@@ -45,4 +54,25 @@ def run(args: argparse.Namespace) -> int:
         err_console.print(f"[yellow]skipped:[/] {escape(what)} ({escape(why)})", highlight=False)
     console.print(", ".join(f"{g} {n}" for g, n in res["counts"].items()), highlight=False)
     console.print(f"wrote {args.out} and {res['data_card']}", highlight=False)
+    return 0
+
+
+def run_heldout(args: argparse.Namespace) -> int:
+    """Write the held-out split and print its counts per role."""
+    from pathlib import Path
+
+    from rich.markup import escape
+
+    from foclip.cli.common import console, err_console
+    from foclip.outputs import ensure_writable
+    from foclip_train.reference.data import materialise_heldout
+
+    ensure_writable(args.out, folder=True)
+    res = materialise_heldout(Path(args.out))
+    if res["missing"]:
+        err_console.print(f"[yellow]Debian packages missing[/] ({escape(res['missing'])}): copied the shipped "
+                          "subset only", highlight=False)
+    console.print(f"{res['source']}: " + ", ".join(f"{k} {v}" for k, v in sorted(res["counts"].items())),
+                  highlight=False)
+    console.print(f"wrote {args.out} and {Path(args.out) / 'data_card.csv'}", highlight=False)
     return 0

@@ -11,10 +11,10 @@ from foclip.prompts import builtin_help
 
 SETS = "masterpieces,artistic,imagenet-25,imagenet-50,imagenet-100"
 # Kept in step with foclip_train.reproduce (not imported here: the CLI's --help stays torch-free and fast).
-SECTION_NAMES = ("table1", "table2", "table3", "adaptive", "transfer", "spectral", "wild")
-# wild is opt-in: it attacks every image a second time (the other --output) and scores a clean corpus,
-# which would lengthen the measured default run (README, docs/science.md) by more than half.
-DEFAULT_SECTIONS = SECTION_NAMES[:-1]
+SECTION_NAMES = ("table1", "table2", "table3", "adaptive", "transfer", "spectral", "wild", "in_domain")
+# wild and in_domain are opt-in: wild attacks every image a second time (the other --output) and scores a
+# clean corpus; in_domain attacks the held-out clip art with two reference models and two attack arms.
+DEFAULT_SECTIONS = SECTION_NAMES[:-2]
 TRANSFER = "foclip-ref-vit:reference,foclip-ref-rn:reference"
 QUICK_EXTRA = 4
 
@@ -33,6 +33,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("images", nargs="*", metavar="IMAGES_OR_DIRS",
                    help="image files and/or folders (default: the sample photos shipped with scikit-image, "
                         "scikit-learn and matplotlib)")
+    p.add_argument("--images", dest="images_opt", action="append", default=[], metavar="in-domain|DIR",
+                   help="`in-domain`: the held-out clip art and emoji that ship with foclip (200 scored images; "
+                        "the in_domain section's matched arm is calibrated on the separate calibration images "
+                        "beside them), or a folder, e.g. DIR/scored of `foclip data heldout --out DIR` (repeatable)")
     p.add_argument("--out", required=True, metavar="DIR", help="report folder (created; reruns resume)")
     p.add_argument("--model", default="foclip-ref-vit", help="open_clip model name (default: %(default)s)")
     p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
@@ -72,6 +76,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--clean", action="append", default=[], metavar="DIR",
                    help="folder of clean images for the wild section (each subfolder a group; repeatable; "
                         "default: the corpus of `foclip data wild`, built into OUT/wild/corpus)")
+    p.add_argument("--budget-s", type=float, default=None, metavar="SECONDS",
+                   help="the in_domain section starts no attack batch after this many seconds; cells not "
+                        "finished are reported with the n they have and resume on the next run (default: none)")
     p.set_defaults(func=run)
 
 
@@ -99,12 +106,13 @@ def config_from_args(args: argparse.Namespace) -> Any:
         pairs.append((model, pretrained))
     extra = args.extra_images if args.extra_images is not None else (
         min(QUICK_EXTRA_IMAGES, args.max_images) if args.quick else args.max_images)
-    return ReproduceConfig(model=args.model, pretrained=resolve_pretrained(args.model, args.pretrained), images=tuple(args.images),
+    images = tuple(args.images) + tuple(args.images_opt)
+    return ReproduceConfig(model=args.model, pretrained=resolve_pretrained(args.model, args.pretrained), images=images,
                            max_images=args.max_images, prompt_sets=sets, attack=attack, batch=args.batch,
                            seed=args.seed, device=args.device, target_fpr=args.target_fpr, folds=args.folds,
                            sections=sections, extra_images=extra, adaptive_weight=args.adaptive_weight,
                            multi_probes=args.multi_probes, transfer_models=tuple(pairs),
-                           clean=tuple(args.clean))
+                           clean=tuple(args.clean), budget_s=args.budget_s)
 
 
 class RichProgress:
@@ -161,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     from foclip.cli.common import require_paths
     from foclip.outputs import ensure_writable
 
-    require_paths(args.images, "input", "an image file or a folder of images")
+    require_paths(args.images + [i for i in args.images_opt if i != "in-domain"], "input",
+                  "an image file or a folder of images (or `--images in-domain`)")
     from foclip.cli.common import check_weights_source
 
     check_weights_source(cfg.model, cfg.pretrained)  # offline and not cached: one line before anything is written
@@ -178,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
         t2 = {r["prompt_set"]: r for r in secs["table2"]["rows"]}
         t3 = {r["prompt_set"]: r for r in secs["table3"]["rows"]}
         _print_summary(console, t1, t2, t3, report)
-    for name in ("adaptive", "transfer", "spectral", "wild"):
+    for name in ("adaptive", "transfer", "spectral", "wild", "in_domain"):
         if name in secs:
             console.print(f"section {name}: see REPORT.md", highlight=False)
     out = Path(args.out)

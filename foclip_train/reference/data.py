@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -379,3 +380,145 @@ def data_card_markdown(card: dict) -> str:
         ex = "; ".join(f"`{c}`" for c in card["caption_examples"].get(cat, []))
         lines.append(f"| {cat} | {n['train']} | {n['heldout']} | {ex} |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------ held-out set
+LICENCES = {"openclipart": ("openclipart-png", "public domain (CC0-style dedication)"),
+            "noto-emoji": ("fonts-noto-color-emoji", "SIL Open Font License 1.1")}
+HELDOUT_CARD_FIELDS = ("file", "source_package", "licence", "category", "caption", "sha256", "role", "key")
+
+
+def heldout_pairs(cfg: BuildConfig = BuildConfig()) -> list[Pair]:
+    """The held-out pairs of the split the shipped reference models were trained with (not rendered).
+
+    The same listing and the same salted hash as :func:`build_dataset` (duplicates dropped first,
+    then :func:`split_of`), so these images were never trained on.
+
+    Raises:
+        InputError: a Debian source package is missing.
+    """
+    check_sources(cfg)
+    pairs = list_clipart(cfg, BuildReport()) + (list_emoji(cfg) if cfg.emoji_font is not None else [])
+    return [p for p in pairs if split_of(f"{p.source}:{p.key}", cfg) == "heldout"]
+
+
+def stratified_pick(pairs: list[Pair], n: int, seed: int) -> list[Pair]:
+    """``n`` pairs drawn per category in proportion to its size (largest remainder), seeded.
+
+    Args:
+        pairs: the pool.
+        n: how many to draw (all of them when ``n >= len(pairs)``).
+        seed: seed of the draw within each category.
+
+    Returns:
+        The drawn pairs, in the pool's order.
+    """
+    import random
+
+    if n >= len(pairs):
+        return list(pairs)
+    by_cat: dict[str, list[Pair]] = {}
+    for p in pairs:
+        by_cat.setdefault(p.category, []).append(p)
+    quota = {c: n * len(v) / len(pairs) for c, v in by_cat.items()}
+    take = {c: int(q) for c, q in quota.items()}
+    for c in sorted(quota, key=lambda c: (take[c] - quota[c], c))[: n - sum(take.values())]:
+        take[c] += 1
+    chosen = set()
+    for c in sorted(by_cat):
+        rng = random.Random(f"{seed}:{c}")  # per category: one category's size does not shift another's draw
+        chosen.update(id(p) for p in rng.sample(by_cat[c], take[c]))
+    return [p for p in pairs if id(p) in chosen]
+
+
+def write_heldout(out: Path, pairs: list[Pair], cfg: BuildConfig = BuildConfig(),
+                  roles: dict[str, str] | None = None) -> list[dict[str, str]]:
+    """Render ``pairs`` into ``out/<role>/`` (or ``out/``) and write ``out/data_card.csv`` (resumable).
+
+    Args:
+        out: the folder (created).
+        pairs: held-out pairs (:func:`heldout_pairs`).
+        cfg: the build's knobs (image size, sources).
+        roles: ``source:key -> role``; a pair with a role is written under ``out/<role>/``.
+
+    Returns:
+        The card's rows (``HELDOUT_CARD_FIELDS``), one per image written.
+    """
+    roles = roles or {}
+    font = ImageFont.truetype(str(cfg.emoji_font), 109) if cfg.emoji_font is not None else None
+    rows = []
+    for pair in pairs:
+        role = roles.get(f"{pair.source}:{pair.key}", "")
+        name = hashlib.sha1(f"{pair.source}:{pair.key}".encode()).hexdigest()[:16] + ".png"
+        dst = out / role / name if role else out / name
+        if not dst.exists():
+            img = _render(pair, cfg, font)
+            if img is None:
+                continue  # too large or blank: the build skipped it too
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_suffix(".tmp.png")
+            img.save(tmp, optimize=True)
+            os.replace(tmp, dst)
+        package, licence = LICENCES[pair.source]
+        rows.append({"file": str(dst.relative_to(out)), "source_package": package, "licence": licence,
+                     "category": pair.category, "caption": pair.caption,
+                     "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(), "role": role,
+                     "key": f"{pair.source}:{pair.key}"})
+    write_heldout_card(out / "data_card.csv", rows)
+    return rows
+
+
+def write_heldout_card(path: Path, rows: list[dict[str, str]]) -> None:
+    """The held-out data card as CSV (``HELDOUT_CARD_FIELDS``), written atomically."""
+    tmp = path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=HELDOUT_CARD_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+SUBSET_SCORED, SUBSET_CALIBRATION = 200, 40
+
+
+def subset_roles(pairs: list[Pair], seed: int = 0, scored: int = SUBSET_SCORED,
+                 calibration: int = SUBSET_CALIBRATION) -> dict[str, str]:
+    """The shipped subset: ``scored + calibration`` pairs stratified by category, split again by category.
+
+    Returns:
+        ``source:key -> "scored" | "calibration"`` for the pairs in the subset.
+    """
+    subset = stratified_pick(pairs, scored + calibration, seed)
+    calib = {id(p) for p in stratified_pick(subset, calibration, seed + 1)}
+    return {f"{p.source}:{p.key}": "calibration" if id(p) in calib else "scored" for p in subset}
+
+
+SHIPPED_HELDOUT = Path(__file__).resolve().parents[2] / "foclip" / "data" / "heldout"
+
+
+def materialise_heldout(out: Path, cfg: BuildConfig = BuildConfig()) -> dict[str, Any]:
+    """Write the held-out split to ``out``: ``scored/`` and ``calibration/`` (the shipped subset) and ``other/``.
+
+    With the Debian packages every held-out image is rendered (the subset's files are byte-identical
+    to the shipped ones: same renderer, same split); without them the shipped subset is copied.
+    ``out/data_card.csv`` lists each file's source package, licence, category, caption and sha256.
+
+    Returns:
+        ``{"source": "debian packages" | "shipped subset", "counts": {role: n}, "missing": reason or ""}``.
+    """
+    import shutil
+
+    try:
+        pairs = heldout_pairs(cfg)
+    except InputError as exc:
+        rows = list(csv.DictReader((SHIPPED_HELDOUT / "data_card.csv").open(encoding="utf-8")))
+        for r in rows:
+            dst = out / r["file"]
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(SHIPPED_HELDOUT / r["file"], dst)
+        write_heldout_card(out / "data_card.csv", rows)
+        return {"source": "shipped subset", "counts": dict(Counter(r["role"] for r in rows)), "missing": str(exc)}
+    roles = subset_roles(pairs, cfg.seed)
+    keys = [f"{p.source}:{p.key}" for p in pairs]
+    rows = write_heldout(out, pairs, cfg, {k: roles.get(k, "other") for k in keys})
+    return {"source": "debian packages", "counts": dict(Counter(r["role"] for r in rows)), "missing": ""}

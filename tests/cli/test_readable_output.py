@@ -169,7 +169,7 @@ def test_roc_curves_that_coincide_are_drawn_once_with_joined_labels(kept_figures
 
 def test_adaptive_figure_labels_every_bar_even_a_zero_auc(tmp_path, kept_figures):
     from foclip.plots import pyplot
-    from foclip_train.report_figures import _adaptive_figure
+    from foclip_train.sections.adaptive import adaptive_figure as _adaptive_figure
 
     res = {"prompt_set": "clipart", "images": 4, "rows": [
         {"detector": "gray", "attack": "plain", "auc_drop": 1.0},

@@ -95,3 +95,20 @@ def test_help_lists_the_new_sections(capsys):
     from foclip.cli import reproduce as cli
 
     assert (cli.SECTION_NAMES, cli.DEFAULT_SECTIONS) == (reproduce.SECTION_NAMES, reproduce.DEFAULT_SECTIONS)
+
+
+def test_images_in_domain_and_budget_reach_the_config(tmp_path, capsys):
+    import argparse
+
+    from foclip.cli import reproduce as cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["reproduce", "--out", str(tmp_path / "r"), "--images", "in-domain",
+                              "--sections", "in_domain", "--budget-s", "90"])
+    cfg = cli.config_from_args(args)
+    assert cfg.images == ("in-domain",) and cfg.sections == ("in_domain",) and cfg.budget_s == 90
+    assert main(["reproduce", "--out", str(tmp_path / "r"), "--images", "no-such-dir", *ARGS]) == 1
+    assert "no-such-dir" in capsys.readouterr().err
+    assert main(["reproduce", "--out", str(tmp_path / "r"), "--budget-s", "0", *ARGS]) == 1
+    assert "budget_s=0.0 | is out of range" in capsys.readouterr().err

@@ -183,3 +183,31 @@ def test_select_probes_breaks_auc_ties_by_separation():
     man = np.array([[10.0, 8.0, 1.0], [10.0, 7.9, 1.1]])  # both probes separate perfectly; hue90 by far more
     chosen, aucs, _ = select_probes(orig, man, names, 1)
     assert aucs == {"gray": 1.0, "hue90": 1.0} and chosen == ["hue90"]
+
+
+def test_no_two_train_modules_import_each_other_and_sections_know_no_runner():
+    """Issue 35: each section is a module behind the registry; no import cycle, not even inside a function."""
+    import ast
+    from pathlib import Path
+
+    import foclip_train
+
+    root = Path(foclip_train.__file__).parent
+    imports = {}
+    for path in root.rglob("*.py"):
+        name = ".".join(("foclip_train", *path.relative_to(root).with_suffix("").parts)).removesuffix(".__init__")
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        imports[name] = found
+    cycles = [(a, b) for a in imports for b in imports[a] if b in imports and a != b and a in imports[b]]
+    assert cycles == []
+    for name, found in imports.items():
+        if name.startswith("foclip_train.sections.") and not name.endswith("registry"):
+            assert not found & {"foclip_train.reproduce", "foclip_train.sections.registry"}, name
+    from foclip_train.reproduce import SECTIONS
+
+    assert all(callable(s.run) and callable(s.table) for s in SECTIONS)
