@@ -7,6 +7,9 @@ traceback. Messages follow the shape ``<subject> | <problem>. Expected <x>.``
 
 from __future__ import annotations
 
+import difflib
+import importlib
+
 
 class FoclipError(Exception):
     """Base class of every error a user can act on."""
@@ -32,7 +35,6 @@ def did_you_mean(value: str, choices, cutoff: float = 0.6) -> str:
     Returns:
         The hint, with a leading space, to append to an error's problem.
     """
-    import difflib
 
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=2, cutoff=cutoff)
     return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
@@ -81,7 +83,6 @@ def require(module: str, extra: str | None):
     Raises:
         MissingExtraError: when the import fails.
     """
-    import importlib
 
     try:
         return importlib.import_module(module)

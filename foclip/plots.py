@@ -6,12 +6,15 @@ naming ``pip install 'foclip[plots]'`` (:func:`pyplot`).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from foclip.errors import require
+from foclip.manifest import atomic_write_bytes
 from foclip.runtime.stats import roc_curve
 
 if TYPE_CHECKING:
@@ -24,7 +27,6 @@ def pyplot() -> Any:
     Raises:
         MissingExtraError: matplotlib is not installed (``pip install 'foclip[plots]'``).
     """
-    from foclip.errors import require
 
     mpl = require("matplotlib", "plots")
     mpl.use("Agg")
@@ -129,7 +131,6 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
     Raises:
         MissingExtraError: matplotlib is not installed (``pip install 'foclip[plots]'``).
     """
-    from foclip.manifest import atomic_write_bytes
 
     plt = pyplot()
 
@@ -138,8 +139,6 @@ def save_plots(out_dir: str | os.PathLike[str], score_orig: np.ndarray, drop_ori
     written = []
 
     def save(fig: Any, name: str) -> None:
-        import io
-
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
         plt.close(fig)

@@ -13,6 +13,7 @@ Built-in sets (files under ``foclip/data/``, so none needs open_clip or torch):
 
 from __future__ import annotations
 
+import difflib
 import random
 import re
 from dataclasses import dataclass
@@ -37,7 +38,6 @@ def builtin_help() -> str:
 
 def close_set_names(spec: str) -> list[str]:
     """Built-in set names close to a mistyped ``spec`` (for "did you mean")."""
-    import difflib
 
     names = [n for n in BUILTIN if n != "imagenet-N"]
     if spec.lower().startswith("imagenet") or "-" in spec and spec.split("-")[-1].isdigit():

@@ -10,6 +10,7 @@ fresh, instead of quietly keeping (or mixing in) results made another way. Stand
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from foclip.errors import FoclipError
@@ -27,7 +28,6 @@ def weights_desc(pretrained: str, seed: int) -> str:
     Returns:
         The description the loader writes into records and manifests.
     """
-    from pathlib import Path
 
     if pretrained == "random":
         return f"random(seed={seed})"

@@ -8,6 +8,7 @@ fixed order, so "the first four sample photos" means the same images everywhere.
 
 from __future__ import annotations
 
+# Lazy imports: scikit-image, scikit-learn and matplotlib are optional: each is imported where its data is read.
 from collections.abc import Callable
 
 import numpy as np

@@ -3,7 +3,6 @@
 After FoCLIP (feature-space misalignment of CLIPscore): an image's pixels are optimised so that
 its embedding aligns with every prompt of a set at once. For an image ``x`` and prompts
 ``p_1..p_P`` with cosines ``c_i = cos(E_I(x), E_T(p_i))``::
-
     loss(x) = -mean_i c_i  +  alpha * var_i c_i  +  beta * guard(x)
 
 An **adaptive** attacker (``AttackConfig.adaptive``, issue "open questions") also knows the
@@ -60,6 +59,7 @@ import torch.nn.functional as F
 from foclip.errors import InputError
 from foclip.models.preprocess import resize_crop
 from foclip.runtime.preprocess import center_crop_box, resized_hw
+from foclip.scoring import PROBES
 from foclip_train.config import AttackConfig
 
 __all__ = [
@@ -154,7 +154,6 @@ def adaptive_term(probe_emb: torch.Tensor, text_bank: torch.Tensor, n: int) -> t
 
 def probe_torch(x: torch.Tensor, name: str) -> torch.Tensor:
     """The colour-space probe :func:`foclip.scoring.apply_probe` in torch (differentiable)."""
-    from foclip.scoring import PROBES
 
     m = torch.as_tensor(PROBES[name], dtype=x.dtype, device=x.device)
     return torch.einsum("ij,bjhw->bihw", m, x).clamp(0.0, 1.0)

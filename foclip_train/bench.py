@@ -20,16 +20,25 @@ checks' share is estimated from a forward-only pass. Torch is imported inside
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
+from foclip.benchmarks.cpu import cpu_info
+from foclip.errors import InputError
+from foclip.prompts import load_prompt_set
+from foclip.runtime.preprocess import resize_crop_pil
+from foclip.samples import sample_arrays
+
 
 def _photos(n: int) -> list:
     """n real sample photos (cycled) as uint8 HWC arrays."""
-    from foclip.samples import sample_arrays
 
     base = list(sample_arrays(4).values())
     return [base[i % len(base)] for i in range(n)]
@@ -69,15 +78,9 @@ def measure_generate(args: BenchGenerateConfig, on_loaded: Callable[[str], None]
     Raises:
         InputError: batch, iters or rounds below 1.
     """
-    import numpy as np
     import torch
-    from PIL import Image
 
-    from foclip.benchmarks.cpu import cpu_info
-    from foclip.errors import InputError
     from foclip.models import ImageEncoder, load_clip
-    from foclip.prompts import load_prompt_set
-    from foclip.runtime.preprocess import resize_crop_pil
     from foclip_train.attack import AttackConfig, foclip_attack
     from foclip_train.text_bank import build_text_bank
 
@@ -178,7 +181,6 @@ def _variants(loaded: Any, args: BenchGenerateConfig) -> dict[str, Any]:
     Each wraps a separate copy of the model, so the eager rows keep theirs; a plain copy ("eager
     copy") runs too, as the control for what copying alone changes.
     """
-    import copy
 
     import torch
 

@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from foclip.errors import InputError
+from foclip.errors import InputError, did_you_mean
 from foclip.scoring import DEFAULT_SCALE, PROBES
 
 AMP_NAMES = ("none", "bf16", "fp16")
@@ -78,8 +78,6 @@ class AttackConfig:
         ]
         for name, ok, expected in checks:
             if not ok:
-                from foclip.errors import did_you_mean
-
                 hint = "".join(did_you_mean(a, PROBES) for a in self.adaptive if a not in PROBES) if (
                     name == "adaptive") else did_you_mean(getattr(self, name), AMP_NAMES) if name == "amp" else ""
                 raise InputError(f"attack {name}={getattr(self, name)!r}", "is out of range" + hint, expected)
@@ -119,8 +117,6 @@ class GenerateConfig:
         if self.batch < 1:
             raise InputError(f"batch={self.batch}", "is out of range", "an integer >= 1")
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            from foclip.errors import did_you_mean
-
             raise InputError(f"device {self.device!r}", "is not supported" + did_you_mean(self.device, ("auto", "cpu", "cuda")),
                              "auto, cpu, cuda or cuda:N")
 

@@ -22,6 +22,7 @@ driver: files travel through Ray's object store.
 
 from __future__ import annotations
 
+# Lazy imports: torch is imported only inside the worker that runs the model (the driver does not need it).
 import dataclasses
 import os
 import shutil
@@ -34,7 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from foclip.errors import FoclipError, require
-from foclip_train.generate import GenerateConfig, Job, append_records, batches, plan_jobs, write_summary
+from foclip.manifest import atomic_write_bytes
+from foclip_train.generate import (
+    GenerateConfig,
+    Job,
+    append_records,
+    batches,
+    load_resources,
+    plan_jobs,
+    process_batch,
+    write_summary,
+)
 
 MAX_ATTEMPTS = 3  # sends of one batch before its images are recorded as failed
 
@@ -70,8 +81,6 @@ class GenerateWorker:
     def __init__(self, cfg: GenerateConfig, threads: int | None = None) -> None:
         import torch
 
-        from foclip_train.generate import load_resources
-
         if threads:
             torch.set_num_threads(threads)
         self.cfg = cfg
@@ -90,7 +99,6 @@ class GenerateWorker:
         Returns:
             (records, {path relative to the output folder: file bytes}).
         """
-        from foclip_train.generate import process_batch
 
         scratch = tempfile.mkdtemp(prefix="foclip-gen-")
         try:
@@ -226,6 +234,4 @@ def _on_worker_death(b, a, attempts, pending, todo, cfg, out, stats, on_batch, d
 
 
 def _write(path: Path, data: bytes) -> None:
-    from foclip.manifest import atomic_write_bytes
-
     atomic_write_bytes(path, data)

@@ -1,7 +1,6 @@
 """Write a FoCLIP adversarial test set: resumable, atomic, one bad image never stops the run.
 
 Output layout of ``DIR`` (see docs/generate.md)::
-
     DIR/manipulated/<name>.png     best 8-bit iterate, lossless, the input's size (or S x S, output="model")
     DIR/original/<name>.<ext>      byte copy of the input
     DIR/manifest.jsonl             one JSON record per processed image (append-only)
@@ -21,7 +20,8 @@ drops and improvements come from :mod:`foclip.scoring`.
 
 from __future__ import annotations
 
-import dataclasses
+# Lazy imports: torch and open_clip are imported inside the functions that run the model: planning, records and
+# summaries (used by the CLI before the model loads, and by the report) do not need them.
 import fcntl
 import hashlib
 import io
@@ -29,6 +29,7 @@ import json
 import math
 import os
 import re
+import shutil
 import statistics
 import time
 from collections import Counter
@@ -37,11 +38,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from foclip.errors import FoclipError, InputError
 from foclip.manifest import sha256_file
 from foclip.outputs import atomic_write_bytes, atomic_write_json  # umask modes, one-line write errors
-from foclip.runtime.inputs import IMAGE_EXTENSIONS
-from foclip.scoring import CLAMP
+from foclip.prompts import load_prompt_set
+from foclip.rerun import refuse_changed, weights_desc
+from foclip.runtime.decode import DecodeLimits, ItemError, decode_item
+from foclip.runtime.decode import load_image as runtime_load_image
+from foclip.runtime.inputs import IMAGE_EXTENSIONS, expand_inputs
+from foclip.scoring import CLAMP, clipscore, drop, improvement_pct, to_gray
 from foclip_train.config import MAX_PIXELS, MIN_SIDE, GenerateConfig
 
 __all__ = [
@@ -110,7 +118,6 @@ def collect_inputs(inputs: Iterable[str | os.PathLike[str]], exclude: str | os.P
     Returns:
         Absolute paths in input order. Paths that do not exist are kept so they can be reported.
     """
-    from foclip.runtime.inputs import expand_inputs
 
     ex = Path(exclude).resolve() if exclude is not None else None
     seen: set[Path] = set()
@@ -195,8 +202,6 @@ def run_settings(cfg: GenerateConfig, prompt_set: Any = None) -> dict[str, Any]:
         ``{"model", "pretrained", "prompts", <attack fields>}``; ``prompts`` carries the set's sha256
         under ``prompts_sha256`` for the comparison.
     """
-    from foclip.prompts import load_prompt_set
-    from foclip.rerun import weights_desc
 
     ps = prompt_set or load_prompt_set(cfg.prompts, seed=cfg.seed)
     a = cfg.attack
@@ -230,7 +235,6 @@ def check_rerun(out_dir: str | os.PathLike[str], cfg: GenerateConfig) -> None:
     Raises:
         SettingsChanged: one line naming each differing setting and ``--fresh``.
     """
-    from foclip.rerun import refuse_changed
 
     old = recorded_settings(out_dir)
     if old is None:
@@ -251,7 +255,6 @@ def clear_outputs(out_dir: str | os.PathLike[str]) -> int:
     Returns:
         The number of files removed.
     """
-    import shutil
 
     out = Path(out_dir)
     n = 0
@@ -387,8 +390,6 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, min_s
         InputError: missing, empty, not an image, truncated/corrupt, or absurd dimensions; the
             message carries the runtime's error code in brackets (e.g. ``[too_many_pixels]``).
     """
-    from foclip.runtime.decode import DecodeLimits, ItemError
-    from foclip.runtime.decode import load_image as runtime_load_image
 
     limits = DecodeLimits(max_pixels=max_pixels, min_side=min_side)
     try:
@@ -405,8 +406,6 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, min_s
 
 
 def _png_bytes(chw_uint8) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(chw_uint8.permute(1, 2, 0).contiguous().numpy()).save(buf, format="PNG")
     return buf.getvalue()
@@ -429,12 +428,9 @@ def score_files(paths: Sequence[Path], loaded, text_bank, scale: float) -> list[
     Returns:
         ``(score, score_gray)`` per path on the 0..w scale.
     """
-    import numpy as np
     import torch
 
     from foclip.models import ImageEncoder
-    from foclip.runtime.decode import DecodeLimits, decode_item
-    from foclip.scoring import clipscore, to_gray
 
     if not paths:
         return []
@@ -494,11 +490,9 @@ def process_batch(jobs: Sequence[Job], cfg: GenerateConfig, loaded, text_bank,
     Returns:
         One record per job, in job order (field list in docs/generate.md).
     """
-    import numpy as np
     import torch
 
     from foclip.models import ImageEncoder
-    from foclip.scoring import drop, improvement_pct
     from foclip_train.attack import foclip_attack
 
     t0 = time.perf_counter()
@@ -583,7 +577,6 @@ def load_resources(cfg: GenerateConfig):
         ModelError, InputError: from the model loader and the prompt-set reader.
     """
     from foclip.models import load_clip
-    from foclip.prompts import load_prompt_set
     from foclip_train.text_bank import build_text_bank
 
     prompt_set = load_prompt_set(cfg.prompts, seed=cfg.seed)
@@ -624,8 +617,3 @@ def run_generate(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.Pat
         if on_batch is not None:
             on_batch(records)
     return write_summary(out_dir)
-
-
-def config_dict(cfg: GenerateConfig) -> dict[str, Any]:
-    """``cfg`` as a plain dict (for logs and the distributed runner)."""
-    return dataclasses.asdict(cfg)

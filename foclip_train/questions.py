@@ -15,6 +15,7 @@ Each ``*_compute(by_set, cfg, ctx)`` returns JSON-ready numbers; ``*_markdown`` 
 
 from __future__ import annotations
 
+# Lazy imports: torch and open_clip are imported only inside the measurements that run a model.
 import dataclasses
 import hashlib
 import re
@@ -25,7 +26,11 @@ from typing import Any
 import numpy as np
 
 from foclip.errors import FoclipError
-from foclip.scoring import PROBES
+from foclip.runtime.decode import DecodeLimits, decode_item
+from foclip.runtime.stats import held_out_evaluation, roc_auc, search_thresholds
+from foclip.scoring import PROBES, apply_probe, clipscore, drop
+from foclip_train.generate import latest_records
+from foclip_train.spectral import RETIRED, perturbation_spectrum, spectral_detectors
 
 __all__ = [
     "adaptive_compute",
@@ -57,7 +62,6 @@ def slug(text: str) -> str:
 
 def model_view(path: Path, preprocess: Any) -> np.ndarray:
     """The S x S view the detector sees of an image file: (S, S, 3) float64 RGB in [0, 1]."""
-    from foclip.runtime.decode import DecodeLimits, decode_item
 
     limits = DecodeLimits(max_pixels=2**62, max_aspect=float("inf"), min_side=1)
     return decode_item(path, repr(str(path)), preprocess, limits).astype(np.float64) / 255.0
@@ -84,7 +88,6 @@ def probe_scores(paths: Sequence[Path], loaded: Any, text_bank: Any, scale: floa
     import torch
 
     from foclip.models import ImageEncoder
-    from foclip.scoring import apply_probe, clipscore
 
     if not paths:
         return np.zeros((0, 1 + len(probes)))
@@ -111,7 +114,6 @@ def probe_drop(scores: np.ndarray, names: Sequence[str], use: Sequence[str]) -> 
     Returns:
         (N,) drops as fractions (``gray`` alone gives the paper's grayscale drop).
     """
-    from foclip.scoring import drop
 
     cols = [1 + list(names).index(q) for q in use]
     return np.max(np.stack([drop(scores[:, 0], scores[:, c]) for c in cols]), axis=0)
@@ -134,7 +136,6 @@ def select_probes(orig: np.ndarray, man: np.ndarray, names: Sequence[str], k: in
     Returns:
         ``(chosen probes, {probe: ROC-AUC of its drop}, {probe: Cohen's d of its drop})``.
     """
-    from foclip.runtime.stats import roc_auc
 
     aucs, sep = {}, {}
     for q in names:
@@ -149,7 +150,6 @@ def select_probes(orig: np.ndarray, man: np.ndarray, names: Sequence[str], k: in
 def _detect(so: np.ndarray, do: np.ndarray, sm: np.ndarray, dm: np.ndarray, cfg: Any,
             taus: tuple[float, float] | None = None) -> dict[str, Any]:
     """Threshold-free AUC, fit-set TPR at the target FPR, held-out rule metrics, and TPR under ``taus``."""
-    from foclip.runtime.stats import held_out_evaluation, roc_auc, search_thresholds
 
     ts, td = search_thresholds(so, do, sm, dm, cfg.target_fpr, "fpr")
     res: dict[str, Any] = {
@@ -193,7 +193,6 @@ def _pct(v: float | None) -> str:
 def _generate_matched(ctx: Any, recs: list[dict[str, Any]], folder: Path, gcfg: Any, resources: Any,
                       label: str) -> list[dict[str, Any]]:
     """Attack the sources of ``recs`` into ``folder`` (resumable); the new records in ``recs`` order."""
-    from foclip_train.generate import latest_records
 
     ctx.generate([r["source"] for r in recs], folder, gcfg, resources, label)
     latest = latest_records(folder)
@@ -389,8 +388,6 @@ def transfer_markdown(res: dict[str, Any], cfg: Any) -> str:
 
 def _spectral_one(folder: Path, recs: list[dict[str, Any]], preprocess: Any, drops: tuple[np.ndarray, np.ndarray]
                   ) -> dict[str, Any]:
-    from foclip.runtime.stats import roc_auc
-    from foclip_train.spectral import perturbation_spectrum, spectral_detectors
 
     orig = [model_view(folder / r["original"], preprocess) for r in recs]
     man = [model_view(folder / r["manipulated"], preprocess) for r in recs]
@@ -415,7 +412,6 @@ def spectral_compute(by_set: dict[str, list[dict[str, Any]]], cfg: Any, ctx: Any
         return {"skipped": f"no usable image in {name}"}
     loaded, _ = ctx.resources(cfg.model, cfg.pretrained, name)
     runs = [("plain", ctx.set_dir(name), plain)]
-    from foclip_train.generate import latest_records
 
     for folder in sorted((ctx.out / "adaptive").glob(f"{slug(name)}-*")) if (ctx.out / "adaptive").is_dir() else []:
         recs = sorted(_ok(list(latest_records(folder).values())), key=lambda r: r["name"])
@@ -456,7 +452,6 @@ def spectral_markdown(res: dict[str, Any], cfg: Any) -> str:
               "| attack | " + " | ".join(f"`{s}`" for s in stats) + " |", "|---|" + "---|" * len(stats)]
     for r in rows:
         lines.append(f"| {r['attack']} | " + " | ".join(_f(r["detector_auc"][s]) for s in stats) + " |")
-    from foclip_train.spectral import RETIRED
 
     lines += ["", "Not offered as detectors: " + "; ".join(f"`{k}` ({v})" for k, v in RETIRED.items()) + "."]
     return "\n".join(lines)

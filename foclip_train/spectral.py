@@ -15,6 +15,7 @@ high-frequency energy (``hf_chroma_share``).
 
 from __future__ import annotations
 
+# Lazy imports: matplotlib (the plots extra) is imported only where a figure is drawn.
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from foclip.runtime.stats import roc_auc
 from foclip.scoring import LUMA
 
 # Radial frequency band edges in cycles per pixel (Nyquist is 0.5 per axis).
@@ -131,7 +133,6 @@ def spectral_detectors(originals: Sequence[np.ndarray], manipulated: Sequence[np
     Returns:
         ``{statistic name: AUC}``.
     """
-    from foclip.runtime.stats import roc_auc
 
     so = [image_statistics(o) for o in originals]
     sm = [image_statistics(m) for m in manipulated]

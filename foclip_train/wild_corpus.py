@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
+import foclip
 from foclip.errors import InputError
 from foclip.manifest import atomic_write_bytes
 
@@ -339,6 +340,4 @@ def build_corpus(out: str | Path, *, packages: Iterable[str] = PACKAGES, screens
 
 
 def _foclip_version() -> str:
-    import foclip
-
     return foclip.__version__

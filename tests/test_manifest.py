@@ -137,3 +137,29 @@ def test_a_mapping_to_an_unlisted_file_is_refused(tiny_bundle, tmp_path):
         _write(tmp_path, raw)
         with pytest.raises(BundleError, match="which files does not list with a sha256"):
             m.read_manifest(tmp_path)
+
+
+def test_the_manifest_package_imports_only_the_standard_library():
+    import subprocess
+    import sys
+
+    code = ("import sys; before = set(sys.modules); import foclip.manifest; "
+            "print(sorted({n.partition('.')[0] for n in set(sys.modules) - before} - set(sys.stdlib_module_names)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "['foclip']"
+
+
+def test_schema_and_files_are_one_contract_behind_one_import_path():
+    from foclip.manifest import files, schema
+
+    assert m.Manifest is schema.Manifest and m.read_manifest is files.read_manifest
+    assert not any(name.startswith("foclip.manifest.files") for name in _imports_of(schema.__file__))
+
+
+def _imports_of(path: str) -> set[str]:
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    return {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}

@@ -17,7 +17,7 @@ TIMEOUT = 600 * float(os.environ.get("FOCLIP_TEST_TIMEOUT_SCALE", "1"))
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "measure" / script), *args], capture_output=True, text=True,
                          env=env, cwd=ROOT, timeout=TIMEOUT, check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     return out

@@ -30,6 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageOps
+
+from foclip.benchmarks.cpu import cpu_info
+from foclip.benchmarks.images import write_sample_images
+from foclip.errors import InputError
+from foclip.manifest import read_manifest
+from foclip.runtime import Calibration, Detector, open_bundle
+from foclip.runtime.decode import decode_item
+from foclip.runtime.inputs import expand_inputs
+from foclip.runtime.parity import probe_stack
+from foclip.scoring import LUMA, clipscore, drop
 
 
 @dataclass(frozen=True)
@@ -118,8 +129,6 @@ def _baseline_weights(pretrained: str, checkpoint: str | None) -> tuple[str, int
     if checkpoint:
         return checkpoint, 0
     if Path(pretrained).suffix in (".safetensors", ".pt", ".bin", ".pth"):
-        from foclip.errors import InputError
-
         raise InputError("baseline weights", f"the bundle was exported from checkpoint {pretrained!r}",
                          "--checkpoint PATH to that file, or --skip-torch")
     return pretrained, 0
@@ -142,10 +151,8 @@ def torch_baseline(bundle: Any, paths: list[str], batch: int, threads: int, prom
     """
     import open_clip
     import torch
-    from PIL import Image, ImageOps
 
     from foclip.models import ImageEncoder, TextEncoder, load_clip
-    from foclip.scoring import LUMA, clipscore
 
     torch.set_num_threads(threads)
     m = bundle.manifest
@@ -174,8 +181,6 @@ def torch_baseline(bundle: Any, paths: list[str], batch: int, threads: int, prom
         t2 = time.perf_counter()
         s = clipscore(emb, text, scale)
         return s[: len(chunk)], s[len(chunk):], t1 - t0, t2 - t1
-
-    from foclip.scoring import drop
 
     def one_pass() -> Row:
         torch.set_num_threads(threads)
@@ -208,7 +213,6 @@ def runtime_row(name: str, bundle_dir: str, paths: list[str], **kwargs: Any) -> 
     Returns:
         A function that runs one timed pass and returns the row.
     """
-    from foclip.runtime import Detector
 
     det = Detector.from_bundle(bundle_dir, **kwargs)
     det.detect(paths[: det.config.batch_size])  # warm-up
@@ -242,9 +246,6 @@ def encoder_only_row(name: str, bundle_dir: str, paths: list[str], **kwargs: Any
     Returns:
         A function that runs one timed pass and returns the row (no scores).
     """
-    from foclip.runtime import Detector
-    from foclip.runtime.decode import decode_item
-    from foclip.runtime.parity import probe_stack
 
     det = Detector.from_bundle(bundle_dir, **kwargs)
     u8 = np.stack([decode_item(p, p, det.spec, det.config.limits) for p in paths])
@@ -283,8 +284,6 @@ def _int8_bundles(bundle: Any, compare: tuple[str, ...]) -> list[tuple[str, str]
         InputError: a compare bundle holds another model, other weights or no int8 graph, or two
             bundles carry the same int8 method.
     """
-    from foclip.errors import InputError
-    from foclip.manifest import read_manifest
 
     out: list[tuple[str, str]] = []
     m0 = bundle.manifest
@@ -317,9 +316,6 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
     Raises:
         InputError: no images.
     """
-    from foclip.errors import InputError
-    from foclip.runtime import Calibration, open_bundle
-    from foclip.runtime.inputs import expand_inputs
 
     log = log or (lambda _: None)
     bundle = open_bundle(cfg.bundle)
@@ -327,8 +323,6 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
     if cfg.images:
         paths = list(expand_inputs(list(cfg.images)))
     else:
-        from foclip.benchmarks.images import write_sample_images
-
         tmp = tempfile.TemporaryDirectory(prefix="foclip-bench-")
         paths = [str(p) for p in write_sample_images(tmp.name, cfg.samples)]
     if not paths:
@@ -405,7 +399,6 @@ def run_bench_detect(cfg: BenchDetectConfig, log: Callable[[str], None] | None =
     if tmp is not None:
         tmp.cleanup()
     m = bundle.manifest
-    from foclip.benchmarks.cpu import cpu_info
 
     return BenchDetectResult(m.model_name, m.pretrained, len(paths), cfg.batch, threads, tau_score, tau_drop, how,
                              bundle.score_scale, rows, figures, e2e_notes, cpu_info())

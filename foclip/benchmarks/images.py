@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from foclip.samples import sample_arrays, short_name
+
 
 def sample_photos() -> dict[str, np.ndarray]:
     """Every available sample photo (:func:`foclip.samples.sample_arrays`), by short name.
@@ -18,7 +20,6 @@ def sample_photos() -> dict[str, np.ndarray]:
     Raises:
         MissingExtraError: scikit-image is not installed.
     """
-    from foclip.samples import sample_arrays, short_name
 
     return {short_name(k): v for k, v in sample_arrays().items()}
 

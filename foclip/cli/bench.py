@@ -1,7 +1,8 @@
 """`foclip bench generate|detect`: benchmarks that print figures (ratios against a baseline run side by side).
 
 The measuring lives in the library (:mod:`foclip.benchmarks.detect`, :mod:`foclip_train.bench`);
-this module parses options and draws the tables.
+this module parses options and draws the tables. Like every command module it imports the
+measuring code inside ``run_*``: ``foclip --help`` imports every command module and stays light.
 """
 
 from __future__ import annotations
@@ -10,7 +11,23 @@ import argparse
 import importlib
 import importlib.util
 
-from foclip.cli.common import PRETRAINED_HELP, claims_output
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from foclip.benchmarks.cpu import cpu_line
+from foclip.cli.common import (
+    PRETRAINED_HELP,
+    claims_output,
+    console,
+    err_console,
+    random_weights_notice,
+    require_paths,
+    require_torch_side,
+    resolve_pretrained,
+)
+from foclip.manifest import atomic_write_json, read_manifest
+from foclip.outputs import ensure_writable
 
 
 def add_parser(sub) -> None:
@@ -44,13 +61,8 @@ def _add_generate(bsub) -> None:
 
 def run_generate(args: argparse.Namespace) -> int:
     """Run ``foclip bench generate`` and print its table."""
-    from foclip.cli.common import require_torch_side
 
     require_torch_side("foclip bench generate")
-    from rich.table import Table
-
-    from foclip.benchmarks.cpu import cpu_line
-    from foclip.cli.common import console, random_weights_notice, resolve_pretrained
     from foclip_train.bench import BenchGenerateConfig, measure_generate
 
     cfg = BenchGenerateConfig(args.model, resolve_pretrained(args.model, args.pretrained), args.batch, args.iters, args.check_every, args.rounds,
@@ -113,21 +125,12 @@ def _add_detect(bsub) -> None:
 @claims_output("foclip bench detect")
 def run_detect(args: argparse.Namespace) -> int:
     """Run ``foclip bench detect`` and print its table."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
 
-    from foclip.benchmarks.cpu import cpu_line
     from foclip.benchmarks.detect import BenchDetectConfig, run_bench_detect
-    from foclip.cli.common import console, err_console, random_weights_notice
-    from foclip.manifest import atomic_write_json, read_manifest
 
     if args.out:  # a folder or an unwritable place fails now, not after the benchmark
-        from foclip.outputs import ensure_writable
-
         ensure_writable(args.out)
     if args.images:  # a typo fails here, in one line, not as a traceback from the decoder
-        from foclip.cli.common import require_paths
         from foclip.runtime.inputs import expand_inputs
 
         require_paths(list(expand_inputs(args.images)) or args.images, "image", "image files, folders, globs or @lists")

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
+
+from foclip.cli.common import console, err_console
+from foclip.errors import InputError
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("build-engine", help="build a TensorRT engine for a bundle graph (needs foclip[trt] + GPU)",
@@ -18,18 +23,19 @@ def add_parser(sub) -> None:
     p.add_argument("--graph", default=None, metavar="KEY",
                    help="graph key to build from: image.fp16 (default), image.fp32, text.fp16, detect.fp16, ... "
                         "(`foclip inspect BUNDLE` lists them); the engine has its precision")
-    p.add_argument("--encoder", default=None, choices=("image", "text", "detect"),
-                   help="shorthand for --graph <encoder>.<precision>")
+    # Removed in 0.3 (it repeated --graph); kept hidden so that an old command line gets one clear line.
+    p.add_argument("--encoder", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
-    from foclip.cli.common import console, err_console
+    if args.encoder is not None:
+        raise InputError(f"--encoder {args.encoder}", "was removed (it repeated --graph)",
+                         f"--graph {args.encoder}.{args.precision or 'fp16'}")
+    # Lazy: the engine code loads numpy, PIL and (when it builds) TensorRT; `foclip --help` stays fast.
     from foclip.exporter.engine import EngineRequest, build_engine, check_request, graph_for, parse_profile
 
-    graph = args.graph or graph_for(args.encoder or "image", args.precision or "fp16")
+    graph = args.graph or graph_for("image", args.precision or "fp16")
     precision = args.precision or graph.partition(".")[2]
     req = check_request(EngineRequest(graph, precision, parse_profile(args.batch)))
     spec, built = build_engine(args.bundle, req, log=lambda s: err_console.print(f"[dim]{escape(s)}[/]", highlight=False))

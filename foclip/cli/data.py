@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from foclip.errors import InputError
+from foclip.outputs import ensure_writable
+
 
 def add_parser(sub: Any) -> None:
     """Register ``foclip data``."""
@@ -39,8 +42,6 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from foclip.cli.common import console, err_console
-    from foclip.errors import InputError
-    from foclip.outputs import ensure_writable
     from foclip_train.wild_corpus import build_corpus
 
     if args.screenshots < 0:

@@ -8,9 +8,19 @@ skips finished images and an existing, intact bundle is reused.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from foclip.cli.common import console, random_weights_notice
+from rich.markup import escape
+from rich.table import Table
+
+from foclip.cli.common import console, echo_command, random_weights_notice
+from foclip.cli.generate import config_from_args
+from foclip.cli.main import main, parse
+from foclip.errors import FoclipError
+from foclip.manifest import read_manifest, verify_files
+from foclip.outputs import ensure_writable
+from foclip.rerun import SettingsChanged
 
 
 def add_parser(sub) -> None:
@@ -57,10 +67,6 @@ def write_sample_photos(folder: Path) -> list[Path]:
 
 
 def _step(title: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> int:
-    from foclip.cli.common import echo_command
-    from foclip.cli.main import main
-    from foclip.errors import FoclipError
-
     console.rule(f"[bold]{title}[/]")
     echo_command(argv)
     code = main(argv)
@@ -81,7 +87,6 @@ def split_verdicts(detections: Path, originals: Path, manipulated: Path) -> dict
     Returns:
         ``{"original": {...}, "manipulated": {...}}`` with ``images``, ``flagged``, ``clean``, ``unreadable``.
     """
-    import json
 
     counts = {k: {"images": 0, "flagged": 0, "clean": 0, "unreadable": 0} for k in ("original", "manipulated")}
     roots = {"original": originals.resolve(), "manipulated": manipulated.resolve()}
@@ -101,10 +106,6 @@ def print_split(counts: dict[str, dict[str, int]], bundle: Path) -> None:
 
     The title names the bundle's model and weights (and says when they are random).
     """
-    from rich.markup import escape
-    from rich.table import Table
-
-    from foclip.manifest import read_manifest
 
     man = read_manifest(bundle)
     made_by = f"{man.model_name}, weights {man.pretrained}" + (": RANDOM, mechanics only" if man.random_init else "")
@@ -121,9 +122,6 @@ def print_split(counts: dict[str, dict[str, int]], bundle: Path) -> None:
 
 
 def _bundle_ok(bundle: Path, model: str, pretrained: str) -> bool:
-    from foclip.errors import FoclipError
-    from foclip.manifest import read_manifest, verify_files
-
     try:
         manifest = read_manifest(bundle)
     except FoclipError:
@@ -139,9 +137,6 @@ def _fresh_if_changed(gen: list[str], adv: Path) -> list[str]:
     A demo rerun with the same settings resumes; one with other settings starts its images over
     instead of stopping at generate's refusal (the demo has no --fresh of its own).
     """
-    from foclip.cli.generate import config_from_args
-    from foclip.cli.main import parse
-    from foclip.rerun import SettingsChanged
     from foclip_train.generate import check_rerun
 
     try:
@@ -154,7 +149,6 @@ def _fresh_if_changed(gen: list[str], adv: Path) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     out: Path = args.out
-    from foclip.outputs import ensure_writable
 
     ensure_writable(out, folder=True)  # a file or an unwritable place fails now, in one line
     model, iters = ("foclip-tiny", 10) if args.quick else (args.model, args.iters)

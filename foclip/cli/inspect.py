@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from foclip.manifest import MANIFEST_NAME, read_manifest, verify_files
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("inspect", help="show a bundle's manifest and parity, re-check its file hashes",
@@ -37,7 +39,6 @@ def run(args: argparse.Namespace) -> int:
 
     from foclip.cli.common import console, err_console
     from foclip.exporter import parity_report
-    from foclip.manifest import MANIFEST_NAME, read_manifest, verify_files
 
     bundle = args.bundle
     m = read_manifest(bundle)

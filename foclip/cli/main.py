@@ -17,6 +17,8 @@ import os
 import re
 import sys
 
+from foclip.errors import FoclipError
+
 # (command, module under foclip.cli). Each module defines add_parser(subparsers) and run(args) -> int,
 # and imports its heavy dependencies inside run() so that `foclip --help` stays fast.
 COMMANDS = (
@@ -167,7 +169,6 @@ def os_error(exc: OSError) -> Exception | None:
         A FoclipError naming the file, the problem and what would work, or None for errors that
         name no file or have an errno no user can act on.
     """
-    from foclip.errors import FoclipError
 
     known = _OS_ERRORS.get(exc.errno or -1)
     if known is None or exc.filename is None:
@@ -179,7 +180,6 @@ def os_error(exc: OSError) -> Exception | None:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the process exit code."""
     from foclip.cli.common import err_console, library_logs, run_scope
-    from foclip.errors import FoclipError
 
     args = parse(argv)
     with run_scope() as outermost:

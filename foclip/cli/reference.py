@@ -10,8 +10,13 @@ import argparse
 import shutil
 from pathlib import Path
 
-from foclip.cli.common import claims_output, console
-from foclip.outputs import holds_files
+from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
+from rich.table import Table
+
+from foclip.cli.common import claims_output, console, require_torch_side
+from foclip.cli.progress import make_progress
+from foclip.errors import InputError
+from foclip.outputs import ensure_writable, holds_files
 
 MODELS = ("foclip-ref-vit", "foclip-ref-rn")
 
@@ -54,19 +59,13 @@ def add_parser(sub) -> None:
 
 @claims_output("foclip reference build", "work", "out", holds_work=holds_files)
 def run(args: argparse.Namespace) -> int:
-    from foclip.cli.common import require_torch_side
-
     require_torch_side("foclip reference build")
-    from rich.progress import BarColumn, MofNCompleteColumn, TimeElapsedColumn
 
-    from foclip.cli.progress import make_progress
-    from foclip.errors import InputError
     from foclip.models.loader import REFERENCE_DIR
     from foclip_train.reference.build import ReferenceBuild, run_build
 
     if args.epochs is not None and args.epochs < 1:
         raise InputError(f"--epochs {args.epochs}", "is out of range", "an integer >= 1")
-    from foclip.outputs import ensure_writable
 
     for folder in (args.work, args.out):  # before the data is rendered (minutes)
         ensure_writable(folder, folder=True)
@@ -98,12 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
 @claims_output("foclip reference select", "work", holds_work=holds_files)
 def run_select(args: argparse.Namespace) -> int:
-    from foclip.cli.common import require_torch_side
-
     require_torch_side("foclip reference select")
-    from rich.table import Table
 
-    from foclip.outputs import ensure_writable
     from foclip_train.reference.data import BuildConfig, build_dataset
     from foclip_train.reference.select import select_recipe
 

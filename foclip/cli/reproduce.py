@@ -6,7 +6,23 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from foclip.cli.common import PRETRAINED_HELP, claims_output
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from foclip.cli.common import (
+    PRETRAINED_HELP,
+    check_weights_source,
+    claims_output,
+    console,
+    err_console,
+    require_paths,
+    require_torch_side,
+    resolve_pretrained,
+)
+from foclip.cli.progress import Estimator, make_progress
+from foclip.errors import InputError
+from foclip.outputs import ensure_writable
 from foclip.prompts import builtin_help
 
 SETS = "masterpieces,artistic,imagenet-25,imagenet-50,imagenet-100"
@@ -88,8 +104,6 @@ def config_from_args(args: argparse.Namespace) -> Any:
     Raises:
         InputError: an option value is out of range.
     """
-    from foclip.cli.common import resolve_pretrained
-    from foclip.errors import InputError
     from foclip_train.config import AttackConfig
     from foclip_train.reproduce import FULL_ITERS, QUICK_EXTRA_IMAGES, QUICK_ITERS, ReproduceConfig
 
@@ -119,8 +133,6 @@ class RichProgress:
     """:class:`foclip_train.reproduce.ProgressSink` drawn with rich bars."""
 
     def __init__(self, progress: Any, console: Any) -> None:
-        from foclip.cli.progress import Estimator
-
         self.progress, self.console, self.tasks = progress, console, {}
         self.done: dict[str, tuple[str, float, float]] = {}  # key -> (description, done, total)
         self.estimator = Estimator()
@@ -143,7 +155,6 @@ class RichProgress:
 
     def message(self, text: str) -> None:
         """Print a note above the bars."""
-        from rich.markup import escape
 
         self.console.print(f"[bold yellow]note:[/] {escape(text)}", highlight=False)
 
@@ -156,23 +167,15 @@ def _holds_results(out: Path) -> bool:
 @claims_output("foclip reproduce", holds_work=_holds_results)
 def run(args: argparse.Namespace) -> int:
     """Run ``foclip reproduce``; prints where the report is and the three tables."""
-    from foclip.cli.common import require_torch_side
 
     require_torch_side("foclip reproduce")
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    from foclip.cli.common import console, err_console
-    from foclip.cli.progress import make_progress
     from foclip_train.reproduce import run_reproduce
 
     cfg = config_from_args(args)
-    from foclip.cli.common import require_paths
-    from foclip.outputs import ensure_writable
 
     require_paths(args.images + [i for i in args.images_opt if i != "in-domain"], "input",
                   "an image file or a folder of images (or `--images in-domain`)")
-    from foclip.cli.common import check_weights_source
-
     check_weights_source(cfg.model, cfg.pretrained)  # offline and not cached: one line before anything is written
     ensure_writable(args.out, folder=True)  # a file as --out, or an unwritable place: one line, before any work
     console.print(f"foclip reproduce: {cfg.model} ({cfg.pretrained}), {len(cfg.prompt_sets)} prompt sets, "
@@ -196,8 +199,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(console: Any, t1: dict, t2: dict, t3: dict, report: dict) -> None:
-    from rich.table import Table
-
     title = f"foclip reproduce: {report['model']} ({report['pretrained']})"
     if report["random_init"]:
         title += " RANDOM weights: mechanics only"

@@ -7,6 +7,8 @@ finished. See :mod:`foclip.manifest` for the layout the runtime reads.
 
 from __future__ import annotations
 
+# Lazy imports: torch, open_clip, onnx, onnxruntime and tokenizers are imported inside the functions that use them:
+# `foclip export` runs this module's checks (rerun, --out) before paying seconds for them.
 import glob
 import io
 import json
@@ -22,8 +24,13 @@ from typing import Any
 
 import numpy as np
 
+import foclip
+from foclip import samples  # called as samples.sample_photos: tests swap the photos on the module
 from foclip.errors import InputError, require
+from foclip.exporter import parity
 from foclip.exporter.config import ExportConfig
+from foclip.exporter.parity import GATES, ORT_CPU_DISABLED_OPTIMIZERS
+from foclip.exporter.tokenizer_asset import write_tokenizer
 from foclip.manifest import (
     MANIFEST_NAME,
     GraphSpec,
@@ -38,6 +45,10 @@ from foclip.manifest import (
     atomic_write_json,
     sha256_file,
 )
+from foclip.prompts import imagenet_prompts, load_prompt_set
+from foclip.runtime.parity import probe_stack
+from foclip.runtime.preprocess import to_uint8
+from foclip.runtime.tokenizer import load_tokenizer
 from foclip.scoring import CLAMP, LUMA
 
 PARITY_NAME = "parity.json"
@@ -162,15 +173,11 @@ def _versions() -> dict[str, str]:
     import tokenizers
     import torch
 
-    import foclip
-
     return {"foclip": foclip.__version__, "torch": torch.__version__, "open_clip": open_clip.__version__,
             "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__, "tokenizers": tokenizers.__version__}
 
 
 def _graph_specs(size: int, ctx: int, dim: int, scale: float) -> dict[str, Callable[..., GraphSpec]]:
-    from foclip.exporter.parity import GATES, ORT_CPU_DISABLED_OPTIMIZERS
-
     pixels = (TensorSpec("pixels", "float32", ("batch", 3, size, size)),)
     tokens = (TensorSpec("tokens", "int64", ("batch", ctx)),)
     emb = (TensorSpec("embedding", "float32", ("batch", dim)),)
@@ -207,7 +214,6 @@ class _Exporter:
     def load(self) -> None:
         from foclip.exporter.onnx_export import check_opset
         from foclip.models import ImageEncoder, TextEncoder, load_clip
-        from foclip.prompts import load_prompt_set
 
         cfg = self.cfg
         self.precisions = cfg.resolved_precisions()
@@ -268,23 +274,16 @@ class _Exporter:
 
     def reference_pixels(self) -> np.ndarray:
         """float32 colour + gray rows of the parity photos (static int8 calibration input)."""
-        from foclip.runtime.parity import probe_stack
-        from foclip.runtime.preprocess import to_uint8
-        from foclip.samples import sample_photos
 
-        return probe_stack(np.stack([to_uint8(img, self.clip.preprocess) for _, img in sample_photos(8)]))
+        return probe_stack(np.stack([to_uint8(img, self.clip.preprocess) for _, img in samples.sample_photos(8)]))
 
     def write_reference(self, n_photos: int = 4, n_prompts: int = 8) -> ReferenceSpec:
         """The self-check reference set: a few photos' model inputs and prompts, with fp32 PyTorch
         embeddings, so any machine can check a graph where it runs (``foclip inspect --verify``)."""
         import torch
 
-        from foclip.runtime.parity import probe_stack
-        from foclip.runtime.preprocess import to_uint8
-        from foclip.samples import sample_photos
-
         c = self.clip
-        photos = sample_photos(n_photos)
+        photos = samples.sample_photos(n_photos)
         u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
         pixels = probe_stack(u8)
         img_emb = self.image_encoder(torch.from_numpy(pixels)).numpy().astype(np.float32)
@@ -327,16 +326,9 @@ class _Exporter:
         """
         import torch
 
-        from foclip.exporter import parity
-        from foclip.prompts import imagenet_prompts
-        from foclip.runtime.parity import probe_stack
-        from foclip.runtime.preprocess import to_uint8
-        from foclip.runtime.tokenizer import load_tokenizer
-        from foclip.samples import sample_photos
-
         c, cfg, tmp = self.clip, self.cfg, self.tmp
         self.log("checking parity with PyTorch (ONNX Runtime CPU; batch sizes 1, 3, 16)")
-        photos = sample_photos(8)
+        photos = samples.sample_photos(8)
         u8 = np.stack([to_uint8(img, c.preprocess) for _, img in photos])
         n_color = len(u8)
         pixels = probe_stack(u8)  # colour rows, then the probes' (as the detector and self-check run them)
@@ -430,7 +422,6 @@ def export_bundle(cfg: ExportConfig, out_dir: str | os.PathLike[str], force: boo
         ParityError: an fp32 graph or the tokenizer misses its gate (no bundle is left behind).
         MissingExtraError: an export dependency is missing.
     """
-    from foclip.exporter.tokenizer_asset import write_tokenizer
 
     sink = log or _quiet
     t0 = time.perf_counter()

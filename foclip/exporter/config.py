@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from foclip.errors import InputError
+from foclip.errors import InputError, did_you_mean
+from foclip.prompts import load_prompt_set
+from foclip.rerun import weights_desc
 from foclip.scoring import DEFAULT_SCALE
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -57,8 +59,6 @@ class ExportConfig:
         """
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
-            from foclip.errors import did_you_mean
-
             raise InputError(f"precision {bad[0]!r}", "is not an export precision" + did_you_mean(bad[0], PRECISIONS),
                              f"some of {', '.join(PRECISIONS)}")
         return tuple(p for p in PRECISIONS if p == "fp32" or p in self.precisions)
@@ -72,8 +72,6 @@ class ExportConfig:
         Raises:
             InputError: an unknown precision or prompt set.
         """
-        from foclip.prompts import load_prompt_set
-        from foclip.rerun import weights_desc
 
         prompts = []
         for spec in self.prompts:

@@ -15,6 +15,7 @@ the default; the manifest records which CPUs each method is meant for.
 
 from __future__ import annotations
 
+# Lazy imports: onnx and onnxruntime's quantiser are imported inside the conversions that use them (the export extra).
 import contextlib
 import logging
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from foclip.errors import InputError
+from foclip.errors import InputError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -73,8 +74,6 @@ def int8_method(name: str) -> Int8Method:
         InputError: an unknown name (lists the known ones).
     """
     if name not in INT8_METHODS:
-        from foclip.errors import did_you_mean
-
         raise InputError(f"int8 method {name!r}", "is not known" + did_you_mean(name, INT8_METHODS),
                          f"one of {', '.join(INT8_METHODS)}")
     return INT8_METHODS[name]
@@ -188,7 +187,7 @@ def to_int8(src: Path, dst: Path, method: str = DEFAULT_INT8_METHOD, optimize: b
             batches = [calibration_pixels[i:i + 8].astype(np.float32) for i in range(0, len(calibration_pixels), 8)]
             # MatMul/Gemm only: with every op quantised (Add, Softmax, LayerNorm inputs...) the static
             # graph of ViT-B-32 fell to min cosine 0.976 on held-out photos; MatMul/Gemm alone gave
-            # 0.9996 (scripts/int8_candidates.py, docs/runtime.md).
+            # 0.9996 (scripts/measure/int8_candidates.py, docs/runtime.md).
             quantize_static(str(model_in), str(dst), _PixelReader(name, batches), quant_format=QuantFormat.QDQ,
                             op_types_to_quantize=["MatMul", "Gemm"], per_channel=m.per_channel,
                             reduce_range=m.reduce_range, weight_type=wtype, activation_type=QuantType.QUInt8,

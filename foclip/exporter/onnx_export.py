@@ -8,12 +8,14 @@ checks batch sizes 1, 3 and 16 after export.
 
 from __future__ import annotations
 
+# Lazy imports: onnx is imported only where an exported graph is checked (the export extra).
 import io
 import warnings
 from contextlib import redirect_stdout
 from pathlib import Path
 
 import torch
+from torch.onnx import _constants
 
 from foclip.errors import InputError
 
@@ -27,7 +29,6 @@ def supported_opsets() -> tuple[int, int]:
     Returns:
         (lowest, highest) inclusive.
     """
-    from torch.onnx import _constants
 
     high = getattr(_constants, "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET", None) or _constants.ONNX_MAX_OPSET
     return MIN_OPSET, int(high)

@@ -9,11 +9,13 @@ split pattern followed by byte-level mapping; cleaning and SOT/EOT/padding are d
 
 from __future__ import annotations
 
+# Lazy imports: open_clip and tokenizers are imported only where the tokenizer asset is built or checked.
 import gzip
 from pathlib import Path
 from typing import Any
 
 from foclip.errors import ModelError
+from foclip.manifest import atomic_write_bytes, atomic_write_json
 from foclip.runtime.tokenizer import CONFIG_NAME, KIND
 
 TOKENIZER_NAME = "tokenizer.json"
@@ -109,7 +111,6 @@ def write_tokenizer(out_dir: Path, tokenizer: Any, context_length: int) -> list[
     Raises:
         ModelError: when the model's tokenizer is not supported.
     """
-    from foclip.manifest import atomic_write_bytes, atomic_write_json
 
     check_supported(tokenizer)
     atomic_write_bytes(out_dir / TOKENIZER_NAME, build_tokenizer().to_str().encode("utf-8"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+# Lazy imports: safetensors is imported only where a checkpoint file is loaded.
 import contextlib
 import difflib
 import logging
@@ -13,8 +14,9 @@ from typing import Any
 import open_clip
 import torch
 
-from foclip.errors import ModelError
+from foclip.errors import ModelError, did_you_mean
 from foclip.manifest import PreprocessSpec
+from foclip.network import OFFLINE_CHOICES, go_offline_if_unreachable
 
 TINY_MODEL = "foclip-tiny"
 _CONFIG_DIR = Path(__file__).parent / "configs"
@@ -208,8 +210,6 @@ def load_clip(model_name: str = "ViT-B-32", pretrained: str = "random", device: 
     else:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if pretrained not in tags:
-            from foclip.errors import did_you_mean
-
             raise ModelError(f"pretrained {pretrained!r}", f"is not a tag of {model_name} nor a file"
                              + did_you_mean(pretrained, [*tags, "random", REFERENCE]),
                              f"{CHOICES}; tags of {model_name}: {', '.join(tags) or 'none'}")
@@ -244,8 +244,6 @@ def _download(model_name: str, pretrained: str | None, subject: str) -> torch.nn
         with _seeded(0):
             return _create(model_name, pretrained, require_pretrained=True)
     except Exception as exc:  # network or hub failures come in many classes
-        from foclip.network import OFFLINE_CHOICES
-
         if offline:
             raise ModelError(subject, f"cannot be downloaded: {offline}, and it is not cached on this machine",
                              OFFLINE_CHOICES) from exc
@@ -255,7 +253,6 @@ def _download(model_name: str, pretrained: str | None, subject: str) -> torch.nn
 def _hub_offline() -> str | None:
     # One short probe instead of the hub's retries: offline mode loads cached weights and fails
     # uncached ones at once (see foclip.network).
-    from foclip.network import go_offline_if_unreachable
 
     return go_offline_if_unreachable()
 

@@ -19,8 +19,8 @@ from foclip.runtime.detector import (
     DetectConfig,
     DetectionResult,
     Detector,
-    choose_graph,
 )
+from foclip.runtime.graph_choice import choose_graph
 from foclip.runtime.selfcheck import SelfCheckError, SelfCheckResult, self_check
 from foclip.runtime.stats import roc_auc, search_thresholds
 from foclip.runtime.text_bank import embed_prompts, resolve_text_bank

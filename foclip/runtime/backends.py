@@ -77,10 +77,8 @@ def available_backends() -> list[str]:
         import onnxruntime as ort
 
         providers = ort.get_available_providers()
-        if "CPUExecutionProvider" in providers:
-            found.append("ort-cpu")
-        if "CUDAExecutionProvider" in providers:
-            found.append("ort-cuda")
+        # An ONNX Runtime backend is available when its first provider is (capabilities.TABLE).
+        found.extend(name for name in BACKENDS if caps(name).providers and caps(name).providers[0] in providers)
     if tensorrt_available():  # a real TensorRT, not tensorrt-stubs' namespace folder
         found.append("trt")
     return found

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from foclip.errors import BundleError
-from foclip.manifest import GraphSpec, Manifest, read_manifest, verify_files
+from foclip.manifest import GraphSpec, Manifest, read_manifest, sha256_text, verify_files
+from foclip.scoring import LUMA
 
 _ENGINE_SUFFIXES = (".engine", ".plan", ".cache", ".timing")
 
@@ -79,19 +80,6 @@ class Bundle:
                               "(re-export with `foclip export --precision ...`)")
         return self.manifest.graphs[key]
 
-    def image_graph(self, precision: str) -> GraphSpec:
-        """The image encoder at ``precision``.
-
-        Raises:
-            BundleError: when the bundle has no image encoder at that precision.
-        """
-        graphs = self.manifest.image_encoders
-        if precision not in graphs:
-            raise BundleError(f"bundle {str(self.path)!r}", f"has no {precision} image encoder",
-                              f"one of the exported precisions: {', '.join(sorted(graphs)) or 'none'} "
-                              "(re-export with `foclip export --precision ...`)")
-        return graphs[precision]
-
     def text_bank(self, name: str) -> TextBank:
         """Load a bundled text bank.
 
@@ -99,7 +87,6 @@ class Bundle:
             BundleError: unknown bank name, or a bank whose prompts do not match its recorded hash
                 or whose embeddings have the wrong shape.
         """
-        from foclip.manifest import sha256_text
 
         banks = self.manifest.text_banks
         if name not in banks:
@@ -179,7 +166,6 @@ def check_definitions(manifest: Manifest, path: str | os.PathLike[str]) -> None:
     Raises:
         BundleError: naming the field, the value and what this runtime implements.
     """
-    from foclip.scoring import LUMA
 
     where = f"bundle {str(path)!r}"
     if tuple(manifest.grayscale.weights) != tuple(LUMA):

@@ -15,6 +15,7 @@ import datetime
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ import numpy as np
 
 from foclip.errors import BundleError, InputError
 from foclip.manifest import atomic_write_json
+from foclip.runtime.capabilities import calibration_class
 from foclip.runtime.stats import (
     MODES,
     evaluate,
@@ -172,7 +174,6 @@ class Calibration:
         Raises:
             BundleError: a refused mismatch, naming both sides and the command that fixes it.
         """
-        import warnings
 
         if self.bundle_hash != bundle_hash:
             raise BundleError("calibration", f"was made with bundle {self.bundle_hash[:12]}, not "
@@ -194,7 +195,6 @@ class Calibration:
         notes = []
         if graph is not None and self.graph_key != graph:
             notes.append(f"calibration was made with graph {self.graph_key}, the detector runs {graph}")
-        from foclip.runtime.capabilities import calibration_class
 
         theirs, ours = calibration_class(self.backend), calibration_class(backend or "")
         if theirs and ours and theirs != ours:  # the backend table's classes; unknown names only warn, as before

@@ -5,7 +5,7 @@ providers it asks for, what ``precision`` selects (a bundle graph, or a TensorRT
 one), whether it needs an engine, which backend embeds its custom prompts, whether ``auto`` picks
 the fused graph on it, and its calibration-compatibility class. The readers:
 :func:`foclip.runtime.backends.canonical_backend` (aliases), ``SessionFromBundle`` (providers),
-:func:`foclip.runtime.detector.choose_graph` (graph keys, precision), the text bank
+:func:`foclip.runtime.graph_choice.choose_graph` (graph keys, precision), the text bank
 (:func:`text_bank_backend`), :mod:`foclip.serve.config` (:func:`default_backend`, :attr:`gpu`),
 ``foclip inspect --verify`` (:func:`verify_targets`) and the calibration's compatibility check
 (:func:`calibration_class`).

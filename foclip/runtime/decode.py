@@ -26,7 +26,7 @@ Work is bounded by the bytes received, not by what a header claims:
   otherwise be decoded into 190 MB of gray);
 * any image above ``ratio_free_pixels`` (8 Mpx) that would decode to more RGB bytes per byte sent than
   real images of its format reach (``max_decode_ratio``, measured per format by
-  scripts/decode_ratios.py: 512, WebP 4x) is ``pixel_budget`` before decoding (an 8000x8000 black
+  scripts/measure/decode_ratios.py: 512, WebP 4x) is ``pixel_budget`` before decoding (an 8000x8000 black
   lossless WebP is a few bytes; lossless WebP, TIFF and BMP have no useful "complete file" floor);
 * at most ``max_inflight_pixels`` are decoded at once in the process (:data:`DECODE_GATE`), so
   concurrent large images queue instead of stacking their buffers;
@@ -251,7 +251,7 @@ def _check_floor(img: Image.Image, subject: str, head: bytes, n_bytes: int,
 
 
 # The most decoded bytes per byte sent that real content reaches, measured on the 11 sample photos,
-# a flat-shaded clip-art drawing and a text screenshot (scripts/decode_ratios.py, docs/runtime.md):
+# a flat-shaded clip-art drawing and a text screenshot (scripts/measure/decode_ratios.py, docs/runtime.md):
 # lossless WebP 771 (the screenshot), PNG 203, deflate TIFF 224, lossy WebP 140, JPEG q10 154, GIF 44,
 # BMP 1 (RLE at most 383 by construction). A flat colour goes far beyond (PNG 1024, GIF 2552, lossless
 # WebP 57,143; an 8000x8000 black lossless WebP is a few bytes), hence DecodeLimits.ratio_free_pixels.

@@ -26,26 +26,29 @@ import os
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from foclip.errors import BundleError, InputError
+from foclip.errors import InputError, did_you_mean
 from foclip.runtime.backends import Runner, canonical_backend, create_runner, require_backend
 from foclip.runtime.bundle import Bundle, TextBank, open_bundle
 from foclip.runtime.calibration import MAX_TAU_DROP, Calibration
-from foclip.runtime.capabilities import caps, graph_candidates
 from foclip.runtime.decode import DecodeLimits, ItemError, configure_pil, decode_item
+from foclip.runtime.graph_choice import GRAPH_MODES, check_graph_mode, choose_graph
 from foclip.runtime.parity import probe_stack
-from foclip.runtime.selfcheck import SelfCheckResult, require_pass, self_check
+from foclip.runtime.selfcheck import SelfCheckResult, check_at_start
 from foclip.runtime.text_bank import resolve_text_bank
 from foclip.scoring import DEFAULT_PROBES, PROBES, check_probes, clipscore
+from foclip.scoring import drop as relative_drop
+
+__all__ = ["DEFAULT_TAU_DROP", "DEFAULT_TAU_SCORE", "GRAPH_MODES", "DetectConfig", "DetectionResult", "Detector",
+           "choose_graph"]
 
 DEFAULT_TAU_SCORE = 0.0
 DEFAULT_TAU_DROP = 0.35
-GRAPH_MODES = ("auto", "encoder", "fused")
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,30 @@ class DetectionResult:
         return self.probe_drop if self.probe_scores is not None else self.drop
 
 
+def _checked(config: DetectConfig, score_scale: float) -> DetectConfig:
+    """``config`` with its backend name and probes made canonical, after checking every knob.
+
+    Raises:
+        InputError: a batch size, threshold, graph mode or probe name out of range.
+    """
+    if config.batch_size < 1:
+        raise InputError("batch_size", f"is {config.batch_size}", "a positive integer")
+    # Reachable ranges (scores in 0..score_scale, drop <= 1): a threshold outside can flag nothing.
+    if not (math.isfinite(config.tau_score) and 0.0 <= config.tau_score <= score_scale):
+        raise InputError("tau_score", f"is {config.tau_score!r}", f"a number from 0 to {score_scale:g} "
+                         "(the bundle's score scale)")
+    if not (math.isfinite(config.tau_drop) and config.tau_drop <= MAX_TAU_DROP):
+        raise InputError("tau_drop", f"is {config.tau_drop!r}", "a finite fraction of at most 1")
+    check_graph_mode(config.graph)
+    try:
+        probes = check_probes(config.probes)
+    except ValueError as exc:
+        hints = "".join(did_you_mean(p, PROBES) for p in config.probes if p not in PROBES)
+        raise InputError("probes", str(exc).removeprefix(f"probes {list(config.probes)} ") + hints,
+                         f"distinct names among {', '.join(PROBES)}") from None
+    return replace(config, backend=canonical_backend(config.backend), probes=probes)
+
+
 def _default_id(item: Any, index: int) -> str:
     if isinstance(item, (str, os.PathLike)):
         return str(item)
@@ -169,26 +196,9 @@ class Detector:
         self.calibration = calibration
         self.score_scale = bundle.score_scale
         if calibration is not None:
-            config = _replace(config, tau_score=calibration.tau_score, tau_drop=calibration.tau_drop)
-        if config.batch_size < 1:
-            raise InputError("batch_size", f"is {config.batch_size}", "a positive integer")
-        # Reachable ranges (scores in 0..score_scale, drop <= 1): a threshold outside can flag nothing.
-        if not (math.isfinite(config.tau_score) and 0.0 <= config.tau_score <= self.score_scale):
-            raise InputError("tau_score", f"is {config.tau_score!r}", f"a number from 0 to {self.score_scale:g} "
-                             "(the bundle's score scale)")
-        if not (math.isfinite(config.tau_drop) and config.tau_drop <= MAX_TAU_DROP):
-            raise InputError("tau_drop", f"is {config.tau_drop!r}", "a finite fraction of at most 1")
-        if config.graph not in GRAPH_MODES:
-            raise InputError("graph", f"is {config.graph!r}", f"one of {', '.join(GRAPH_MODES)}")
-        try:
-            probes = check_probes(config.probes)
-        except ValueError as exc:
-            from foclip.errors import did_you_mean
-
-            hints = "".join(did_you_mean(p, PROBES) for p in config.probes if p not in PROBES)
-            raise InputError("probes", str(exc).removeprefix(f"probes {list(config.probes)} ") + hints,
-                             f"distinct names among {', '.join(PROBES)}") from None
-        config = _replace(config, backend=canonical_backend(config.backend), probes=probes)
+            config = replace(config, tau_score=calibration.tau_score, tau_drop=calibration.tau_drop)
+        config = _checked(config, self.score_scale)
+        probes = config.probes
         self.config = config
         self.spec = self.manifest.preprocess
         self.multi_probe = probes != DEFAULT_PROBES
@@ -201,36 +211,16 @@ class Detector:
         self.backend: Runner = create_runner(config.backend, bundle, self.graph_key, engine_precision=config.precision,
                                              threads=config.threads, spin_wait=config.spin_wait,
                                              mem_arena=config.mem_arena)
-        self.self_check: SelfCheckResult | None = None
         try:
-            self._check_engine_profile()
-            if config.self_check:
-                self.self_check = require_pass(self_check(bundle, self.backend.graph, self.backend))
+            self.self_check: SelfCheckResult | None = check_at_start(
+                bundle, self.backend, fused=self.fused, batch_size=config.batch_size, probes=probes,
+                cascade=config.cascade, text_bank=text_bank.embeddings, parity=config.self_check)
         except BaseException:
             self.backend.deactivate()
             raise
         configure_pil(config.limits)
         self._pool: ThreadPoolExecutor | None = None
         self.reset_stats()
-
-    def _check_engine_profile(self) -> None:
-        """Refuse at load a batch size or text bank a TensorRT engine's profile cannot take.
-
-        The largest call this detector makes: ``batch_size`` rows per probe (plus the colour rows
-        without cascade), or for the fused graph ``batch_size`` images and the whole text bank.
-        """
-        check = getattr(self.backend, "check_profile", None)
-        if check is None:
-            return
-        n, s = self.config.batch_size, self.spec.image_size
-        if self.fused:
-            feeds = {"pixels_u8": np.broadcast_to(np.zeros(1, np.uint8), (n, s, s, 3)),
-                     "text_bank": self.text_bank.embeddings}
-        else:
-            probes = len(self.config.probes)
-            rows = max(n, n * probes) if self.config.cascade else n * (probes + 1)
-            feeds = {self.backend.graph.inputs[0].name: np.broadcast_to(np.zeros(1, np.float32), (rows, 3, s, s))}
-        check(feeds)
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -507,76 +497,5 @@ class Detector:
 
 
 def _drop(color: np.ndarray, gray: np.ndarray) -> np.ndarray:
-    from foclip.scoring import drop
-
-    out = drop(color, np.nan_to_num(gray))
+    out = relative_drop(color, np.nan_to_num(gray))
     return np.where(np.isnan(gray), np.nan, out)
-
-
-def _replace(config: DetectConfig, **changes: Any) -> DetectConfig:
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
-
-
-def choose_graph(bundle: Bundle, backend: str, precision: str, mode: str = "auto",
-                 cascade: bool = False) -> tuple[str, bool]:
-    """The graph a detector runs: never one for which the backend has no artifact.
-
-    ONNX Runtime backends run ``image.<precision>`` or ``detect.<precision>`` from the bundle's
-    ONNX files. ``trt`` runs an engine of ``precision`` built from an image graph (or from the
-    detect graph for ``fused``), preferring one built from the fp32 graph. ``auto`` picks the
-    fused graph only on GPU backends, without cascade, and when its artifact exists.
-
-    Args:
-        bundle: the verified bundle.
-        backend: backend name.
-        precision: graph precision (ORT) or engine precision (``trt``).
-        mode: ``auto``, ``encoder`` or ``fused``.
-        cascade: cascade mode (needs the encoder graph).
-
-    Returns:
-        ``(graph key, fused)``.
-
-    Raises:
-        BundleError: no artifact for the graph asked for; names the command that makes it.
-        InputError: ``fused`` with cascade, or an unknown mode.
-    """
-    if mode not in GRAPH_MODES:
-        raise InputError("graph", f"is {mode!r}", f"one of {', '.join(GRAPH_MODES)}")
-    canon = canonical_backend(backend)
-    row = caps(canon)
-    m = bundle.manifest
-    if row.precision_selects == "graph" and precision not in row.precisions:
-        from foclip.errors import did_you_mean
-
-        raise InputError(f"precision {precision!r}", f"is not a precision of {canon} graphs"
-                         + did_you_mean(precision, list(row.precisions)),
-                         "fp32, fp16 or int8")
-
-    def candidates(role: str) -> list[str]:
-        return graph_candidates(canon, m, role, precision)
-
-    def missing(role: str) -> BundleError:
-        where = f"bundle {str(bundle.path)!r}"
-        if row.needs_engine:
-            src = f"{role}.{precision}"  # an engine's precision is its graph's (strongly typed)
-            return BundleError(where, f"has no TensorRT engine at {precision} built from a {role} graph",
-                               f"`foclip build-engine {bundle.path} --graph {src} --precision {precision}` first")
-        have = ", ".join(k for k in m.graphs if k.startswith(f"{role}.")) or "none"
-        make = "--detect-graph" if role == "detect" else f"--precision {precision}"
-        return BundleError(where, f"has no {role}.{precision} graph (it has: {have})",
-                           f"a bundle exported with `foclip export ... {make}`")
-
-    if mode == "fused":
-        if cascade:
-            raise InputError("graph='fused'", "cannot run in cascade mode (it always scores both passes)",
-                             "graph='encoder' with cascade, or cascade off")
-        if not candidates("detect"):
-            raise missing("detect")
-        return candidates("detect")[0], True
-    if mode == "auto" and not cascade and row.gpu and candidates("detect"):
-        return candidates("detect")[0], True
-    if not candidates("image"):
-        raise missing("image")
-    return candidates("image")[0], False

@@ -150,3 +150,65 @@ def require_pass(result: SelfCheckResult) -> SelfCheckResult:
                          f"min cosine vs the bundle's PyTorch reference is {result.min_cosine:.6f} on this machine, "
                          f"below its gate {result.gate}",
                          f"a graph that holds here: {fix}; or skip the check with --no-self-check at your own risk")
+
+
+def check_engine_profile(runner: Any, *, fused: bool, batch_size: int, image_size: int, probes: tuple[str, ...],
+                         cascade: bool, text_bank: np.ndarray) -> None:
+    """Refuse at load a batch size or text bank a TensorRT engine's profile cannot take.
+
+    The largest call a detector makes: ``batch_size`` rows per probe (plus the colour rows
+    without cascade), or for the fused graph ``batch_size`` images and the whole text bank.
+    Runners without a profile (ONNX Runtime) take any batch; nothing is checked for them.
+
+    Args:
+        runner: the loaded runner; checked only when it has ``check_profile(feeds)``.
+        fused: whether it runs the fused detect graph.
+        batch_size: images per call.
+        image_size: the bundle's model input side.
+        probes: the detector's colour-space probes.
+        cascade: cascade mode (the colour rows run apart from the probe rows).
+        text_bank: the detector's text bank embeddings (fed to the fused graph).
+
+    Raises:
+        BackendError: the largest call falls outside the engine's profile.
+    """
+    check = getattr(runner, "check_profile", None)
+    if check is None:
+        return
+    n, s = batch_size, image_size
+    if fused:
+        feeds = {"pixels_u8": np.broadcast_to(np.zeros(1, np.uint8), (n, s, s, 3)), "text_bank": text_bank}
+    else:
+        rows = max(n, n * len(probes)) if cascade else n * (len(probes) + 1)
+        feeds = {runner.graph.inputs[0].name: np.broadcast_to(np.zeros(1, np.float32), (rows, 3, s, s))}
+    check(feeds)
+
+
+def check_at_start(bundle: Bundle, runner: Any, *, fused: bool, batch_size: int, probes: tuple[str, ...],
+                   cascade: bool, text_bank: np.ndarray, parity: bool = True) -> SelfCheckResult | None:
+    """The checks a detector runs once its graph is loaded, before its first item.
+
+    First the engine profile (:func:`check_engine_profile`), then, when ``parity`` is on, the
+    self-check of the loaded graph (:func:`self_check`), which must pass (:func:`require_pass`).
+
+    Args:
+        bundle: the opened bundle.
+        runner: the active runner of the detector's graph (with ``graph`` and ``run``).
+        fused: whether the runner runs the fused detect graph.
+        batch_size: images per call.
+        probes: the detector's colour-space probes.
+        cascade: cascade mode.
+        text_bank: the detector's text bank embeddings.
+        parity: run the self-check (``--no-self-check`` turns it off).
+
+    Returns:
+        The passed self-check, or ``None`` when ``parity`` is off.
+
+    Raises:
+        BackendError: the engine's profile cannot take the detector's largest call.
+        SelfCheckError: the graph misses its parity gate on this machine.
+        BundleError: the bundle's reference set is missing or unreadable.
+    """
+    check_engine_profile(runner, fused=fused, batch_size=batch_size, image_size=bundle.manifest.preprocess.image_size,
+                         probes=probes, cascade=cascade, text_bank=text_bank)
+    return require_pass(self_check(bundle, runner.graph, runner)) if parity else None

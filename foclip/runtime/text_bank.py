@@ -12,15 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from foclip.errors import BundleError, InputError
+from foclip.errors import BundleError, InputError, did_you_mean
+from foclip.manifest import sha256_text
+from foclip.prompts import load_prompt_set
 from foclip.runtime.backends import canonical_backend, create_runner
 from foclip.runtime.bundle import Bundle, TextBank
 from foclip.runtime.capabilities import text_bank_backend
+from foclip.runtime.tokenizer import load_tokenizer
 
 
 def _read_prompt_file(path: Path) -> tuple[str, ...]:
-    from foclip.prompts import load_prompt_set
-
     # Absolute, so that a file named like a built-in set (`artistic`, `imagenet-10`) is read as a
     # file and never resolved to the built-in set (whose imagenet-N draw would import open_clip).
     return load_prompt_set(str(path.resolve())).prompts
@@ -55,7 +56,6 @@ def resolve_text_bank(bundle: Bundle, prompts: str | Sequence[str] | TextBank | 
         if Path(prompts).expanduser().is_file():
             return embed_prompts(bundle, _read_prompt_file(Path(prompts).expanduser()), backend, threads,
                                  name=f"file:{Path(prompts).stem}")
-        from foclip.errors import did_you_mean
 
         raise BundleError(f"prompts {prompts!r}", "is neither a bank of this bundle nor a prompt file"
                           + did_you_mean(prompts, bundle.manifest.text_banks),
@@ -88,8 +88,6 @@ def embed_prompts(bundle: Bundle, prompts: Sequence[str], backend: str = "ort-cp
         InputError: no prompts, or an empty prompt.
         BundleError: the bundle has no fp32 text encoder.
     """
-    from foclip.manifest import sha256_text
-    from foclip.runtime.tokenizer import load_tokenizer
 
     prompts = [str(p) for p in prompts]
     if not prompts or any(not p.strip() for p in prompts):

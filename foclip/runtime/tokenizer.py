@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import ftfy
 import numpy as np
 
 from foclip.errors import BundleError, InputError, require
@@ -46,8 +47,6 @@ class ClipTokenizer:
     """Callable tokenizer: ``tok(texts) -> int64 (N, context_length)``."""
 
     def __init__(self, tokenizer: Any, config: dict[str, Any], context_length: int) -> None:
-        import ftfy
-
         self._tok = tokenizer
         self._fix_text = ftfy.fix_text
         self.context_length = int(context_length)

@@ -6,8 +6,9 @@ checkpoint, and the final files are written atomically.
 
 from __future__ import annotations
 
+# Lazy imports: torch, open_clip and matplotlib are imported inside the steps that train, evaluate or plot.
 import dataclasses
-import hashlib
+import datetime as dt
 import json
 import os
 import platform
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from foclip_train.reference.data import BuildConfig, build_dataset
+from foclip_train.reference.evaluate import evaluate_heldout
 from foclip_train.reference.train import Recipe, recipe_for, run_trainer, to_safetensors, training_curve
 
 
@@ -126,14 +128,12 @@ def finish(model: str, recipe: Recipe, ckpt: Path, data_dir: Path, out: Path, wa
 def evaluate_file(model: str, weights: Path, heldout_csv: Path) -> dict:
     """Held-out metrics of a checkpoint file loaded through foclip's loader."""
     from foclip.models.loader import load_clip
-    from foclip_train.reference.evaluate import evaluate_heldout
 
     return evaluate_heldout(load_clip(model, str(weights)), heldout_csv).to_dict()
 
 
 def _trainer_wall(log: Path) -> float | None:
     # First and last timestamp of open_clip_train's log: training time across resumed calls.
-    import datetime as dt
 
     stamps = []
     for line in log.read_text(errors="replace").splitlines() if log.is_file() else []:
@@ -174,8 +174,3 @@ def plot_curve(curve: dict, dst: Path, title: str) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, dst)
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, hex."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()

@@ -29,7 +29,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from foclip.errors import InputError
+from foclip.errors import InputError, require
 
 CLIPART_ROOT = Path("/usr/share/openclipart/png")
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
@@ -203,8 +203,6 @@ def list_emoji(cfg: BuildConfig) -> list[Pair]:
 
 
 def _font_cmap(path: Path) -> set[int]:
-    from foclip.errors import require
-
     TTFont = require("fontTools.ttLib", "train").TTFont
 
     return set(TTFont(str(path), lazy=True).getBestCmap())

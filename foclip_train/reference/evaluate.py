@@ -7,11 +7,13 @@ loads.
 
 from __future__ import annotations
 
+# Lazy imports: torch and open_clip are imported inside the evaluation that runs the model.
 import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from foclip.errors import InputError
 
@@ -105,7 +107,6 @@ def _encode(loaded, rows: list[dict[str, str]], texts: list[str], batch: int = 2
             ) -> tuple[np.ndarray, np.ndarray]:
     import open_clip
     import torch
-    from PIL import Image
 
     model = loaded.model
     transform = open_clip.image_transform(loaded.preprocess.image_size, is_train=False,

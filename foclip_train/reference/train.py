@@ -9,7 +9,9 @@ Rerunning with the same ``logs``/``name`` resumes from the latest epoch checkpoi
 
 from __future__ import annotations
 
+# Lazy imports: torch, open_clip and safetensors are imported inside the steps that train or save.
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -153,7 +155,6 @@ def to_safetensors(ckpt: Path, dst: Path) -> str:
     Returns:
         The sha256 of the written file.
     """
-    import hashlib
 
     import torch
     from safetensors.torch import save_file

@@ -48,13 +48,13 @@ def test_sweep_and_draft_scripts_run_on_the_tiny_bundle(tiny_bundle, tmp_path):
 
     root = Path(__file__).resolve().parents[2]
     out = tmp_path / "sweep"
-    subprocess.run([sys.executable, str(root / "scripts" / "bench_sweep.py"), str(tiny_bundle), "--batches", "1,4",
+    subprocess.run([sys.executable, str(root / "scripts" / "measure" / "bench_sweep.py"), str(tiny_bundle), "--batches", "1,4",
                     "--images", "4", "--counts", "2,4", "--batch", "2", "--rounds", "1", "--out", str(out)],
                    check=True, capture_output=True)
     res = json.loads(out.with_suffix(".json").read_text())
     assert set(res["batch_sweep"]["fp32"]) == {"1", "4"} and out.with_suffix(".png").stat().st_size > 0
     draft = tmp_path / "draft.json"
-    subprocess.run([sys.executable, str(root / "scripts" / "decode_draft.py"), str(tiny_bundle), "--short", "600",
+    subprocess.run([sys.executable, str(root / "scripts" / "measure" / "decode_draft.py"), str(tiny_bundle), "--short", "600",
                     "--photos", "2", "--factors", "0,1", "--rounds", "1", "--out", str(draft)],
                    check=True, capture_output=True)
     rows = json.loads(draft.read_text())["rows"]

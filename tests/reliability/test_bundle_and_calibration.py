@@ -36,7 +36,7 @@ def _calibration(bundle, precision="fp32", backend="ort-cpu", **changes) -> Cali
     return Calibration(**{**cal.to_dict(), **changes})
 
 
-def test_d4_a_listed_but_swapped_bank_changes_the_bundle_hash(tiny_bundle, tmp_path):
+def test_a_listed_but_swapped_bank_changes_the_bundle_hash(tiny_bundle, tmp_path):
     """Pointing a bank at another listed file (zeros) gives another bundle hash: the old
     calibration no longer loads, so no silent "calibrated: true" with zero scores."""
     b, raw = _copy(tiny_bundle, tmp_path)
@@ -51,7 +51,7 @@ def test_d4_a_listed_but_swapped_bank_changes_the_bundle_hash(tiny_bundle, tmp_p
         Detector.from_bundle(b, calibration=cal, threads=1)
 
 
-def test_d4_a_symlink_out_of_the_bundle_is_refused(tiny_bundle, tmp_path):
+def test_a_symlink_out_of_the_bundle_is_refused(tiny_bundle, tmp_path):
     b, _ = _copy(tiny_bundle, tmp_path)
     outside = tmp_path / "outside.json"
     shutil.copy(b / "tokenizer.json", outside)
@@ -62,7 +62,7 @@ def test_d4_a_symlink_out_of_the_bundle_is_refused(tiny_bundle, tmp_path):
     assert main(["inspect", str(b)]) == 1
 
 
-def test_d4_the_runtime_opens_only_listed_files(tiny_bundle):
+def test_the_runtime_opens_only_listed_files(tiny_bundle):
     b = open_bundle(tiny_bundle)
     with pytest.raises(BundleError, match="not listed in the manifest"):
         b.file("manifest.json")
@@ -70,7 +70,7 @@ def test_d4_the_runtime_opens_only_listed_files(tiny_bundle):
         b.file("../elsewhere.onnx")
 
 
-def test_d4_engines_do_not_change_the_bundle_hash_but_everything_else_does(tiny_bundle):
+def test_engines_do_not_change_the_bundle_hash_but_everything_else_does(tiny_bundle):
     from foclip.manifest import EngineSpec
 
     man = open_bundle(tiny_bundle).manifest
@@ -83,7 +83,7 @@ def test_d4_engines_do_not_change_the_bundle_hash_but_everything_else_does(tiny_
     assert bundle_hash(man.with_changes(graphs=moved)) != base
 
 
-def test_d7_an_edited_image_size_is_refused_at_load(tiny_bundle, tmp_path):
+def test_an_edited_image_size_is_refused_at_load(tiny_bundle, tmp_path):
     b, raw = _copy(tiny_bundle, tmp_path)
     raw["preprocess"]["image_size"] = 224  # the graphs take 64 px
     atomic_write_json(b / MANIFEST_NAME, raw)
@@ -91,7 +91,7 @@ def test_d7_an_edited_image_size_is_refused_at_load(tiny_bundle, tmp_path):
         Detector.from_bundle(b, threads=1)
 
 
-def test_d7_a_pickled_bank_is_refused_without_a_traceback(tiny_bundle, tmp_path):
+def test_a_pickled_bank_is_refused_without_a_traceback(tiny_bundle, tmp_path):
     b, raw = _copy(tiny_bundle, tmp_path)
     rel = raw["text_banks"]["artistic"]["embeddings_file"]
     np.save(b / rel, np.array([{"a": 1}], dtype=object), allow_pickle=True)
@@ -101,7 +101,7 @@ def test_d7_a_pickled_bank_is_refused_without_a_traceback(tiny_bundle, tmp_path)
         Detector.from_bundle(b, threads=1)
 
 
-def test_d7_bad_prompts_json_is_refused(tiny_bundle, tmp_path):
+def test_bad_prompts_json_is_refused(tiny_bundle, tmp_path):
     b, raw = _copy(tiny_bundle, tmp_path)
     rel = raw["text_banks"]["artistic"]["prompts_file"]
     (b / rel).write_text('{"not": "a list"}')
@@ -115,7 +115,7 @@ def test_d7_bad_prompts_json_is_refused(tiny_bundle, tmp_path):
                                          ("tau_drop", float("inf")), ("schema", 99), ("mode", "magic"),
                                          ("score_scale", 0), ("target_fpr", 2.0), ("bundle_hash", 5),
                                          ("text_bank", "artistic")])
-def test_d7_d8_calibration_values_are_checked_at_load(tiny_bundle, tmp_path, field, value):
+def test_calibration_values_are_checked_at_load(tiny_bundle, tmp_path, field, value):
     cal = _calibration(tiny_bundle).to_dict()
     cal[field] = value
     text = json.dumps(cal).replace("NaN", "NaN").replace("Infinity", "Infinity")
@@ -125,7 +125,7 @@ def test_d7_d8_calibration_values_are_checked_at_load(tiny_bundle, tmp_path, fie
     assert field in str(info.value) and "\n" not in str(info.value)
 
 
-def test_d8_a_calibration_at_another_score_scale_is_refused(tiny_bundle):
+def test_a_calibration_at_another_score_scale_is_refused(tiny_bundle):
     cal = _calibration(tiny_bundle, score_scale=2.5)
     with pytest.raises(BundleError, match="score_scale 2.5"):
         Detector.from_bundle(tiny_bundle, calibration=cal, threads=1)

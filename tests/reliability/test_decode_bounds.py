@@ -27,7 +27,7 @@ def code_of(item, limits: DecodeLimits | None = None) -> str:
     return "ok"
 
 
-def test_d1_tiny_jpeg_declaring_63_megapixels_is_truncated_before_decoding(bomb):
+def test_tiny_jpeg_declaring_63_megapixels_is_truncated_before_decoding(bomb):
     assert len(bomb) == 693
     with pytest.raises(ItemError) as info:
         decode_item(bomb, "bomb", SPEC, DecodeLimits())
@@ -35,7 +35,7 @@ def test_d1_tiny_jpeg_declaring_63_megapixels_is_truncated_before_decoding(bomb)
     assert "9000x7000" in info.value.message and "693" in info.value.message
 
 
-def test_d1_floor_never_refuses_complete_images(sample_photos):
+def test_decode_floor_never_refuses_complete_images(sample_photos):
     # The most compressible inputs there are: one flat colour, at full size, in each bounded format.
     flat = np.full((2000, 3000, 3), 127, np.uint8)
     for fmt, kwargs in (("JPEG", {"quality": 10}), ("JPEG", {"quality": 10, "progressive": True}),
@@ -50,7 +50,7 @@ def test_d1_floor_never_refuses_complete_images(sample_photos):
     assert code_of(buf.getvalue()) == "ok"
 
 
-def test_d1_png_declaring_more_than_deflate_can_carry_is_truncated():
+def test_png_declaring_more_than_deflate_can_carry_is_truncated():
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -59,7 +59,7 @@ def test_d1_png_declaring_more_than_deflate_can_carry_is_truncated():
     assert code_of(png) == "truncated"
 
 
-def test_d1_large_jpeg_is_dct_scaled_and_close_to_a_full_decode(sample_photos):
+def test_large_jpeg_is_dct_scaled_and_close_to_a_full_decode(sample_photos):
     big = Image.fromarray(sample_photos["astronaut"]).resize((4096, 4096), Image.BICUBIC)
     buf = io.BytesIO()
     big.save(buf, "JPEG", quality=92)
@@ -76,7 +76,7 @@ def test_minor_jpeg_cut_inside_its_header_is_truncated(photo_jpeg):
         assert code_of(photo_jpeg[:cut]) == "truncated", cut
 
 
-def test_d9_file_over_the_size_cap_is_refused_without_reading(tmp_path):
+def test_file_over_the_size_cap_is_refused_without_reading(tmp_path):
     path = tmp_path / "huge.jpg"
     with open(path, "wb") as f:
         f.truncate(300 * 1024 * 1024)  # sparse: no disk used
@@ -86,13 +86,13 @@ def test_d9_file_over_the_size_cap_is_refused_without_reading(tmp_path):
     assert code_of(str(path), DecodeLimits(max_file_bytes=1024**3)) == "not_an_image"
 
 
-def test_d9_a_fifo_is_refused_instead_of_blocking(tmp_path):
+def test_a_fifo_is_refused_instead_of_blocking(tmp_path):
     fifo = tmp_path / "pipe.jpg"
     os.mkfifo(fifo)
     assert code_of(str(fifo)) == "unreadable"
 
 
-def test_d9_files_are_streamed_not_read_whole(tmp_path):
+def test_files_are_streamed_not_read_whole(tmp_path):
     # A 1 GiB sparse file that starts like a JPEG: the decoder must not hold it in memory.
     path = tmp_path / "sparse.jpg"
     with open(path, "wb") as f:

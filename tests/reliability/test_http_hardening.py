@@ -41,7 +41,7 @@ async def chunks(*parts: bytes, stall_s: float = 0.0):
 JPEG = {"content-type": "image/jpeg"}
 
 
-def test_d2_stalled_upload_gets_408_and_frees_its_slot(photo_jpeg):
+def test_stalled_upload_gets_408_and_frees_its_slot(photo_jpeg):
     svc, seen = make(Limits(body_timeout_s=0.2))
 
     async def run():
@@ -53,7 +53,7 @@ def test_d2_stalled_upload_gets_408_and_frees_its_slot(photo_jpeg):
     assert in_flight == 0 and ok_status == 200 and seen == [["image"]]
 
 
-def test_d2_one_client_cannot_take_every_slot(photo_jpeg):
+def test_one_client_cannot_take_every_slot(photo_jpeg):
     svc, _ = make(Limits(max_per_client=2, body_timeout_s=5))
 
     async def run():
@@ -71,7 +71,7 @@ def test_d2_one_client_cannot_take_every_slot(photo_jpeg):
     assert other[0] == 200 and after[0] == 200
 
 
-def test_d3_draining_service_answers_503_with_retry_after_and_finishes_in_flight(photo_jpeg):
+def test_draining_service_answers_503_with_retry_after_and_finishes_in_flight(photo_jpeg):
     svc, _ = make(delay_s=0.3)
 
     async def run():
@@ -86,7 +86,7 @@ def test_d3_draining_service_answers_503_with_retry_after_and_finishes_in_flight
     assert new_status == 503 and body["error"]["code"] == "draining" and headers["Retry-After"] == "1"
 
 
-def test_d1_request_pixel_budget_refuses_images_past_it_without_decoding(bomb, photo_jpeg):
+def test_request_pixel_budget_refuses_images_past_it_without_decoding(bomb, photo_jpeg):
     svc, seen = make(Limits(max_request_pixels=100_000_000))
     client = TestClient(create_app(svc))
     files = [("f", (f"b{i}.jpg", bomb, "image/jpeg")) for i in range(3)] + [("f", ("a.jpg", photo_jpeg, "image/jpeg"))]

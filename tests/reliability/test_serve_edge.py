@@ -2,7 +2,7 @@
 header, stalled uploads beside a normal request, the WebP/TIFF bombs, one server per port.
 
 Functional checks only; the figures (latency with 64 stalls, RSS) come from
-scripts/loadtest/edge_probe.py and scripts/loadtest/run.py --idle-seconds (docs/serve.md)."""
+scripts/measure/edge_probe.py and scripts/loadtest/run.py --idle-seconds (docs/serve.md)."""
 
 from __future__ import annotations
 

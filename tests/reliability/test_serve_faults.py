@@ -60,7 +60,7 @@ def rss_mb(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text()).group(1)) / 1024
 
 
-def test_d5_every_listener_is_loopback_and_d3_drain_answers_503(tiny_bundle, uploads, serve_subprocess, serve_in_flight):
+def test_every_listener_is_loopback_and_a_draining_service_answers_503(tiny_bundle, uploads, serve_subprocess, serve_in_flight):
     if shutil.which("ss") is None:
         pytest.skip("needs ss (iproute2)")
     flags = ("--batch-wait-ms", f"{ceiling(6) * 1000:.0f}", "--max-batch", "8", "--threads", "1")
@@ -131,7 +131,7 @@ def stall(port: int, n: int) -> list[socket.socket]:
     return socks
 
 
-def test_d1_d2_d11_two_replicas(tiny_bundle, uploads, bomb, serve_subprocess):
+def test_two_replicas_survive_bombs_stalled_uploads_and_a_killed_replica(tiny_bundle, uploads, bomb, serve_subprocess):
     flags = ("--replicas", "2", "--threads", "1", "--max-ongoing", "8", "--max-per-client", "0",
              "--body-timeout-s", "3", "--cpus-per-replica", "0.5", "--timeout-s", str(ceiling(120)))
     with serve_subprocess(tiny_bundle, *flags) as (proc, url):

@@ -19,7 +19,7 @@ def one_line(capsys) -> str:
     return " ".join(err.split())
 
 
-def test_d6_serve_with_missing_precision_fails_in_the_driver_with_one_line(tiny_bundle, tmp_path, capsys):
+def test_serve_with_missing_precision_fails_in_the_driver_with_one_line(tiny_bundle, tmp_path, capsys):
     bundle = tmp_path / "b"
     shutil.copytree(tiny_bundle, bundle)
     (bundle / "image_encoder.int8.onnx").unlink()
@@ -28,7 +28,7 @@ def test_d6_serve_with_missing_precision_fails_in_the_driver_with_one_line(tiny_
     assert "int8" in err and "Ray" not in err
 
 
-def test_d6_serve_with_a_foreign_calibration_fails_in_the_driver(tiny_bundle, tmp_path, capsys):
+def test_serve_with_a_foreign_calibration_fails_in_the_driver(tiny_bundle, tmp_path, capsys):
     import json
 
     cal = tmp_path / "calibration.json"
@@ -37,7 +37,7 @@ def test_d6_serve_with_a_foreign_calibration_fails_in_the_driver(tiny_bundle, tm
     assert "calibration" in one_line(capsys).lower()
 
 
-def test_d10_unwritable_output_folder_fails_before_any_work(tiny_bundle, sample_photo_dir, tmp_path, capsys, monkeypatch):
+def test_unwritable_output_folder_fails_before_any_work(tiny_bundle, sample_photo_dir, tmp_path, capsys, monkeypatch):
     import foclip.runtime
 
     opened: list[str] = []
@@ -52,7 +52,7 @@ def test_d10_unwritable_output_folder_fails_before_any_work(tiny_bundle, sample_
     assert "read-only" in one_line(capsys) and opened == []
 
 
-def test_d10_generate_fails_on_an_unusable_output_before_optimising(sample_photo_dir, tmp_path, capsys, monkeypatch):
+def test_generate_fails_on_an_unusable_output_before_optimising(sample_photo_dir, tmp_path, capsys, monkeypatch):
     import foclip_train.generate as gen
 
     monkeypatch.setattr(gen, "load_resources", lambda *a, **k: pytest.fail("loaded a model before checking --out"))
@@ -63,7 +63,7 @@ def test_d10_generate_fails_on_an_unusable_output_before_optimising(sample_photo
     assert "not a folder" in one_line(capsys)
 
 
-def test_d10_disk_full_while_writing_is_one_line(tmp_path):
+def test_disk_full_while_writing_is_one_line(tmp_path):
     from foclip.outputs import OutputError, atomic_write_bytes
 
     real_fdopen = os.fdopen
@@ -96,7 +96,7 @@ def test_d10_disk_full_while_writing_is_one_line(tmp_path):
     assert list(tmp_path.iterdir()) == []  # no temp file left, nothing that looks finished
 
 
-def test_d10_outputs_follow_the_umask(tiny_bundle, sample_photo_dir, tmp_path):
+def test_outputs_follow_the_umask(tiny_bundle, sample_photo_dir, tmp_path):
     from foclip.outputs import atomic_write_bytes
 
     old = os.umask(0o027)

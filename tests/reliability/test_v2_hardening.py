@@ -3,7 +3,7 @@
 The app is :func:`foclip.serve.app.create_app` with the v2 routes around a DetectService whose
 detection is a stand-in that counts what reached it; the proxy's gate (foclip/serve/edge.py) is
 driven as the ASGI middleware it is. What a 32 MB probe costs a running service (peak RSS, a
-concurrent request's latency) is measured by scripts/loadtest/json_probe.py, not here.
+concurrent request's latency) is measured by scripts/measure/json_probe.py, not here.
 """
 
 from __future__ import annotations

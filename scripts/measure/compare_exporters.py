@@ -1,6 +1,6 @@
 """Side-by-side figures of torch.onnx's two exporters on foclip's encoders (for docs/export.md).
 
-    python scripts/compare_exporters.py --model ViT-B-32
+    python scripts/measure/compare_exporters.py --model ViT-B-32
 
 For each exporter (TorchScript ``dynamo=False``; ``dynamo=True``) and encoder: export seconds,
 whether the export succeeded, node count, file size, ONNX Runtime session-creation seconds, and

@@ -6,7 +6,7 @@ temp folder, with crops and flips), each timed after a warm-up batch, best of ``
 * batch sweep: all ``--images`` images at each batch size in ``--batches``;
 * volume sweep: the first n images for each n in ``--counts`` at ``--batch``.
 
-    python scripts/bench_sweep.py BUNDLE --precision fp32 --precision int8 --out sweep
+    python scripts/measure/bench_sweep.py BUNDLE --precision fp32 --precision int8 --out sweep
     # -> sweep.json, sweep.png
 
 The CPU (model, cores, SIMD flags) is written next to the figures; nothing is asserted.

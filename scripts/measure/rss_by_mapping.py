@@ -1,6 +1,6 @@
 """Where a replica's memory stays after a load: RSS per memory mapping, warm against idle.
 
-    python scripts/loadtest/rss_by_mapping.py --bundle BUNDLE [--topology split] [--precision int8]
+    python scripts/measure/rss_by_mapping.py --bundle BUNDLE [--topology split] [--precision int8]
 
 Starts `foclip serve BUNDLE --replicas 2 --threads 1` (scripts/loadtest/run.py's Server), warms it up
 with --warmup locust requests, reads /proc/PID/smaps of every replica and of Serve's proxy, runs
@@ -25,8 +25,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as loadtest  # the sibling script's Server and locust driver
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loadtest"))
+import run as loadtest  # scripts/loadtest/run.py: its Server and locust driver
 
 MAPPING = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) ")
 

@@ -1,6 +1,6 @@
 """Served images/s over the Open Inference Protocol (v2, binary tensors) against /v1/detect, ABAB.
 
-    python scripts/loadtest/v2_vs_v1.py --bundle BUNDLE [--users 32] [--seconds 60] [--rounds 2]
+    python scripts/measure/v2_vs_v1.py --bundle BUNDLE [--users 32] [--seconds 60] [--rounds 2]
 
 One `foclip serve` (so both protocols share the same warm replicas), a warm-up with each protocol,
 then --rounds rounds of wrk on /v1/detect (raw image bodies) followed by wrk on
@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import Server, make_payloads, run_wrk  # the load test's own helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "loadtest"))
+from run import Server, make_payloads, run_wrk  # scripts/loadtest/run.py: the load test's own helpers
 
 
 def busy_seconds() -> float:

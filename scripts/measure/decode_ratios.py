@@ -3,7 +3,7 @@
 Prints one row per image and one column per format/setting; the highest real-content figure per
 format set ``foclip.runtime.decode.DecodeLimits.max_decode_ratio`` (with a margin).
 
-Usage: python scripts/decode_ratios.py
+Usage: python scripts/measure/decode_ratios.py
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ the score changes here are a lower bound for real high-resolution photos), then 
   (tau_score = 50 % quantile of score_color, tau_drop = median drop: a cut through the middle of
   the data, where a change flips the most decisions).
 
-    python scripts/decode_draft.py BUNDLE --short 3024 --short 1000 --out decode_draft.json
+    python scripts/measure/decode_draft.py BUNDLE --short 3024 --short 1000 --out decode_draft.json
 """
 
 from __future__ import annotations

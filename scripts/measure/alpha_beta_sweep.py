@@ -1,7 +1,7 @@
 """alpha/beta sweep of the FoCLIP loss on real photos (the table in docs/generate.md).
 
-    python scripts/alpha_beta_sweep.py --model foclip-tiny --iters 100
-    python scripts/alpha_beta_sweep.py --model ViT-B-32 --iters 30 --alphas 0 1 10 --betas 0 10
+    python scripts/measure/alpha_beta_sweep.py --model foclip-tiny --iters 100
+    python scripts/measure/alpha_beta_sweep.py --model ViT-B-32 --iters 30 --alphas 0 1 10 --betas 0 10
 
 Prints one markdown row per (alpha, beta). Scores are torch-side (8-bit best iterate, per-pair
 clamp, 0..w); with ``--pretrained random`` they describe the optimiser's mechanics, not CLIP.

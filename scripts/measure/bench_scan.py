@@ -1,9 +1,9 @@
 """`foclip detect` (one process) vs `foclip detect --ray` (1 and N actors), side by side in one run.
 
-    python scripts/bench_scan.py --bundle B --images 2000 --precision int8
-    python scripts/bench_scan.py --model ViT-B-32 --images 2000     # exports a random-init bundle first
-    python scripts/bench_scan.py --model foclip-ref-vit --pretrained reference --images 2000
-    python scripts/bench_scan.py --bundle B --images 2000 --actors 2 --memory-copies 10   # + a 20,000-image run
+    python scripts/measure/bench_scan.py --bundle B --images 2000 --precision int8
+    python scripts/measure/bench_scan.py --model ViT-B-32 --images 2000     # exports a random-init bundle first
+    python scripts/measure/bench_scan.py --model foclip-ref-vit --pretrained reference --images 2000
+    python scripts/measure/bench_scan.py --bundle B --images 2000 --actors 2 --memory-copies 10   # + a 20,000-image run
 
 The sample photos (scikit-image, scikit-learn, matplotlib) are re-encoded at several sizes and JPEG
 qualities (11 photos x 4 sides x 15 qualities: 660 distinct encodings, repeated up to ``--images`` files;
@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_dataset(root: Path, n: int, per_shard: int, sides: tuple[int, ...] = (224, 320, 480, 640)) -> dict[str, Path]:

@@ -9,7 +9,7 @@
 * ``bombs``: the 8000x8000 lossless WebP and 308 KB deflate TIFF posted ``--rounds`` x 4 at once;
   prints the status, the error codes and the RSS of every Ray worker before and after.
 
-Usage: python scripts/loadtest/edge_probe.py URL {header,stall,bombs} [--image FILE]
+Usage: python scripts/measure/edge_probe.py URL {header,stall,bombs} [--image FILE]
 """
 
 from __future__ import annotations

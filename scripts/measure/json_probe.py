@@ -14,7 +14,7 @@ For each ``--topology`` this starts ``foclip serve BUNDLE`` on loopback (int8, o
 Figures depend on the machine and its load: print ``grep -o 'avx512_vnni\\|avx_vnni\\|amx_int8\\|avx2'
 /proc/cpuinfo | sort -u`` and the load average next to them (this script prints the load average).
 
-Usage: python scripts/loadtest/json_probe.py --bundle BUNDLE [--topology split fused] [--probes 1 4]
+Usage: python scripts/measure/json_probe.py --bundle BUNDLE [--topology split fused] [--probes 1 4]
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and luma-gray rows, as the detector feeds them) and images/s at batch 32, encode
 rounds are interleaved across graphs and the best round is kept, so a busy neighbour on the machine
 slows every row alike. Prints a Markdown table, the CPU flags that matter, and writes JSON.
 
-    python scripts/int8_candidates.py --model ViT-B-32 --rounds 3 --out int8_candidates.json
+    python scripts/measure/int8_candidates.py --model ViT-B-32 --rounds 3 --out int8_candidates.json
 """
 
 from __future__ import annotations
