@@ -4,4 +4,5 @@ The subpackages split by weight: ``foclip.runtime`` (numpy, PIL, onnxruntime) ne
 torch or open_clip; ``foclip.models``, ``foclip.exporter`` and ``foclip_train`` do.
 """
 
-__version__ = "0.1.0"
+# The one place the version is written (pyproject reads it; docs/changes.md says what each one changed).
+__version__ = "0.3.0"

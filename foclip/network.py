@@ -16,8 +16,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 OFFLINE_CHOICES = (
-    "--pretrained reference (the offline reference CLIP), --pretrained random (seeded random init, "
-    "mechanics only) or a local checkpoint file (.safetensors, .pt, .bin); or run where the hub is reachable"
+    "--model foclip-ref-vit --pretrained reference (the offline reference CLIP; no other model has `reference` "
+    "weights), --pretrained random (seeded random init, mechanics only) or a local checkpoint file (.safetensors, "
+    ".pt, .bin); or run where the hub is reachable"
 )
 _TRUE = {"1", "on", "yes", "true"}
 _probe_result: dict[str, str | None] = {}

@@ -29,6 +29,11 @@ CLAMP = "per-pair"
 FLOOR_FRACTION = 0.05
 
 
+def at_floor(mean_score: float, scale: float) -> bool:
+    """Whether a mean score_color (0..scale) is at the floor (:data:`FLOOR_FRACTION` of the scale)."""
+    return bool(mean_score < FLOOR_FRACTION * scale)
+
+
 def floor_warning(bank: str, mean_score: float, scale: float, images: str) -> str | None:
     """One line when ``bank`` scores near the floor on ``images`` (see :data:`FLOOR_FRACTION`), else None.
 
@@ -41,7 +46,7 @@ def floor_warning(bank: str, mean_score: float, scale: float, images: str) -> st
     Returns:
         The warning text, or None.
     """
-    if mean_score >= FLOOR_FRACTION * scale:
+    if not at_floor(mean_score, scale):
         return None
     return (f"text bank {bank!r} | scores {mean_score:.2f} on 0..{scale:g} on {images} (below "
             f"{FLOOR_FRACTION:.0%} of the scale): the model finds few of its prompts in such images, so drops "

@@ -61,12 +61,15 @@ class BenchGenerateConfig:
     channels_last: bool = False
 
 
-def measure_generate(args: BenchGenerateConfig, on_loaded: Callable[[str], None] | None = None) -> dict[str, Any]:
+def measure_generate(args: BenchGenerateConfig, on_loaded: Callable[[str], None] | None = None,
+                     on_estimate: Callable[[float], None] | None = None) -> dict[str, Any]:
     """Time bare forward+backward, the attack step and (optionally) the native-size attack.
 
     Args:
         args: what to measure.
         on_loaded: called with the loaded model's pretrained id (the CLI prints its notes).
+        on_estimate: called once after the warm-up, before the timed rounds, with their projected
+            seconds (from the warm-up's own step times; a ceiling, since warm-up steps are slower).
 
     Returns:
         Figures: ``rows`` (path, image-iterations/s, s per step, ratio to bare), ``overhead_pct``,
@@ -129,8 +132,14 @@ def measure_generate(args: BenchGenerateConfig, on_loaded: Callable[[str], None]
         t0 = time.perf_counter()
         foclip_attack(small, enc, bank, AttackConfig(iters=2, check_every=1), s)  # every graph the loop uses
         variants[k] = (enc, time.perf_counter() - t0)
+    t0 = time.perf_counter()
     foclip_attack(small, encoder, bank, AttackConfig(iters=1), s)  # warm-up (allocator, kernels)
-    bare()
+    attack_step = time.perf_counter() - t0
+    bare_run = bare()
+    if on_estimate is not None:  # each round: bare, forward, attack (+ native, + each variant); then the checks
+        attacks = 1 + bool(args.native) + len(variants)
+        per_round = bare_run * (1 + 1 / args.iters) + attack_step * args.iters * attacks
+        on_estimate(per_round * args.rounds + (attack_step * args.iters * attacks if variants else 0.0))
     times: dict[str, list[float]] = {"bare": [], "attack": [], "native": [], "fwd": [], **{k: [] for k in variants}}
     for _ in range(args.rounds):
         times["bare"].append(bare())

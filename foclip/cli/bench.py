@@ -31,7 +31,8 @@ from foclip.outputs import ensure_writable
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="benchmarks: `foclip bench generate`, `foclip bench detect`")
+    p = sub.add_parser("bench", help="benchmarks: `foclip bench generate`, `foclip bench detect`",
+                       description="Benchmarks that print figures side by side with a baseline run in the same process.")
     bsub = p.add_subparsers(dest="bench_command", required=True, metavar="BENCH")
     _add_detect(bsub)
     if importlib.util.find_spec("foclip_train") is not None:  # the detect benchmark needs no torch side
@@ -39,7 +40,9 @@ def add_parser(sub) -> None:
 
 
 def _add_generate(bsub) -> None:
-    p = bsub.add_parser("generate", help="image-iterations/s of the FoCLIP step vs bare forward+backward")
+    p = bsub.add_parser("generate", help="image-iterations/s of the FoCLIP step vs bare forward+backward",
+                        description="Time the FoCLIP attack step against a bare forward+backward pass of the same "
+                                    "encoder, in alternating rounds; an estimate is printed after the warm-up.")
     p.add_argument("--model", default="ViT-B-32", help="open_clip model name (default: %(default)s)")
     p.add_argument("--pretrained", default=None, help=PRETRAINED_HELP)
     p.add_argument("--batch", type=int, default=4, help="images per step (default: %(default)s)")
@@ -64,7 +67,11 @@ def run_generate(args: argparse.Namespace) -> int:
 
     cfg = BenchGenerateConfig(args.model, resolve_pretrained(args.model, args.pretrained), args.batch, args.iters, args.check_every, args.rounds,
                               args.threads, args.device, not args.no_native, args.compile, args.channels_last)
-    res = measure_generate(cfg, on_loaded=random_weights_notice)
+    from foclip.cli.progress import estimate_line
+
+    res = measure_generate(cfg, on_loaded=random_weights_notice, on_estimate=lambda left: console.print(estimate_line(
+        f"bench generate, {cfg.rounds} round(s) x {cfg.iters} steps x batch {cfg.batch}", left), highlight=False,
+        soft_wrap=True))
     t = Table(title=f"foclip bench generate: {cfg.model} ({res['pretrained']}), batch {cfg.batch}, "
                     f"{cfg.iters} iters, k={cfg.check_every}, {cfg.device}, {res['threads']} threads, "
                     f"median of {cfg.rounds}")
@@ -88,7 +95,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def _add_detect(bsub) -> None:
-    p = bsub.add_parser("detect", help="runtime detection vs PyTorch eager open_clip (one process)")
+    p = bsub.add_parser("detect", help="runtime detection vs PyTorch eager open_clip (one process)",
+                        description="Detections/s of the torch-free runtime (each precision and path) against PyTorch "
+                                    "eager open_clip on the same photos, in one process (docs/runtime.md).")
     p.add_argument("bundle", help="bundle folder written by `foclip export`")
     p.add_argument("images", nargs="*", help="image files, folders, globs or @lists (default: --samples)")
     p.add_argument("--samples", type=int, default=48,

@@ -142,9 +142,10 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
     from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console, err_console, random_weights_notice
+    from foclip.cli.progress import make_progress
     from foclip.errors import InputError
     from foclip.runtime import Detector, fit_calibration
     from foclip.runtime.stats import clean_group_evaluation
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             det.close()
             raise
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with det, Progress(*columns, console=err_console) as progress:
+    with det, make_progress(*columns, console=err_console) as progress:
         so, do, eo = _score_folder(det, originals, "originals", progress)
         sm, dm, em = _score_folder(det, manipulated, "manipulated", progress)
         clean = _score_clean(det, groups, progress) if groups else None

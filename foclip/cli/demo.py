@@ -24,7 +24,9 @@ from foclip.rerun import SettingsChanged
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="run generate -> export -> calibrate -> detect on sample photos (offline)")
+    p = sub.add_parser("demo", help="run generate -> export -> calibrate -> detect on sample photos (offline)",
+                       description="The main job end to end, offline, on 7 sample photos with foclip's reference CLIP: "
+                                   "each step runs the foclip command a user would type, and a rerun resumes.")
     p.add_argument("--out", default="demo_out", type=Path, help="output folder (default: %(default)s)")
     p.add_argument("--model", default="foclip-ref-vit", help="open_clip model name (default: %(default)s)")
     p.add_argument("--pretrained", default="reference",

@@ -316,9 +316,10 @@ def _holds_rows(path: Path) -> bool:
 @claims_output("foclip detect", sidecars=(".meta.json",), holds_work=_holds_rows)
 def run(args: argparse.Namespace) -> int:
     """Run detection and print the verdicts; the exit code is one of :data:`EXIT_CODES`."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console, ensure_writable, err_console, random_weights_notice
+    from foclip.cli.progress import make_progress
     from foclip.errors import InputError
     from foclip.runtime import Detector
     from foclip.runtime.decode import DecodeLimits
@@ -387,11 +388,11 @@ def run(args: argparse.Namespace) -> int:
     for r in prior:
         count(r)
     t0 = time.perf_counter()
-    # A bar on the terminal only, and never over JSON/CSV rows going to the same terminal.
-    show_bar = err_console.is_terminal and (stdout_writer is None or not sys.stdout.isatty())
+    # Never over JSON/CSV rows going to stdout; off a terminal, plain lines (foclip.cli.progress).
+    show_bar = stdout_writer is None or (err_console.is_terminal and not sys.stdout.isatty())
     try:
         columns = (TextColumn("[bold]detect"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=err_console, transient=True, disable=not show_bar) as progress:
+        with make_progress(*columns, console=err_console, transient=True, disable=not show_bar) as progress:
             task = progress.add_task("detect", total=len(todo))
             for r in det.detect_iter(todo):
                 count(r)

@@ -249,9 +249,10 @@ def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
     """
     import time
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console
+    from foclip.cli.progress import make_progress
     from foclip_train.generate import run_generate
 
     w = cfg.attack.score_scale
@@ -261,7 +262,7 @@ def run_with_progress(jobs, out_dir: str, cfg, loaded, bank) -> dict:
     device = str(next(loaded.model.parameters()).device)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=console, transient=False) as progress:
+    with make_progress(*columns, console=console, transient=False) as progress:
         steps = progress.add_task("image-steps", total=max(len(jobs) * cfg.attack.iters, 1), info="")
         images = progress.add_task("images", total=len(jobs), info="")
 
@@ -351,10 +352,12 @@ def _run_ray(args: argparse.Namespace, distributed: Any) -> int:
     Raises:
         InputError: an option value is out of range.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
     from foclip.cli.common import console, random_weights_notice
+    from foclip.cli.progress import make_progress
     from foclip.errors import InputError, require
+    from foclip.raylogs import quiet_ray_start_notes
     from foclip_train.generate import plan_jobs
 
     ray = require("ray", "serve")
@@ -363,6 +366,7 @@ def _run_ray(args: argparse.Namespace, distributed: Any) -> int:
     if workers is not None and workers < 1:
         raise InputError(f"--workers {workers}", "is out of range", "an integer >= 1")
     random_weights_notice(cfg.pretrained)
+    quiet_ray_start_notes()  # two start-up notes that read like problems (foclip/raylogs.py)
     if args.address:
         ray.init(address=args.address, log_to_driver=False)
     else:
@@ -373,7 +377,7 @@ def _run_ray(args: argparse.Namespace, distributed: Any) -> int:
         columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=20), MofNCompleteColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
         scores: list[float] = []
-        with Progress(*columns, console=console) as progress:
+        with make_progress(*columns, console=console) as progress:
             task = progress.add_task("images (ray)", total=len(jobs), info="")
 
             def on_batch(records: list[dict[str, Any]]) -> None:

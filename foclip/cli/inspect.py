@@ -80,24 +80,7 @@ def run(args: argparse.Namespace) -> int:
         err_console.print(f"[yellow]note:[/] parity.json cannot be parsed ({escape(str(exc))})", highlight=False)
         report = None
     if report:
-        par = Table(title=f"parity vs PyTorch (scores on 0..{_fmt(report.get('score_scale', 100))}, drop a fraction)")
-        for col in ("graph", "min cosine", "gate", "max abs diff", "max |Δscore|", "max |Δdrop|"):
-            # The graph's key as the manifest names it (image.int8), never cut: at 80 columns the
-            # numbers wrap their headers instead.
-            par.add_column(col, justify="left" if col == "graph" else "right", no_wrap=col == "graph")
-        for enc in ("image_encoder", "text_encoder"):
-            for prec, r in report.get(enc, {}).items():
-                banks = r.get("banks", {}).values()
-                ds = max((max(b["max_abs_diff_score_color"], b["max_abs_diff_score_gray"]) for b in banks), default=None)
-                dd = max((b["max_abs_diff_drop"] for b in r.get("banks", {}).values()), default=None)
-                par.add_row(f"{enc.split('_')[0]}.{prec}", f"{r['min_cosine']:.7f}", f">= {r.get('gate_min_cosine', '?')}",
-                            f"{r['max_abs_diff']:.2e}", "" if ds is None else f"{ds:.2e}",
-                            "" if dd is None else f"{dd:.2e}")
-        for prec, banks in report.get("detect_graph", {}).items():
-            ds = max(b["max_abs_diff_score"] for b in banks.values())
-            dd = max(max(s["max_abs_diff_drop"] for s in b["batch_sizes"].values()) for b in banks.values())
-            par.add_row(f"detect.{prec}", "-", "", "", f"{ds:.2e}", f"{dd:.2e}")
-        console.print(par)
+        _parity_tables(report, float(report.get("score_scale", m.scoring.score_scale)))
     elif report is not None:
         err_console.print("[yellow]no parity.json in this bundle[/]")
 
@@ -117,6 +100,49 @@ def run(args: argparse.Namespace) -> int:
         return 1
     console.print(f"[green]all {len(m.files)} files match their sha256[/]", highlight=False)
     return _verify(args) if args.verify else 0
+
+
+def _parity_tables(report: dict, scale: float) -> None:
+    """Print the graphs' parity with PyTorch, then their score and drop differences per text bank.
+
+    A bank the reference photos score at the floor on is marked ``*``: its drop difference is the
+    absolute one (0..scale), and a footnote says why (:func:`foclip.runtime.parity.floor_note`).
+    """
+    from rich.table import Table
+
+    from foclip.cli.common import console
+    from foclip.runtime.parity import bank_parity, floor_note
+
+    par = Table(title="parity vs PyTorch (the gate: min cosine over every row)")
+    for col in ("graph", "min cosine", "gate", "max abs diff"):
+        # The graph's key as the manifest names it (image.int8), never cut.
+        par.add_column(col, justify="left" if col == "graph" else "right", no_wrap=col == "graph")
+    for enc in ("image_encoder", "text_encoder"):
+        for prec, r in report.get(enc, {}).items():
+            par.add_row(f"{enc.split('_')[0]}.{prec}", f"{r['min_cosine']:.7f}", f">= {r.get('gate_min_cosine', '?')}",
+                        f"{r['max_abs_diff']:.2e}")
+    console.print(par)
+    rows = bank_parity(report, scale)
+    if not rows:
+        return
+    banks = Table(title=f"scores vs PyTorch by text bank (0..{_fmt(scale)}; drop a fraction; * at the floor)")
+    for col in ("graph", "bank", "ref score", "max |Δscore|", "max |Δdrop|"):
+        banks.add_column(col, justify="left" if col in ("graph", "bank") else "right", no_wrap=col in ("graph", "bank"))
+    for r in rows:
+        if r.at_floor:
+            drop = "-" if r.drop_diff is None else f"{r.drop_diff:.2e} abs"
+        else:
+            drop = f"{r.drop_diff:.2e}"
+        banks.add_row(r.graph, r.bank + (" *" if r.at_floor else ""),
+                      "" if r.ref_score is None else f"{r.ref_score:.2f}", f"{r.max_abs_diff_score:.2e}",
+                      drop + (" *" if r.at_floor else ""))
+    console.print(banks)
+    note = floor_note(rows, scale)
+    if note:
+        console.print(note, highlight=False)
+    if any(r.at_floor and r.drop_diff is None for r in rows):
+        console.print("(- : this parity.json predates the absolute figure; `foclip export` again to get it)",
+                      highlight=False)
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from foclip.cli.common import (
@@ -20,6 +20,7 @@ from foclip.cli.common import (
     require_torch_side,
     resolve_pretrained,
 )
+from foclip.cli.progress import Estimator, make_progress
 from foclip.errors import InputError
 from foclip.outputs import ensure_writable
 from foclip.prompts import builtin_help
@@ -133,15 +134,24 @@ class RichProgress:
 
     def __init__(self, progress: Any, console: Any) -> None:
         self.progress, self.console, self.tasks = progress, console, {}
+        self.done: dict[str, tuple[str, float, float]] = {}  # key -> (description, done, total)
+        self.estimator = Estimator()
 
     def start(self, key: str, description: str, total: int) -> None:
         """Add a bar."""
         self.tasks[key] = self.progress.add_task(description, total=total, info="")
+        self.done[key] = (description, 0.0, float(total))
+        self.estimator.start(key)
 
     def advance(self, key: str, n: int = 1, info: str = "") -> None:
-        """Move a bar (and its note)."""
+        """Move a bar (and its note); once its first steps are timed, a long task prints one estimate."""
         kw = {"info": info} if info else {}
         self.progress.update(self.tasks[key], advance=n, **kw)
+        what, done, total = self.done[key]
+        self.done[key] = (what, done + n, total)
+        line = self.estimator.line(key, what, done + n, total, "Ctrl-C stops; a rerun resumes.")
+        if line:
+            self.console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     def message(self, text: str) -> None:
         """Print a note above the bars."""
@@ -172,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{cfg.attack.iters} steps, {cfg.attack.space} space -> {args.out}", highlight=False)
     columns = (TextColumn("[bold]{task.description}"), BarColumn(bar_width=24), MofNCompleteColumn(),
                TimeRemainingColumn(), TextColumn("{task.fields[info]}"))
-    with Progress(*columns, console=err_console) as progress:
+    with make_progress(*columns, console=err_console) as progress:
         report = run_reproduce(cfg, args.out, RichProgress(progress, err_console), figures=not args.no_figures)
     secs = report["sections"]
     if all(k in secs for k in ("table1", "table2", "table3")):

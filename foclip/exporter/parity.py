@@ -26,7 +26,7 @@ from foclip.errors import BundleError
 from foclip.manifest import GraphSpec
 from foclip.runtime.backends import OrtRunner, SessionFromBundle
 from foclip.runtime.parity import Runs, compare, cosine_rows, passes_gate
-from foclip.scoring import CLAMP, clipscore, drop
+from foclip.scoring import CLAMP, at_floor, clipscore, drop
 
 GATES = {"fp32": 0.99999, "fp16": 0.999, "int8": 0.99}
 # max |score difference| at w = 100, scaled by w / 100: fp32 1e-4 in cosine; fp16 the fp16 gate's 1e-3
@@ -127,7 +127,10 @@ def score_parity(ref: np.ndarray, got: np.ndarray, n_color: int, bank: np.ndarra
         scale: score scale w.
 
     Returns:
-        Max abs differences of score_color, score_gray (0..scale) and drop (fraction).
+        Max abs differences of score_color, score_gray (0..scale), drop (fraction) and the absolute
+        drop ``score_color - score_gray`` (0..scale), the reference's mean score_color and drop, and
+        ``ref_at_floor``: whether that mean is at the floor (:func:`foclip.scoring.at_floor`), where
+        the relative drop divides by near-zero scores and only the absolute one means something.
     """
     def scores(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return clipscore(e[:n_color], bank, scale), clipscore(e[n_color:2 * n_color], bank, scale)
@@ -138,8 +141,10 @@ def score_parity(ref: np.ndarray, got: np.ndarray, n_color: int, bank: np.ndarra
         "max_abs_diff_score_color": float(np.abs(rc - gc).max()),
         "max_abs_diff_score_gray": float(np.abs(rg - gg).max()),
         "max_abs_diff_drop": float(np.abs(drop(rc, rg) - drop(gc, gg)).max()),
+        "max_abs_diff_drop_abs": float(np.abs((rc - rg) - (gc - gg)).max()),
         "ref_mean_score_color": float(rc.mean()),
         "ref_mean_drop": float(drop(rc, rg).mean()),
+        "ref_at_floor": at_floor(float(rc.mean()), scale),
     }
 
 
@@ -188,7 +193,8 @@ def detect_parity(runner: Runs, pixels_u8: np.ndarray, bank: np.ndarray, ref: np
         sc, sg = got["score_color"], got["score_gray"]
         fig = {"max_abs_diff_score_color": float(np.abs(sc - rc[:b]).max()),
                "max_abs_diff_score_gray": float(np.abs(sg - rg[:b]).max()),
-               "max_abs_diff_drop": float(np.abs(drop(sc, sg) - drop(rc[:b], rg[:b])).max())}
+               "max_abs_diff_drop": float(np.abs(drop(sc, sg) - drop(rc[:b], rg[:b])).max()),
+               "max_abs_diff_drop_abs": float(np.abs((sc - sg) - (rc[:b] - rg[:b])).max())}
         out["batch_sizes"][str(b)] = fig
         worst = max(worst, fig["max_abs_diff_score_color"], fig["max_abs_diff_score_gray"])
     out["max_abs_diff_score"] = worst

@@ -49,8 +49,13 @@ def reference_checkpoint(model_name: str) -> Path:
         ModelError: the model has no reference checkpoint, or the file is missing from the install.
     """
     if model_name not in REFERENCE_MODELS:
-        raise ModelError(f"pretrained {REFERENCE!r}", f"has no checkpoint for {model_name}",
-                         f"--model {' or '.join(REFERENCE_MODELS)} with --pretrained reference")
+        # Name the models that have one in the problem itself: a reader who typed ViT-B-32 learns
+        # which --model the offline weights belong to without reading further.
+        raise ModelError(f"pretrained {REFERENCE!r}",
+                         f"has no checkpoint for {model_name}: only {' and '.join(REFERENCE_MODELS)} have one "
+                         "(foclip's own small CLIPs, shipped in the package)",
+                         f"--model {' or '.join(REFERENCE_MODELS)} (offline; --pretrained reference is then the "
+                         f"default), or for {model_name} an open_clip tag, a checkpoint file or `random`")
     path = REFERENCE_DIR / f"{model_name}.safetensors"
     if not path.is_file():
         raise ModelError(f"reference checkpoint {str(path)!r}", "is missing from this install",

@@ -20,7 +20,7 @@ from typing import Protocol
 
 import numpy as np
 
-from foclip.scoring import DEFAULT_PROBES, apply_probe
+from foclip.scoring import DEFAULT_PROBES, FLOOR_FRACTION, apply_probe, at_floor
 
 
 class Runs(Protocol):
@@ -117,4 +117,79 @@ def compare(runner: Runs, feeds: dict[str, np.ndarray], reference: np.ndarray, g
     return compare_arrays(np.concatenate(outs), reference, gate)
 
 
-__all__ = ["Comparison", "Runs", "compare", "compare_arrays", "cosine_rows", "passes_gate", "probe_stack"]
+@dataclass(frozen=True)
+class BankParity:
+    """One graph's score and drop differences from PyTorch on one text bank, as ``parity.json`` records them.
+
+    At the floor (the reference photos score below :data:`foclip.scoring.FLOOR_FRACTION` of the
+    scale on the bank) the relative drop is a ratio of two near-zero scores: a cosine error the gate
+    accepts moves it by whole units. There the row carries the absolute drop difference
+    (``score_color - score_gray``, 0..scale) instead.
+
+    Attributes:
+        graph: the graph's key (``image.int8``, ``detect.fp32``).
+        bank: the text bank's name.
+        ref_score: mean PyTorch score_color of the reference photos on the bank (0..scale); None when
+            the report does not say.
+        at_floor: ``ref_score`` is at the floor.
+        max_abs_diff_score: largest |Δ score_color| or |Δ score_gray| (0..scale).
+        drop_diff: |Δ drop| (a fraction), or at the floor |Δ (score_color - score_gray)| (0..scale);
+            None at the floor when the report predates that figure.
+        drop_absolute: ``drop_diff`` is the absolute one.
+    """
+
+    graph: str
+    bank: str
+    ref_score: float | None
+    at_floor: bool
+    max_abs_diff_score: float
+    drop_diff: float | None
+    drop_absolute: bool
+
+
+def _bank_row(graph: str, bank: str, figs: list[dict], ref_score: float | None, scale: float) -> BankParity:
+    floor = bool(figs[0].get("ref_at_floor", ref_score is not None and at_floor(ref_score, scale)))
+    score = max(max(f.get("max_abs_diff_score_color", 0.0), f.get("max_abs_diff_score_gray", 0.0)) for f in figs)
+    if floor:
+        absolute = [f["max_abs_diff_drop_abs"] for f in figs if "max_abs_diff_drop_abs" in f]
+        drop_diff = max(absolute) if len(absolute) == len(figs) else None
+    else:
+        drop_diff = max(f["max_abs_diff_drop"] for f in figs)
+    return BankParity(graph, bank, ref_score, floor, float(score), drop_diff, floor)
+
+
+def bank_parity(report: dict, scale: float) -> list[BankParity]:
+    """The per-bank rows of a bundle's ``parity.json``: image encoders, then fused detection graphs.
+
+    Args:
+        report: the parsed ``parity.json``.
+        scale: the bundle's score scale w.
+
+    Returns:
+        One :class:`BankParity` per graph and bank, in the report's order.
+    """
+    image = report.get("image_encoder", {})
+    # The reference score is PyTorch's, the same for every graph: fp32's figures name it.
+    ref = {name: b.get("ref_mean_score_color") for r in image.values() for name, b in r.get("banks", {}).items()}
+    rows = [_bank_row(f"image.{prec}", name, [b], ref.get(name), scale)
+            for prec, r in image.items() for name, b in r.get("banks", {}).items()]
+    for prec, banks in report.get("detect_graph", {}).items():
+        for name, b in banks.items():
+            rows.append(_bank_row(f"detect.{prec}", name, list(b["batch_sizes"].values()), ref.get(name), scale))
+    return rows
+
+
+def floor_note(rows: Sequence[BankParity], scale: float) -> str | None:
+    """The footnote of a table of :func:`bank_parity` rows when one is at the floor, else None."""
+    low = sorted({(r.bank, r.ref_score) for r in rows if r.at_floor}, key=lambda b: b[0])
+    if not low:
+        return None
+    banks = ", ".join(f"{b} ({s:.2f})" if s is not None else b for b, s in low)
+    return (f"* at the floor: the reference photos score below {FLOOR_FRACTION * scale:g} of 0..{scale:g} on {banks}, "
+            "so the relative drop divides by near-zero scores and a cosine error the gate accepts moves it by whole "
+            f"units; these rows show |Δ(score_color - score_gray)| on 0..{scale:g} instead. Pass or fail is the "
+            "min-cosine gate of each graph, which holds at any score.")
+
+
+__all__ = ["BankParity", "Comparison", "Runs", "bank_parity", "compare", "compare_arrays", "cosine_rows",
+           "floor_note", "passes_gate", "probe_stack"]

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from foclip.errors import FoclipError, InputError, require
+from foclip.raylogs import quiet_ray_start_notes
 from foclip.serve.config import LOOPBACK, ServeConfig
 from foclip.serve.edge import environment as edge_environment
 
@@ -278,6 +279,8 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
     ray = require("ray", "serve")
     serve = require("ray.serve", "serve")
     from ray.serve.config import HTTPOptions
+
+    quiet_ray_start_notes()  # two start-up notes that read like problems (foclip/raylogs.py)
 
     metrics_url = None
     if embedded:

@@ -23,7 +23,8 @@ def test_inspect_verify_is_readable_at_80_columns(tiny_bundle, monkeypatch):
     assert all(len(line.split("…")[0].split()[-1]) == 16 for line in cut), cut
     assert max(len(line) for line in text.splitlines()) <= 80
     for key in ("image.fp32", "image.fp16", "image.int8", "text.fp32", "detect.fp32"):
-        assert text.count(f"│ {key} ") == 2, key  # in the parity table and in the self-check table
+        # in the parity table (or, for the fused graph, the per-bank table) and in the self-check table
+        assert text.count(f"│ {key} ") >= 2, key
 
 
 @pytest.mark.parametrize(("argv", "hint"), [

@@ -52,6 +52,8 @@ def test_reference_for_another_model_is_one_clear_line():
         load_clip("ViT-B-32", "reference")
     msg = str(exc.value)
     assert "\n" not in msg and "foclip-ref-vit" in msg and "foclip-ref-rn" in msg
+    problem = msg.split(" Expected ", 1)[0]  # the models that have one are named before the fix, too
+    assert "only foclip-ref-vit and foclip-ref-rn have one" in problem, msg
 
 
 def test_missing_reference_file_says_how_to_rebuild(tmp_path, monkeypatch):
