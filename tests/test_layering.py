@@ -264,3 +264,40 @@ def test_a_missing_optional_dependency_is_reported_not_skipped():
     }
     report = missing_report(rows)
     assert "foclip.models (needs torch)" in report and "foclip_train.attack (needs torch)" in report
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Module -> the foclip/foclip_train modules its import statements name (function-local ones
+    included), plus the command modules the CLI's registry imports by name."""
+    root = Path(__file__).resolve().parents[1]
+    files = {}
+    for package in ("foclip", "foclip_train"):
+        for path in (root / package).rglob("*.py"):
+            name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+            files[name] = path
+
+    def owner(dotted: str) -> str:
+        while dotted and dotted not in files:
+            dotted = dotted.rpartition(".")[0]
+        return dotted
+
+    graph = {}
+    for name, path in files.items():
+        named = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                named.update(owner(f"{node.module}.{a.name}") for a in node.names)
+            elif isinstance(node, ast.Import):
+                named.update(owner(a.name) for a in node.names)
+        graph[name] = named - {"", name}
+    from foclip.cli.main import COMMANDS
+
+    graph["foclip.cli.main"] |= {f"foclip.cli.{module}" for _, module in COMMANDS}
+    return graph
+
+
+def test_no_two_modules_import_each_other():
+    graph = _module_graph()
+    assert len(graph) > 100 and "foclip.cli.demo" in graph["foclip.cli.main"]
+    pairs = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if a in graph.get(b, ())})
+    assert pairs == []

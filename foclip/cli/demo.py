@@ -8,7 +8,9 @@ skips finished images and an existing, intact bundle is reused.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.markup import escape
@@ -16,7 +18,6 @@ from rich.table import Table
 
 from foclip.cli.common import console, echo_command, random_weights_notice
 from foclip.cli.generate import config_from_args
-from foclip.cli.main import main, parse
 from foclip.errors import FoclipError
 from foclip.manifest import read_manifest, verify_files
 from foclip.outputs import ensure_writable
@@ -66,10 +67,11 @@ def write_sample_photos(folder: Path) -> list[Path]:
     return out
 
 
-def _step(title: str, argv: list[str], ok_codes: tuple[int, ...] = (0,)) -> int:
+def _step(run_command: Callable[[list[str]], int], title: str, argv: list[str],
+          ok_codes: tuple[int, ...] = (0,)) -> int:
     console.rule(f"[bold]{title}[/]")
     echo_command(argv)
-    code = main(argv)
+    code = run_command(argv)
     if code not in ok_codes:
         raise FoclipError(f"demo step {title!r}", f"exited with code {code}",
                           f"exit code {' or '.join(str(c) for c in ok_codes)}")
@@ -131,7 +133,8 @@ def _bundle_ok(bundle: Path, model: str, pretrained: str) -> bool:
     return manifest.model_name == model and same_weights and not verify_files(bundle, manifest)
 
 
-def _fresh_if_changed(gen: list[str], adv: Path) -> list[str]:
+def _fresh_if_changed(gen: list[str], adv: Path,
+                      parse_command: Callable[[list[str]], argparse.Namespace]) -> list[str]:
     """``["--fresh"]`` when the demo's images were made with other settings (e.g. by ``--quick``), else ``[]``.
 
     A demo rerun with the same settings resumes; one with other settings starts its images over
@@ -140,7 +143,7 @@ def _fresh_if_changed(gen: list[str], adv: Path) -> list[str]:
     from foclip_train.generate import check_rerun
 
     try:
-        check_rerun(adv, config_from_args(parse(gen)))
+        check_rerun(adv, config_from_args(parse_command(gen)))
     except SettingsChanged:
         console.print(f"note: the images in {adv} were made with other settings: starting them over", highlight=False)
         return ["--fresh"]
@@ -160,19 +163,20 @@ def run(args: argparse.Namespace) -> int:
     adv, bundle = out / "generated", out / "bundle"
     gen = ["generate", str(out / "photos"), "--out", str(adv), "--model", model, "--pretrained", pretrained,
            "--prompts", prompts, "--iters", str(iters), "--batch", "4"]
-    _step("1/4 generate", gen + _fresh_if_changed(gen, adv))
+    step = functools.partial(_step, args.run_command)
+    step("1/4 generate", gen + _fresh_if_changed(gen, adv, args.parse_command))
     if _bundle_ok(bundle, model, pretrained):
         console.rule("[bold]2/4 export[/]")
         console.print(f"reusing the intact bundle in {bundle}")
     else:
-        _step("2/4 export", ["export", "--out", str(bundle), "--model", model, "--pretrained", pretrained,
+        step("2/4 export", ["export", "--out", str(bundle), "--model", model, "--pretrained", pretrained,
                              "--prompts", prompts, "--precision", "fp32,int8", "--force"])
     calibration = out / "calibration.json"
-    _step("3/4 calibrate", ["calibrate", str(bundle), "--originals", str(adv / "original"),
+    step("3/4 calibrate", ["calibrate", str(bundle), "--originals", str(adv / "original"),
                             "--manipulated", str(adv / "manipulated"), "--out", str(calibration),
                             "--plots", str(out / "plots"), "--force"])  # recomputed each run
     detections = out / "detections.jsonl"
-    _step("4/4 detect", ["detect", str(bundle), str(adv / "original"), str(adv / "manipulated"),
+    step("4/4 detect", ["detect", str(bundle), str(adv / "original"), str(adv / "manipulated"),
                          "--calibration", str(calibration), "--out", str(detections), "--fresh"], ok_codes=(0, 3))
     console.rule()
     print_split(split_verdicts(detections, adv / "original", adv / "manipulated"), bundle)

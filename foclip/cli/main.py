@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="foclip", description=__import__("foclip").__doc__.splitlines()[0], epilog=EPILOG)
     parser.add_argument("--version", action="version", version=f"foclip {__import__('foclip').__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="show library logs (hidden by default)")
+    # A command that runs other commands (the demo) gets the entry points from here, so that no
+    # command module imports this one back (main imports every command).
+    parser.set_defaults(run_command=main, parse_command=parse)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
     for _name, mod in COMMANDS:
         try:

@@ -217,6 +217,7 @@ def test_a_killed_detect_is_resumed_without_losing_or_repeating_rows(tiny_bundle
 
 def test_the_demo_starts_its_images_over_when_they_were_made_otherwise(tmp_path, capsys):
     from foclip.cli.demo import _fresh_if_changed
+    from foclip.cli.main import parse
     from foclip.prompts import load_prompt_set
 
     adv = tmp_path / "generated"
@@ -226,7 +227,7 @@ def test_the_demo_starts_its_images_over_when_they_were_made_otherwise(tmp_path,
     record = {"source": "a.png", "model": "foclip-tiny", "pretrained": "random(seed=0)", "prompt_set": "artistic",
               "prompt_set_sha256": load_prompt_set("artistic").sha256, "iters": 10, "error": None}
     (adv / "manifest.jsonl").write_text(json.dumps(record) + "\n")
-    assert _fresh_if_changed(gen, adv) == []  # the same settings: the demo resumes
+    assert _fresh_if_changed(gen, adv, parse) == []  # the same settings: the demo resumes
     (adv / "manifest.jsonl").write_text(json.dumps({**record, "iters": 200}) + "\n")  # e.g. a full demo's
-    assert _fresh_if_changed(gen, adv) == ["--fresh"]
+    assert _fresh_if_changed(gen, adv, parse) == ["--fresh"]
     assert "starting them over" in capsys.readouterr().out
