@@ -46,8 +46,18 @@ def probe_hub(timeout: float = 1.5) -> str | None:
     """
     host, port = _target()
     key = f"{host}:{port}"
-    if key in _probe_result:
-        return _probe_result[key]
+    if key not in _probe_result:
+        cause = tcp_problem(host, port, timeout)
+        _probe_result[key] = None if cause is None else f"no network ({key} cannot be reached: {cause})"
+    return _probe_result[key]
+
+
+def tcp_problem(host: str, port: int, timeout: float) -> str | None:
+    """One TCP connection to ``host:port``, name lookup included, bounded by ``timeout`` seconds.
+
+    Returns:
+        None when something accepts the connection, else the cause (``connection refused``...).
+    """
     outcome: list[str | None] = []
 
     def connect() -> None:
@@ -67,12 +77,31 @@ def probe_hub(timeout: float = 1.5) -> str | None:
     t = threading.Thread(target=connect, daemon=True)
     t.start()
     t.join(timeout + 0.2)
-    if outcome and outcome[0] is None:
-        _probe_result[key] = None
-    else:
-        cause = outcome[0] if outcome else "timed out"
-        _probe_result[key] = f"no network ({key} cannot be reached: {cause})"
-    return _probe_result[key]
+    return outcome[0] if outcome else "timed out"
+
+
+def ray_address_problem(address: str, timeout: float = 15.0) -> str | None:
+    """Why a Ray cluster address cannot be joined, found by one TCP connection, or None.
+
+    ``ray.init(address=...)`` retries an address where nothing listens for minutes without a word;
+    one connection to the head's port says the same at once. ``auto``/``local`` and addresses
+    without a port are left to Ray.
+
+    Args:
+        address: ``host:port`` (the head's GCS) or ``ray://host:port`` (Ray Client).
+        timeout: seconds for the connection (generous: a loaded head still accepts within it).
+
+    Returns:
+        None when the port accepts a connection or the address is not checked here, else the cause.
+    """
+    parsed = urlparse(address if "://" in address else f"tcp://{address}")
+    try:
+        port = parsed.port
+    except ValueError:
+        return "its port is not a number"
+    if not parsed.hostname or port is None:
+        return None
+    return tcp_problem(parsed.hostname, port, timeout)
 
 
 def hub_offline_reason() -> str | None:

@@ -24,6 +24,7 @@ from typing import Any
 
 from foclip.batch.shards import ReadOptions, Shard, read_shard
 from foclip.errors import FoclipError, InputError, require
+from foclip.network import ray_address_problem
 from foclip.outputs import OutputError, atomic_write_json, output_error
 
 META = "_meta.json"
@@ -272,6 +273,10 @@ def ray_session(address: str | None) -> Iterator[Any]:
     if address is None:
         ray.init(include_dashboard=False, log_to_driver=False)
     else:
+        problem = ray_address_problem(address)
+        if problem is not None:
+            raise FoclipError(f"--address {address!r}", f"cannot be joined ({problem})",
+                              "the address of a running Ray cluster (`ray start --head` prints it)")
         try:
             ray.init(address=address, log_to_driver=False)
         except (ConnectionError, TimeoutError, ValueError) as exc:

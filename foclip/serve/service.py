@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from foclip.errors import FoclipError, InputError, require
+from foclip.network import ray_address_problem
 from foclip.raylogs import quiet_ray_start_notes
 from foclip.serve.config import LOOPBACK, ServeConfig
 from foclip.serve.edge import environment as edge_environment
@@ -303,6 +304,10 @@ def start_service(cfg: ServeConfig, address: str | None = None, metrics_port: in
         ray.init(**kwargs)
         metrics_url = f"http://{_host_ip()}:{metrics_port}/metrics"
     else:
+        problem = ray_address_problem(address)
+        if problem is not None:
+            raise InputError(f"--address {address!r}", f"cannot be joined ({problem})",
+                             "the address of a running Ray cluster (`ray start --head` prints it)")
         ray.init(address=address, **(ray_init_kwargs or {}))
     drain_flag = None
     try:

@@ -68,3 +68,46 @@ def test_random_reference_and_files(tmp_path):
     check_weights_source("ViT-B-32", str(ckpt))
     with pytest.raises(ModelError, match=r"does not exist \(did you mean .*model.safetensors"):
         check_weights_source("ViT-B-32", str(tmp_path / "modle.safetensors"))
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed when the block ends: connections are refused
+
+
+def test_a_ray_address_where_nothing_listens_is_named_at_once():
+    port = _closed_port()
+    assert network.ray_address_problem(f"127.0.0.1:{port}") == "connection refused"
+    assert network.ray_address_problem(f"ray://127.0.0.1:{port}") == "connection refused"
+    assert network.ray_address_problem("127.0.0.1:six") == "its port is not a number"
+    assert network.ray_address_problem("auto") is None  # Ray's own lookup of a local cluster
+
+
+def test_a_listening_ray_address_passes_the_probe():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        assert network.ray_address_problem(f"127.0.0.1:{s.getsockname()[1]}") is None
+
+
+@pytest.mark.parametrize("command", ["detect", "serve"])
+def test_ray_commands_refuse_an_unreachable_address_in_one_line(command, tiny_bundle, tmp_path, capsys):
+    pytest.importorskip("ray")
+    from foclip.cli.main import main
+
+    port = _closed_port()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), (200, 40, 40)).save(photos / "red.png")
+    argv = {"detect": ["detect", str(tiny_bundle), str(photos), "--ray", "--out", str(tmp_path / "scan")],
+            "serve": ["serve", str(tiny_bundle), "--port", str(_closed_port())]}[command]
+    if command == "detect":
+        pytest.importorskip("pyarrow")
+    assert main([*argv, "--address", f"127.0.0.1:{port}"]) == 1
+    err = capsys.readouterr().err
+    assert f"--address '127.0.0.1:{port}'" in err and "cannot be joined (connection refused)" in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "scan").exists()
