@@ -83,8 +83,8 @@ def static_imports(module: str) -> set[str]:
 def test_the_rules_say_what_they_mean():
     assert forbidden("foclip.runtime.detector", "torch")
     assert forbidden("foclip.runtime", "foclip_train.generate")
-    assert forbidden("foclip.exporter.bundle", "foclip.serve.http")
-    assert forbidden("foclip.serve.http", "foclip.cli.common")
+    assert forbidden("foclip.exporter.bundle", "foclip.serve.core")
+    assert forbidden("foclip.serve.core", "foclip.cli.common")
     assert forbidden("foclip_train.generate", "rich.progress")
     assert not forbidden("foclip.cli.detect", "foclip.cli.common")
     assert not forbidden("foclip.exporter.bundle", "foclip.runtime.bundle")

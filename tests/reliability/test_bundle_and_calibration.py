@@ -1,5 +1,5 @@
-"""Issue 14's D4, D7, D8 and the calibration binding, replayed: a bundle that cannot be
-redirected, values checked at load, calibrations bound to what they were made with."""
+"""A bundle that cannot be redirected, values checked at load, calibrations bound to what they were
+made with, and calibrate's refusals (nothing readable, identical sets)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""D1, D9 and the header-cut JPEG: decoding does work in proportion to the bytes it was given."""
+"""Decompression bombs, oversized frames and the header-cut JPEG: decoding does work in proportion to the bytes it was given."""
 
 from __future__ import annotations
 

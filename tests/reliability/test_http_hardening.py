@@ -1,4 +1,4 @@
-"""D1 (pixel budget), D2 (body deadline, per-client bound), D3 (drain) and the minor HTTP items, without Ray.
+"""The pixel budget, the body deadline and per-client bound, the drain, and the minor HTTP items, without Ray.
 
 The service is :class:`foclip.serve.core.DetectService` around a recording detect function, driven
 directly (async) or through Starlette's test client.

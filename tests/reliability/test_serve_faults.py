@@ -1,4 +1,4 @@
-"""D1, D2, D3, D5, D11 and SIGTERM during startup, against `foclip serve` subprocesses (slow: Ray).
+"""Bomb bursts, stalled uploads, drains, a killed replica and SIGTERM during startup, against `foclip serve` subprocesses (slow: Ray).
 
 Each test prints what it measured; the figures in docs/serve.md come from these runs.
 """
@@ -142,7 +142,7 @@ def test_two_replicas_survive_bombs_stalled_uploads_and_a_killed_replica(tiny_bu
             detectors = replica_pids(proc.pid, "FoclipDetector")
             assert len(detectors) == 2, detectors
 
-            # D1: two requests of 64 bombs each (the review's burst), then padded bombs that get decoded.
+            # bombs: two requests of 64 bombs each (the review's burst), then padded bombs that get decoded.
             before = {p: rss_mb(p) for p in detectors}
             burst = [("f", (f"b{i}.jpg", bomb, "image/jpeg")) for i in range(64)]
             padded = [("f", (f"p{i}.jpg", padded_bomb(bomb), "image/jpeg")) for i in range(8)]
@@ -153,13 +153,13 @@ def test_two_replicas_survive_bombs_stalled_uploads_and_a_killed_replica(tiny_bu
             time.sleep(2)
             after = {p: rss_mb(p) for p in detectors}
             codes = [sorted({(r["error"] or {}).get("code", "ok") for r in a.json()["results"]}) for a in answers]
-            print(f"D1 burst: statuses {[a.status_code for a in answers]}, codes {codes}, lone request {lone.status_code}")
-            print(f"D1 detector RSS before {before} MB, after {after} MB")
+            print(f"bomb burst: statuses {[a.status_code for a in answers]}, codes {codes}, lone request {lone.status_code}")
+            print(f"bombs: detector RSS before {before} MB, after {after} MB")
             assert codes[0] == ["pixel_budget", "truncated"] and set(codes[2]) <= {"ok", "pixel_budget"}
             assert lone.status_code == 200
             assert all(after[p] - before[p] < 150 for p in detectors)  # measured: within a few tens of MB
 
-            # D2: stalled uploads are cut off with 408 and the service keeps answering.
+            # stalled uploads are cut off with 408 and the service keeps answering.
             socks = stall(port, 12)
             t0 = time.monotonic()
             r = http.post("/v1/detect", content=good, headers=JPEG)
@@ -172,11 +172,11 @@ def test_two_replicas_survive_bombs_stalled_uploads_and_a_killed_replica(tiny_bu
                 except OSError as exc:
                     heads.append(exc.__class__.__name__)
                 s.close()
-            print(f"D2: 12 stalled uploads -> {sorted(set(heads))}; a normal request got {r.status_code} after {waited:.1f} s")
+            print(f"12 stalled uploads -> {sorted(set(heads))}; a normal request got {r.status_code} after {waited:.1f} s")
             assert r.status_code == 200
             assert all(h.startswith("HTTP/1.1 408") for h in heads), heads
 
-            # D11: kill one detector replica under load; every request must still succeed.
+            # kill one detector replica under load; every request must still succeed.
             results: list = []
             stop = threading.Event()
 
@@ -201,7 +201,7 @@ def test_two_replicas_survive_bombs_stalled_uploads_and_a_killed_replica(tiny_bu
             for t in threads:
                 t.join(ceiling(240))
             failures = [x for x in results if x != 200]
-            print(f"D11: killed replica {victim}; {len(results)} requests, failures {failures}")
+            print(f"killed replica {victim}; {len(results)} requests, failures {failures}")
             assert len(results) > 20 and failures == []
 
 

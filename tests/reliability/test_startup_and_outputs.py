@@ -1,4 +1,4 @@
-"""D6 (serve checks the detector in the driver first), D10 (outputs: writable first, umask, one-line errors)."""
+"""Serve checks the detector in the driver first; outputs are checked writable first, follow the umask and fail in one line."""
 
 from __future__ import annotations
 
