@@ -260,13 +260,12 @@ def _cell_numbers(recs: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
 
 def in_domain_run(by_set: RecordsBySet, cfg: Any, ctx: Any) -> dict[str, Any]:
     """Run (or resume) every attack cell, then the numbers per model, arm and prompt set."""
-    from foclip_train.generate import latest_records
-
     t0 = time.perf_counter()
     done = run_attacks(cfg, ctx)
+    names = set(_scored_names(ctx.inputs))
     rows = []
     for model, pretrained, arm, prompt_set in sorted(_cells(cfg), key=lambda c: (c[0], ARMS.index(c[2]))):
-        recs = list(latest_records(_folder(ctx.out, model, arm, prompt_set)).values())
+        recs = cell_records(_folder(ctx.out, model, arm, prompt_set), names)
         choice = done["matched"].get(model, {}).get(prompt_set, {})
         attack = ({"lr": cfg.attack.lr, "steps": cfg.attack.iters} if arm == "paper"
                   else {"lr": choice.get("lr"), "steps": choice.get("steps")})
@@ -295,8 +294,8 @@ def runtime_parity(ctx: Any, cfg: Any, model: str, pretrained: str) -> list[dict
     from foclip.exporter import ExportConfig, export_bundle
     from foclip.runtime.detector import Detector
     from foclip.runtime.stats import search_thresholds
-    from foclip_train.generate import latest_records
 
+    names = set(_scored_names(ctx.inputs))
     bundle = ctx.out / "in-domain" / _slug(model) / "bundle"
     if not (bundle / "manifest.json").is_file():
         ctx.progress.message(f"in-domain: exporting {model} (fp32 + int8) for the runtime check")
@@ -306,7 +305,7 @@ def runtime_parity(ctx: Any, cfg: Any, model: str, pretrained: str) -> list[dict
     for arm in ARMS:
         for prompt_set in IN_DOMAIN_SETS:
             folder = _folder(ctx.out, model, arm, prompt_set)
-            recs = [r for r in ok_records(list(latest_records(folder).values())) if r.get("score_adv") is not None]
+            recs = [r for r in ok_records(cell_records(folder, names)) if r.get("score_adv") is not None]
             if len(recs) < 2:
                 continue
             det = Detector.from_bundle(bundle, precision="int8", prompts=prompt_set)
@@ -336,6 +335,26 @@ def runtime_parity(ctx: Any, cfg: Any, model: str, pretrained: str) -> list[dict
                          "flips_within_tolerance": bool(near[flips].all()) if len(flips) else True,
                          "tau_score": float(ts), "tau_drop": float(td)})
     return rows
+
+
+def cell_records(folder: Path, names: set[str]) -> list[dict[str, Any]]:
+    """The latest record of each scored image in an attack folder, by file name.
+
+    A folder may also hold records of images that are not among this run's inputs (an earlier subset)
+    or of the same image under another path (another clone of the repository): neither may count twice
+    or at all.
+
+    Args:
+        folder: one cell's attack folder (its ``manifest.jsonl``).
+        names: file names of this run's scored images.
+
+    Returns:
+        One record per scored image that has one, later records winning.
+    """
+    from foclip_train.generate import latest_records
+
+    by_name = {Path(r["source"]).name: r for r in latest_records(folder).values()}
+    return [r for name, r in by_name.items() if name in names]
 
 
 def _scored_names(inputs: list[str]) -> list[str]:
@@ -463,14 +482,13 @@ def in_domain_figures(figs: Path, res: dict[str, Any], report: dict[str, Any], c
     cells = [r for r in res["rows"] if r["prompt_set"] == IN_DOMAIN_SETS[0] and "detection" in r]
     if not cells:
         return []
-    from foclip_train.generate import latest_records
-
+    names = set(_scored_names(ctx.inputs))
     plt = pyplot()
     models = list(dict.fromkeys(r["model"] for r in cells))
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 3.8), squeeze=False)
     for ax, model in zip(axes[0], models):
         mine = [c for c in cells if c["model"] == model]
-        recs = {c["arm"]: ok_records(list(latest_records(_folder(ctx.out, model, c["arm"], c["prompt_set"])).values()))
+        recs = {c["arm"]: ok_records(cell_records(_folder(ctx.out, model, c["arm"], c["prompt_set"]), names))
                 for c in mine}
         most = max(recs.values(), key=len)  # the originals are the same images in every arm
         series = [(f"originals (n={len(most)})", [x["drop_orig"] for x in most])] + [

@@ -127,3 +127,18 @@ def test_in_domain_budget_reports_unfinished_cells_with_their_n(small_heldout, t
 
 def test_in_domain_keyword_is_the_shipped_scored_folder(tmp_path):
     assert prepare_inputs(ReproduceConfig(images=("in-domain",)), tmp_path) == [str(SHIPPED_HELDOUT / "scored")]
+
+
+def test_a_cell_counts_each_scored_image_once_whatever_its_path(tmp_path):
+    from foclip_train.generate import append_records
+    from foclip_train.sections.in_domain import cell_records
+
+    append_records(tmp_path, [
+        {"source": "/clone-a/heldout/scored/a.png", "score_adv": 1.0},
+        {"source": "/clone-a/heldout/scored/gone.png", "score_adv": 2.0},  # not among this run's images
+        {"source": "/clone-b/heldout/scored/a.png", "score_adv": 3.0},  # the same image from another clone
+        {"source": "/clone-b/heldout/scored/b.png", "score_adv": 4.0},
+    ])
+    recs = cell_records(tmp_path, {"a.png", "b.png", "c.png"})
+    assert sorted((r["source"], r["score_adv"]) for r in recs) == [
+        ("/clone-b/heldout/scored/a.png", 3.0), ("/clone-b/heldout/scored/b.png", 4.0)]
