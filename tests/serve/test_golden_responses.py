@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from v2_requests import binary_request
 
 from foclip.serve.app import create_app
 from foclip.serve.config import Limits
@@ -118,17 +119,7 @@ def infer(data: list[Any] | None = None, shape: list[Any] | None = None, **extra
     return {"inputs": [tensor], **extra}
 
 
-def binary(images: list[bytes], outputs: Any = None, params: Any = None,
-           size: int | None = None) -> tuple[bytes, dict[str, str]]:
-    raw = b"".join(struct.pack("<I", len(b)) + b for b in images)
-    head: dict[str, Any] = {"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [len(images)],
-                                        "parameters": {"binary_data_size": len(raw) if size is None else size}}]}
-    if outputs is not None:
-        head["outputs"] = outputs
-    if params is not None:
-        head["parameters"] = params
-    h = json.dumps(head).encode()
-    return h + raw, {"inference-header-content-length": str(len(h))}
+binary = binary_request
 
 
 INFER = "/v2/models/foclip/infer"

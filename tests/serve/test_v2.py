@@ -11,11 +11,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import struct
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from v2_requests import binary_request
 
 from foclip.serve.config import Limits
 from foclip.serve.core import DetectService
@@ -72,17 +72,6 @@ def client(detector):
     return make(detector)
 
 
-def binary_request(images: list[bytes], outputs=None, params=None) -> tuple[bytes, dict[str, str]]:
-    """A binary-tensor request built by hand from the extension's definition (independent of the server)."""
-    raw = b"".join(struct.pack("<I", len(b)) + b for b in images)
-    head = {"inputs": [{"name": "IMAGE", "datatype": "BYTES", "shape": [len(images)],
-                        "parameters": {"binary_data_size": len(raw)}}]}
-    if outputs is not None:
-        head["outputs"] = outputs
-    if params is not None:
-        head["parameters"] = params
-    h = json.dumps(head).encode()
-    return h + raw, {"inference-header-content-length": str(len(h))}
 
 
 def json_request(images: list[bytes], **extra) -> dict:
