@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from foclip.benchmarks.cpu import cpu_info, cpu_line
 from foclip.errors import InputError
 from foclip.manifest import atomic_write_json
 from foclip.runtime.stats import bootstrap_auc_interval, held_out_evaluation, roc_auc
@@ -280,7 +281,8 @@ def in_domain_run(by_set: RecordsBySet, cfg: Any, ctx: Any) -> dict[str, Any]:
         parity += runtime_parity(ctx, cfg, model, pretrained)
     return {"rows": rows, "runtime_int8": parity, "stopped": done["stopped"], "matched": done["matched"], "target_fpr": cfg.target_fpr,
             "folds": cfg.folds, "images": len(_scored_names(ctx.inputs)), "paper": dict(PAPER),
-            "wall_s_this_run": time.perf_counter() - t0, "verdict": verdict(rows)}
+            "wall_s_this_run": time.perf_counter() - t0, "verdict": verdict(rows),
+            "cpu": cpu_info()}  # int8 kernels, and so the int8 rows, depend on the CPU's flags
 
 
 def runtime_parity(ctx: Any, cfg: Any, model: str, pretrained: str) -> list[dict[str, Any]]:
@@ -439,7 +441,8 @@ def in_domain_table(res: dict[str, Any], cfg: Any) -> str:
         lines += ["", ("**The same images through the int8 runtime** (`foclip.runtime`, ONNX Runtime, dynamic int8): "
                        "the rule's decisions at thresholds searched on the PyTorch numbers, and the int8-vs-PyTorch "
                        "score differences (the largest is the tolerance a differing decision is judged by: its "
-                       "score or gray score lies that close to a threshold)."), "",
+                       "score or gray score lies that close to a threshold)"
+                       + (f"; {cpu_line(res['cpu'])}." if res.get("cpu") else ".")), "",
                   ("| model | arm | prompt set | decisions equal | score diff: median / max (0..100) | "
                    "gray score diff: max | differing decisions within tolerance |"), "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['model']} | {r['arm']} | {r['prompt_set']} | {r['equal']} / {r['decisions']} | "
@@ -470,7 +473,7 @@ def docs_block(report: dict[str, Any]) -> str:
     head = (f"Run: `foclip reproduce --images in-domain --sections in_domain` (models "
             f"{', '.join(m for m, _ in cfg['in_domain_models'])}; attack wall time {attack_s / 3600:.1f} h summed over "
             f"cells, section {report['section_wall_s'].get('in_domain') or 0:.0f} s in its last run, on a 2-core CPU "
-            "shared with other jobs). Every number below is `report.json`'s, rendered by "
+            "shared with other jobs" + (f"; {cpu_line(res['cpu'])}" if res.get("cpu") else "") + "). Every number below is `report.json`'s, rendered by "
             "`foclip_train.sections.in_domain.in_domain_table`, the same function that writes REPORT.md.")
     return "\n".join([DOCS_BEGIN, "", head, "", in_domain_table(res, None), "", DOCS_END])
 
