@@ -79,7 +79,7 @@ from foclip.manifest import (
     verify_files,
 )
 from foclip.runtime.capabilities import caps
-from foclip.runtime.trt_env import load_tensorrt, trt_call
+from foclip.runtime.trt_env import check_cuda, load_tensorrt, trt_call
 
 ENGINE_PRECISIONS = caps("trt").precisions  # the backend table says what a TensorRT precision is
 PROMPTS_PROFILE_MAX = 4096  # most prompts a detect engine's text_bank input takes
@@ -442,8 +442,6 @@ def build_engine(bundle: str | os.PathLike[str], req: EngineRequest,
     trt = load_tensorrt()  # installed, and a version whose API the tests check (10.12 <= v < 12)
     if (bundle / "engines").is_dir():
         sweep_builds(bundle / "engines")  # what killed builds left (cached or not, this call cleans up)
-    from foclip.runtime.trt_env import check_cuda
-
     sm = gpu_compute_capability()
     check_cuda(trt.__version__)  # driver vs the CUDA TensorRT and the bindings are built for
     key = engine_key(manifest.files[src], trt.__version__, sm, req.precision, req.profile)

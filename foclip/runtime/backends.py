@@ -391,6 +391,7 @@ class TrtRunner(Runner):
 
         self._trt = trt
         self._cu = cudart()
+        self._run_call = f"IExecutionContext run of {self.loader.spec.file!r}"  # named once, not per call
         fix = f"free GPU memory, or an engine built here: {rebuild_command(self.loader.bundle, self.loader.spec)}"
         with trt_call("create_execution_context", fix):
             self.context = self.engine.create_execution_context()
@@ -485,8 +486,7 @@ class TrtRunner(Runner):
 
     def _run_impl(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.check_profile(feeds)
-        with self._lock, trt_call(f"IExecutionContext run of {self.loader.spec.file!r}",
-                                  "inputs within the engine's profile on a working GPU"):
+        with self._lock, trt_call(self._run_call, "inputs within the engine's profile on a working GPU"):
             return self._run_locked(feeds)
 
     def _run_locked(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
