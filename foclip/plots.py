@@ -47,10 +47,6 @@ def save_figure(plt: Any, fig: Any, path: str | os.PathLike[str], dpi: int = 110
     Returns:
         ``path`` as a Path.
     """
-    import io
-
-    from foclip.outputs import atomic_write_bytes
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)

@@ -127,8 +127,9 @@ def run_ray(args: argparse.Namespace, settings_of: Callable[[Any], dict[str, Any
     formats = ("parquet", "jsonl") if args.format == "jsonl" else ("parquet",)
     # `foclip detect`'s run holds the output claim on --out (one writer, released by the kernel on a kill).
     folder = OutputFolder(args.out, settings, formats, args.fresh)
-    done = [s for s in shards if folder.complete(s.name)]
-    todo = [s for s in shards if not folder.complete(s.name)]
+    complete = {s.name: folder.complete(s.name) for s in shards}
+    done = [s for s in shards if complete[s.name]]
+    todo = [s for s in shards if not complete[s.name]]
     results: list[ShardResult] = [folder.read_back(s.name) for s in done]
     if done:
         err_console.print(f"resumed: {len(done)} of {len(shards)} shard(s) already in {args.out} (kept; --fresh "

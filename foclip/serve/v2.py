@@ -553,7 +553,7 @@ class V2Front:
                 return self._health(path.endswith("ready"))
             if path == "":
                 self._method(method, "GET")
-                self._key(headers)
+                self.service.check_key(headers)
                 return 200, json_bytes(self.server_metadata()), _JSON
             m = _MODEL_PATH.match(path)
             if m is None:
@@ -565,7 +565,7 @@ class V2Front:
             self._method(method, "GET")
             if m["tail"] == "/ready":
                 return self._health(True)
-            self._key(headers)
+            self.service.check_key(headers)
             return 200, json_bytes(self.model_metadata()), _JSON
         except HttpError as exc:
             self.service.metrics.error(exc.code)
@@ -604,9 +604,6 @@ class V2Front:
     def _method(method: str, allowed: str) -> None:
         if method != allowed:
             raise v2_error(405, f"method {method} is not allowed here; use {allowed}", {"Allow": allowed})
-
-    def _key(self, headers: Mapping[str, str]) -> None:
-        self.service.check_key(headers)
 
     @staticmethod
     def _model(name: str, version: str | None) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from foclip.errors import InputError, require
+from foclip.manifest import sha256_file
 
 CLIPART_ROOT = Path("/usr/share/openclipart/png")
 EMOJI_FONT = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
@@ -282,7 +283,7 @@ def build_dataset(out: Path, cfg: BuildConfig = BuildConfig(),
     images.mkdir(parents=True, exist_ok=True)
     kept: list[Pair] = []
     for i, pair in enumerate(pairs):
-        name = hashlib.sha1(f"{pair.source}:{pair.key}".encode()).hexdigest()[:16] + ".png"
+        name = _image_name(pair)
         dst = images / name
         if not dst.exists():
             img = _render(pair, cfg, font)
@@ -302,6 +303,11 @@ def build_dataset(out: Path, cfg: BuildConfig = BuildConfig(),
             progress(i + 1, len(pairs))
     _write_outputs(out, kept, cfg, report)
     return report
+
+
+def _image_name(pair: Pair) -> str:
+    """The stable file name of a pair's rendered image."""
+    return hashlib.sha1(f"{pair.source}:{pair.key}".encode()).hexdigest()[:16] + ".png"
 
 
 def _render(pair: Pair, cfg: BuildConfig, font: ImageFont.FreeTypeFont | None) -> Image.Image | None:
@@ -447,7 +453,7 @@ def write_heldout(out: Path, pairs: list[Pair], cfg: BuildConfig = BuildConfig()
     rows = []
     for pair in pairs:
         role = roles.get(f"{pair.source}:{pair.key}", "")
-        name = hashlib.sha1(f"{pair.source}:{pair.key}".encode()).hexdigest()[:16] + ".png"
+        name = _image_name(pair)
         dst = out / role / name if role else out / name
         if not dst.exists():
             img = _render(pair, cfg, font)
@@ -460,7 +466,7 @@ def write_heldout(out: Path, pairs: list[Pair], cfg: BuildConfig = BuildConfig()
         package, licence = LICENCES[pair.source]
         rows.append({"file": str(dst.relative_to(out)), "source_package": package, "licence": licence,
                      "category": pair.category, "caption": pair.caption,
-                     "sha256": hashlib.sha256(dst.read_bytes()).hexdigest(), "role": role,
+                     "sha256": sha256_file(dst), "role": role,
                      "key": f"{pair.source}:{pair.key}"})
     write_heldout_card(out / "data_card.csv", rows)
     return rows
