@@ -223,12 +223,7 @@ class OutputClaim:
             self.lock = self.path / f".foclip{LOCK_SUFFIX}"  # a writable folder in a read-only one (`--out ~`)
         self._fh: Any = None
         self._new: list[Path] = []  # what did not exist before the run, deepest first
-        self._keep = False
         self.holds_work = holds_work
-
-    def keep(self) -> None:
-        """The output now holds work worth resuming: a failure from here on leaves it in place."""
-        self._keep = True
 
     def __enter__(self) -> OutputClaim:  # noqa: PYI034 - a final class, never subclassed
         self._new = [*_missing_chain(self.path), *(s for s in self.sidecars if not s.exists())]
@@ -292,7 +287,7 @@ class OutputClaim:
     def _undo_outputs(self) -> None:
         import shutil
 
-        if self._keep or (self.holds_work is not None and self.path.exists() and self._worth_keeping()):
+        if self.holds_work is not None and self.path.exists() and self._worth_keeping():
             return
         for p in (self.path, *self.sidecars):
             if p not in self._new:
